@@ -1,0 +1,265 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Options configure one store.
+type Options struct {
+	// TTL, when positive, makes every Put expire TTL after the stream time at
+	// which it was written. Expired entries are invisible to reads at once and
+	// are deleted (and logged as tombstones) by SweepExpired.
+	TTL time.Duration
+	// Expiring enables per-entry expiry (PutExpiring) without a default TTL.
+	// It is implied by TTL > 0. It changes the stored and logged value format
+	// (an 8-byte expiry precedes the value), so it is fixed for a store's life.
+	Expiring bool
+}
+
+// ErrNotExpiring is returned by PutExpiring on a store opened without expiry.
+var ErrNotExpiring = errors.New("store: per-entry expiry needs a store opened with TTL or Expiring")
+
+// KV is one named store inside a Txn, on raw bytes. Reads see the task's
+// buffered writes; writes are buffered until the Txn commits.
+type KV struct {
+	txn         *Txn
+	name        string
+	dataPrefix  []byte
+	indexPrefix []byte
+	expiring    bool
+	ttl         int64 // milliseconds
+	now         func() int64
+}
+
+// Open returns the store called name within the buffer. now reports the
+// task's stream time in epoch milliseconds; expiry is measured against it.
+func (t *Txn) Open(name string, opts Options, now func() int64) *KV {
+	if kv, ok := t.stores[name]; ok {
+		return kv
+	}
+	kv := &KV{
+		txn:         t,
+		name:        name,
+		dataPrefix:  dataPrefix(name),
+		indexPrefix: indexPrefix(name),
+		expiring:    opts.Expiring || opts.TTL > 0,
+		ttl:         opts.TTL.Milliseconds(),
+		now:         now,
+	}
+	t.stores[name] = kv
+	return kv
+}
+
+// Name returns the store's name.
+func (s *KV) Name() string { return s.name }
+
+func (s *KV) dataKey(key []byte) []byte {
+	return append(append(make([]byte, 0, len(s.dataPrefix)+len(key)), s.dataPrefix...), key...)
+}
+
+func (s *KV) indexKey(expiry int64, key []byte) []byte {
+	b := make([]byte, 0, len(s.indexPrefix)+8+len(key))
+	b = append(b, s.indexPrefix...)
+	b = binary.BigEndian.AppendUint64(b, uint64(expiry))
+	return append(b, key...)
+}
+
+// Get returns the value of key, or false if it is absent or expired.
+func (s *KV) Get(key []byte) ([]byte, bool, error) {
+	raw, ok, err := s.txn.get(s.dataKey(key))
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return s.visible(raw)
+}
+
+func (s *KV) visible(raw []byte) ([]byte, bool, error) {
+	if !s.expiring {
+		return raw, true, nil
+	}
+	exp, v, err := decodeExpiring(raw)
+	if err != nil {
+		return nil, false, fmt.Errorf("store %s: %w", s.name, err)
+	}
+	if exp <= s.now() {
+		return nil, false, nil
+	}
+	return v, true, nil
+}
+
+// Put sets key to value; a nil value deletes the key. On a store with a TTL
+// the entry expires TTL after the current stream time.
+func (s *KV) Put(key, value []byte) error {
+	if value == nil {
+		return s.Delete(key)
+	}
+	if !s.expiring {
+		s.txn.write(s.dataKey(key), value, false)
+		return nil
+	}
+	exp := int64(never)
+	if s.ttl > 0 {
+		exp = max(s.now(), 0) + s.ttl
+	}
+	s.putExpiring(key, value, exp)
+	return nil
+}
+
+// PutExpiring sets key to value until stream time reaches expiresAt (epoch
+// milliseconds).
+func (s *KV) PutExpiring(key, value []byte, expiresAt int64) error {
+	if !s.expiring {
+		return fmt.Errorf("store %s: %w", s.name, ErrNotExpiring)
+	}
+	if value == nil {
+		return s.Delete(key)
+	}
+	s.putExpiring(key, value, expiresAt)
+	return nil
+}
+
+func (s *KV) putExpiring(key, value []byte, exp int64) {
+	s.txn.write(s.dataKey(key), encodeExpiring(exp, value), false)
+	if exp != never {
+		// An older index entry of this key, if any, is left in place: the
+		// sweep recognises it as stale because the expiry no longer matches.
+		s.txn.write(s.indexKey(exp, key), []byte{}, false)
+	}
+}
+
+// Delete removes key.
+func (s *KV) Delete(key []byte) error {
+	s.txn.write(s.dataKey(key), nil, true)
+	return nil
+}
+
+// Range iterates the live entries with from <= key < to in key byte order; a
+// nil from starts at the first key, a nil to runs to the last.
+func (s *KV) Range(from, to []byte) (*RawIter, error) {
+	lower := s.dataKey(from)
+	upper := prefixEnd(s.dataPrefix)
+	if to != nil {
+		upper = s.dataKey(to)
+	}
+	m, err := s.txn.iter(lower, upper)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.name, err)
+	}
+	return &RawIter{store: s, m: m}, nil
+}
+
+// Prefix iterates the live entries whose key starts with prefix.
+func (s *KV) Prefix(prefix []byte) (*RawIter, error) {
+	end := prefixEnd(prefix)
+	if end == nil {
+		return s.Range(prefix, nil)
+	}
+	return s.Range(prefix, end)
+}
+
+// ApproximateNumEntries returns the number of live entries. It walks the
+// store, so it suits metrics and tests rather than the per-record path.
+func (s *KV) ApproximateNumEntries() (int64, error) {
+	it, err := s.Range(nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for it.Next() {
+		n++
+	}
+	return n, it.Close()
+}
+
+// SweepExpired deletes every entry whose expiry is at or before the current
+// stream time and returns how many it deleted. Its cost is proportional to
+// the number of expired (and superseded) index entries, not to the store's
+// size. Deletions are buffered and logged like any other write.
+func (s *KV) SweepExpired() (int, error) {
+	if !s.expiring {
+		return 0, nil
+	}
+	now := s.now()
+	if now < 0 {
+		return 0, nil
+	}
+	upper := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(now)+1)
+	m, err := s.txn.iter(s.indexPrefix, upper)
+	if err != nil {
+		return 0, fmt.Errorf("sweep %s: %w", s.name, err)
+	}
+	type due struct {
+		indexKey []byte
+		expiry   int64
+	}
+	var found []due
+	for m.Next() {
+		k := m.key
+		found = append(found, due{indexKey: bytes.Clone(k), expiry: int64(binary.BigEndian.Uint64(k[len(s.indexPrefix):]))})
+	}
+	if err := m.Close(); err != nil {
+		return 0, fmt.Errorf("sweep %s: %w", s.name, err)
+	}
+	deleted := 0
+	for _, d := range found {
+		key := d.indexKey[len(s.indexPrefix)+8:]
+		raw, ok, err := s.txn.get(s.dataKey(key))
+		if err != nil {
+			return deleted, fmt.Errorf("sweep %s: %w", s.name, err)
+		}
+		if ok {
+			exp, _, err := decodeExpiring(raw)
+			if err != nil {
+				return deleted, fmt.Errorf("sweep %s: %w", s.name, err)
+			}
+			if exp == d.expiry {
+				s.txn.write(s.dataKey(key), nil, true)
+				deleted++
+			}
+		}
+		s.txn.write(d.indexKey, nil, true)
+	}
+	return deleted, nil
+}
+
+// RawIter walks live entries of one store; keys are the store's keys.
+type RawIter struct {
+	store      *KV
+	m          *mergeIter
+	key, value []byte
+	err        error
+}
+
+// Next advances to the next live entry.
+func (it *RawIter) Next() bool {
+	for it.err == nil && it.m.Next() {
+		v, ok, err := it.store.visible(it.m.value)
+		if err != nil {
+			it.err = err
+			return false
+		}
+		if ok {
+			it.key, it.value = it.m.key[len(it.store.dataPrefix):], v
+			return true
+		}
+	}
+	return false
+}
+
+// Key returns the current key; valid until Next.
+func (it *RawIter) Key() []byte { return it.key }
+
+// Value returns the current value; valid until Next.
+func (it *RawIter) Value() []byte { return it.value }
+
+// Close releases the iterator and returns the first error met.
+func (it *RawIter) Close() error {
+	if err := it.m.Close(); err != nil && it.err == nil {
+		it.err = err
+	}
+	return it.err
+}

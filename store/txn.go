@@ -1,0 +1,322 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/google/btree"
+)
+
+// Txn is the write buffer of one task: every store write of the task lands
+// here first, reads see it (read-your-writes), and only Commit moves it to the
+// Backend, in one atomic batch together with the stores' checkpoints. Discard
+// drops it. A Txn is used by one goroutine, the task's.
+type Txn struct {
+	backend Backend
+	pending *btree.BTreeG[*pendingEntry]
+	stores  map[string]*KV
+
+	// undo records the previous pending state of each key written since
+	// BeginRecord, so that one record's effects can be rolled back alone.
+	undo     []undoRecord
+	tracking bool
+}
+
+type pendingEntry struct {
+	key     []byte
+	value   []byte
+	deleted bool
+}
+
+type undoRecord struct {
+	key  []byte
+	prev *pendingEntry // nil: the key was not pending
+}
+
+func lessPending(a, b *pendingEntry) bool { return bytes.Compare(a.key, b.key) < 0 }
+
+// NewTxn returns an empty write buffer over backend.
+func NewTxn(backend Backend) *Txn {
+	return &Txn{backend: backend, pending: btree.NewG(32, lessPending), stores: map[string]*KV{}}
+}
+
+// Backend returns the backend the buffer commits to.
+func (t *Txn) Backend() Backend { return t.backend }
+
+// Change is one changelog record: the store key and its encoded value, nil
+// for a deletion (a tombstone in the changelog topic).
+type Change struct {
+	Key   []byte
+	Value []byte
+}
+
+// Changes returns the changes buffered for store name since the last Commit
+// or Discard, one per key (the latest write wins), in key order.
+func (t *Txn) Changes(name string) []Change {
+	kv, ok := t.stores[name]
+	if !ok {
+		return nil
+	}
+	var out []Change
+	upper := prefixEnd(kv.dataPrefix)
+	t.pending.AscendRange(&pendingEntry{key: kv.dataPrefix}, &pendingEntry{key: upper}, func(e *pendingEntry) bool {
+		c := Change{Key: e.key[len(kv.dataPrefix):]}
+		if !e.deleted {
+			c.Value = e.value
+		}
+		out = append(out, c)
+		return true
+	})
+	return out
+}
+
+// Dirty reports whether anything is buffered.
+func (t *Txn) Dirty() bool { return t.pending.Len() > 0 }
+
+// Commit applies every buffered write and the given checkpoints (store name
+// to the changelog offset the store is now current up to) to the backend in
+// one atomic batch, then empties the buffer. On error nothing was applied and
+// the buffer is kept.
+func (t *Txn) Commit(checkpoints map[string]int64) error {
+	ops := make([]Op, 0, t.pending.Len()+len(checkpoints))
+	t.pending.Ascend(func(e *pendingEntry) bool {
+		if e.deleted {
+			ops = append(ops, Op{Kind: OpDelete, Key: e.key})
+		} else {
+			ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value})
+		}
+		return true
+	})
+	for name, offset := range checkpoints {
+		ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(offset))})
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := t.backend.Apply(ops); err != nil {
+		return fmt.Errorf("apply committed writes: %w", err)
+	}
+	t.pending.Clear(false)
+	t.undo = t.undo[:0]
+	return nil
+}
+
+// Discard drops every buffered write; the backend is untouched.
+func (t *Txn) Discard() {
+	t.pending.Clear(false)
+	t.undo = t.undo[:0]
+	t.tracking = false
+}
+
+// BeginRecord starts a savepoint: writes from here on can be undone by
+// EndRecord(false) without touching earlier buffered writes.
+func (t *Txn) BeginRecord() {
+	t.undo = t.undo[:0]
+	t.tracking = true
+}
+
+// EndRecord closes the savepoint opened by BeginRecord, keeping its writes
+// when keep is true and undoing them otherwise.
+func (t *Txn) EndRecord(keep bool) {
+	if !keep {
+		for i := len(t.undo) - 1; i >= 0; i-- {
+			u := t.undo[i]
+			if u.prev == nil {
+				t.pending.Delete(&pendingEntry{key: u.key})
+			} else {
+				t.pending.ReplaceOrInsert(u.prev)
+			}
+		}
+	}
+	t.undo = t.undo[:0]
+	t.tracking = false
+}
+
+// Checkpoint returns the committed changelog offset store name is current up
+// to, and false if the store has none (never committed, or wiped).
+func (t *Txn) Checkpoint(name string) (int64, bool, error) {
+	v, ok, err := t.backend.Get(checkpointKey(name))
+	if err != nil || !ok {
+		return 0, false, err
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("store %s: corrupt checkpoint (%d bytes)", name, len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+// Wipe deletes store name's data, expiry index and checkpoint from the
+// backend, so that it can be rebuilt from its changelog from offset 0.
+func (t *Txn) Wipe(name string) error {
+	data, index := dataPrefix(name), indexPrefix(name)
+	return t.backend.Apply([]Op{
+		{Kind: OpDeleteRange, Key: data, End: prefixEnd(data)},
+		{Kind: OpDeleteRange, Key: index, End: prefixEnd(index)},
+		{Kind: OpDelete, Key: checkpointKey(name)},
+	})
+}
+
+// Restore applies changelog records of store name directly to the backend,
+// together with the checkpoint next (the offset after the last record), in
+// one atomic batch. The buffer must hold nothing for the store.
+func (t *Txn) Restore(name string, changes []Change, next int64) error {
+	kv, ok := t.stores[name]
+	if !ok {
+		return fmt.Errorf("restore: store %q is not open", name)
+	}
+	ops := make([]Op, 0, 2*len(changes)+1)
+	for _, c := range changes {
+		key := kv.dataKey(c.Key)
+		if c.Value == nil {
+			ops = append(ops, Op{Kind: OpDelete, Key: key})
+			continue
+		}
+		ops = append(ops, Op{Kind: OpSet, Key: key, Value: c.Value})
+		if kv.expiring {
+			exp, _, err := decodeExpiring(c.Value)
+			if err != nil {
+				return fmt.Errorf("restore %s: %w", name, err)
+			}
+			if exp != never {
+				ops = append(ops, Op{Kind: OpSet, Key: kv.indexKey(exp, c.Key)})
+			}
+		}
+	}
+	ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(next))})
+	return t.backend.Apply(ops)
+}
+
+func (t *Txn) get(key []byte) ([]byte, bool, error) {
+	if e, ok := t.pending.Get(&pendingEntry{key: key}); ok {
+		if e.deleted {
+			return nil, false, nil
+		}
+		return e.value, true, nil
+	}
+	return t.backend.Get(key)
+}
+
+func (t *Txn) write(key, value []byte, deleted bool) {
+	e := &pendingEntry{key: key, value: value, deleted: deleted}
+	prev, had := t.pending.ReplaceOrInsert(e)
+	if t.tracking {
+		u := undoRecord{key: key}
+		if had {
+			u.prev = prev
+		}
+		t.undo = append(t.undo, u)
+	}
+}
+
+// iter merges the buffer and the backend over [lower, upper): buffered
+// entries shadow the backend's, buffered deletions hide them.
+func (t *Txn) iter(lower, upper []byte) (*mergeIter, error) {
+	var buffered []*pendingEntry
+	t.pending.AscendRange(&pendingEntry{key: lower}, &pendingEntry{key: upper}, func(e *pendingEntry) bool {
+		buffered = append(buffered, e)
+		return true
+	})
+	base, err := t.backend.NewIter(lower, upper)
+	if err != nil {
+		return nil, err
+	}
+	m := &mergeIter{buffered: buffered, base: base}
+	m.baseOK = base.Next()
+	return m, nil
+}
+
+type mergeIter struct {
+	buffered   []*pendingEntry
+	base       Iter
+	baseOK     bool
+	advance    bool // the base's current entry was handed out; step past it on Next
+	key, value []byte
+}
+
+func (m *mergeIter) Next() bool {
+	if m.advance {
+		m.advance = false
+		m.baseOK = m.base.Next()
+	}
+	for {
+		var fromBuffer *pendingEntry
+		switch {
+		case len(m.buffered) > 0 && m.baseOK:
+			c := bytes.Compare(m.buffered[0].key, m.base.Key())
+			if c <= 0 {
+				fromBuffer = m.buffered[0]
+				m.buffered = m.buffered[1:]
+				if c == 0 {
+					m.baseOK = m.base.Next()
+				}
+			}
+		case len(m.buffered) > 0:
+			fromBuffer = m.buffered[0]
+			m.buffered = m.buffered[1:]
+		case !m.baseOK:
+			return false
+		}
+		if fromBuffer != nil {
+			if fromBuffer.deleted {
+				continue
+			}
+			m.key, m.value = fromBuffer.key, fromBuffer.value
+			return true
+		}
+		m.key, m.value = m.base.Key(), m.base.Value()
+		m.advance = true
+		return true
+	}
+}
+
+func (m *mergeIter) Close() error { return m.base.Close() }
+
+// Key layout in a backend, per store name N:
+//
+//	'd' len(N) N key          data (value, or expiry+value for expiring stores)
+//	't' len(N) N expiry key   expiry index (empty value)
+//	'c' len(N) N              checkpoint (8-byte big-endian offset)
+const (
+	kindData       = 'd'
+	kindIndex      = 't'
+	kindCheckpoint = 'c'
+)
+
+func namespace(kind byte, name string) []byte {
+	b := append([]byte{kind}, binary.AppendUvarint(nil, uint64(len(name)))...)
+	return append(b, name...)
+}
+
+func dataPrefix(name string) []byte    { return namespace(kindData, name) }
+func indexPrefix(name string) []byte   { return namespace(kindIndex, name) }
+func checkpointKey(name string) []byte { return namespace(kindCheckpoint, name) }
+
+// prefixEnd returns the smallest key greater than every key starting with p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// never is the expiry of an entry that does not expire.
+const never = math.MaxInt64
+
+func encodeExpiring(expiry int64, value []byte) []byte {
+	b := make([]byte, 8, 8+len(value))
+	binary.BigEndian.PutUint64(b, uint64(expiry))
+	return append(b, value...)
+}
+
+func decodeExpiring(b []byte) (expiry int64, value []byte, err error) {
+	if len(b) < 8 {
+		return 0, nil, fmt.Errorf("corrupt expiring value (%d bytes)", len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b)), b[8:], nil
+}
