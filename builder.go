@@ -1,0 +1,181 @@
+package exactly
+
+import (
+	"errors"
+	"reflect"
+	"time"
+
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+)
+
+// Builder assembles a topology from sources, processors, sinks and stores,
+// referring to each other by name. Nothing is checked until Build, which
+// reports every problem at once, each naming the node or store at fault.
+type Builder struct {
+	nodes       []topo.Node
+	stores      []*topo.StoreSpec
+	connections map[string][]string
+	onDeser     ErrorAction
+	onProc      ErrorAction
+	errs        []error
+}
+
+// NewBuilder returns an empty builder. By default deserialization and
+// processing errors fail the task (FailOnError).
+func NewBuilder() *Builder {
+	return &Builder{connections: map[string][]string{}}
+}
+
+// OnDeserializationError chooses what happens to records whose key or value
+// cannot be deserialized or whose timestamp cannot be extracted.
+func (b *Builder) OnDeserializationError(a ErrorAction) { b.onDeser = a }
+
+// OnProcessingError chooses what happens to records whose processing returns
+// an error, panics, or forwards something a sink cannot serialize.
+func (b *Builder) OnProcessingError(a ErrorAction) { b.onProc = a }
+
+// Connect gives a processor access to stores declared with AddStore.
+func (b *Builder) Connect(processor string, stores ...string) {
+	b.connections[processor] = append(b.connections[processor], stores...)
+}
+
+// Build validates the topology: unique names, known parents and stores,
+// matching record types on every edge, no cycle, sinks with a parent and a
+// topic, and a dead-letter sink for every source when errors go to one.
+func (b *Builder) Build() (*Topology, error) {
+	if len(b.errs) > 0 {
+		return nil, errors.Join(b.errs...)
+	}
+	t, err := topo.Build(b.nodes, b.stores, b.connections, b.onDeser, b.onProc)
+	if err != nil {
+		return nil, err
+	}
+	return &Topology{t: t}, nil
+}
+
+// Topology is a validated topology, ready to run on Kafka or in the test
+// driver. It is immutable and may be run by many tasks at once.
+type Topology struct{ t *topo.Topology }
+
+// Describe prints the topology's sub-topologies, nodes, connections and
+// stores, in the manner of Kafka Streams' TopologyDescription. Changelog
+// topics are named for applicationID.
+func (t *Topology) Describe(applicationID string) string { return t.t.Describe(applicationID) }
+
+// Internal returns the type-erased topology for the runtime packages of
+// this module; it is not meant for applications.
+func (t *Topology) Internal() *topo.Topology { return t.t }
+
+// Source declares a source node.
+type Source[K, V any] struct {
+	// Topics the source reads. Sources of one sub-topology must be
+	// co-partitioned.
+	Topics []string
+	Keys   serde.Serde[K]
+	Values serde.Serde[V]
+	// Timestamp extracts a record's event time; nil uses the Kafka record
+	// timestamp. An error, or a time before the epoch, is a deserialization
+	// error with reason "invalid-timestamp".
+	Timestamp func(rec Record[K, V]) (time.Time, error)
+}
+
+// AddSource adds a source node reading src.Topics.
+func AddSource[K, V any](b *Builder, name string, src Source[K, V]) {
+	if src.Keys == nil || src.Values == nil {
+		b.errs = append(b.errs, errors.New("source "+quote(name)+" needs key and value serdes"))
+		return
+	}
+	b.nodes = append(b.nodes, &sourceNode[K, V]{name: name, spec: src})
+}
+
+// AddProcessor adds a processor node; supplier is called once per task.
+func AddProcessor[KIn, VIn, KOut, VOut any](b *Builder, name string, supplier func() Processor[KIn, VIn, KOut, VOut], parents ...string) {
+	b.nodes = append(b.nodes, &processorNode[KIn, VIn, KOut, VOut]{name: name, parents: parents, supplier: supplier})
+}
+
+// Sink declares a sink node.
+type Sink[K, V any] struct {
+	Topic  string
+	Keys   serde.Serde[K]
+	Values serde.Serde[V]
+	// Partitioner picks the partition of each record; nil hashes the
+	// serialized key as Kafka's default partitioner does.
+	Partitioner func(key K, value V, numPartitions int32) int32
+}
+
+// AddSink adds a sink node writing to sink.Topic.
+func AddSink[K, V any](b *Builder, name string, sink Sink[K, V], parents ...string) {
+	if sink.Keys == nil || sink.Values == nil {
+		b.errs = append(b.errs, errors.New("sink "+quote(name)+" needs key and value serdes"))
+		return
+	}
+	b.nodes = append(b.nodes, &sinkNode[K, V]{name: name, parents: parents, spec: sink})
+}
+
+// AddDeadLetterSink adds a sink for records that failed: the original key
+// and value bytes with headers naming the error and the source position.
+// Its parents are the sources and processors whose failures it receives.
+func AddDeadLetterSink(b *Builder, name, topic string, parents ...string) {
+	b.nodes = append(b.nodes, &deadLetterNode{name: name, topic: topic, parents: parents})
+}
+
+// Store declares a key-value state store.
+type Store[K, V any] struct {
+	Name   string
+	Keys   serde.Serde[K]
+	Values serde.Serde[V]
+	// Persistent keeps the store on disk (Pebble) under the task's state
+	// directory, so a restart restores only what its checkpoint lacks.
+	// Otherwise it lives in memory and is rebuilt from the changelog.
+	Persistent bool
+	// DisableChangelog stops logging the store to its changelog topic; such
+	// a store is not restored after a crash or a move to another instance.
+	DisableChangelog bool
+	// TTL makes entries expire TTL of stream time after they were written.
+	TTL time.Duration
+	// Expiring allows per-entry expiry with PutExpiring without a default
+	// TTL.
+	Expiring bool
+}
+
+// AddStore declares a key-value store and connects it to processors.
+func AddStore[K, V any](b *Builder, s Store[K, V], processors ...string) {
+	if s.Keys == nil || s.Values == nil {
+		b.errs = append(b.errs, errors.New("store "+quote(s.Name)+" needs key and value serdes"))
+		return
+	}
+	b.stores = append(b.stores, &topo.StoreSpec{
+		Name:       s.Name,
+		Persistent: s.Persistent,
+		Logged:     !s.DisableChangelog,
+		Options:    store.Options{TTL: s.TTL, Expiring: s.Expiring},
+		Keys:       s.Keys,
+		Values:     s.Values,
+		KeyType:    reflect.TypeFor[K](),
+		ValueType:  reflect.TypeFor[V](),
+		Processors: processors,
+	})
+}
+
+// GetKeyValueStore returns the typed store called name, which must be
+// connected to the processor whose context ctx is and declared with key type
+// K and value type V.
+func GetKeyValueStore[K, V any, KOut, VOut any](ctx ProcessorContext[KOut, VOut], name string) (store.KeyValueStore[K, V], error) {
+	raw, spec, err := ctx.rawStore(name)
+	if err != nil {
+		return nil, err
+	}
+	keys, ok := spec.Keys.(serde.Serde[K])
+	if !ok {
+		return nil, errors.New("store " + quote(name) + " holds keys of type " + spec.KeyType.String() + ", not " + reflect.TypeFor[K]().String())
+	}
+	values, ok := spec.Values.(serde.Serde[V])
+	if !ok {
+		return nil, errors.New("store " + quote(name) + " holds values of type " + spec.ValueType.String() + ", not " + reflect.TypeFor[V]().String())
+	}
+	return store.Typed(raw, keys, values), nil
+}
+
+func quote(s string) string { return `"` + s + `"` }

@@ -1,0 +1,590 @@
+// Package task is the deterministic core of the runtime: one task processes
+// the records of one partition of a sub-topology through its nodes, keeps
+// stream time, fires punctuators, buffers store writes and output records,
+// and hands everything that must become durable together to whoever commits
+// it. It does no I/O, starts no goroutine and reads no clock: the Kafka
+// runner, the test driver and the benchmarks all drive the same Task.
+package task
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/store"
+)
+
+// UnknownTime is the stream time of a task that has seen no record.
+const UnknownTime = math.MinInt64
+
+// Config is what a task needs from its environment.
+type Config struct {
+	ApplicationID string
+	ID            topo.TaskID
+	// Memory holds the task's in-memory stores; nil creates one.
+	Memory store.Backend
+	// Persistent holds the task's persistent stores; required when the
+	// sub-topology has one.
+	Persistent store.Backend
+	// PartitionCount reports a topic's partition count, for sinks with a
+	// custom partitioner.
+	PartitionCount func(topic string) (int32, error)
+	// StreamTime is the stream time recorded with the last committed offsets
+	// (UnknownTime if none), so that a restarted task resumes where the
+	// committed one stood.
+	StreamTime int64
+	// WallClock is the wall-clock time at creation, in epoch ms.
+	WallClock int64
+}
+
+// TopicPartition names an input partition.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+// StoreChanges are the changelog records of one store in one commit.
+type StoreChanges struct {
+	Store   string
+	Changes []store.Change
+}
+
+// Commit is everything a task produced since its last commit that must
+// become durable atomically: output records, changelog records and the next
+// offsets of the input partitions, with the stream time they lead to.
+type Commit struct {
+	Outputs    []topo.Output
+	Changelogs []StoreChanges
+	Offsets    map[TopicPartition]int64
+	StreamTime int64
+}
+
+// Empty reports whether the commit carries nothing new.
+func (c *Commit) Empty() bool {
+	return len(c.Outputs) == 0 && len(c.Changelogs) == 0 && len(c.Offsets) == 0
+}
+
+// RecordError is a record the task could not process and was configured to
+// fail on. The task stays failed until Abort.
+type RecordError struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Node      string
+	Reason    string
+	Err       error
+}
+
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("record %s/%d@%d failed in %q (%s): %v", e.Topic, e.Partition, e.Offset, e.Node, e.Reason, e.Err)
+}
+
+func (e *RecordError) Unwrap() error { return e.Err }
+
+// Task is one task. It is used by one goroutine at a time.
+type Task struct {
+	cfg  Config
+	topo *topo.Topology
+	sub  *topo.Subtopology
+
+	order     []string // nodes, parents first
+	instances map[string]topo.Instance
+	sources   map[string]topo.SourceInstance // by topic
+	sourceOf  map[string]string              // topic -> source node
+	deadLets  map[string][]string            // node -> dead-letter topics among its children
+
+	memory, persistent *store.Txn
+	kvs                map[string]*store.KV
+
+	streamTime int64
+	recordTime int64
+	wallClock  int64
+	current    *topo.Raw
+	failure    *nodeFailure
+	failed     error
+
+	outputs   []topo.Output
+	offsets   map[TopicPartition]int64
+	schedules []*schedule
+
+	committed snapshot
+}
+
+type nodeFailure struct {
+	node string
+	err  error
+}
+
+type schedule struct {
+	node      string
+	interval  int64
+	typ       topo.PunctuationType
+	fn        func(int64) error
+	next      int64
+	cancelled bool
+}
+
+func (s *schedule) Cancel() { s.cancelled = true }
+
+type snapshot struct {
+	streamTime int64
+	offsets    map[TopicPartition]int64
+	schedules  []schedule
+}
+
+// New instantiates the nodes of sub-topology id.Subtopology for one
+// partition and opens its stores. Call Checkpoint/Restore/Wipe to bring the
+// stores up to date, then Initialize before processing.
+func New(t *topo.Topology, cfg Config) (*Task, error) {
+	subs := t.Subtopologies()
+	if cfg.ID.Subtopology < 0 || cfg.ID.Subtopology >= len(subs) {
+		return nil, fmt.Errorf("task %s: no such sub-topology", cfg.ID)
+	}
+	if cfg.Memory == nil {
+		cfg.Memory = store.NewMemory()
+	}
+	if cfg.PartitionCount == nil {
+		cfg.PartitionCount = func(topic string) (int32, error) {
+			return 0, fmt.Errorf("partition count of %q is unknown", topic)
+		}
+	}
+	tk := &Task{
+		cfg:        cfg,
+		topo:       t,
+		sub:        subs[cfg.ID.Subtopology],
+		instances:  map[string]topo.Instance{},
+		sources:    map[string]topo.SourceInstance{},
+		sourceOf:   map[string]string{},
+		deadLets:   map[string][]string{},
+		kvs:        map[string]*store.KV{},
+		streamTime: cfg.StreamTime,
+		wallClock:  cfg.WallClock,
+		offsets:    map[TopicPartition]int64{},
+		memory:     store.NewTxn(cfg.Memory),
+	}
+	if cfg.Persistent != nil {
+		tk.persistent = store.NewTxn(cfg.Persistent)
+	}
+	now := func() int64 { return tk.streamTime }
+	for _, name := range tk.sub.Stores {
+		spec, _ := t.Store(name)
+		txn := tk.memory
+		if spec.Persistent {
+			if tk.persistent == nil {
+				return nil, fmt.Errorf("task %s: store %q is persistent but the task has no persistent backend", cfg.ID, name)
+			}
+			txn = tk.persistent
+		}
+		tk.kvs[name] = txn.Open(name, spec.Options, now)
+	}
+	tk.order = tk.sub.Nodes
+	for i := len(tk.order) - 1; i >= 0; i-- {
+		name := tk.order[i]
+		node, _ := t.Node(name)
+		var children []topo.Child
+		for _, c := range t.Children(name) {
+			cn, _ := t.Node(c)
+			children = append(children, topo.Child{Name: c, Kind: cn.Kind(), Instance: tk.instances[c]})
+			if cn.Kind() == topo.KindDeadLetterSink {
+				tk.deadLets[name] = append(tk.deadLets[name], cn.Topics()[0])
+			}
+		}
+		inst, err := node.Instantiate(tk, children)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", cfg.ID, err)
+		}
+		tk.instances[name] = inst
+		if node.Kind() == topo.KindSource {
+			for _, topic := range node.Topics() {
+				tk.sources[topic] = inst.(topo.SourceInstance)
+				tk.sourceOf[topic] = name
+			}
+		}
+	}
+	return tk, nil
+}
+
+// ID returns the task's id.
+func (t *Task) ID() topo.TaskID { return t.cfg.ID }
+
+// SourceTopics returns the topics the task reads.
+func (t *Task) SourceTopics() []string { return t.sub.SourceTopics }
+
+// Initialize calls every processor's Init, parents first. Stores must be
+// restored before: Init may read them.
+func (t *Task) Initialize() error {
+	for _, name := range t.order {
+		if err := t.guard(name, t.instances[name].Init); err != nil {
+			return fmt.Errorf("task %s: %w", t.cfg.ID, err)
+		}
+	}
+	t.takeSnapshot()
+	return nil
+}
+
+// Close calls every processor's Close. Buffered writes are neither applied
+// nor logged: commit or abort first.
+func (t *Task) Close() error {
+	var errs []error
+	for _, name := range t.order {
+		if err := t.guard(name, t.instances[name].Close); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// guard runs f, turning a panic into an error naming node.
+func (t *Task) guard(node string, f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("node %q panicked: %v\n%s", node, p, debug.Stack())
+		}
+	}()
+	return f()
+}
+
+// Process runs one input record through the topology. A record that fails
+// is dead-lettered or fails the task, as the topology is configured; in both
+// cases its partial effects are undone first. A *RecordError means the task
+// is failed and must be aborted.
+func (t *Task) Process(raw *topo.Raw) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	src, ok := t.sources[raw.Topic]
+	if !ok {
+		return fmt.Errorf("task %s does not read topic %q", t.cfg.ID, raw.Topic)
+	}
+	t.current = raw
+	defer func() { t.current = nil }()
+	tp := TopicPartition{raw.Topic, raw.Partition}
+
+	var ts int64
+	err := t.guard(t.sourceOf[raw.Topic], func() (err error) { ts, err = src.Decode(raw); return err })
+	if err != nil {
+		reason := topo.DecodeErrorReason(err)
+		if err := t.handleFailure(t.topo.OnDeserializationError, t.sourceOf[raw.Topic], reason, err); err != nil {
+			return err
+		}
+		t.offsets[tp] = raw.Offset + 1
+		return nil
+	}
+
+	mark, prevStreamTime := len(t.outputs), t.streamTime
+	t.beginRecord()
+	t.streamTime = max(t.streamTime, ts)
+	t.recordTime = ts
+	t.failure = nil
+	if err := t.guard(t.sourceOf[raw.Topic], func() error { src.Deliver(); return nil }); err != nil && t.failure == nil {
+		t.failure = &nodeFailure{node: t.sourceOf[raw.Topic], err: err}
+	}
+	if f := t.failure; f != nil {
+		t.failure = nil
+		t.endRecord(false)
+		t.outputs = t.outputs[:mark]
+		t.streamTime = prevStreamTime
+		if err := t.handleFailure(t.topo.OnProcessingError, f.node, "processing-error", f.err); err != nil {
+			return err
+		}
+	} else {
+		t.endRecord(true)
+	}
+	t.offsets[tp] = raw.Offset + 1
+	if t.streamTime > prevStreamTime {
+		return t.punctuate(topo.StreamTime, t.streamTime)
+	}
+	return nil
+}
+
+func (t *Task) beginRecord() {
+	t.memory.BeginRecord()
+	if t.persistent != nil {
+		t.persistent.BeginRecord()
+	}
+}
+
+func (t *Task) endRecord(keep bool) {
+	t.memory.EndRecord(keep)
+	if t.persistent != nil {
+		t.persistent.EndRecord(keep)
+	}
+}
+
+// handleFailure dead-letters the current record or fails the task.
+func (t *Task) handleFailure(action topo.ErrorAction, node, reason string, cause error) error {
+	raw := t.current
+	fail := func(err error) error {
+		t.failed = &RecordError{Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset, Node: node, Reason: reason, Err: err}
+		return t.failed
+	}
+	if action != topo.DeadLetter {
+		return fail(cause)
+	}
+	topics := t.deadLets[node]
+	if len(topics) == 0 {
+		topics = t.deadLets[t.sourceOf[raw.Topic]]
+	}
+	if len(topics) == 0 {
+		return fail(fmt.Errorf("%w (and no dead-letter sink is connected to %q or its source)", cause, node))
+	}
+	t.emitDeadLetters(topics, topo.DeadLetterRecord{Reason: reason, Message: cause.Error(), Source: raw})
+	return nil
+}
+
+func (t *Task) emitDeadLetters(topics []string, rec topo.DeadLetterRecord) {
+	src := rec.Source
+	headers := make([]topo.Header, 0, len(src.Headers)+5)
+	headers = append(headers, src.Headers...)
+	headers = append(headers,
+		topo.Header{Key: "exactly.error.reason", Value: []byte(rec.Reason)},
+		topo.Header{Key: "exactly.error.message", Value: []byte(rec.Message)},
+		topo.Header{Key: "exactly.source.topic", Value: []byte(src.Topic)},
+		topo.Header{Key: "exactly.source.partition", Value: strconv.AppendInt(nil, int64(src.Partition), 10)},
+		topo.Header{Key: "exactly.source.offset", Value: strconv.AppendInt(nil, src.Offset, 10)},
+	)
+	for _, topic := range topics {
+		t.outputs = append(t.outputs, topo.Output{
+			Topic: topic, Partition: -1, Key: src.Key, Value: src.Value,
+			Headers: headers, Timestamp: src.Timestamp,
+		})
+	}
+}
+
+// AdvanceWallClock moves the task's wall clock to now (epoch ms) and fires
+// the wall-clock punctuators that are due.
+func (t *Task) AdvanceWallClock(now int64) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	if now <= t.wallClock {
+		return nil
+	}
+	t.wallClock = now
+	return t.punctuate(topo.WallClockTime, now)
+}
+
+// punctuate fires every due punctuator of type typ once, at now.
+func (t *Task) punctuate(typ topo.PunctuationType, now int64) error {
+	for i := 0; i < len(t.schedules); i++ {
+		s := t.schedules[i]
+		if s.cancelled || s.typ != typ || s.next > now {
+			continue
+		}
+		s.next = nextTick(now, s.interval)
+		t.recordTime = now
+		t.failure = nil
+		err := t.guard(s.node, func() error { return s.fn(now) })
+		if err == nil && t.failure != nil {
+			err = t.failure.err
+		}
+		t.failure = nil
+		if err != nil {
+			t.failed = fmt.Errorf("task %s: %s punctuator of %q at %d: %w", t.cfg.ID, typ, s.node, now, err)
+			return t.failed
+		}
+	}
+	return nil
+}
+
+// nextTick is the first multiple of interval after now.
+func nextTick(now, interval int64) int64 {
+	if now < 0 {
+		return interval
+	}
+	return (now/interval + 1) * interval
+}
+
+// PrepareCommit returns what must be made durable in one transaction. The
+// task keeps it until CompleteCommit or Abort.
+func (t *Task) PrepareCommit() *Commit {
+	c := &Commit{Outputs: t.outputs, StreamTime: t.streamTime, Offsets: map[TopicPartition]int64{}}
+	for tp, next := range t.offsets {
+		if t.committed.offsets[tp] != next {
+			c.Offsets[tp] = next
+		}
+	}
+	for _, name := range t.sub.Stores {
+		spec, _ := t.topo.Store(name)
+		if !spec.Logged {
+			continue
+		}
+		if changes := t.txnOf(name).Changes(name); len(changes) > 0 {
+			c.Changelogs = append(c.Changelogs, StoreChanges{Store: name, Changes: changes})
+		}
+	}
+	return c
+}
+
+// CompleteCommit is called once the commit from PrepareCommit is durable
+// (the Kafka transaction committed, or the outputs were acknowledged). It
+// applies the buffered store writes to the backends, each store with its
+// checkpoint (the changelog offset after its last record), atomically.
+func (t *Task) CompleteCommit(checkpoints map[string]int64) error {
+	for _, txn := range []*store.Txn{t.memory, t.persistent} {
+		if txn == nil {
+			continue
+		}
+		mine := map[string]int64{}
+		for name, off := range checkpoints {
+			if t.txnOf(name) == txn {
+				mine[name] = off
+			}
+		}
+		if err := txn.Commit(mine); err != nil {
+			return fmt.Errorf("task %s: %w", t.cfg.ID, err)
+		}
+	}
+	t.outputs = nil
+	t.takeSnapshot()
+	return nil
+}
+
+// Abort discards everything since the last commit: store writes, outputs,
+// consumed offsets, stream-time advance and punctuator schedule changes. The
+// caller re-delivers input from the committed offsets.
+func (t *Task) Abort() {
+	t.memory.Discard()
+	if t.persistent != nil {
+		t.persistent.Discard()
+	}
+	t.outputs = nil
+	t.failed, t.failure = nil, nil
+	t.streamTime = t.committed.streamTime
+	t.offsets = cloneOffsets(t.committed.offsets)
+	t.schedules = t.schedules[:len(t.committed.schedules)]
+	for i := range t.schedules {
+		*t.schedules[i] = t.committed.schedules[i]
+	}
+}
+
+func (t *Task) takeSnapshot() {
+	t.committed.streamTime = t.streamTime
+	t.committed.offsets = cloneOffsets(t.offsets)
+	t.committed.schedules = t.committed.schedules[:0]
+	for _, s := range t.schedules {
+		t.committed.schedules = append(t.committed.schedules, *s)
+	}
+}
+
+func cloneOffsets(m map[TopicPartition]int64) map[TopicPartition]int64 {
+	out := make(map[TopicPartition]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// StreamTime returns the task's stream time (UnknownTime before any record).
+func (t *Task) StreamTime() int64 { return t.streamTime }
+
+// Stores returns the names of the task's stores.
+func (t *Task) Stores() []string { return t.sub.Stores }
+
+// KV returns the task's store called name.
+func (t *Task) KV(name string) (*store.KV, bool) {
+	kv, ok := t.kvs[name]
+	return kv, ok
+}
+
+func (t *Task) txnOf(name string) *store.Txn {
+	spec, _ := t.topo.Store(name)
+	if spec.Persistent {
+		return t.persistent
+	}
+	return t.memory
+}
+
+// Checkpoint returns the committed changelog offset of a store.
+func (t *Task) Checkpoint(name string) (int64, bool, error) { return t.txnOf(name).Checkpoint(name) }
+
+// Restore applies changelog records to a store's backend with the
+// checkpoint next.
+func (t *Task) Restore(name string, changes []store.Change, next int64) error {
+	return t.txnOf(name).Restore(name, changes, next)
+}
+
+// Wipe empties a store so it can be restored from offset 0.
+func (t *Task) Wipe(name string) error { return t.txnOf(name).Wipe(name) }
+
+// ---- topo.Runtime ----
+
+// ApplicationID implements topo.Runtime.
+func (t *Task) ApplicationID() string { return t.cfg.ApplicationID }
+
+// TaskID implements topo.Runtime.
+func (t *Task) TaskID() topo.TaskID { return t.cfg.ID }
+
+// RecordTime implements topo.Runtime.
+func (t *Task) RecordTime() int64 { return t.recordTime }
+
+// Source implements topo.Runtime.
+func (t *Task) Source() *topo.Raw { return t.current }
+
+// Fail implements topo.Runtime.
+func (t *Task) Fail(node string, err error) {
+	if t.failure == nil {
+		t.failure = &nodeFailure{node: node, err: err}
+	}
+}
+
+// Failed implements topo.Runtime.
+func (t *Task) Failed() bool { return t.failure != nil }
+
+// Emit implements topo.Runtime.
+func (t *Task) Emit(out topo.Output) { t.outputs = append(t.outputs, out) }
+
+// DeadLetter implements topo.Runtime.
+func (t *Task) DeadLetter(node string, rec topo.DeadLetterRecord) error {
+	topics := t.deadLets[node]
+	if len(topics) == 0 {
+		return fmt.Errorf("node %q has no dead-letter sink among its children", node)
+	}
+	if rec.Source == nil {
+		if t.current == nil {
+			return fmt.Errorf("node %q: dead letter outside of a record needs its source record", node)
+		}
+		rec.Source = t.current
+	}
+	if rec.Reason == "" {
+		rec.Reason = "processing-error"
+	}
+	t.emitDeadLetters(topics, rec)
+	return nil
+}
+
+// Store implements topo.Runtime.
+func (t *Task) Store(node, name string) (*store.KV, *topo.StoreSpec, error) {
+	spec, ok := t.topo.Store(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("processor %q asked for unknown store %q", node, name)
+	}
+	if !slices.Contains(spec.Processors, node) {
+		return nil, nil, fmt.Errorf("store %q is not connected to processor %q: connect it when building the topology", name, node)
+	}
+	return t.kvs[name], spec, nil
+}
+
+// Schedule implements topo.Runtime.
+func (t *Task) Schedule(node string, interval time.Duration, typ topo.PunctuationType, fn func(int64) error) (topo.Cancellable, error) {
+	ms := interval.Milliseconds()
+	if ms < 1 {
+		return nil, fmt.Errorf("processor %q: punctuation interval %v is below 1ms", node, interval)
+	}
+	s := &schedule{node: node, interval: ms, typ: typ, fn: fn}
+	if typ == topo.StreamTime {
+		s.next = nextTick(t.streamTime, ms)
+	} else {
+		s.next = nextTick(t.wallClock, ms)
+	}
+	t.schedules = append(t.schedules, s)
+	return s, nil
+}
+
+// PartitionCount implements topo.Runtime.
+func (t *Task) PartitionCount(topic string) (int32, error) { return t.cfg.PartitionCount(topic) }

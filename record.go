@@ -1,0 +1,125 @@
+package exactly
+
+import (
+	"time"
+
+	"github.com/exactly-go/exactly/internal/task"
+	"github.com/exactly-go/exactly/internal/topo"
+)
+
+// Record is a typed record flowing through a topology. A processor that
+// forwards a copy of its input keeps the input's timestamp and headers; a
+// zero Timestamp is replaced by the timestamp of the record (or punctuation)
+// being processed.
+type Record[K, V any] struct {
+	Key       K
+	Value     V
+	Timestamp time.Time
+	Headers   []Header
+}
+
+// Header is a Kafka record header.
+type Header = topo.Header
+
+// SourceRecord is an input record as it was read: its position and its
+// original bytes. Processors keep it to dead-letter a record later (for
+// example one that waited in a buffer).
+type SourceRecord struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+}
+
+func sourceRecordOf(r *topo.Raw) SourceRecord {
+	return SourceRecord{
+		Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+		Key: r.Key, Value: r.Value, Headers: r.Headers,
+		Timestamp: time.UnixMilli(r.Timestamp),
+	}
+}
+
+func (s SourceRecord) raw() *topo.Raw {
+	return &topo.Raw{
+		Topic: s.Topic, Partition: s.Partition, Offset: s.Offset,
+		Key: s.Key, Value: s.Value, Headers: s.Headers,
+		Timestamp: s.Timestamp.UnixMilli(),
+	}
+}
+
+// DeadLetter describes a record sent to a dead-letter topic. The record
+// carries the original key and value bytes and the headers
+// exactly.error.reason, exactly.error.message, exactly.source.topic,
+// exactly.source.partition and exactly.source.offset.
+type DeadLetter struct {
+	// Reason is a short, stable, machine-readable cause, e.g.
+	// "buffer-ttl-expired" or "malformed".
+	Reason string
+	// Message says what went wrong, for a person.
+	Message string
+	// Source is the record to dead-letter; nil means the input record being
+	// processed.
+	Source *SourceRecord
+}
+
+// The headers of a dead-letter record.
+const (
+	HeaderErrorReason     = "exactly.error.reason"
+	HeaderErrorMessage    = "exactly.error.message"
+	HeaderSourceTopic     = "exactly.source.topic"
+	HeaderSourcePartition = "exactly.source.partition"
+	HeaderSourceOffset    = "exactly.source.offset"
+)
+
+// Reasons the runtime itself gives dead-letter records.
+const (
+	ReasonDeserialization  = "deserialization-error"
+	ReasonInvalidTimestamp = "invalid-timestamp"
+	ReasonProcessing       = "processing-error"
+)
+
+// PunctuationType chooses the clock a punctuator follows.
+type PunctuationType = topo.PunctuationType
+
+// The punctuation clocks.
+const (
+	// StreamTime punctuators fire when the task's stream time (the largest
+	// record timestamp it has seen) reaches each multiple of the interval;
+	// they fire once when a jump passes several.
+	StreamTime = topo.StreamTime
+	// WallClockTime punctuators fire as the wall clock passes each interval;
+	// in the test driver, only when the driver advances it.
+	WallClockTime = topo.WallClockTime
+)
+
+// Punctuator is called with the time it fires at. It runs inside the task's
+// transaction: its store writes and forwarded records commit or abort with
+// the records around it.
+type Punctuator func(timestamp time.Time) error
+
+// Cancellable stops a scheduled punctuator.
+type Cancellable = topo.Cancellable
+
+// TaskID names a task: a sub-topology and the partition it processes.
+type TaskID = topo.TaskID
+
+// ErrorAction chooses what happens to a record that fails.
+type ErrorAction = topo.ErrorAction
+
+// The error actions.
+const (
+	// FailOnError stops the task with an error naming the record's topic,
+	// partition and offset; nothing after it is processed.
+	FailOnError = topo.Fail
+	// DeadLetterOnError sends the record's original bytes to a dead-letter
+	// sink, undoes any partial effect of the record, and continues.
+	DeadLetterOnError = topo.DeadLetter
+)
+
+// RecordError is returned when a record fails and the topology is set to
+// FailOnError: it names the record's topic, partition and offset, the node
+// that failed and why.
+type RecordError = task.RecordError

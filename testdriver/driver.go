@@ -1,0 +1,431 @@
+// Package testdriver runs a topology without a broker, deterministically, in
+// the caller's goroutine: pipe records into input topics, advance the wall
+// clock, read committed output topics and stores, commit, and simulate a
+// crash and a restart. It drives the same task core as the Kafka runner and
+// models the broker the core relies on: records become visible only when
+// their commit happens, together with their changelog records and input
+// offsets, and a crash loses everything since the last commit.
+package testdriver
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/task"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/store"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config configures a Driver.
+type Config struct {
+	// ApplicationID names changelog topics; default "test".
+	ApplicationID string
+	// Partitions sets topics' partition counts; unlisted topics have one.
+	Partitions map[string]int32
+	// ManualCommit turns off the default commit after every piped record
+	// and every wall-clock advance; call Commit yourself.
+	ManualCommit bool
+	// WallClock is the initial wall-clock time; default the Unix epoch.
+	WallClock time.Time
+	// StateDir holds persistent stores; default a temporary directory that
+	// Close removes.
+	StateDir string
+}
+
+// Driver runs one topology. It is not safe for concurrent use.
+type Driver struct {
+	cfg      Config
+	topo     *topo.Topology
+	topics   map[string]*topicLog
+	tasks    map[topo.TaskID]*liveTask
+	commits  map[topo.TaskID]*committed
+	seq      int64
+	wall     int64
+	running  bool
+	stateDir string
+	tempDir  bool
+}
+
+type topicLog struct {
+	partitions [][]*entry
+	all        []*entry // in append order, for readers
+}
+
+type entry struct {
+	raw topo.Raw
+	seq int64
+}
+
+type liveTask struct {
+	task       *task.Task
+	persistent *store.Pebble
+	positions  map[task.TopicPartition]int64
+}
+
+// committed is what the modelled broker keeps of a task across crashes:
+// its committed input offsets and the stream time committed with them.
+type committed struct {
+	offsets    map[task.TopicPartition]int64
+	streamTime int64
+}
+
+// New starts a driver for t; its tasks are created and initialized at once.
+func New(t *exactly.Topology, cfg Config) (*Driver, error) {
+	if cfg.ApplicationID == "" {
+		cfg.ApplicationID = "test"
+	}
+	d := &Driver{
+		cfg:     cfg,
+		topo:    t.Internal(),
+		topics:  map[string]*topicLog{},
+		commits: map[topo.TaskID]*committed{},
+		wall:    cfg.WallClock.UnixMilli(),
+	}
+	if cfg.WallClock.IsZero() {
+		d.wall = 0
+	}
+	d.stateDir = cfg.StateDir
+	if d.stateDir == "" {
+		dir, err := os.MkdirTemp("", "exactly-testdriver-")
+		if err != nil {
+			return nil, err
+		}
+		d.stateDir, d.tempDir = dir, true
+	}
+	if err := d.start(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Driver) partitionCount(topic string) int32 {
+	if n, ok := d.cfg.Partitions[topic]; ok && n > 0 {
+		return n
+	}
+	return 1
+}
+
+func (d *Driver) topic(name string) *topicLog {
+	tl, ok := d.topics[name]
+	if !ok {
+		tl = &topicLog{partitions: make([][]*entry, d.partitionCount(name))}
+		d.topics[name] = tl
+	}
+	return tl
+}
+
+func (d *Driver) appendRecord(topic string, partition int32, raw topo.Raw) int64 {
+	tl := d.topic(topic)
+	raw.Topic, raw.Partition = topic, partition
+	raw.Offset = int64(len(tl.partitions[partition]))
+	d.seq++
+	e := &entry{raw: raw, seq: d.seq}
+	tl.partitions[partition] = append(tl.partitions[partition], e)
+	tl.all = append(tl.all, e)
+	return raw.Offset
+}
+
+// partitionFor picks a partition as Kafka's default partitioner does for
+// keyed records; records without a key go to partition 0.
+func (d *Driver) partitionFor(topic string, key []byte) int32 {
+	n := d.partitionCount(topic)
+	if n == 1 || key == nil {
+		return 0
+	}
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: key}, int(n)))
+}
+
+// start creates, restores and initializes every task.
+func (d *Driver) start() error {
+	d.tasks = map[topo.TaskID]*liveTask{}
+	for _, sub := range d.topo.Subtopologies() {
+		n := d.partitionCount(sub.SourceTopics[0])
+		for _, topic := range sub.SourceTopics[1:] {
+			if m := d.partitionCount(topic); m != n {
+				return fmt.Errorf("sub-topology %d reads %s (%d partitions) and %s (%d partitions): sources of one sub-topology must be co-partitioned",
+					sub.ID, sub.SourceTopics[0], n, topic, m)
+			}
+		}
+		for _, name := range sub.Stores {
+			tl := d.topic(topo.ChangelogTopic(d.cfg.ApplicationID, name))
+			for int32(len(tl.partitions)) < n {
+				tl.partitions = append(tl.partitions, nil)
+			}
+		}
+		for p := int32(0); p < n; p++ {
+			id := topo.TaskID{Subtopology: sub.ID, Partition: p}
+			lt, err := d.startTask(id)
+			if err != nil {
+				return err
+			}
+			d.tasks[id] = lt
+		}
+	}
+	d.running = true
+	return d.pump()
+}
+
+func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
+	c := d.commits[id]
+	if c == nil {
+		c = &committed{offsets: map[task.TopicPartition]int64{}, streamTime: task.UnknownTime}
+		d.commits[id] = c
+	}
+	lt := &liveTask{positions: map[task.TopicPartition]int64{}}
+	cfg := task.Config{
+		ApplicationID: d.cfg.ApplicationID,
+		ID:            id,
+		StreamTime:    c.streamTime,
+		WallClock:     d.wall,
+		PartitionCount: func(topic string) (int32, error) {
+			return d.partitionCount(topic), nil
+		},
+	}
+	for _, name := range d.topo.Subtopologies()[id.Subtopology].Stores {
+		if spec, _ := d.topo.Store(name); spec.Persistent && lt.persistent == nil {
+			p, err := store.OpenPebble(filepath.Join(d.stateDir, id.String()))
+			if err != nil {
+				return nil, err
+			}
+			lt.persistent, cfg.Persistent = p, p
+		}
+	}
+	tk, err := task.New(d.topo, cfg)
+	if err != nil {
+		return nil, lt.close(err)
+	}
+	lt.task = tk
+	for _, name := range tk.Stores() {
+		if err := d.restore(lt, id, name); err != nil {
+			return nil, lt.close(err)
+		}
+	}
+	if err := tk.Initialize(); err != nil {
+		return nil, lt.close(err)
+	}
+	for _, topic := range tk.SourceTopics() {
+		tp := task.TopicPartition{Topic: topic, Partition: id.Partition}
+		lt.positions[tp] = c.offsets[tp]
+	}
+	return lt, nil
+}
+
+func (lt *liveTask) close(err error) error {
+	if lt.persistent != nil {
+		lt.persistent.Close()
+	}
+	return err
+}
+
+// restore brings a store up to the end of its changelog partition, from its
+// checkpoint when it has one.
+func (d *Driver) restore(lt *liveTask, id topo.TaskID, name string) error {
+	spec, _ := d.topo.Store(name)
+	if !spec.Logged {
+		return nil
+	}
+	from, ok, err := lt.task.Checkpoint(name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := lt.task.Wipe(name); err != nil {
+			return err
+		}
+		from = 0
+	}
+	log := d.topic(topo.ChangelogTopic(d.cfg.ApplicationID, name)).partitions[id.Partition]
+	if from >= int64(len(log)) {
+		return nil
+	}
+	changes := make([]store.Change, 0, int64(len(log))-from)
+	for _, e := range log[from:] {
+		changes = append(changes, store.Change{Key: e.raw.Key, Value: e.raw.Value})
+	}
+	return lt.task.Restore(name, changes, int64(len(log)))
+}
+
+// pump processes every visible record not yet processed, oldest append
+// first, committing after each one unless commits are manual.
+func (d *Driver) pump() error {
+	for d.running {
+		var next *entry
+		var owner *liveTask
+		for _, lt := range d.tasks {
+			for tp, pos := range lt.positions {
+				log := d.topic(tp.Topic).partitions[tp.Partition]
+				if pos < int64(len(log)) && (next == nil || log[pos].seq < next.seq) {
+					next, owner = log[pos], lt
+				}
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		raw := next.raw
+		owner.positions[task.TopicPartition{Topic: raw.Topic, Partition: raw.Partition}]++
+		if err := owner.task.Process(&raw); err != nil {
+			d.Crash()
+			return err
+		}
+		if !d.cfg.ManualCommit {
+			if err := d.commit(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Commit commits every task: outputs, changelog records and input offsets
+// become visible together, and stores apply their buffered writes.
+func (d *Driver) Commit() error {
+	if !d.running {
+		return errors.New("testdriver: the application is crashed; call Restart")
+	}
+	if err := d.commit(); err != nil {
+		return err
+	}
+	return d.pump()
+}
+
+func (d *Driver) commit() error { return d.commitThen(true) }
+
+// CrashMidCommit commits the current transaction (outputs, changelog
+// records and offsets become visible) and crashes before any store applies
+// its buffered writes: the moment that leaves a persistent store behind its
+// changelog, for restore to catch up.
+func (d *Driver) CrashMidCommit() error {
+	if !d.running {
+		return errors.New("testdriver: the application is crashed; call Restart")
+	}
+	if err := d.commitThen(false); err != nil {
+		return err
+	}
+	d.Crash()
+	return nil
+}
+
+func (d *Driver) commitThen(apply bool) error {
+	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskIDs) {
+		lt := d.tasks[id]
+		c := lt.task.PrepareCommit()
+		for _, out := range c.Outputs {
+			p := out.Partition
+			if p < 0 {
+				p = d.partitionFor(out.Topic, out.Key)
+			}
+			d.appendRecord(out.Topic, p, topo.Raw{Key: out.Key, Value: out.Value, Headers: out.Headers, Timestamp: out.Timestamp})
+		}
+		checkpoints := map[string]int64{}
+		for _, sc := range c.Changelogs {
+			topic := topo.ChangelogTopic(d.cfg.ApplicationID, sc.Store)
+			var last int64
+			for _, ch := range sc.Changes {
+				last = d.appendRecord(topic, id.Partition, topo.Raw{Key: ch.Key, Value: ch.Value, Timestamp: c.StreamTime})
+			}
+			checkpoints[sc.Store] = last + 1
+		}
+		cm := d.commits[id]
+		for tp, next := range c.Offsets {
+			cm.offsets[tp] = next
+		}
+		cm.streamTime = c.StreamTime
+		if !apply {
+			continue
+		}
+		if err := lt.task.CompleteCommit(checkpoints); err != nil {
+			d.Crash()
+			return err
+		}
+	}
+	return nil
+}
+
+func compareTaskIDs(a, b topo.TaskID) int {
+	if c := cmp.Compare(a.Subtopology, b.Subtopology); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Partition, b.Partition)
+}
+
+// AdvanceWallClock moves the wall clock forward by by and fires the
+// wall-clock punctuators that come due.
+func (d *Driver) AdvanceWallClock(by time.Duration) error {
+	d.wall += by.Milliseconds()
+	if !d.running {
+		return nil
+	}
+	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskIDs) {
+		if err := d.tasks[id].task.AdvanceWallClock(d.wall); err != nil {
+			d.Crash()
+			return err
+		}
+	}
+	if !d.cfg.ManualCommit {
+		if err := d.commit(); err != nil {
+			return err
+		}
+	}
+	return d.pump()
+}
+
+// Crash stops the application the way a killed process stops: nothing since
+// the last commit survives (no outputs, no store writes, no offsets), and
+// processors are not closed. Records piped while crashed wait in their
+// topics until Restart.
+func (d *Driver) Crash() {
+	for _, lt := range d.tasks {
+		lt.close(nil)
+	}
+	d.tasks = nil
+	d.running = false
+}
+
+// Restart starts the application again after Crash: stores are rebuilt from
+// their checkpoints and changelogs, stream time and input positions come
+// from the last commit, and uncommitted input is processed again.
+func (d *Driver) Restart() error {
+	if d.running {
+		d.Crash()
+	}
+	return d.start()
+}
+
+// Close commits, closes every task and removes the temporary state
+// directory.
+func (d *Driver) Close() error {
+	var errs []error
+	if d.running {
+		errs = append(errs, d.commit())
+		for _, lt := range d.tasks {
+			errs = append(errs, lt.task.Close(), lt.close(nil))
+		}
+		d.tasks = nil
+		d.running = false
+	}
+	if d.tempDir {
+		errs = append(errs, os.RemoveAll(d.stateDir))
+	}
+	return errors.Join(errs...)
+}
+
+// PipeBytes appends a raw record to topic, as any producer could, and
+// processes it unless the application is crashed. Use it for input no serde
+// would produce.
+func (d *Driver) PipeBytes(topic string, key, value []byte, timestamp time.Time, headers ...exactly.Header) error {
+	d.appendRecord(topic, d.partitionFor(topic, key), topo.Raw{Key: key, Value: value, Headers: headers, Timestamp: timestamp.UnixMilli()})
+	if !d.running {
+		return nil
+	}
+	return d.pump()
+}
