@@ -321,7 +321,7 @@ func (p *punctuated) Init(ctx exactly.ProcessorContext[string, string]) error {
 	return err
 }
 func (p *punctuated) Process(exactly.Record[string, string]) error { return nil }
-func (p *punctuated) Close() error                                  { return nil }
+func (p *punctuated) Close() error                                 { return nil }
 
 func header(rec exactly.Record[[]byte, []byte], key string) string {
 	for _, h := range rec.Headers {
