@@ -1,0 +1,80 @@
+package exactly
+
+import (
+	"context"
+	"sync"
+
+	"github.com/exactly-go/exactly/internal/kafka"
+)
+
+// Config configures an application on Kafka. See the field comments for
+// defaults; Brokers and ApplicationID are required.
+type Config = kafka.Config
+
+// Guarantee is a processing guarantee: ExactlyOnceV2 or AtLeastOnce.
+type Guarantee = kafka.Guarantee
+
+// SASL holds SASL credentials (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+type SASL = kafka.SASL
+
+// The processing guarantees.
+const (
+	// ExactlyOnceV2 commits each interval's outputs, changelog records and
+	// input offsets in one Kafka transaction (KIP-447 fencing through the
+	// consumer group), reading input read_committed.
+	ExactlyOnceV2 = kafka.ExactlyOnceV2
+	// AtLeastOnce produces outputs and changelog records, waits for their
+	// acknowledgement, then commits input offsets.
+	AtLeastOnce = kafka.AtLeastOnce
+)
+
+// App runs a topology as one instance of an application. Start more
+// instances with the same ApplicationID to share the partitions; Kafka's
+// consumer group moves tasks between them.
+type App struct {
+	runner *kafka.Runner
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New prepares an application; it does not contact the cluster until Run.
+func New(t *Topology, cfg Config) (*App, error) {
+	r, err := kafka.New(t.t, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &App{runner: r}, nil
+}
+
+// Run processes until ctx is cancelled or Close is called, then commits
+// what is pending, closes the stores and leaves the group (a static member
+// stays, unless LeaveGroupOnClose). It returns the error that stopped it, if
+// any: a record that failed under FailOnError, or a state directory in use.
+func (a *App) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	a.mu.Lock()
+	a.cancel, a.done = cancel, done
+	a.mu.Unlock()
+	defer close(done)
+	defer cancel()
+	return a.runner.Run(ctx)
+}
+
+// Ready is closed once the instance has joined the group and restored the
+// stores of its first assignment.
+func (a *App) Ready() <-chan struct{} { return a.runner.Ready() }
+
+// Close stops a running Run and waits for it to return.
+func (a *App) Close() error {
+	a.mu.Lock()
+	cancel, done := a.cancel, a.done
+	a.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}

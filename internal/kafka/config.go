@@ -1,0 +1,148 @@
+// Package kafka is the I/O shell around the task core: it consumes with
+// franz-go in a consumer group, feeds records to tasks, and makes each
+// commit's outputs, changelog records and input offsets durable together,
+// in one Kafka transaction under exactly_once_v2, or produce-then-commit
+// under at_least_once. Store buffers reach their backends only afterwards.
+package kafka
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Guarantee is a processing guarantee.
+type Guarantee string
+
+// The processing guarantees.
+const (
+	// ExactlyOnceV2: outputs, changelog records and input offsets of a
+	// commit are written in one transaction (KIP-447); input is read
+	// read_committed. A crash, rebalance or zombie never duplicates or loses
+	// a record's effects.
+	ExactlyOnceV2 Guarantee = "exactly_once_v2"
+	// AtLeastOnce: outputs and changelog records are acknowledged before
+	// input offsets are committed. A crash can repeat effects, never lose
+	// them.
+	AtLeastOnce Guarantee = "at_least_once"
+)
+
+// SASL holds SASL credentials. The password is never logged.
+type SASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string
+	User      string
+	Password  string
+}
+
+// Config configures an application.
+type Config struct {
+	// Brokers are the seed brokers, host:port.
+	Brokers []string
+	// ApplicationID is the consumer group, the prefix of changelog topics
+	// and of transactional ids. Instances with the same id share the work.
+	ApplicationID string
+	// Guarantee defaults to ExactlyOnceV2.
+	Guarantee Guarantee
+	// CommitInterval defaults to 100ms under ExactlyOnceV2 and 30s under
+	// AtLeastOnce, as in Kafka Streams.
+	CommitInterval time.Duration
+	// StateDir holds persistent stores, under StateDir/ApplicationID; one
+	// instance at a time may use it. Default: a directory under the system
+	// temporary directory.
+	StateDir string
+	// Workers is the number of consumer-group members (each with its own
+	// transactional producer) this instance runs; default 1.
+	Workers int
+	// InstanceID enables static membership (group.instance.id); worker i
+	// uses InstanceID-i. It also makes transactional ids stable, so that a
+	// restarted instance fences its predecessor's open transactions at once.
+	InstanceID string
+	// ClientID is sent to the brokers; default ApplicationID.
+	ClientID string
+	SASL     *SASL
+	TLS      *tls.Config
+	// SessionTimeout and RebalanceTimeout of the group; defaults 45s, 60s.
+	SessionTimeout   time.Duration
+	RebalanceTimeout time.Duration
+	// TransactionTimeout bounds how long a crashed instance's open
+	// transaction blocks read_committed readers; default 10s.
+	TransactionTimeout time.Duration
+	// CreateTopics creates missing output and dead-letter topics with
+	// OutputPartitions partitions (default: the source's count).
+	CreateTopics     bool
+	OutputPartitions int32
+	// ReplicationFactor of created topics; default -1 (the broker default).
+	ReplicationFactor int16
+	// LeaveGroupOnClose makes a static member leave the group on Close, so
+	// its partitions move at once instead of after the session timeout.
+	LeaveGroupOnClose bool
+	// MaxPollRecords bounds the records processed between two checks of the
+	// commit interval; default 10000.
+	MaxPollRecords int
+	Logger         *slog.Logger
+	// Registerer receives the runtime's metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+	// ClientOptions are appended to every franz-go client's options.
+	ClientOptions []kgo.Opt
+}
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	if len(out.Brokers) == 0 {
+		return out, errors.New("config: no brokers: set Brokers to host:port of at least one broker")
+	}
+	if out.ApplicationID == "" {
+		return out, errors.New("config: ApplicationID is required: it names the consumer group and changelog topics")
+	}
+	switch out.Guarantee {
+	case "":
+		out.Guarantee = ExactlyOnceV2
+	case ExactlyOnceV2, AtLeastOnce:
+	default:
+		return out, fmt.Errorf("config: unknown guarantee %q: use %q or %q", out.Guarantee, ExactlyOnceV2, AtLeastOnce)
+	}
+	if out.CommitInterval <= 0 {
+		out.CommitInterval = 100 * time.Millisecond
+		if out.Guarantee == AtLeastOnce {
+			out.CommitInterval = 30 * time.Second
+		}
+	}
+	if out.Workers <= 0 {
+		out.Workers = 1
+	}
+	if out.ClientID == "" {
+		out.ClientID = out.ApplicationID
+	}
+	if out.SessionTimeout <= 0 {
+		out.SessionTimeout = 45 * time.Second
+	}
+	if out.RebalanceTimeout <= 0 {
+		out.RebalanceTimeout = 60 * time.Second
+	}
+	if out.TransactionTimeout <= 0 {
+		out.TransactionTimeout = 10 * time.Second
+	}
+	if out.ReplicationFactor == 0 {
+		out.ReplicationFactor = -1
+	}
+	if out.MaxPollRecords <= 0 {
+		out.MaxPollRecords = 10000
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.SASL != nil {
+		switch out.SASL.Mechanism {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		default:
+			return out, fmt.Errorf("config: SASL mechanism %q is not supported: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", out.SASL.Mechanism)
+		}
+	}
+	return out, nil
+}

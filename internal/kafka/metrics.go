@@ -1,0 +1,61 @@
+package kafka
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the runtime's Prometheus metrics, named after Kafka Streams'
+// meanings.
+type metrics struct {
+	processed       prometheus.Counter
+	processLatency  prometheus.Histogram
+	commits         prometheus.Counter
+	commitLatency   prometheus.Histogram
+	transactions    *prometheus.CounterVec
+	rebalances      *prometheus.CounterVec
+	restored        *prometheus.CounterVec
+	restoreLeft     *prometheus.GaugeVec
+	lag             *prometheus.GaugeVec
+	e2eLatency      prometheus.Histogram
+	deadLetters     *prometheus.CounterVec
+	tasks           prometheus.Gauge
+	outputsProduced prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10}
+	m := &metrics{
+		processed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactly_records_processed_total", Help: "Input records processed (including ones later aborted and reprocessed)."}),
+		processLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "exactly_process_latency_seconds", Help: "Average time to process one record, observed per polled batch.",
+			Buckets: prometheus.ExponentialBuckets(1e-7, 4, 12)}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactly_commits_total", Help: "Commits attempted."}),
+		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "exactly_commit_latency_seconds", Help: "Time to produce a commit's records and commit it.", Buckets: latency}),
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_transactions_total", Help: "Transactions ended, by result (committed, aborted)."}, []string{"result"}),
+		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_rebalances_total", Help: "Partition assignment changes, by kind (assigned, revoked, lost)."}, []string{"kind"}),
+		restored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_restore_records_total", Help: "Changelog records applied to stores while restoring."}, []string{"store"}),
+		restoreLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "exactly_restore_remaining_records", Help: "Changelog offsets left to restore."}, []string{"store", "partition"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "exactly_consumer_lag", Help: "Records between the last fetched offset and the partition's end."}, []string{"topic", "partition"}),
+		e2eLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "exactly_record_e2e_latency_seconds", Help: "From a record's timestamp to the commit of its effects (KIP-613).", Buckets: latency}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_dead_letter_records_total", Help: "Records committed to dead-letter topics."}, []string{"topic"}),
+		tasks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exactly_active_tasks", Help: "Tasks this instance runs."}),
+		outputsProduced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactly_records_produced_total", Help: "Output and changelog records produced (including aborted ones)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
+			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced)
+	}
+	return m
+}

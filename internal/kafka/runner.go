@@ -1,0 +1,272 @@
+package kafka
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+)
+
+// Runner runs one topology as one instance of an application.
+type Runner struct {
+	cfg      Config
+	topo     *topo.Topology
+	metrics  *metrics
+	stateDir string // StateDir/ApplicationID
+	process  string // this process's id in transactional ids
+
+	subOf      map[string]int   // source topic -> sub-topology
+	partitions map[string]int32 // topic -> partition count
+
+	mu      sync.Mutex
+	lock    *os.File
+	running bool
+	ready   chan struct{}
+}
+
+// New validates cfg against the topology. It does not contact the cluster.
+func New(t *topo.Topology, cfg Config) (*Runner, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(os.TempDir(), "exactly-state")
+	}
+	process := c.InstanceID
+	if process == "" {
+		var b [6]byte
+		rand.Read(b[:])
+		process = hex.EncodeToString(b[:])
+	}
+	r := &Runner{
+		cfg:      c,
+		topo:     t,
+		metrics:  newMetrics(c.Registerer),
+		stateDir: filepath.Join(c.StateDir, c.ApplicationID),
+		process:  process,
+		subOf:    map[string]int{},
+		ready:    make(chan struct{}),
+	}
+	for _, sub := range t.Subtopologies() {
+		for _, topic := range sub.SourceTopics {
+			r.subOf[topic] = sub.ID
+		}
+	}
+	return r, nil
+}
+
+// clientOptions are the options every client of the runner shares.
+func (r *Runner) clientOptions() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.ClientID(r.cfg.ClientID),
+	}
+	if r.cfg.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(r.cfg.TLS))
+	}
+	if s := r.cfg.SASL; s != nil {
+		switch s.Mechanism {
+		case "PLAIN":
+			opts = append(opts, kgo.SASL(plain.Auth{User: s.User, Pass: s.Password}.AsMechanism()))
+		case "SCRAM-SHA-256":
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.User, Pass: s.Password}.AsSha256Mechanism()))
+		case "SCRAM-SHA-512":
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.User, Pass: s.Password}.AsSha512Mechanism()))
+		}
+	}
+	return append(opts, r.cfg.ClientOptions...)
+}
+
+// Ready is closed once every worker has joined the group and restored the
+// stores of its first assignment.
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
+
+// Run locks the state directory, prepares topics, and runs the workers
+// until ctx is cancelled (a clean shutdown: the last work is committed) or
+// a worker fails.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.lockStateDir(); err != nil {
+		return err
+	}
+	defer r.unlockStateDir()
+
+	admCl, err := kgo.NewClient(r.clientOptions()...)
+	if err != nil {
+		return fmt.Errorf("connect to %v: %w", r.cfg.Brokers, err)
+	}
+	adm := kadm.NewClient(admCl)
+	err = r.prepareTopics(ctx, adm)
+	admCl.Close()
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	errs := make([]error, r.cfg.Workers)
+	readies := make([]chan struct{}, r.cfg.Workers)
+	for i := range r.cfg.Workers {
+		readies[i] = make(chan struct{})
+		w, err := newWorker(r, i, readies[i])
+		if err != nil {
+			cancel(err)
+			errs[i] = err
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.run(ctx); err != nil {
+				errs[i] = err
+				cancel(err)
+			}
+		}()
+	}
+	go func() {
+		for _, c := range readies {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(r.ready)
+	}()
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// lockStateDir takes an exclusive lock on the application's state
+// directory, so that two instances never share stores.
+func (r *Runner) lockStateDir() error {
+	if err := os.MkdirAll(r.stateDir, 0o755); err != nil {
+		return fmt.Errorf("state directory %s: %w", r.stateDir, err)
+	}
+	path := filepath.Join(r.stateDir, ".lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("state directory %s: %w", r.stateDir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("state directory %s is in use by another instance (lock %s: %v): give each instance its own StateDir", r.stateDir, path, err)
+	}
+	r.mu.Lock()
+	r.lock = f
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Runner) unlockStateDir() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lock != nil {
+		syscall.Flock(int(r.lock.Fd()), syscall.LOCK_UN)
+		r.lock.Close()
+		r.lock = nil
+	}
+}
+
+// prepareTopics checks sources exist and are co-partitioned, and creates
+// changelog topics (and, when configured, output topics).
+func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
+	details, err := adm.ListTopics(ctx)
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
+	r.partitions = map[string]int32{}
+	for name, d := range details {
+		if d.Err == nil {
+			r.partitions[name] = int32(len(d.Partitions))
+		}
+	}
+	for _, sub := range r.topo.Subtopologies() {
+		var want int32
+		for _, topic := range sub.SourceTopics {
+			n, ok := r.partitions[topic]
+			if !ok {
+				return fmt.Errorf("source topic %q does not exist: create it before starting %s", topic, r.cfg.ApplicationID)
+			}
+			if want == 0 {
+				want = n
+			} else if n != want {
+				return fmt.Errorf("sub-topology %d reads %s (%d partitions) and %s (%d partitions): sources of one sub-topology must be co-partitioned",
+					sub.ID, sub.SourceTopics[0], want, topic, n)
+			}
+		}
+		for _, name := range sub.Stores {
+			spec, _ := r.topo.Store(name)
+			if !spec.Logged {
+				continue
+			}
+			topic := topo.ChangelogTopic(r.cfg.ApplicationID, name)
+			if err := r.ensureTopic(ctx, adm, topic, want, map[string]*string{"cleanup.policy": ptr("compact")}); err != nil {
+				return err
+			}
+			if r.partitions[topic] != want {
+				return fmt.Errorf("changelog %s has %d partitions but its source has %d: delete the changelog (it is rebuilt) or fix the source", topic, r.partitions[topic], want)
+			}
+		}
+		for _, topic := range sub.SinkTopics {
+			if _, ok := r.partitions[topic]; ok {
+				continue
+			}
+			if !r.cfg.CreateTopics {
+				return fmt.Errorf("output topic %q does not exist: create it, or set CreateTopics", topic)
+			}
+			n := r.cfg.OutputPartitions
+			if n <= 0 {
+				n = want
+			}
+			if err := r.ensureTopic(ctx, adm, topic, n, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Runner) ensureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, configs map[string]*string) error {
+	if _, ok := r.partitions[topic]; ok {
+		return nil
+	}
+	resp, err := adm.CreateTopic(ctx, partitions, r.cfg.ReplicationFactor, configs, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	r.partitions[topic] = partitions
+	r.cfg.Logger.Info("created topic", "topic", topic, "partitions", partitions)
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// deadLetterTopics are the topics of the topology's dead-letter sinks.
+func (r *Runner) deadLetterTopics() map[string]bool {
+	out := map[string]bool{}
+	for _, sub := range r.topo.Subtopologies() {
+		for _, name := range sub.Nodes {
+			if n, _ := r.topo.Node(name); n.Kind() == topo.KindDeadLetterSink {
+				out[n.Topics()[0]] = true
+			}
+		}
+	}
+	return out
+}

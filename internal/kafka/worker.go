@@ -1,0 +1,649 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/exactly-go/exactly/internal/task"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/store"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// worker is one consumer-group member with its own (transactional)
+// producer. It owns its tasks; rebalance callbacks reach them only under mu,
+// and with BlockRebalanceOnPoll they run only while the worker is polling.
+type worker struct {
+	r     *Runner
+	index int
+	log   *slog.Logger
+	eos   bool
+	ready chan struct{}
+
+	sess *kgo.GroupTransactSession // exactly_once_v2 only
+	cl   *kgo.Client
+	adm  *kadm.Client
+
+	mu        sync.Mutex
+	tasks     map[topo.TaskID]*liveTask
+	byInput   map[task.TopicPartition]*liveTask
+	pending   map[string][]int32 // assigned, not yet restored
+	assigned  bool
+	readyOnce sync.Once
+
+	lastCommit time.Time
+	timestamps []int64 // record timestamps since the last commit
+	fatal      error   // a failure that must stop the worker
+}
+
+type liveTask struct {
+	id         topo.TaskID
+	task       *task.Task
+	persistent *store.Pebble
+}
+
+func newWorker(r *Runner, index int, ready chan struct{}) (*worker, error) {
+	return &worker{
+		r:     r,
+		index: index,
+		log:   r.cfg.Logger.With("worker", index),
+		eos:   r.cfg.Guarantee == ExactlyOnceV2,
+		ready: ready,
+	}, nil
+}
+
+// run runs sessions until ctx ends. A session that fails for a reason
+// other than a record the topology fails on (fencing, an unknown
+// transaction outcome, a lost connection) is closed, its tasks dropped
+// uncommitted, and a new session joins the group.
+func (w *worker) run(ctx context.Context) error {
+	for {
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var re *task.RecordError
+		if errors.As(err, &re) {
+			return err
+		}
+		w.log.Warn("session ended; rejoining", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (w *worker) clientOptions() []kgo.Opt {
+	cfg := &w.r.cfg
+	var topics []string
+	for _, sub := range w.r.topo.Subtopologies() {
+		topics = append(topics, sub.SourceTopics...)
+	}
+	opts := append(w.r.clientOptions(),
+		kgo.ConsumerGroup(cfg.ApplicationID),
+		kgo.ConsumeTopics(topics...),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.DisableAutoCommit(),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.RecordPartitioner(explicitOrKeyPartitioner{}),
+		kgo.OnPartitionsAssigned(w.onAssigned),
+		kgo.OnPartitionsRevoked(w.onRevoked),
+		kgo.OnPartitionsLost(w.onLost),
+	)
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(fmt.Sprintf("%s-%d", cfg.InstanceID, w.index)))
+	}
+	if w.eos {
+		opts = append(opts,
+			kgo.TransactionalID(fmt.Sprintf("%s-%s-%d", cfg.ApplicationID, w.r.process, w.index)),
+			kgo.TransactionTimeout(cfg.TransactionTimeout),
+		)
+	}
+	return opts
+}
+
+// session is one membership in the group, from join to close.
+func (w *worker) session(ctx context.Context) (err error) {
+	w.tasks = map[topo.TaskID]*liveTask{}
+	w.byInput = map[task.TopicPartition]*liveTask{}
+	w.pending = map[string][]int32{}
+	w.fatal = nil
+	if w.eos {
+		w.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
+		if err != nil {
+			return fmt.Errorf("create transactional session: %w", err)
+		}
+		w.cl = w.sess.Client()
+	} else {
+		w.cl, err = kgo.NewClient(w.clientOptions()...)
+		if err != nil {
+			return fmt.Errorf("create client: %w", err)
+		}
+	}
+	w.adm = kadm.NewClient(w.cl)
+	defer w.closeSession(ctx)
+
+	w.lastCommit = time.Now()
+	for {
+		if ctx.Err() != nil {
+			return w.shutdown()
+		}
+		pollCtx, cancel := context.WithDeadline(ctx, w.lastCommit.Add(w.r.cfg.CommitInterval))
+		fetches := w.cl.PollRecords(pollCtx, w.r.cfg.MaxPollRecords)
+		cancel()
+		if fetches.IsClientClosed() {
+			return errors.New("client closed")
+		}
+		err := w.iteration(ctx, fetches)
+		w.cl.AllowRebalance()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// iteration restores newly assigned tasks, processes one polled batch and
+// commits when the interval has passed, all while rebalances are blocked.
+func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fatal != nil {
+		return w.fatal
+	}
+	var fetchErr error
+	fetches.EachError(func(topic string, p int32, err error) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return
+		}
+		w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		fetchErr = err
+	})
+	if fetchErr != nil && isFatalFetchError(fetchErr) {
+		return fetchErr
+	}
+	if err := w.restorePending(ctx); err != nil {
+		return err
+	}
+	if w.assigned {
+		w.readyOnce.Do(func() { close(w.ready) })
+	}
+
+	start := time.Now()
+	n := 0
+	var procErr error
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if procErr != nil || len(fp.Records) == 0 {
+			return
+		}
+		lt := w.byInput[task.TopicPartition{Topic: fp.Topic, Partition: fp.Partition}]
+		if lt == nil {
+			procErr = fmt.Errorf("records for %s/%d, which has no task", fp.Topic, fp.Partition)
+			return
+		}
+		for _, rec := range fp.Records {
+			raw := rawOf(rec)
+			if err := lt.task.Process(&raw); err != nil {
+				procErr = err
+				return
+			}
+			w.timestamps = append(w.timestamps, raw.Timestamp)
+			n++
+		}
+		last := fp.Records[len(fp.Records)-1].Offset
+		w.r.metrics.lag.WithLabelValues(fp.Topic, strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-last-1, 0)))
+	})
+	if n > 0 {
+		w.r.metrics.processed.Add(float64(n))
+		w.r.metrics.processLatency.Observe(time.Since(start).Seconds() / float64(n))
+	}
+	if procErr != nil {
+		w.abortAll()
+		if w.eos {
+			w.sess.End(ctx, kgo.TryAbort)
+		}
+		return procErr
+	}
+	if time.Since(w.lastCommit) >= w.r.cfg.CommitInterval {
+		return w.commit(ctx)
+	}
+	return nil
+}
+
+func isFatalFetchError(err error) bool {
+	return errors.Is(err, kgo.ErrClientClosed)
+}
+
+func rawOf(rec *kgo.Record) topo.Raw {
+	raw := topo.Raw{
+		Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset,
+		Key: rec.Key, Value: rec.Value, Timestamp: rec.Timestamp.UnixMilli(),
+	}
+	if len(rec.Headers) > 0 {
+		raw.Headers = make([]topo.Header, len(rec.Headers))
+		for i, h := range rec.Headers {
+			raw.Headers[i] = topo.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return raw
+}
+
+// pendingCommit is one task's part of a commit in flight.
+type pendingCommit struct {
+	lt          *liveTask
+	c           *task.Commit
+	checkpoints map[string]int64
+}
+
+// commit makes everything the tasks produced since the last commit durable
+// together, then applies the store buffers.
+func (w *worker) commit(ctx context.Context) error {
+	start := time.Now()
+	w.lastCommit = start
+	var parts []*pendingCommit
+	nothing := true
+	for _, id := range slices.SortedFunc(maps.Keys(w.tasks), compareTaskIDs) {
+		lt := w.tasks[id]
+		c := lt.task.PrepareCommit()
+		if !c.Empty() {
+			nothing = false
+		}
+		parts = append(parts, &pendingCommit{lt: lt, c: c, checkpoints: map[string]int64{}})
+	}
+	if nothing {
+		return nil
+	}
+	w.r.metrics.commits.Inc()
+	if w.eos {
+		if err := w.sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+	}
+	produceErr := w.produce(ctx, parts)
+
+	var committed bool
+	if w.eos {
+		endCtx := kgo.PreTxnCommitFnContext(ctx, w.streamTimeMetadata(parts))
+		try := kgo.TryCommit
+		if produceErr != nil {
+			try = kgo.TryAbort
+		}
+		var err error
+		committed, err = w.sess.End(endCtx, try)
+		if err != nil {
+			w.abortAll()
+			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+			return fmt.Errorf("end transaction: %w", err)
+		}
+		if !committed {
+			w.log.Info("transaction aborted; input will be redelivered", "produce_err", produceErr)
+			w.abortAll()
+			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+			w.timestamps = w.timestamps[:0]
+			return nil
+		}
+		w.r.metrics.transactions.WithLabelValues("committed").Inc()
+	} else if produceErr != nil {
+		// Nothing was applied and no offset committed: rewind and redo.
+		w.abortAll()
+		w.cl.SetOffsets(w.cl.CommittedOffsets())
+		w.log.Warn("produce failed; input will be redelivered", "err", produceErr)
+		w.timestamps = w.timestamps[:0]
+		return nil
+	}
+
+	for _, p := range parts {
+		if err := p.lt.task.CompleteCommit(p.checkpoints); err != nil {
+			// The commit is durable; only the local store is behind. A new
+			// session restores it from its checkpoint.
+			return fmt.Errorf("apply committed writes of task %s: %w", p.lt.id, err)
+		}
+	}
+	if !w.eos {
+		if err := w.commitOffsets(ctx, parts); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	for _, ts := range w.timestamps {
+		w.r.metrics.e2eLatency.Observe(float64(now.UnixMilli()-ts) / 1000)
+	}
+	w.timestamps = w.timestamps[:0]
+	w.r.metrics.commitLatency.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// produce sends every output and changelog record of the commit and waits
+// for their acknowledgements, recording each store's checkpoint.
+func (w *worker) produce(ctx context.Context, parts []*pendingCommit) error {
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	deadLetterTopics := w.r.deadLetterTopics()
+	for _, p := range parts {
+		for i := range p.c.Outputs {
+			out := &p.c.Outputs[i]
+			rec := &kgo.Record{Topic: out.Topic, Partition: out.Partition, Key: out.Key, Value: out.Value, Timestamp: time.UnixMilli(out.Timestamp)}
+			for _, h := range out.Headers {
+				rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			}
+			if deadLetterTopics[out.Topic] {
+				w.r.metrics.deadLetters.WithLabelValues(out.Topic).Inc()
+			}
+			wg.Add(1)
+			w.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+				defer wg.Done()
+				if err != nil {
+					fail(fmt.Errorf("produce to %s: %w", out.Topic, err))
+				}
+			})
+		}
+		for _, sc := range p.c.Changelogs {
+			topic := topo.ChangelogTopic(w.r.cfg.ApplicationID, sc.Store)
+			for _, ch := range sc.Changes {
+				rec := &kgo.Record{Topic: topic, Partition: p.lt.id.Partition, Key: ch.Key, Value: ch.Value}
+				if p.c.StreamTime >= 0 {
+					rec.Timestamp = time.UnixMilli(p.c.StreamTime)
+				}
+				wg.Add(1)
+				storeName := sc.Store
+				checkpoints := p.checkpoints
+				w.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+					defer wg.Done()
+					if err != nil {
+						fail(fmt.Errorf("produce to %s: %w", topic, err))
+						return
+					}
+					mu.Lock()
+					if r.Offset+1 > checkpoints[storeName] {
+						checkpoints[storeName] = r.Offset + 1
+					}
+					mu.Unlock()
+				})
+			}
+		}
+		w.r.metrics.outputsProduced.Add(float64(len(p.c.Outputs)))
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// streamTimeMetadata writes each task's stream time into the metadata of
+// its partitions' offset commits, so a task restarted anywhere resumes at
+// the same stream time.
+func (w *worker) streamTimeMetadata(parts []*pendingCommit) func(*kmsg.TxnOffsetCommitRequest) error {
+	times := w.streamTimes(parts)
+	return func(req *kmsg.TxnOffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				if st, ok := times[task.TopicPartition{Topic: t.Topic, Partition: t.Partitions[j].Partition}]; ok {
+					t.Partitions[j].Metadata = &st
+				}
+			}
+		}
+		return nil
+	}
+}
+
+func (w *worker) streamTimes(parts []*pendingCommit) map[task.TopicPartition]string {
+	times := map[task.TopicPartition]string{}
+	for _, p := range parts {
+		meta := encodeStreamTime(p.c.StreamTime)
+		for _, topic := range p.lt.task.SourceTopics() {
+			times[task.TopicPartition{Topic: topic, Partition: p.lt.id.Partition}] = meta
+		}
+	}
+	return times
+}
+
+// commitOffsets commits input offsets after the outputs were acknowledged
+// (at_least_once).
+func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) error {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for _, p := range parts {
+		for tp, next := range p.c.Offsets {
+			if offsets[tp.Topic] == nil {
+				offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
+			}
+			offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: next}
+		}
+	}
+	if len(offsets) == 0 {
+		return nil
+	}
+	times := w.streamTimes(parts)
+	commitCtx := kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				if st, ok := times[task.TopicPartition{Topic: t.Topic, Partition: t.Partitions[j].Partition}]; ok {
+					t.Partitions[j].Metadata = &st
+				}
+			}
+		}
+		return nil
+	})
+	var commitErr error
+	w.cl.CommitOffsetsSync(commitCtx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != 0 && commitErr == nil {
+					commitErr = fmt.Errorf("commit %s/%d: error code %d", t.Topic, p.Partition, p.ErrorCode)
+				}
+			}
+		}
+	})
+	if commitErr != nil {
+		// The outputs are durable and the stores applied; only the offsets
+		// are behind, so the input is redelivered (at-least-once).
+		w.log.Warn("offset commit failed; records after the last commit will be redelivered", "err", commitErr)
+	}
+	return nil
+}
+
+const streamTimePrefix = "exactly:v1:st="
+
+func encodeStreamTime(st int64) string {
+	if st == task.UnknownTime {
+		return ""
+	}
+	return streamTimePrefix + strconv.FormatInt(st, 10)
+}
+
+func decodeStreamTime(meta string) int64 {
+	s, ok := strings.CutPrefix(meta, streamTimePrefix)
+	if !ok {
+		return task.UnknownTime
+	}
+	st, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return task.UnknownTime
+	}
+	return st
+}
+
+// abortAll discards every task's work since the last commit.
+func (w *worker) abortAll() {
+	for _, lt := range w.tasks {
+		lt.task.Abort()
+	}
+}
+
+// shutdown commits what is pending and closes the tasks; the session's
+// deferred close leaves the group.
+func (w *worker) shutdown() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.commit(ctx); err != nil {
+		w.log.Warn("final commit failed", "err", err)
+		w.abortAll()
+	}
+	w.log.Info("shut down cleanly")
+	return nil
+}
+
+// closeSession closes every task without applying anything uncommitted and
+// closes the client.
+func (w *worker) closeSession(ctx context.Context) {
+	w.mu.Lock()
+	for id, lt := range w.tasks {
+		w.closeTask(lt, false)
+		delete(w.tasks, id)
+	}
+	w.byInput = map[task.TopicPartition]*liveTask{}
+	w.mu.Unlock()
+	if w.r.cfg.InstanceID != "" && !w.r.cfg.LeaveGroupOnClose {
+		w.cl.CloseAllowingRebalance()
+	} else {
+		w.cl.LeaveGroup()
+		w.cl.Close()
+	}
+}
+
+func (w *worker) closeTask(lt *liveTask, abort bool) {
+	if abort {
+		lt.task.Abort()
+	}
+	if err := lt.task.Close(); err != nil {
+		w.log.Warn("close task", "task", lt.id, "err", err)
+	}
+	if lt.persistent != nil {
+		lt.persistent.Close()
+	}
+	for _, topic := range lt.task.SourceTopics() {
+		delete(w.byInput, task.TopicPartition{Topic: topic, Partition: lt.id.Partition})
+	}
+	w.r.metrics.tasks.Dec()
+}
+
+// ---- rebalance callbacks (run while the worker is polling) ----
+
+func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.assigned = true
+	w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
+	for topic, ps := range assigned {
+		w.pending[topic] = append(w.pending[topic], ps...)
+	}
+	w.log.Info("partitions assigned", "partitions", assigned)
+}
+
+func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.r.metrics.rebalances.WithLabelValues("revoked").Inc()
+	if !w.eos && len(revoked) > 0 {
+		// Hand the partitions over with their work committed.
+		if err := w.commit(ctx); err != nil {
+			w.log.Warn("commit on revocation failed", "err", err)
+			w.abortAll()
+		}
+	}
+	// Under exactly_once_v2 the session aborts the open transaction: the
+	// revoked tasks' work is discarded here, the others' at the next End.
+	w.dropTasks(revoked, w.eos)
+	w.log.Info("partitions revoked", "partitions", revoked)
+}
+
+func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.r.metrics.rebalances.WithLabelValues("lost").Inc()
+	w.dropTasks(lost, true)
+	w.log.Warn("partitions lost", "partitions", lost)
+}
+
+func (w *worker) dropTasks(partitions map[string][]int32, abort bool) {
+	for topic, ps := range partitions {
+		for _, p := range ps {
+			tp := task.TopicPartition{Topic: topic, Partition: p}
+			if lt := w.byInput[tp]; lt != nil {
+				w.closeTask(lt, abort)
+				delete(w.tasks, lt.id)
+			}
+			if pend := w.pending[topic]; pend != nil {
+				w.pending[topic] = slices.DeleteFunc(pend, func(x int32) bool { return x == p })
+			}
+		}
+	}
+}
+
+func compareTaskIDs(a, b topo.TaskID) int {
+	if a.Subtopology != b.Subtopology {
+		return a.Subtopology - b.Subtopology
+	}
+	return int(a.Partition - b.Partition)
+}
+
+// taskDir is where a task's persistent stores live.
+func (w *worker) taskDir(id topo.TaskID) string {
+	return filepath.Join(w.r.stateDir, id.String())
+}
+
+func (w *worker) openPersistent(id topo.TaskID) (*store.Pebble, error) {
+	dir := w.taskDir(id)
+	p, err := store.OpenPebble(dir)
+	if err == nil {
+		return p, nil
+	}
+	w.log.Warn("local store unreadable; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
+	if rmErr := os.RemoveAll(dir); rmErr != nil {
+		return nil, fmt.Errorf("wipe %s: %w", dir, rmErr)
+	}
+	return store.OpenPebble(dir)
+}
+
+// explicitOrKeyPartitioner keeps a partition the task chose (changelogs,
+// custom partitioners) and otherwise hashes the key as Kafka does.
+type explicitOrKeyPartitioner struct{}
+
+func (explicitOrKeyPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	return &explicitTopicPartitioner{hash: kgo.StickyKeyPartitioner(nil).ForTopic(topic)}
+}
+
+type explicitTopicPartitioner struct {
+	hash kgo.TopicPartitioner
+}
+
+func (p *explicitTopicPartitioner) RequiresConsistency(*kgo.Record) bool { return true }
+func (p *explicitTopicPartitioner) Partition(r *kgo.Record, n int) int {
+	if r.Partition >= 0 && int(r.Partition) < n {
+		return int(r.Partition)
+	}
+	return p.hash.Partition(r, n)
+}

@@ -1,0 +1,244 @@
+package exactly_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// countOut is one output of the counting topology: the input's id and the
+// count of its key after it.
+type countOut struct {
+	ID    string `json:"id"`
+	Count int64  `json:"count"`
+}
+
+type countProc struct {
+	ctx    exactly.ProcessorContext[string, countOut]
+	counts store.KeyValueStore[string, int64]
+}
+
+func (p *countProc) Init(ctx exactly.ProcessorContext[string, countOut]) (err error) {
+	p.ctx = ctx
+	p.counts, err = exactly.GetKeyValueStore[string, int64](ctx, "counts")
+	return err
+}
+
+func (p *countProc) Process(rec exactly.Record[string, string]) error {
+	n, _, err := p.counts.Get(rec.Key)
+	if err != nil {
+		return err
+	}
+	if err := p.counts.Put(rec.Key, n+1); err != nil {
+		return err
+	}
+	p.ctx.Forward(exactly.Record[string, countOut]{Key: rec.Key, Value: countOut{ID: rec.Value, Count: n + 1}})
+	return nil
+}
+
+func (p *countProc) Close() error { return nil }
+
+func countingApp(t testing.TB, persistent bool) *exactly.Topology {
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"input"}, Keys: serde.String, Values: serde.String})
+	exactly.AddProcessor(b, "count", func() exactly.Processor[string, string, string, countOut] { return &countProc{} }, "in")
+	exactly.AddStore(b, exactly.Store[string, int64]{Name: "counts", Keys: serde.String, Values: serde.Int64, Persistent: persistent}, "count")
+	exactly.AddSink(b, "out", exactly.Sink[string, countOut]{Topic: "output", Keys: serde.String, Values: serde.JSON[countOut]()}, "count")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+func newCluster(t testing.TB, partitions int32) []string {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func produceInputs(t testing.TB, brokers []string, from, to int, keys int) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := from; i < to; i++ {
+		recs = append(recs, &kgo.Record{Topic: "input", Key: []byte(fmt.Sprint("k", i%keys)), Value: []byte(fmt.Sprint("r", i)), Timestamp: time.UnixMilli(int64(i))})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readCommitted reads the output topic read_committed until it holds want
+// records or the deadline passes.
+func readCommitted(t testing.TB, brokers []string, want int, timeout time.Duration) []countOut {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("output"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []countOut
+	deadline := time.Now().Add(timeout)
+	for len(out) < want && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fetches := cl.PollFetches(ctx)
+		cancel()
+		fetches.EachRecord(func(r *kgo.Record) {
+			var v countOut
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Errorf("bad output %q: %v", r.Value, err)
+			}
+			out = append(out, v)
+		})
+	}
+	// Anything beyond want would be a duplicate: give it a moment to show.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+		var v countOut
+		json.Unmarshal(r.Value, &v)
+		out = append(out, v)
+	})
+	cancel()
+	return out
+}
+
+// checkExactlyOnce asserts every input id 0..n-1 appears once and the
+// counts per key are 1..m in some order.
+func checkExactlyOnce(t testing.TB, out []countOut, n, keys int) {
+	t.Helper()
+	seen := map[string]int{}
+	maxCount := map[int]int64{}
+	for _, o := range out {
+		seen[o.ID]++
+		var i int
+		fmt.Sscanf(o.ID, "r%d", &i)
+		maxCount[i%keys] = max(maxCount[i%keys], o.Count)
+	}
+	for i := range n {
+		if c := seen[fmt.Sprint("r", i)]; c != 1 {
+			t.Fatalf("input r%d appears %d times in the committed output (of %d outputs)", i, c, len(out))
+		}
+	}
+	if len(out) != n {
+		t.Fatalf("%d outputs for %d inputs", len(out), n)
+	}
+	for k := range keys {
+		if want := int64((n - k + keys - 1) / keys); maxCount[k] != want {
+			t.Fatalf("key k%d: final count %d, want %d", k, maxCount[k], want)
+		}
+	}
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("EXACTLY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+func appConfig(brokers []string, dir string, g exactly.Guarantee) exactly.Config {
+	return exactly.Config{
+		Brokers:          brokers,
+		ApplicationID:    "counting",
+		Guarantee:        g,
+		CommitInterval:   50 * time.Millisecond,
+		StateDir:         dir,
+		SessionTimeout:   3 * time.Second,
+		RebalanceTimeout: 5 * time.Second,
+		CreateTopics:     true,
+		Logger:           testLogger(),
+	}
+}
+
+func startApp(t testing.TB, top *exactly.Topology, cfg exactly.Config) (stop func() error) {
+	app, err := exactly.New(top, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Add(1)
+	go func() { defer wg.Done(); runErr = app.Run(context.Background()) }()
+	return func() error { app.Close(); wg.Wait(); return runErr }
+}
+
+func TestKafkaExactlyOnceAcrossRestartsAndRebalances(t *testing.T) {
+	for _, persistent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
+			brokers := newCluster(t, 3)
+			top := countingApp(t, persistent)
+			dirA, dirB := t.TempDir(), t.TempDir()
+			const keys = 17
+			produceInputs(t, brokers, 0, 3000, keys)
+			stopA := startApp(t, top, appConfig(brokers, dirA, exactly.ExactlyOnceV2))
+			time.Sleep(300 * time.Millisecond)
+			// A second instance joins mid-stream: partitions move.
+			stopB := startApp(t, top, appConfig(brokers, dirB, exactly.ExactlyOnceV2))
+			produceInputs(t, brokers, 3000, 6000, keys)
+			time.Sleep(500 * time.Millisecond)
+			if err := stopA(); err != nil {
+				t.Fatal(err)
+			}
+			produceInputs(t, brokers, 6000, 9000, keys)
+			// A restarts on its old state directory.
+			stopA = startApp(t, top, appConfig(brokers, dirA, exactly.ExactlyOnceV2))
+			out := readCommitted(t, brokers, 9000, 60*time.Second)
+			checkExactlyOnce(t, out, 9000, keys)
+			if err := stopA(); err != nil {
+				t.Fatal(err)
+			}
+			if err := stopB(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestKafkaStateDirectoryInUseFailsNamingIt(t *testing.T) {
+	brokers := newCluster(t, 1)
+	top := countingApp(t, true)
+	dir := t.TempDir()
+	stop := startApp(t, top, appConfig(brokers, dir, exactly.ExactlyOnceV2))
+	defer stop()
+	time.Sleep(200 * time.Millisecond)
+	app, err := exactly.New(top, appConfig(brokers, dir, exactly.ExactlyOnceV2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = app.Run(context.Background())
+	if err == nil || !contains(err.Error(), dir) || !contains(err.Error(), "in use") {
+		t.Fatalf("second instance on %s: %v, want an error naming the directory", dir, err)
+	}
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+var _ = kadm.NewClient
