@@ -1,0 +1,64 @@
+package inbox
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// BenchmarkInbox compares one transaction per event with batches, every event
+// new and its effect one row in effects, on one connection: per-event
+// effects in a batch (ProcessBatch) and one set-based effect (ProcessBulk).
+func BenchmarkInbox(b *testing.B) {
+	cases := []struct {
+		name  string
+		batch int
+		bulk  bool
+	}{
+		{"per-event", 1, false},
+		{"batch=100", 100, false},
+		{"bulk=100", 100, true},
+		{"bulk=1000", 1000, true},
+	}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := context.Background()
+			pool := newPool(b)
+			in := New(pool, "bench")
+			ids := make([]string, bc.batch)
+			n := 0
+			start := time.Now()
+			for b.Loop() {
+				for i := range ids {
+					ids[i] = fmt.Sprintf("e-%d", n)
+					n++
+				}
+				var err error
+				switch {
+				case bc.batch == 1:
+					_, err = in.Process(ctx, ids[0], recordEffect(ids[0]))
+				case bc.bulk:
+					_, err = in.ProcessBulk(ctx, ids, func(ctx context.Context, tx pgx.Tx, fresh []int) ([][]byte, error) {
+						freshIDs := make([]string, len(fresh))
+						for j, i := range fresh {
+							freshIDs[j] = ids[i]
+						}
+						_, err := tx.Exec(ctx, `INSERT INTO effects (event_id) SELECT unnest($1::text[])`, freshIDs)
+						return make([][]byte, len(fresh)), err
+					})
+				default:
+					_, err = in.ProcessBatch(ctx, ids, func(ctx context.Context, tx pgx.Tx, i int) ([]byte, error) {
+						return recordEffect(ids[i])(ctx, tx)
+					})
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}

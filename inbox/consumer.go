@@ -1,0 +1,242 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Handler is the effect for one Kafka record, run inside the inbox
+// transaction (see Effect).
+type Handler func(ctx context.Context, tx pgx.Tx, record *kgo.Record) (response []byte, err error)
+
+// HeaderEventID returns an EventID function that reads the event id from the
+// record header name. The outbox relay writes the event id to header "id".
+func HeaderEventID(name string) func(*kgo.Record) (string, error) {
+	return func(r *kgo.Record) (string, error) {
+		for _, h := range r.Headers {
+			if h.Key == name && len(h.Value) > 0 {
+				return string(h.Value), nil
+			}
+		}
+		return "", fmt.Errorf("record %s/%d@%d has no %q header: %w", r.Topic, r.Partition, r.Offset, name, ErrEmptyEventID)
+	}
+}
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// Inbox records processed ids. Required.
+	Inbox *Inbox
+	// Handler runs the effect of each new event. Handler or BulkHandler is
+	// required.
+	Handler Handler
+	// BulkHandler, instead of Handler, runs the effects of all new events of
+	// a batch in one call (records holds each new event once, in order) and
+	// returns one response per record: the way to set-based SQL.
+	BulkHandler func(ctx context.Context, tx pgx.Tx, records []*kgo.Record) (responses [][]byte, err error)
+	// EventID extracts the deduplication key from a record. It must return
+	// the same id for every delivery of one event (never derive it from the
+	// offset). Default: HeaderEventID("id").
+	EventID func(*kgo.Record) (string, error)
+	// BatchSize is how many records share one database transaction. 1 (the
+	// default) gives one transaction per record; larger batches trade
+	// latency and blast radius for throughput.
+	BatchSize int
+	// OnResult, if set, is called after the database commit for every
+	// record, duplicates included, with what the inbox returned.
+	OnResult func(record *kgo.Record, result Result)
+	// Kafka are the client options: seed brokers, ConsumerGroup and
+	// ConsumeTopics at least. The consumer adds DisableAutoCommit and
+	// BlockRebalanceOnPoll: offsets are committed only after the database
+	// commit, and no rebalance happens between the two.
+	Kafka []kgo.Opt
+	// Logger receives retries and commit failures. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Consumer is an idempotent Kafka consumer: it polls records, runs their
+// effects through the inbox, and commits their offsets after the database
+// transaction committed. A crash between the two redelivers the records,
+// which the inbox turns into duplicates: each effect commits once.
+type Consumer struct {
+	cfg    ConsumerConfig
+	client *kgo.Client
+	log    *slog.Logger
+
+	// afterDBCommit, when set (tests), runs after each database commit and
+	// before the offset commit; returning true stops the consumer there as a
+	// crash would, without committing offsets.
+	afterDBCommit func(records []*kgo.Record) bool
+}
+
+// errCrashed is returned by Run when afterDBCommit simulated a crash.
+var errCrashed = errors.New("inbox: consumer stopped between database and offset commit")
+
+// NewConsumer validates cfg and creates the Kafka client.
+func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
+	if cfg.Inbox == nil || (cfg.Handler == nil) == (cfg.BulkHandler == nil) {
+		return nil, errors.New("inbox: ConsumerConfig needs Inbox and one of Handler and BulkHandler")
+	}
+	if cfg.EventID == nil {
+		cfg.EventID = HeaderEventID("id")
+	}
+	if cfg.BatchSize < 1 {
+		cfg.BatchSize = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	opts := append(append([]kgo.Opt{}, cfg.Kafka...), kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: kafka client: %w", err)
+	}
+	if group, _ := client.OptValue(kgo.ConsumerGroup).(string); group == "" {
+		client.Close()
+		return nil, errors.New("inbox: the Kafka options need kgo.ConsumerGroup: offsets are committed to a group")
+	}
+	return &Consumer{cfg: cfg, client: client, log: cfg.Logger.With("consumer_group", cfg.Inbox.group)}, nil
+}
+
+// Run consumes until ctx is done or an effect fails with an error that is not
+// transient, then closes the Kafka client. Transient database errors (lost
+// connection, server restart, serialization failure, deadlock) are retried
+// with backoff. It returns ctx's error on cancellation; a failed effect's
+// error otherwise, with that record's offset left uncommitted.
+func (c *Consumer) Run(ctx context.Context) error {
+	// Offsets not committed by now belong to records whose effects may have
+	// committed: leaving the group without committing them redelivers them,
+	// which the inbox absorbs.
+	defer c.client.CloseAllowingRebalance()
+	for {
+		fetches := c.client.PollRecords(ctx, 10*c.cfg.BatchSize+100)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if fetches.IsClientClosed() {
+			return errors.New("inbox: kafka client closed")
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			c.log.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+		})
+		records := fetches.Records()
+		if len(records) == 0 {
+			c.client.AllowRebalance()
+			continue
+		}
+		for start := 0; start < len(records); start += c.cfg.BatchSize {
+			end := min(start+c.cfg.BatchSize, len(records))
+			if err := c.processWithRetry(ctx, records[start:end]); err != nil {
+				return err
+			}
+		}
+		if c.afterDBCommit != nil && c.afterDBCommit(records) {
+			return errCrashed
+		}
+		// A failed offset commit only means redelivery, which the inbox
+		// absorbs: log it and go on.
+		if err := c.client.CommitRecords(ctx, records...); err != nil && ctx.Err() == nil {
+			c.log.Warn("offset commit failed; records will be redelivered", "err", err)
+		}
+		c.client.AllowRebalance()
+	}
+}
+
+func (c *Consumer) processWithRetry(ctx context.Context, records []*kgo.Record) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.process(ctx, records)
+		if err == nil || ctx.Err() != nil || !Transient(err) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		c.log.Warn("transient database error; retrying", "records", len(records), "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Consumer) process(ctx context.Context, records []*kgo.Record) error {
+	ids := make([]string, len(records))
+	for i, r := range records {
+		id, err := c.cfg.EventID(r)
+		if err != nil {
+			return fmt.Errorf("inbox: event id of %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		ids[i] = id
+	}
+	var results []Result
+	var err error
+	switch {
+	case c.cfg.BulkHandler != nil:
+		results, err = c.cfg.Inbox.ProcessBulk(ctx, ids, func(ctx context.Context, tx pgx.Tx, fresh []int) ([][]byte, error) {
+			freshRecords := make([]*kgo.Record, len(fresh))
+			for j, i := range fresh {
+				freshRecords[j] = records[i]
+			}
+			return c.cfg.BulkHandler(ctx, tx, freshRecords)
+		})
+	case len(records) == 1:
+		var result Result
+		result, err = c.cfg.Inbox.Process(ctx, ids[0], func(ctx context.Context, tx pgx.Tx) ([]byte, error) {
+			return c.cfg.Handler(ctx, tx, records[0])
+		})
+		results = []Result{result}
+	default:
+		results, err = c.cfg.Inbox.ProcessBatch(ctx, ids, func(ctx context.Context, tx pgx.Tx, i int) ([]byte, error) {
+			return c.cfg.Handler(ctx, tx, records[i])
+		})
+	}
+	if err != nil {
+		return err
+	}
+	if c.cfg.OnResult != nil {
+		for i, r := range records {
+			c.cfg.OnResult(r, results[i])
+		}
+	}
+	return nil
+}
+
+// Transient reports whether err is a database error worth retrying: a lost
+// or refused connection, a server shutting down or starting, a serialization
+// failure or a deadlock. Retrying a transaction whose commit outcome was lost
+// is safe with the inbox: if it committed, the retry sees a duplicate.
+func Transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code[:2] == "08", // connection exception
+			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization failure, deadlock
+			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // shutdown, crash, starting
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		isConnectError(err)
+}
+
+func isConnectError(err error) bool {
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr)
+}
