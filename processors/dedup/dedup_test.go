@@ -1,0 +1,186 @@
+package dedup_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/processors/dedup"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/testdriver"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+var t0 = time.UnixMilli(1732260000000)
+
+// topology reads "events" whose values are "id:content", deduplicates them
+// by id and writes the survivors to "out".
+func topology(t *testing.T, opts dedup.Options[string, string]) *exactly.Topology {
+	t.Helper()
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"events"}, Keys: serde.String, Values: serde.String})
+	opts.ID = func(_, v string) string { id, _, _ := strings.Cut(v, ":"); return id }
+	if err := dedup.Add(b, "dedup", opts, "in"); err != nil {
+		t.Fatal(err)
+	}
+	exactly.AddSink(b, "out", exactly.Sink[string, string]{Topic: "out", Keys: serde.String, Values: serde.String}, "dedup")
+	exactly.AddDeadLetterSink(b, "dlq", "events-dlq", "in", "dedup")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+func newDriver(t *testing.T, top *exactly.Topology, cfg testdriver.Config) *testdriver.Driver {
+	t.Helper()
+	d, err := testdriver.New(top, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func values(t *testing.T, d *testdriver.Driver, topic string) []string {
+	t.Helper()
+	recs, err := testdriver.CreateOutputTopic(d, topic, serde.String, serde.String).ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []string
+	for _, r := range recs {
+		vs = append(vs, r.Value)
+	}
+	return vs
+}
+
+func pipe(t *testing.T, in *testdriver.InputTopic[string, string], value string, ts time.Time) {
+	t.Helper()
+	if err := in.PipeInput("k", value, ts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestForwardsFirstCopyOnlyAndCountsDuplicatesAndConflictsApart(t *testing.T) {
+	m := dedup.NewMetrics(nil)
+	d := newDriver(t, topology(t, dedup.Options[string, string]{Metrics: m}), testdriver.Config{})
+	in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
+	for i, v := range []string{"a:1", "b:1", "a:1", "a:2", "c:1", "b:1", "a:1"} {
+		pipe(t, in, v, t0.Add(time.Duration(i)*time.Second))
+	}
+	if got, want := strings.Join(values(t, d, "out"), " "), "a:1 b:1 c:1"; got != want {
+		t.Fatalf("forwarded %q, want %q", got, want)
+	}
+	if s, c := counterValue(m.Skipped), counterValue(m.Conflicting); s != 4 || c != 1 {
+		t.Fatalf("skipped %v conflicting %v, want 4 and 1", s, c)
+	}
+	if dl := values(t, d, "events-dlq"); len(dl) != 0 {
+		t.Fatalf("conflicts dead-lettered without DeadLetterConflicts: %v", dl)
+	}
+}
+
+func TestConflictingDuplicatesGoToTheDeadLetterSinkWhenAsked(t *testing.T) {
+	d := newDriver(t, topology(t, dedup.Options[string, string]{DeadLetterConflicts: true}), testdriver.Config{})
+	in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
+	pipe(t, in, "a:1", t0)
+	pipe(t, in, "a:1", t0)
+	pipe(t, in, "a:2", t0) // offset 2
+	recs, err := testdriver.CreateOutputTopic(d, "events-dlq", serde.String, serde.String).ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Value != "a:2" {
+		t.Fatalf("dead letters %+v, want only a:2", recs)
+	}
+	h := map[string]string{}
+	for _, x := range recs[0].Headers {
+		h[x.Key] = string(x.Value)
+	}
+	if h[exactly.HeaderErrorReason] != dedup.ReasonConflictingDuplicate || h[exactly.HeaderSourceOffset] != "2" {
+		t.Fatalf("headers %v", h)
+	}
+}
+
+// TestIDsAreForgottenAfterTheirTTLOfStreamTime shows both halves of the
+// TTL: an id is recognised until TTL of stream time has passed since it was
+// first seen, and the sweep then deletes it (a tombstone in the changelog).
+func TestIDsAreForgottenAfterTheirTTLOfStreamTime(t *testing.T) {
+	m := dedup.NewMetrics(nil)
+	d := newDriver(t, topology(t, dedup.Options[string, string]{TTL: time.Hour, Metrics: m}), testdriver.Config{})
+	in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
+	pipe(t, in, "a:1", t0)
+	pipe(t, in, "a:1", t0.Add(59*time.Minute)) // still remembered
+	pipe(t, in, "b:1", t0.Add(2*time.Hour))    // stream time passes a's expiry; the sweep runs
+	pipe(t, in, "a:1", t0.Add(2*time.Hour))    // forgotten: forwarded again
+	if got, want := strings.Join(values(t, d, "out"), " "), "a:1 b:1 a:1"; got != want {
+		t.Fatalf("forwarded %q, want %q", got, want)
+	}
+	if s := counterValue(m.Skipped); s != 1 {
+		t.Fatalf("skipped %v, want 1", s)
+	}
+	changelog, err := testdriver.CreateOutputTopic(d, "test-dedup-store-changelog", serde.String, serde.Bytes).ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tombstones int
+	for _, r := range changelog {
+		if r.Key == "a" && r.Value == nil {
+			tombstones++
+		}
+	}
+	if tombstones != 1 {
+		t.Fatalf("changelog %+v: want one tombstone for the swept id a", changelog)
+	}
+	kv, err := testdriver.KeyValueStore[string, []byte](d, "dedup-store", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := kv.ApproximateNumEntries(); n != 2 {
+		t.Fatalf("store holds %d ids, want 2 (b and the second a)", n)
+	}
+}
+
+// TestTheDecisionCommitsWithTheTransaction shows that a crash before the
+// commit forgets the id together with the output it guarded: the
+// redelivered event is forwarded exactly once in the committed output.
+func TestTheDecisionCommitsWithTheTransaction(t *testing.T) {
+	d := newDriver(t, topology(t, dedup.Options[string, string]{}), testdriver.Config{ManualCommit: true})
+	in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
+	pipe(t, in, "a:1", t0)
+	pipe(t, in, "a:1", t0)
+	d.Crash()
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	pipe(t, in, "a:1", t0)
+	if err := d.CrashMidCommit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	pipe(t, in, "a:1", t0)
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(t, d, "out"); len(got) != 1 || got[0] != "a:1" {
+		t.Fatalf("committed output %v, want a:1 once", got)
+	}
+}
+
+func TestAddRejectsOptionsWithoutAnID(t *testing.T) {
+	if err := dedup.Add(exactly.NewBuilder(), "dedup", dedup.Options[string, string]{}, "in"); err == nil {
+		t.Fatal("Add accepted options without ID")
+	}
+}
