@@ -1,0 +1,235 @@
+package reorder
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exactly-go/exactly"
+)
+
+// The buffer's store holds four kinds of entries, told apart by their first
+// byte, so that one store (and one changelog topic) serves the processor:
+//
+//	tagEntry  len(key) key ts id [n]  -> a buffered event (entry)
+//	tagExpiry expiresAt entry-key     -> empty; the expiry index
+//	tagState  key                     -> keyState (Opens and Sequence only)
+//	tagCount                          -> number of buffered events
+//
+// The key is length-prefixed so that no key's entries can interleave with
+// another's, whatever bytes keys hold; ts and expiresAt are big-endian so
+// that byte order is time order.
+const (
+	tagEntry  = 'b'
+	tagExpiry = 'x'
+	tagState  = 'k'
+	tagCount  = 'n'
+)
+
+func keyPrefix(key []byte) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(key)+8+16)
+	b = append(b, tagEntry)
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	return append(b, key...)
+}
+
+func entryKey(key []byte, ts int64, id string) []byte {
+	b := keyPrefix(key)
+	b = binary.BigEndian.AppendUint64(b, uint64(ts))
+	return append(b, id...)
+}
+
+func expiryKey(expiresAt int64, entry []byte) []byte {
+	b := make([]byte, 0, 9+len(entry))
+	b = append(b, tagExpiry)
+	b = binary.BigEndian.AppendUint64(b, uint64(expiresAt))
+	return append(b, entry...)
+}
+
+func expiryBound(upTo int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{tagExpiry}, uint64(upTo))
+}
+
+func parseExpiryKey(k []byte) (expiresAt int64, entry []byte, err error) {
+	if len(k) < 9 || k[0] != tagExpiry {
+		return 0, nil, fmt.Errorf("malformed expiry index key %x", k)
+	}
+	return int64(binary.BigEndian.Uint64(k[1:9])), k[9:], nil
+}
+
+func stateKey(key []byte) []byte { return append([]byte{tagState}, key...) }
+
+var countKey = []byte{tagCount}
+
+// keyState is what the processor remembers of a key when Opens or Sequence
+// is set.
+type keyState struct {
+	opened  bool
+	nextSeq uint64 // the sequence number that is ready next; 0 means 1
+}
+
+func (s keyState) next() uint64 { return max(s.nextSeq, 1) }
+
+func (s keyState) encode() []byte {
+	b := []byte{0}
+	if s.opened {
+		b[0] = 1
+	}
+	return binary.AppendUvarint(b, s.nextSeq)
+}
+
+func decodeKeyState(b []byte) (keyState, error) {
+	if len(b) < 2 {
+		return keyState{}, errors.New("malformed key state")
+	}
+	next, n := binary.Uvarint(b[1:])
+	if n <= 0 {
+		return keyState{}, errors.New("malformed key state")
+	}
+	return keyState{opened: b[0] == 1, nextSeq: next}, nil
+}
+
+// entry is a buffered event: the typed record to release, in serialized
+// form, and the input record it came from, to dead-letter on expiry.
+type entry struct {
+	expiresAt int64
+	timestamp int64
+	value     []byte
+	headers   []exactly.Header
+	source    *exactly.SourceRecord // nil when buffered outside of an input record
+}
+
+const entryFormat = 1
+
+func (e *entry) encode() []byte {
+	b := []byte{entryFormat}
+	b = binary.AppendVarint(b, e.expiresAt)
+	b = binary.AppendVarint(b, e.timestamp)
+	b = appendBytes(b, e.value)
+	b = appendHeaders(b, e.headers)
+	if e.source == nil {
+		return append(b, 0)
+	}
+	s := e.source
+	b = append(b, 1)
+	b = appendBytes(b, []byte(s.Topic))
+	b = binary.AppendVarint(b, int64(s.Partition))
+	b = binary.AppendVarint(b, s.Offset)
+	b = appendBytes(b, s.Key)
+	b = appendBytes(b, s.Value)
+	b = appendHeaders(b, s.Headers)
+	return binary.AppendVarint(b, s.Timestamp.UnixMilli())
+}
+
+// appendBytes writes len+1 then the bytes, so that nil (0) and empty (1)
+// survive the round trip: a null Kafka key is not an empty one.
+func appendBytes(b, v []byte) []byte {
+	if v == nil {
+		return binary.AppendUvarint(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(v))+1)
+	return append(b, v...)
+}
+
+func appendHeaders(b []byte, hs []exactly.Header) []byte {
+	b = binary.AppendUvarint(b, uint64(len(hs)))
+	for _, h := range hs {
+		b = appendBytes(b, []byte(h.Key))
+		b = appendBytes(b, h.Value)
+	}
+	return b
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail() {
+	if r.err == nil {
+		r.err = errors.New("malformed buffered entry")
+	}
+	r.b = nil
+}
+
+func (r *reader) byte() byte {
+	if len(r.b) == 0 {
+		r.fail()
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail()
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if n == 0 {
+		return nil
+	}
+	if n-1 > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	v := append([]byte{}, r.b[:n-1]...)
+	r.b = r.b[n-1:]
+	return v
+}
+
+func (r *reader) headers() []exactly.Header {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	var hs []exactly.Header
+	for range n {
+		hs = append(hs, exactly.Header{Key: string(r.bytes()), Value: r.bytes()})
+	}
+	return hs
+}
+
+func decodeEntry(b []byte) (*entry, error) {
+	r := &reader{b: b}
+	if r.byte() != entryFormat {
+		return nil, fmt.Errorf("buffered entry: unknown format")
+	}
+	e := &entry{expiresAt: r.varint(), timestamp: r.varint(), value: r.bytes(), headers: r.headers()}
+	if r.byte() == 1 {
+		s := &exactly.SourceRecord{
+			Topic:     string(r.bytes()),
+			Partition: int32(r.varint()),
+			Offset:    r.varint(),
+			Key:       r.bytes(),
+			Value:     r.bytes(),
+			Headers:   r.headers(),
+		}
+		s.Timestamp = time.UnixMilli(r.varint())
+		e.source = s
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail()
+	}
+	return e, r.err
+}

@@ -1,0 +1,535 @@
+// Package reorder provides a ready processor that holds back events until
+// they are ready, per key, and releases them in event-time order the moment
+// they are.
+//
+// What makes an event ready is the user's to say, with any combination of:
+//
+//   - Opens: some event opens its key (an OrderCreated); until it has been
+//     released, the key's other events wait. The processor remembers which
+//     keys are open.
+//   - Ready: a test over state the application keeps (for instance "the
+//     aggregate exists" in the projection's own store), evaluated when an
+//     event arrives and again after each release of an event of its key.
+//   - Sequence: per-key sequence numbers 1, 2, 3, …; an event waits until
+//     every lower number has been released, so any gap is held until
+//     filled.
+//
+// Waiting events are kept in a state store, ordered per key by event
+// timestamp with the event id as a stable tie-break, so they are released
+// in that order; writes to the store commit or abort with the task's
+// transaction. An event that has waited BufferTTL of stream time (default
+// 24 h) is sent to the dead-letter sinks among the processor's children with
+// reason "buffer-ttl-expired" and its original input record: its key, value,
+// headers, topic, partition and offset. The processor must therefore have a
+// dead-letter sink as a child (exactly.AddDeadLetterSink).
+//
+// Expiry is indexed by time in the same store, so the stream-time sweep that
+// finds expired events costs O(expired).
+package reorder
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of Options.
+const (
+	// DefaultBufferTTL is how long, in stream time, an event may wait.
+	DefaultBufferTTL = 24 * time.Hour
+	// DefaultSweepInterval is how often, in stream time, the processor
+	// looks for events that have waited too long.
+	DefaultSweepInterval = time.Minute
+)
+
+// ReasonExpired is the dead-letter reason of an event that waited longer
+// than the buffer TTL.
+const ReasonExpired = "buffer-ttl-expired"
+
+// ReadyFunc reports whether an event may be released now. It may read the
+// stores connected to the processor; it must not write them.
+type ReadyFunc[K, V any] func(key K, value V) (bool, error)
+
+// Options configure a reorder processor. At least one of Opens, Ready and
+// Sequence must be set; an event is ready when every condition set holds.
+type Options[K, V any] struct {
+	// Keys and Values serialize buffered events into the store. Required.
+	Keys   serde.Serde[K]
+	Values serde.Serde[V]
+	// EventID returns the event's id, the tie-break between events of one
+	// key with equal timestamps. Required.
+	EventID func(value V) string
+	// Opens reports whether an event opens its key. Such an event is ready
+	// whether its key is open or not; the key's other events are ready only
+	// once an opening event has been released.
+	Opens func(value V) bool
+	// Ready builds, once per task at Init, a test over the application's
+	// state; get the stores it reads from ctx (connect them to this
+	// processor with Builder.Connect). A waiting event is tested again
+	// after every release of an event of its key, so the test should
+	// depend only on what events of that key change.
+	Ready func(ctx exactly.ProcessorContext[K, V]) (ReadyFunc[K, V], error)
+	// Sequence returns an event's sequence number within its key (1, 2, 3,
+	// …) and true, or false if the event has none (it then never waits for
+	// a sequence). An event with number n is ready once every number below
+	// n has been released; one whose number was already released is ready
+	// at once, so nothing is held for ever.
+	Sequence func(value V) (seq uint64, ok bool)
+	// BufferTTL is how long, in stream time from when it was buffered, an
+	// event may wait before it is dead-lettered; default DefaultBufferTTL.
+	BufferTTL time.Duration
+	// SweepInterval is how often, in stream time, waiting events are
+	// checked for expiry; default DefaultSweepInterval. An event expires at
+	// the first sweep at or after its expiry.
+	SweepInterval time.Duration
+	// StoreName names the buffer's store; default "<processor>-buffer".
+	StoreName string
+	// Persistent keeps the store on disk (Pebble) rather than in memory.
+	Persistent bool
+	// Metrics receives the counts; nil metrics are not updated.
+	Metrics Metrics
+}
+
+// Metrics are the metrics a reorder processor updates. The counters count
+// decisions as they are made, including those of a transaction that later
+// aborted and was redone. The gauge is corrected from the store at every
+// change and every sweep, so it converges on the committed size.
+type Metrics struct {
+	// Buffered counts events put in the buffer (events_buffered_total).
+	Buffered prometheus.Counter
+	// Size is the number of events waiting, summed over the tasks of this
+	// process (buffer_size).
+	Size prometheus.Gauge
+	// Expired counts events dead-lettered after the buffer TTL
+	// (events_expired_total).
+	Expired prometheus.Counter
+}
+
+// NewMetrics returns unregistered metrics named events_buffered_total,
+// buffer_size and events_expired_total with the given constant labels;
+// register them with the registry that serves /metrics. Processors of one
+// application may share them: they are safe for concurrent use.
+func NewMetrics(constLabels prometheus.Labels) Metrics {
+	return Metrics{
+		Buffered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "events_buffered_total", Help: "Events held back until they were ready.", ConstLabels: constLabels,
+		}),
+		Size: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "buffer_size", Help: "Events waiting in reorder buffers.", ConstLabels: constLabels,
+		}),
+		Expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "events_expired_total", Help: "Events dead-lettered after waiting longer than the buffer TTL.", ConstLabels: constLabels,
+		}),
+	}
+}
+
+// Collectors returns the non-nil metrics, for registering.
+func (m Metrics) Collectors() []prometheus.Collector {
+	var cs []prometheus.Collector
+	for _, c := range []prometheus.Collector{m.Buffered, m.Size, m.Expired} {
+		if c != nil {
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
+// Add adds a reorder processor called name, taking Record[K, V] from
+// parents and forwarding each record, unchanged, once it is ready, and
+// declares its store, connected to it. Connect a dead-letter sink to it for
+// expired events. It reports invalid options at once; the builder's Build
+// reports the topology's other problems.
+func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents ...string) error {
+	switch {
+	case opts.Keys == nil || opts.Values == nil:
+		return fmt.Errorf("reorder %q: Options.Keys and Options.Values are required", name)
+	case opts.EventID == nil:
+		return fmt.Errorf("reorder %q: Options.EventID is required", name)
+	case opts.Opens == nil && opts.Ready == nil && opts.Sequence == nil:
+		return fmt.Errorf("reorder %q: set at least one of Options.Opens, Options.Ready and Options.Sequence", name)
+	case opts.BufferTTL < 0 || opts.SweepInterval < 0:
+		return fmt.Errorf("reorder %q: BufferTTL and SweepInterval must not be negative", name)
+	}
+	if opts.BufferTTL == 0 {
+		opts.BufferTTL = DefaultBufferTTL
+	}
+	if opts.SweepInterval == 0 {
+		opts.SweepInterval = DefaultSweepInterval
+	}
+	if opts.StoreName == "" {
+		opts.StoreName = name + "-buffer"
+	}
+	exactly.AddProcessor(b, name, func() exactly.Processor[K, V, K, V] {
+		return &processor[K, V]{opts: opts, tracksKeys: opts.Opens != nil || opts.Sequence != nil}
+	}, parents...)
+	exactly.AddStore(b, exactly.Store[[]byte, []byte]{
+		Name:       opts.StoreName,
+		Keys:       serde.Bytes,
+		Values:     serde.Bytes,
+		Persistent: opts.Persistent,
+	}, name)
+	return nil
+}
+
+type processor[K, V any] struct {
+	opts       Options[K, V]
+	tracksKeys bool
+	ctx        exactly.ProcessorContext[K, V]
+	buf        store.KeyValueStore[[]byte, []byte]
+	ready      ReadyFunc[K, V]
+	// contributed is what this instance has added to the Size gauge.
+	contributed int64
+}
+
+func (p *processor[K, V]) errorf(format string, args ...any) error {
+	return fmt.Errorf("reorder %q: "+format, append([]any{p.ctx.NodeName()}, args...)...)
+}
+
+func (p *processor[K, V]) Init(ctx exactly.ProcessorContext[K, V]) error {
+	p.ctx = ctx
+	buf, err := exactly.GetKeyValueStore[[]byte, []byte](ctx, p.opts.StoreName)
+	if err != nil {
+		return p.errorf("%w", err)
+	}
+	p.buf = buf
+	if p.opts.Ready != nil {
+		if p.ready, err = p.opts.Ready(ctx); err != nil {
+			return p.errorf("build readiness test: %w", err)
+		}
+	}
+	if _, err := ctx.Schedule(p.opts.SweepInterval, exactly.StreamTime, p.sweep); err != nil {
+		return p.errorf("schedule sweep: %w", err)
+	}
+	n, err := p.count()
+	if err != nil {
+		return err
+	}
+	p.syncGauge(n)
+	return nil
+}
+
+func (p *processor[K, V]) Close() error {
+	if p.opts.Metrics.Size != nil {
+		p.opts.Metrics.Size.Sub(float64(p.contributed))
+		p.contributed = 0
+	}
+	return nil
+}
+
+func (p *processor[K, V]) Process(rec exactly.Record[K, V]) error {
+	kb, err := p.opts.Keys.Serialize(rec.Key)
+	if err != nil {
+		return p.errorf("serialize key: %w", err)
+	}
+	st, err := p.loadState(kb)
+	if err != nil {
+		return err
+	}
+	ok, err := p.isReady(st, rec.Key, rec.Value)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return p.buffer(kb, rec)
+	}
+	before := st
+	p.release(&st, rec)
+	return p.drain(kb, rec.Key, st, st != before)
+}
+
+func (p *processor[K, V]) isReady(st keyState, key K, value V) (bool, error) {
+	if p.opts.Opens != nil && !st.opened && !p.opts.Opens(value) {
+		return false, nil
+	}
+	if p.opts.Sequence != nil {
+		if seq, ok := p.opts.Sequence(value); ok && seq > st.next() {
+			return false, nil
+		}
+	}
+	if p.ready != nil {
+		ok, err := p.ready(key, value)
+		if err != nil {
+			return false, p.errorf("readiness test: %w", err)
+		}
+		return ok, nil
+	}
+	return true, nil
+}
+
+// release forwards rec and records what its release changes for its key.
+func (p *processor[K, V]) release(st *keyState, rec exactly.Record[K, V]) {
+	if p.opts.Opens != nil && p.opts.Opens(rec.Value) {
+		st.opened = true
+	}
+	if p.opts.Sequence != nil {
+		if seq, ok := p.opts.Sequence(rec.Value); ok && seq >= st.next() {
+			st.nextSeq = seq + 1
+		}
+	}
+	p.ctx.Forward(rec)
+}
+
+type waiting[V any] struct {
+	key   []byte
+	entry *entry
+	value V
+}
+
+// drain releases the key's waiting events that are ready, earliest first,
+// testing the rest again after each release, until none is ready.
+func (p *processor[K, V]) drain(kb []byte, key K, st keyState, stateChanged bool) error {
+	queue, err := p.waitingFor(kb)
+	if err != nil {
+		return err
+	}
+	released := 0
+	for {
+		next := -1
+		for i, w := range queue {
+			ok, err := p.isReady(st, key, w.value)
+			if err != nil {
+				return err
+			}
+			if ok {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			break
+		}
+		w := queue[next]
+		queue = append(queue[:next], queue[next+1:]...)
+		if err := p.remove(w.key, w.entry.expiresAt); err != nil {
+			return err
+		}
+		released++
+		before := st
+		p.release(&st, exactly.Record[K, V]{Key: key, Value: w.value, Timestamp: time.UnixMilli(w.entry.timestamp), Headers: w.entry.headers})
+		stateChanged = stateChanged || st != before
+	}
+	if released > 0 {
+		if err := p.addCount(-released); err != nil {
+			return err
+		}
+	}
+	if stateChanged && p.tracksKeys {
+		if err := p.buf.Put(stateKey(kb), st.encode()); err != nil {
+			return p.errorf("save key state: %w", err)
+		}
+	}
+	return nil
+}
+
+// waitingFor returns the key's waiting events in release order: by event
+// timestamp, then event id, then arrival.
+func (p *processor[K, V]) waitingFor(kb []byte) ([]waiting[V], error) {
+	it, err := p.buf.Prefix(keyPrefix(kb))
+	if err != nil {
+		return nil, p.errorf("read buffer: %w", err)
+	}
+	var queue []waiting[V]
+	for it.Next() {
+		e, err := decodeEntry(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, p.errorf("%w", err)
+		}
+		v, err := p.opts.Values.Deserialize(e.value)
+		if err != nil {
+			it.Close()
+			return nil, p.errorf("deserialize buffered value: %w", err)
+		}
+		queue = append(queue, waiting[V]{key: it.Key(), entry: e, value: v})
+	}
+	if err := it.Close(); err != nil {
+		return nil, p.errorf("read buffer: %w", err)
+	}
+	return queue, nil
+}
+
+func (p *processor[K, V]) remove(key []byte, expiresAt int64) error {
+	if err := p.buf.Delete(key); err != nil {
+		return p.errorf("delete buffered event: %w", err)
+	}
+	if err := p.buf.Delete(expiryKey(expiresAt, key)); err != nil {
+		return p.errorf("delete expiry index entry: %w", err)
+	}
+	return nil
+}
+
+func (p *processor[K, V]) buffer(kb []byte, rec exactly.Record[K, V]) error {
+	ts := rec.Timestamp.UnixMilli()
+	key := entryKey(kb, ts, p.opts.EventID(rec.Value))
+	// Two events with the same key, timestamp and id (duplicates that no
+	// dedup removed) both wait, the later after the earlier.
+	base := len(key)
+	for n := uint32(1); ; n++ {
+		_, taken, err := p.buf.Get(key)
+		if err != nil {
+			return p.errorf("read buffer: %w", err)
+		}
+		if !taken {
+			break
+		}
+		key = binary.BigEndian.AppendUint32(key[:base], n)
+	}
+	value, err := p.opts.Values.Serialize(rec.Value)
+	if err != nil {
+		return p.errorf("serialize value: %w", err)
+	}
+	now := ts
+	if st := p.ctx.StreamTime(); !st.IsZero() {
+		now = max(now, st.UnixMilli())
+	}
+	e := &entry{expiresAt: now + p.opts.BufferTTL.Milliseconds(), timestamp: ts, value: value, headers: rec.Headers}
+	if src, ok := p.ctx.Source(); ok {
+		e.source = &src
+	}
+	if err := p.buf.Put(key, e.encode()); err != nil {
+		return p.errorf("buffer event: %w", err)
+	}
+	if err := p.buf.Put(expiryKey(e.expiresAt, key), []byte{}); err != nil {
+		return p.errorf("index buffered event: %w", err)
+	}
+	if m := p.opts.Metrics.Buffered; m != nil {
+		m.Inc()
+	}
+	return p.addCount(1)
+}
+
+// sweep dead-letters the events whose expiry stream time has reached.
+func (p *processor[K, V]) sweep(now time.Time) error {
+	it, err := p.buf.Range([]byte{tagExpiry}, expiryBound(now.UnixMilli()+1))
+	if err != nil {
+		return p.errorf("read expiry index: %w", err)
+	}
+	var due [][]byte
+	for it.Next() {
+		due = append(due, it.Key())
+	}
+	if err := it.Close(); err != nil {
+		return p.errorf("read expiry index: %w", err)
+	}
+	expired := 0
+	for _, ik := range due {
+		expiresAt, key, err := parseExpiryKey(ik)
+		if err != nil {
+			return p.errorf("%w", err)
+		}
+		if err := p.buf.Delete(ik); err != nil {
+			return p.errorf("delete expiry index entry: %w", err)
+		}
+		raw, ok, err := p.buf.Get(key)
+		if err != nil {
+			return p.errorf("read buffer: %w", err)
+		}
+		if !ok {
+			continue
+		}
+		e, err := decodeEntry(raw)
+		if err != nil {
+			return p.errorf("%w", err)
+		}
+		if e.expiresAt != expiresAt {
+			continue
+		}
+		if err := p.buf.Delete(key); err != nil {
+			return p.errorf("delete buffered event: %w", err)
+		}
+		if err := p.ctx.DeadLetter(exactly.DeadLetter{
+			Reason:  ReasonExpired,
+			Message: fmt.Sprintf("event waited %v of stream time in the reorder buffer without becoming ready", p.opts.BufferTTL),
+			Source:  p.sourceOf(key, e),
+		}); err != nil {
+			return p.errorf("dead-letter expired event: %w", err)
+		}
+		expired++
+	}
+	if m := p.opts.Metrics.Expired; m != nil && expired > 0 {
+		m.Add(float64(expired))
+	}
+	if expired > 0 {
+		return p.addCount(-expired)
+	}
+	n, err := p.count()
+	if err != nil {
+		return err
+	}
+	p.syncGauge(n)
+	return nil
+}
+
+// sourceOf returns the input record an entry came from; one buffered
+// outside of an input record is rebuilt from its serialized key and value,
+// with partition and offset -1.
+func (p *processor[K, V]) sourceOf(key []byte, e *entry) *exactly.SourceRecord {
+	if e.source != nil {
+		return e.source
+	}
+	src := &exactly.SourceRecord{Partition: -1, Offset: -1, Value: e.value, Headers: e.headers, Timestamp: time.UnixMilli(e.timestamp)}
+	if n, w := binary.Uvarint(key[1:]); w > 0 && 1+w+int(n) <= len(key) {
+		src.Key = key[1+w : 1+w+int(n)]
+	}
+	return src
+}
+
+func (p *processor[K, V]) loadState(kb []byte) (keyState, error) {
+	if !p.tracksKeys {
+		return keyState{}, nil
+	}
+	raw, ok, err := p.buf.Get(stateKey(kb))
+	if err != nil || !ok {
+		if err != nil {
+			err = p.errorf("read key state: %w", err)
+		}
+		return keyState{}, err
+	}
+	st, err := decodeKeyState(raw)
+	if err != nil {
+		return keyState{}, p.errorf("%w", err)
+	}
+	return st, nil
+}
+
+// count returns the number of waiting events, kept in the store so that it
+// commits and aborts with them.
+func (p *processor[K, V]) count() (int64, error) {
+	raw, ok, err := p.buf.Get(countKey)
+	if err != nil {
+		return 0, p.errorf("read buffer size: %w", err)
+	}
+	if !ok {
+		return 0, nil
+	}
+	if len(raw) != 8 {
+		return 0, p.errorf("%w", errors.New("malformed buffer size"))
+	}
+	return int64(binary.BigEndian.Uint64(raw)), nil
+}
+
+func (p *processor[K, V]) addCount(delta int) error {
+	n, err := p.count()
+	if err != nil {
+		return err
+	}
+	n += int64(delta)
+	if err := p.buf.Put(countKey, binary.BigEndian.AppendUint64(nil, uint64(n))); err != nil {
+		return p.errorf("save buffer size: %w", err)
+	}
+	p.syncGauge(n)
+	return nil
+}
+
+func (p *processor[K, V]) syncGauge(n int64) {
+	if g := p.opts.Metrics.Size; g != nil && n != p.contributed {
+		g.Add(float64(n - p.contributed))
+		p.contributed = n
+	}
+}

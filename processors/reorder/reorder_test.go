@@ -1,0 +1,306 @@
+package reorder_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/processors/reorder"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+	"github.com/exactly-go/exactly/testdriver"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+var t0 = time.UnixMilli(1732260000000)
+
+// event is the test's event: Open events open their key; Seq, when
+// non-zero, is the event's sequence number.
+type event struct {
+	ID   string `json:"id"`
+	Open bool   `json:"open,omitempty"`
+	Seq  uint64 `json:"seq,omitempty"`
+}
+
+func base(opts reorder.Options[string, event]) reorder.Options[string, event] {
+	opts.Keys, opts.Values = serde.String, serde.JSON[event]()
+	opts.EventID = func(e event) string { return e.ID }
+	return opts
+}
+
+// build wires in -> reorder -> out, with a dead-letter sink under both;
+// extra may add nodes between reorder and out and must return out's parent.
+func build(t *testing.T, opts reorder.Options[string, event], extra func(b *exactly.Builder) string) *exactly.Topology {
+	t.Helper()
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, event]{Topics: []string{"events"}, Keys: serde.String, Values: serde.JSON[event]()})
+	if err := reorder.Add(b, "reorder", base(opts), "in"); err != nil {
+		t.Fatal(err)
+	}
+	parent := "reorder"
+	if extra != nil {
+		parent = extra(b)
+	}
+	exactly.AddSink(b, "out", exactly.Sink[string, event]{Topic: "out", Keys: serde.String, Values: serde.JSON[event]()}, parent)
+	exactly.AddDeadLetterSink(b, "dlq", "events-dlq", "in", "reorder")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+type harness struct {
+	t   *testing.T
+	d   *testdriver.Driver
+	in  *testdriver.InputTopic[string, event]
+	out *testdriver.OutputTopic[string, event]
+}
+
+func start(t *testing.T, top *exactly.Topology, cfg testdriver.Config) *harness {
+	t.Helper()
+	d, err := testdriver.New(top, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return &harness{t: t, d: d,
+		in:  testdriver.CreateInputTopic(d, "events", serde.String, serde.JSON[event]()),
+		out: testdriver.CreateOutputTopic(d, "out", serde.String, serde.JSON[event]()),
+	}
+}
+
+func (h *harness) pipe(key string, e event, ts time.Time) {
+	h.t.Helper()
+	if err := h.in.PipeInput(key, e, ts); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// released returns "key/id" of every unread committed output.
+func (h *harness) released() string {
+	h.t.Helper()
+	recs, err := h.out.ReadRecords()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var s []string
+	for _, r := range recs {
+		s = append(s, r.Key+"/"+r.Value.ID)
+	}
+	return strings.Join(s, " ")
+}
+
+func at(minutes int) time.Time { return t0.Add(time.Duration(minutes) * time.Minute) }
+
+func TestWaitingEventsAreReleasedInTimestampOrderWhenTheirKeyOpens(t *testing.T) {
+	h := start(t, build(t, reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }}, nil), testdriver.Config{})
+	h.pipe("k", event{ID: "c"}, at(30))
+	h.pipe("k", event{ID: "b2"}, at(20))
+	h.pipe("k", event{ID: "a"}, at(10))
+	h.pipe("k", event{ID: "b1"}, at(20)) // same timestamp as b2: the id breaks the tie
+	h.pipe("other", event{ID: "z"}, at(31))
+	if got := h.released(); got != "" {
+		t.Fatalf("released %q before the key opened", got)
+	}
+	h.pipe("k", event{ID: "open", Open: true}, at(5))
+	if got, want := h.released(), "k/open k/a k/b1 k/b2 k/c"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+	h.pipe("k", event{ID: "d"}, at(1)) // the key is open: no wait, whatever the timestamp
+	if got, want := h.released(), "k/d"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+}
+
+// TestReadinessCanBeATestOverTheApplicationsState gates events on a store
+// that a downstream processor writes: the event that creates the aggregate
+// releases the others, with no state kept by the buffer itself.
+func TestReadinessCanBeATestOverTheApplicationsState(t *testing.T) {
+	opts := reorder.Options[string, event]{
+		Ready: func(ctx exactly.ProcessorContext[string, event]) (reorder.ReadyFunc[string, event], error) {
+			aggregates, err := exactly.GetKeyValueStore[string, int64](ctx, "aggregates")
+			if err != nil {
+				return nil, err
+			}
+			return func(key string, e event) (bool, error) {
+				_, exists, err := aggregates.Get(key)
+				return e.Open || exists, err
+			}, nil
+		},
+	}
+	top := build(t, opts, func(b *exactly.Builder) string {
+		exactly.AddProcessor(b, "apply", func() exactly.Processor[string, event, string, event] { return &applier{} }, "reorder")
+		exactly.AddStore(b, exactly.Store[string, int64]{Name: "aggregates", Keys: serde.String, Values: serde.Int64}, "apply")
+		b.Connect("reorder", "aggregates")
+		return "apply"
+	})
+	h := start(t, top, testdriver.Config{})
+	h.pipe("k", event{ID: "u2"}, at(3))
+	h.pipe("k", event{ID: "u1"}, at(2))
+	h.pipe("k", event{ID: "create", Open: true}, at(1))
+	h.pipe("k", event{ID: "u3"}, at(4))
+	if got, want := h.released(), "k/create k/u1 k/u2 k/u3"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+}
+
+type applier struct {
+	ctx        exactly.ProcessorContext[string, event]
+	aggregates store.KeyValueStore[string, int64]
+}
+
+func (a *applier) Init(ctx exactly.ProcessorContext[string, event]) (err error) {
+	a.ctx = ctx
+	a.aggregates, err = exactly.GetKeyValueStore[string, int64](ctx, "aggregates")
+	return err
+}
+
+func (a *applier) Process(rec exactly.Record[string, event]) error {
+	n, _, err := a.aggregates.Get(rec.Key)
+	if err != nil {
+		return err
+	}
+	if err := a.aggregates.Put(rec.Key, n+1); err != nil {
+		return err
+	}
+	a.ctx.Forward(rec)
+	return nil
+}
+
+func (a *applier) Close() error { return nil }
+
+func TestSequenceGapsAreHeldUntilFilled(t *testing.T) {
+	seq := func(e event) (uint64, bool) { return e.Seq, e.Seq > 0 }
+	h := start(t, build(t, reorder.Options[string, event]{Sequence: seq}, nil), testdriver.Config{})
+	h.pipe("k", event{ID: "e1", Seq: 1}, at(1))
+	h.pipe("k", event{ID: "e3", Seq: 3}, at(3))
+	h.pipe("k", event{ID: "e5", Seq: 5}, at(5))
+	h.pipe("k", event{ID: "none"}, at(6)) // no sequence number: never waits
+	if got, want := h.released(), "k/e1 k/none"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+	h.pipe("k", event{ID: "e2", Seq: 2}, at(2))
+	if got, want := h.released(), "k/e2 k/e3"; got != want {
+		t.Fatalf("after filling 2: released %q, want %q", got, want)
+	}
+	h.pipe("k", event{ID: "e4", Seq: 4}, at(4))
+	h.pipe("k", event{ID: "late2", Seq: 2}, at(7)) // already released number: passes
+	if got, want := h.released(), "k/e4 k/e5 k/late2"; got != want {
+		t.Fatalf("after filling 4: released %q, want %q", got, want)
+	}
+	h.pipe("j", event{ID: "j2", Seq: 2}, at(8)) // keys are independent
+	if got := h.released(); got != "" {
+		t.Fatalf("key j released %q with its 1 missing", got)
+	}
+}
+
+func headers(rec exactly.Record[[]byte, []byte]) map[string]string {
+	m := map[string]string{}
+	for _, h := range rec.Headers {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
+
+func value(c prometheus.Collector) float64 {
+	var m dto.Metric
+	if err := c.(prometheus.Metric).Write(&m); err != nil {
+		panic(err)
+	}
+	if m.Gauge != nil {
+		return m.Gauge.GetValue()
+	}
+	return m.GetCounter().GetValue()
+}
+
+func TestEventsWaitingLongerThanTheTTLAreDeadLetteredWithTheirOriginalRecord(t *testing.T) {
+	m := reorder.NewMetrics(nil)
+	opts := reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }, BufferTTL: time.Hour, Metrics: m}
+	h := start(t, build(t, opts, nil), testdriver.Config{})
+	h.pipe("k", event{ID: "keep"}, at(0)) // offset 0
+	raw := []byte(`{"id":"orphan","extra":"kept as sent"}`)
+	if err := h.d.PipeBytes("events", []byte("k"), raw, at(10), exactly.Header{Key: "traceId", Value: []byte("t-9")}); err != nil { // offset 1
+		t.Fatal(err)
+	}
+	h.pipe("k", event{ID: "late"}, at(50)) // offset 2, buffered at stream time 50m
+	if g := value(m.Size); g != 3 {
+		t.Fatalf("buffer_size %v, want 3", g)
+	}
+	dlq := testdriver.CreateOutputTopic(h.d, "events-dlq", serde.Bytes, serde.Bytes)
+	h.pipe("x", event{ID: "tick", Open: true}, at(65)) // stream time passes 60m: keep expires, orphan (70m) not yet
+	if n := dlq.QueueSize(); n != 1 {
+		t.Fatalf("%d dead letters at 65m, want 1", n)
+	}
+	h.pipe("x", event{ID: "tick2", Open: true}, at(75)) // passes 70m: orphan expires
+	dead, err := dlq.ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want 2: %v", len(dead), dead)
+	}
+	orphan := dead[1]
+	hs := headers(orphan)
+	if string(orphan.Key) != "k" || string(orphan.Value) != string(raw) || hs["traceId"] != "t-9" ||
+		hs[exactly.HeaderErrorReason] != reorder.ReasonExpired || hs[exactly.HeaderSourceTopic] != "events" ||
+		hs[exactly.HeaderSourcePartition] != "0" || hs[exactly.HeaderSourceOffset] != "1" || !orphan.Timestamp.Equal(at(10)) {
+		t.Fatalf("dead letter %q %q at %v with headers %v: want the original record of offset 1", orphan.Key, orphan.Value, orphan.Timestamp, hs)
+	}
+	if got := headers(dead[0])[exactly.HeaderSourceOffset]; got != "0" {
+		t.Fatalf("first dead letter is offset %s, want 0", got)
+	}
+	h.pipe("k", event{ID: "open", Open: true}, at(80))
+	if got, want := h.released(), "x/tick x/tick2 k/open k/late"; got != want {
+		t.Fatalf("released %q, want %q (expired events are not released)", got, want)
+	}
+	if b, e, s := value(m.Buffered), value(m.Expired), value(m.Size); b != 3 || e != 2 || s != 0 {
+		t.Fatalf("buffered %v expired %v size %v, want 3, 2, 0", b, e, s)
+	}
+}
+
+// TestTheBufferCommitsAndAbortsWithTheTransaction crashes with events
+// waiting, committed and not: what was committed is released after the
+// restart, what was not is redelivered and waits again, nothing twice.
+func TestTheBufferCommitsAndAbortsWithTheTransaction(t *testing.T) {
+	for _, persistent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
+			opts := reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }, Persistent: persistent}
+			h := start(t, build(t, opts, nil), testdriver.Config{ManualCommit: true})
+			h.pipe("k", event{ID: "b"}, at(2))
+			if err := h.d.CrashMidCommit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.d.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			h.pipe("k", event{ID: "a"}, at(1))
+			h.pipe("k", event{ID: "open", Open: true}, at(0))
+			h.d.Crash() // a and open are lost with the transaction and redelivered
+			if err := h.d.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.d.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := h.released(), "k/open k/a k/b"; got != want {
+				t.Fatalf("released %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestAddRejectsIncompleteOptions(t *testing.T) {
+	for name, opts := range map[string]reorder.Options[string, event]{
+		"no condition": base(reorder.Options[string, event]{}),
+		"no serdes":    {EventID: func(e event) string { return e.ID }, Opens: func(event) bool { return true }},
+		"no event id":  {Keys: serde.String, Values: serde.JSON[event](), Opens: func(event) bool { return true }},
+	} {
+		if err := reorder.Add(exactly.NewBuilder(), "r", opts, "in"); err == nil {
+			t.Errorf("%s: Add accepted the options", name)
+		}
+	}
+}
