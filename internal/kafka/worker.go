@@ -75,7 +75,8 @@ func (w *worker) run(ctx context.Context) error {
 			return nil
 		}
 		var re *task.RecordError
-		if errors.As(err, &re) {
+		var ce *configError
+		if errors.As(err, &re) || errors.As(err, &ce) {
 			return err
 		}
 		w.log.Warn("session ended; rejoining", "err", err)
@@ -101,6 +102,7 @@ func (w *worker) clientOptions() []kgo.Opt {
 		kgo.DisableAutoCommit(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/3)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -130,13 +132,13 @@ func (w *worker) session(ctx context.Context) (err error) {
 	if w.eos {
 		w.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
 		if err != nil {
-			return fmt.Errorf("create transactional session: %w", err)
+			return &configError{fmt.Errorf("create transactional session: %w", err)}
 		}
 		w.cl = w.sess.Client()
 	} else {
 		w.cl, err = kgo.NewClient(w.clientOptions()...)
 		if err != nil {
-			return fmt.Errorf("create client: %w", err)
+			return &configError{fmt.Errorf("create client: %w", err)}
 		}
 	}
 	w.adm = kadm.NewClient(w.cl)
@@ -647,3 +649,9 @@ func (p *explicitTopicPartitioner) Partition(r *kgo.Record, n int) int {
 	}
 	return p.hash.Partition(r, n)
 }
+
+// configError is a failure no retry can cure.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }

@@ -1,0 +1,188 @@
+package exactly_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestCrashChildInstance is the body of one instance process of the crash
+// tests; it runs only when a crash test starts it.
+func TestCrashChildInstance(t *testing.T) {
+	brokers := os.Getenv("EXACTLY_CHILD_BROKERS")
+	if brokers == "" {
+		t.Skip("runs only as a child of the crash tests")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	cfg := exactly.Config{
+		Brokers:            strings.Split(brokers, ","),
+		ApplicationID:      "crash",
+		Guarantee:          exactly.Guarantee(os.Getenv("EXACTLY_CHILD_GUARANTEE")),
+		CommitInterval:     100 * time.Millisecond,
+		StateDir:           os.Getenv("EXACTLY_CHILD_STATE"),
+		InstanceID:         os.Getenv("EXACTLY_CHILD_INSTANCE"),
+		SessionTimeout:     2 * time.Second,
+		RebalanceTimeout:   4 * time.Second,
+		TransactionTimeout: 3 * time.Second,
+		CreateTopics:       true,
+		Logger:             testLogger(),
+	}
+	if cfg.Guarantee == exactly.AtLeastOnce {
+		cfg.CommitInterval = 300 * time.Millisecond
+	}
+	app, err := exactly.New(countingApp(t, true), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type child struct {
+	slot int
+	cmd  *exec.Cmd
+}
+
+func startChild(t *testing.T, brokers []string, dir string, slot int, g exactly.Guarantee) *child {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildInstance$")
+	cmd.Env = append(os.Environ(),
+		"EXACTLY_CHILD_BROKERS="+strings.Join(brokers, ","),
+		"EXACTLY_CHILD_GUARANTEE="+string(g),
+		"EXACTLY_CHILD_STATE="+filepath.Join(dir, fmt.Sprint("instance-", slot)),
+		fmt.Sprintf("EXACTLY_CHILD_INSTANCE=instance-%d", slot),
+	)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return &child{slot: slot, cmd: cmd}
+}
+
+// TestSigkilledInstancesKeepExactlyOnce runs three instance processes over
+// 200,000 records while killing them with SIGKILL at random moments and
+// restarting them; the committed output must hold every input exactly once
+// (at-least-once: at least once) and the final store values must equal the
+// counts of the input.
+func TestSigkilledInstancesKeepExactlyOnce(t *testing.T) {
+	for _, g := range []exactly.Guarantee{exactly.ExactlyOnceV2, exactly.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) { sigkillRun(t, g) })
+	}
+}
+
+func sigkillRun(t *testing.T, g exactly.Guarantee) {
+	const (
+		records   = 200_000
+		keys      = 101
+		instances = 3
+		kills     = 10
+	)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(6, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	produceInputs(t, brokers, 0, records, keys)
+	dir := t.TempDir()
+	children := make([]*child, instances)
+	for i := range children {
+		children[i] = startChild(t, brokers, dir, i, g)
+	}
+	defer func() {
+		for _, ch := range children {
+			if ch != nil && ch.cmd.ProcessState == nil {
+				ch.cmd.Process.Kill()
+				ch.cmd.Wait()
+			}
+		}
+	}()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for k := range kills {
+		time.Sleep(time.Duration(200+rng.IntN(1200)) * time.Millisecond)
+		victim := children[rng.IntN(instances)]
+		victim.cmd.Process.Signal(syscall.SIGKILL)
+		victim.cmd.Wait()
+		t.Logf("kill %d: instance %d", k+1, victim.slot)
+		time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+		children[victim.slot] = startChild(t, brokers, dir, victim.slot, g)
+	}
+	out := readCommitted(t, brokers, records, 240*time.Second)
+	for _, ch := range children {
+		ch.cmd.Process.Signal(syscall.SIGTERM)
+		ch.cmd.Wait()
+	}
+	seen := map[string]int{}
+	for _, o := range out {
+		seen[o.ID]++
+	}
+	missing, dups := 0, 0
+	for i := range records {
+		switch n := seen[fmt.Sprint("r", i)]; {
+		case n == 0:
+			missing++
+		case n > 1:
+			dups += n - 1
+		}
+	}
+	t.Logf("%s: %d outputs for %d inputs, %d missing, %d duplicates", g, len(out), records, missing, dups)
+	if missing > 0 {
+		t.Fatalf("%d inputs lost", missing)
+	}
+	if g == exactly.AtLeastOnce {
+		return
+	}
+	if dups > 0 {
+		t.Fatalf("%d duplicate outputs under exactly_once_v2", dups)
+	}
+	final := changelogFinal(t, brokers, "crash-counts-changelog")
+	for k := range keys {
+		want := int64((records - k + keys - 1) / keys)
+		if got := final[fmt.Sprint("k", k)]; got != want {
+			t.Fatalf("store value of k%d = %d, want %d (counts of the input)", k, got, want)
+		}
+	}
+}
+
+// changelogFinal reads a changelog read_committed and returns each key's
+// last value.
+func changelogFinal(t *testing.T, brokers []string, topic string) map[string]int64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	final := map[string]int64{}
+	idle := 0
+	for idle < 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fetches := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fetches.EachRecord(func(r *kgo.Record) {
+			n++
+			if len(r.Value) == 8 {
+				final[string(r.Key)] = int64(binary.BigEndian.Uint64(r.Value))
+			}
+		})
+		if n == 0 {
+			idle++
+		}
+	}
+	return final
+}
