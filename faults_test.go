@@ -1,0 +1,185 @@
+package exactly_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// metricSum adds up every sample of the named counter or gauge.
+func metricSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			sum += counterOrGauge(m)
+		}
+	}
+	return sum
+}
+
+func counterOrGauge(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
+// TestInjectedFaultsAbortAndRetryWithoutDuplicates makes the broker fail
+// produce requests, transactional offset commits and EndTxn (with the
+// unknown-outcome REQUEST_TIMED_OUT) while the application runs.
+func TestInjectedFaultsAbortAndRetryWithoutDuplicates(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	const n, keys = 20_000, 13
+	produceInputs(t, brokers, 0, n, keys)
+
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	stop := startApp(t, countingApp(t, true), cfg)
+	defer stop()
+
+	failProduce := func(req kmsg.Request) (kmsg.Response, error, bool) {
+		pr := req.(*kmsg.ProduceRequest)
+		if pr.TransactionID == nil {
+			return nil, nil, false
+		}
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.InvalidRecord.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	}
+	failOffsetCommit := func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := req.(*kmsg.TxnOffsetCommitRequest)
+		resp := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+		for _, rt := range r.Topics {
+			st := kmsg.NewTxnOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.CoordinatorNotAvailable.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	}
+	failEndTxn := func(req kmsg.Request) (kmsg.Response, error, bool) {
+		resp := req.(*kmsg.EndTxnRequest).ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.RequestTimedOut.Code
+		return resp, nil, true
+	}
+	for i := range 6 {
+		time.Sleep(150 * time.Millisecond)
+		switch i % 3 {
+		case 0:
+			c.ControlKey(int16(kmsg.Produce), failProduce)
+		case 1:
+			c.ControlKey(int16(kmsg.TxnOffsetCommit), failOffsetCommit)
+		case 2:
+			c.ControlKey(int16(kmsg.EndTxn), failEndTxn)
+		}
+	}
+	out := readCommitted(t, brokers, n, 90*time.Second)
+	checkExactlyOnce(t, out, n, keys)
+	aborted := metricSum(t, reg, "exactly_transactions_total") - countWithLabel(t, reg, "exactly_transactions_total", "result", "committed")
+	t.Logf("transactions aborted: %.0f", aborted)
+	if aborted == 0 {
+		t.Fatal("no transaction was aborted: the faults did not reach the application")
+	}
+}
+
+func countWithLabel(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+	families, _ := reg.Gather()
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += counterOrGauge(m)
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// TestRestoreRebuildsDeletedStateAndReadsOnlyTheDelta restarts an instance
+// once with its state directory deleted (the store is rebuilt from the whole
+// changelog) and once with it intact (nothing before the checkpoint is read
+// again), and checks the results continue as if nothing happened.
+func TestRestoreRebuildsDeletedStateAndReadsOnlyTheDelta(t *testing.T) {
+	brokers := newCluster(t, 2)
+	top := countingApp(t, true)
+	dir := t.TempDir()
+	const keys = 11
+	run := func(from, to int) (restored float64) {
+		produceInputs(t, brokers, from, to, keys)
+		reg := prometheus.NewRegistry()
+		cfg := appConfig(brokers, dir, exactly.ExactlyOnceV2)
+		cfg.Registerer = reg
+		stop := startApp(t, top, cfg)
+		out := readCommitted(t, brokers, to, 60*time.Second)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		checkExactlyOnce(t, out, to, keys)
+		return metricSum(t, reg, "exactly_restore_records_total")
+	}
+	if got := run(0, 2000); got != 0 {
+		t.Fatalf("first start restored %.0f records from an empty changelog", got)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "counting"))
+	var taskDirs int
+	for _, e := range entries {
+		if e.IsDir() && strings.Contains(e.Name(), "_") {
+			taskDirs++
+			os.RemoveAll(filepath.Join(dir, "counting", e.Name()))
+		}
+	}
+	if taskDirs == 0 {
+		t.Fatal("no task directory was written")
+	}
+	full := run(2000, 4000)
+	if full < keys {
+		t.Fatalf("after deleting the state, restored %.0f records; want the whole changelog (at least one per key)", full)
+	}
+	if delta := run(4000, 6000); delta != 0 {
+		t.Fatalf("with the state intact, restored %.0f records; want 0 (checkpoint at the changelog end)", delta)
+	}
+	t.Logf("full restore read %.0f changelog records; restart with state read 0", full)
+}
