@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_transactions_total", Help: "Transactions ended, by result (committed, aborted)."}, []string{"result"}),
 		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exactly_rebalances_total", Help: "Partition assignment changes, by kind (assigned, revoked, lost)."}, []string{"kind"}),
+			Name: "exactly_rebalances_total", Help: "Rebalances that changed this member's partitions, by kind (assigned, revoked, lost)."}, []string{"kind"}),
 		restored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_restore_records_total", Help: "Changelog records applied to stores while restoring."}, []string{"store"}),
 		restoreLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{

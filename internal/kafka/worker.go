@@ -558,7 +558,9 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.assigned = true
-	w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
+	if len(assigned) > 0 {
+		w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
+	}
 	for topic, ps := range assigned {
 		w.pending[topic] = append(w.pending[topic], ps...)
 	}
@@ -568,8 +570,11 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(revoked) == 0 {
+		return // a rebalance that takes nothing from this member
+	}
 	w.r.metrics.rebalances.WithLabelValues("revoked").Inc()
-	if !w.eos && len(revoked) > 0 {
+	if !w.eos {
 		// Hand the partitions over with their work committed.
 		if err := w.commit(ctx); err != nil {
 			w.log.Warn("commit on revocation failed", "err", err)
