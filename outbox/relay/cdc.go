@@ -1,0 +1,527 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// txnState is one decoded database transaction on its way to Kafka.
+type txnState struct {
+	endLSN      pglogrepl.LSN // confirmable once everything here is durable in Kafka
+	commitTime  time.Time
+	committed   bool // its Commit message arrived
+	records     int  // records produced for it
+	outstanding int  // of those, not yet acknowledged
+	kafkaTxnEnd bool // transactional mode: the Kafka transaction holding it committed
+	ids         []string
+}
+
+// cdcSession is one replication connection's worth of relaying. Produce
+// callbacks run on the Kafka client's goroutines and meet the receive loop
+// under mu.
+type cdcSession struct {
+	r    *Relay
+	conn *pgx.Conn // for setup and cleanup
+	repl *pgconn.PgConn
+
+	relations map[uint32]*relation
+	open      *txnState // between Begin and Commit
+
+	mu        sync.Mutex
+	queue     []*txnState // in commit order, not yet confirmed
+	failed    error
+	confirmed pglogrepl.LSN
+	serverEnd pglogrepl.LSN
+
+	kafkaTxnOpen    bool
+	kafkaTxnStarted time.Time
+}
+
+// relation maps the outbox columns to their positions in a tuple; nil for
+// relations other than the outbox.
+type relation struct {
+	id, aggregateType, aggregateID, eventType, payload, headers int
+}
+
+func (r *Relay) runCDC(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, r.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("relay: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if err := r.ensurePublication(ctx, conn); err != nil {
+		return err
+	}
+
+	replCfg, err := pgconn.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("relay: DSN: %w", err)
+	}
+	replCfg.RuntimeParams["replication"] = "database"
+	repl, err := pgconn.ConnectConfig(ctx, replCfg)
+	if err != nil {
+		return fmt.Errorf("relay: replication connection: %w", err)
+	}
+	defer repl.Close(context.Background())
+
+	snapshot, err := r.ensureSlot(ctx, conn, repl)
+	if err != nil {
+		return err
+	}
+	if snapshot != "" {
+		if err := r.backfill(ctx, conn, snapshot); err != nil {
+			return err
+		}
+	}
+	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", r.cfg.Publication)},
+	})
+	if err != nil {
+		return fmt.Errorf("relay: start replication on slot %s: %w", r.cfg.Slot, err)
+	}
+	s := &cdcSession{r: r, conn: conn, repl: repl, relations: map[uint32]*relation{}}
+	err = s.receive(ctx)
+	s.shutdown()
+	return err
+}
+
+func (r *Relay) ensurePublication(ctx context.Context, conn *pgx.Conn) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, r.cfg.Publication).Scan(&exists); err != nil {
+		return fmt.Errorf("relay: look up publication %s: %w", r.cfg.Publication, err)
+	}
+	if exists {
+		return nil
+	}
+	// Only inserts: the relay's own deletions must not come back to it.
+	sql := fmt.Sprintf(`CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')`,
+		pgx.Identifier{r.cfg.Publication}.Sanitize(), quoteTable(r.cfg.Table))
+	if _, err := conn.Exec(ctx, sql); err != nil && !isDuplicateObject(err) {
+		return fmt.Errorf("relay: create publication %s: %w", r.cfg.Publication, err)
+	}
+	r.log.Info("created publication", "publication", r.cfg.Publication)
+	return nil
+}
+
+// ensureSlot creates the replication slot if missing. For a new slot it
+// returns the name of the snapshot exported at the slot's consistent point:
+// the rows visible in it are exactly those the slot will never send.
+func (r *Relay) ensureSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) (snapshot string, err error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, r.cfg.Slot).Scan(&exists); err != nil {
+		return "", fmt.Errorf("relay: look up slot %s: %w", r.cfg.Slot, err)
+	}
+	if exists {
+		return "", nil
+	}
+	created, err := pglogrepl.CreateReplicationSlot(ctx, repl, r.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if isDuplicateObject(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("relay: create slot %s: %w", r.cfg.Slot, err)
+	}
+	r.log.Info("created replication slot", "slot", r.cfg.Slot, "consistent_point", created.ConsistentPoint)
+	return created.SnapshotName, nil
+}
+
+// backfill publishes the rows committed before the slot existed, read in the
+// snapshot the slot exported, and deletes them in the same transaction after
+// Kafka acknowledged them. Rows committed later come through the slot: each
+// row takes exactly one of the two paths. A crash here leaves the rows in
+// the table, but the slot exists and the next start skips the backfill, so
+// it must finish: its errors end the session with the slot dropped.
+func (r *Relay) backfill(ctx context.Context, conn *pgx.Conn, snapshot string) (err error) {
+	if r.cfg.KeepRows {
+		r.log.Warn("new slot with KeepRows: rows already in the outbox are not published")
+		return nil
+	}
+	defer func() {
+		if err != nil {
+			// Without the slot the next session creates it again and
+			// backfills again; published rows may repeat, none are skipped.
+			if _, dropErr := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, r.cfg.Slot); dropErr != nil {
+				r.log.Error("backfill failed and the new slot could not be dropped; rows written before it will not be published", "slot", r.cfg.Slot, "err", dropErr)
+			}
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		return fmt.Errorf("relay: backfill: begin: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", snapshot)); err != nil {
+		return fmt.Errorf("relay: backfill: import snapshot of slot %s: %w", r.cfg.Slot, err)
+	}
+	table := quoteTable(r.cfg.Table)
+	selectRows := fmt.Sprintf(`SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers::text, created_at
+FROM %s ORDER BY created_at, id LIMIT $1`, table)
+	deleteRows := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, table)
+	total := 0
+	for {
+		n, err := r.publishBatch(ctx, tx, selectRows, deleteRows)
+		if err != nil {
+			return fmt.Errorf("relay: backfill: %w", err)
+		}
+		total += n
+		if n < r.cfg.BatchSize {
+			break
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("relay: backfill: commit: %w", err)
+	}
+	if total > 0 {
+		r.log.Info("published rows written before the slot existed", "rows", total)
+	}
+	return nil
+}
+
+func isDuplicateObject(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42710"
+}
+
+// receive decodes the replication stream until an error or ctx's end.
+func (s *cdcSession) receive(ctx context.Context) error {
+	cfg := s.r.cfg
+	nextStatus := time.Now().Add(cfg.StatusInterval)
+	for {
+		if err := s.err(); err != nil {
+			return err
+		}
+		if err := s.maybeCommitKafka(ctx, false); err != nil {
+			return err
+		}
+		if !time.Now().Before(nextStatus) {
+			if err := s.confirm(ctx); err != nil {
+				return err
+			}
+			nextStatus = time.Now().Add(cfg.StatusInterval)
+		}
+		deadline := nextStatus
+		if t := s.kafkaTxnDeadline(); !t.IsZero() && t.Before(deadline) {
+			deadline = t
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		msg, err := s.repl.ReceiveMessage(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("relay: receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("relay: replication: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyData:
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("relay: keepalive: %w", err)
+				}
+				s.sawServerEnd(ka.ServerWALEnd)
+				if ka.ReplyRequested {
+					nextStatus = time.Time{}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("relay: xlog data: %w", err)
+				}
+				if err := s.handle(ctx, xld.WALData); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// handle processes one pgoutput message. Tuple bytes alias the connection's
+// read buffer, so everything kept is copied.
+func (s *cdcSession) handle(ctx context.Context, walData []byte) error {
+	msg, err := pglogrepl.Parse(walData)
+	if err != nil {
+		return fmt.Errorf("relay: decode pgoutput: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		s.relations[m.RelationID] = s.r.outboxRelation(m)
+	case *pglogrepl.BeginMessage:
+		s.open = &txnState{commitTime: m.CommitTime}
+		s.mu.Lock()
+		s.queue = append(s.queue, s.open)
+		s.mu.Unlock()
+	case *pglogrepl.InsertMessage:
+		rel := s.relations[m.RelationID]
+		if rel == nil || s.open == nil {
+			return nil
+		}
+		row, err := rel.row(m.Tuple)
+		if err != nil {
+			return err
+		}
+		return s.produce(ctx, row)
+	case *pglogrepl.CommitMessage:
+		if s.open == nil {
+			return errors.New("relay: commit without begin in the replication stream")
+		}
+		s.mu.Lock()
+		s.open.endLSN = m.TransactionEndLSN
+		s.open.committed = true
+		s.mu.Unlock()
+		s.open = nil
+		return s.maybeCommitKafka(ctx, false)
+	}
+	return nil
+}
+
+func (r *Relay) outboxRelation(m *pglogrepl.RelationMessage) *relation {
+	table := r.cfg.Table
+	if i := strings.LastIndexByte(table, '.'); i >= 0 {
+		if m.Namespace != table[:i] {
+			return nil
+		}
+		table = table[i+1:]
+	}
+	if m.RelationName != table {
+		return nil
+	}
+	rel := &relation{id: -1, aggregateType: -1, aggregateID: -1, eventType: -1, payload: -1, headers: -1}
+	for i, c := range m.Columns {
+		switch c.Name {
+		case "id":
+			rel.id = i
+		case "aggregate_type":
+			rel.aggregateType = i
+		case "aggregate_id":
+			rel.aggregateID = i
+		case "event_type":
+			rel.eventType = i
+		case "payload":
+			rel.payload = i
+		case "headers":
+			rel.headers = i
+		}
+	}
+	return rel
+}
+
+func (rel *relation) row(t *pglogrepl.TupleData) (row, error) {
+	text := func(i int, name string) ([]byte, error) {
+		if i < 0 || i >= len(t.Columns) {
+			return nil, fmt.Errorf("relay: outbox tuple has no %s column", name)
+		}
+		c := t.Columns[i]
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			return nil, nil
+		case pglogrepl.TupleDataTypeText:
+			return append([]byte(nil), c.Data...), nil
+		}
+		return nil, fmt.Errorf("relay: outbox column %s in unexpected format %q", name, c.DataType)
+	}
+	var x row
+	var err error
+	var b []byte
+	for _, f := range []struct {
+		i    int
+		name string
+		dst  *string
+	}{{rel.id, "id", &x.id}, {rel.aggregateType, "aggregate_type", &x.aggregateType}, {rel.aggregateID, "aggregate_id", &x.aggregateID}, {rel.eventType, "event_type", &x.eventType}} {
+		if b, err = text(f.i, f.name); err != nil {
+			return row{}, err
+		}
+		*f.dst = string(b)
+	}
+	if x.payload, err = text(rel.payload, "payload"); err != nil {
+		return row{}, err
+	}
+	if rel.headers >= 0 {
+		if x.headers, err = text(rel.headers, "headers"); err != nil {
+			return row{}, err
+		}
+	}
+	return x, nil
+}
+
+func (s *cdcSession) produce(ctx context.Context, row row) error {
+	rec, err := s.r.record(row)
+	if err != nil {
+		return err
+	}
+	if s.r.cfg.TransactionalID != "" && !s.kafkaTxnOpen {
+		if err := s.r.client.BeginTransaction(); err != nil {
+			return fmt.Errorf("relay: begin kafka transaction: %w", err)
+		}
+		s.kafkaTxnOpen = true
+		s.kafkaTxnStarted = time.Now()
+	}
+	t := s.open
+	s.mu.Lock()
+	t.records++
+	t.outstanding++
+	t.ids = append(t.ids, row.id)
+	s.mu.Unlock()
+	commitTime := t.commitTime
+	s.r.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t.outstanding--
+		if err != nil {
+			if s.failed == nil {
+				s.failed = fmt.Errorf("relay: publish outbox row %s: %w", row.id, err)
+			}
+			return
+		}
+		s.r.metrics.acked(1, commitTime)
+	})
+	return nil
+}
+
+func (s *cdcSession) kafkaTxnDeadline() time.Time {
+	if !s.kafkaTxnOpen || s.open != nil {
+		return time.Time{} // a half-read database transaction finishes first
+	}
+	return s.kafkaTxnStarted.Add(s.r.cfg.TransactionInterval)
+}
+
+// maybeCommitKafka commits the open Kafka transaction when it is due (or
+// force is set) and no database transaction is half-read, so a Kafka
+// transaction always holds whole database transactions.
+func (s *cdcSession) maybeCommitKafka(ctx context.Context, force bool) error {
+	if !s.kafkaTxnOpen || s.open != nil {
+		return nil
+	}
+	if !force && time.Now().Before(s.kafkaTxnDeadline()) {
+		return nil
+	}
+	if err := s.r.client.Flush(ctx); err != nil {
+		return fmt.Errorf("relay: flush kafka transaction: %w", err)
+	}
+	if err := s.err(); err != nil {
+		return err
+	}
+	if err := s.r.client.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		return fmt.Errorf("relay: commit kafka transaction: %w", err)
+	}
+	s.kafkaTxnOpen = false
+	s.mu.Lock()
+	for _, t := range s.queue {
+		if t.committed {
+			t.kafkaTxnEnd = true
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *cdcSession) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// sawServerEnd notes the server's WAL position from a keepalive. When
+// nothing is in flight, everything before it has been relayed, so the slot
+// may advance there too: otherwise WAL of unrelated tables piles up.
+func (s *cdcSession) sawServerEnd(end pglogrepl.LSN) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if end > s.serverEnd {
+		s.serverEnd = end
+	}
+	if len(s.queue) == 0 && s.open == nil && !s.kafkaTxnOpen && end > s.confirmed {
+		s.confirmed = end
+	}
+}
+
+// confirm deletes the rows of every transaction Kafka holds durably, in
+// commit order, and then confirms the end of the last one to the slot.
+// Deleting first means a crash in between republishes rows (duplicates) but
+// never leaves relayed rows behind.
+func (s *cdcSession) confirm(ctx context.Context) error {
+	transactional := s.r.cfg.TransactionalID != ""
+	s.mu.Lock()
+	var ids []string
+	confirmed := s.confirmed
+	done := 0
+	for _, t := range s.queue {
+		durable := t.committed && t.outstanding == 0 && (!transactional || t.records == 0 || t.kafkaTxnEnd)
+		if !durable {
+			break
+		}
+		ids = append(ids, t.ids...)
+		confirmed = t.endLSN
+		done++
+	}
+	s.mu.Unlock()
+
+	if len(ids) > 0 && !s.r.cfg.KeepRows {
+		sql := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, quoteTable(s.r.cfg.Table))
+		if _, err := s.conn.Exec(ctx, sql, ids); err != nil {
+			return fmt.Errorf("relay: delete %d relayed rows: %w", len(ids), err)
+		}
+	}
+	s.mu.Lock()
+	s.queue = s.queue[done:]
+	if confirmed > s.confirmed {
+		s.confirmed = confirmed
+	}
+	confirmed = s.confirmed
+	var oldest time.Time
+	if len(s.queue) > 0 {
+		oldest = s.queue[0].commitTime
+	}
+	lag := float64(0)
+	if s.serverEnd > confirmed {
+		lag = float64(s.serverEnd - confirmed)
+	}
+	s.mu.Unlock()
+	s.r.metrics.setLag(lag, oldest)
+
+	if confirmed == 0 {
+		return nil
+	}
+	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: confirmed}); err != nil {
+		return fmt.Errorf("relay: confirm %s to slot %s: %w", confirmed, s.r.cfg.Slot, err)
+	}
+	return nil
+}
+
+// shutdown waits briefly for Kafka's acknowledgements of what was sent and
+// confirms them, so a clean stop leaves few duplicates for the next start.
+func (s *cdcSession) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.r.cfg.TransactionalID != "" {
+		if s.maybeCommitKafka(ctx, true) != nil {
+			return
+		}
+	} else if s.r.client.Flush(ctx) != nil {
+		return
+	}
+	if s.repl.IsClosed() || s.err() != nil {
+		return
+	}
+	if err := s.confirm(ctx); err != nil {
+		s.r.log.Debug("final confirm failed", "err", err)
+	}
+}

@@ -1,0 +1,261 @@
+// Package relay publishes the rows of the outbox table (package outbox) to
+// Kafka, at least once and in commit order per aggregate.
+//
+// Two modes share one routing, the EventRouter convention: the topic comes
+// from the row's aggregate_type through a replacement pattern (default
+// "${aggregate_type}.events"), the key is aggregate_id, the value is the
+// payload's bytes unchanged, and the headers "id" and "eventType" carry the
+// event id and type, followed by the row's own headers.
+//
+//   - ModeCDC (default) reads committed inserts from PostgreSQL's logical
+//     replication (pgoutput), in commit order. It creates its publication
+//     and slot if missing, and confirms a position to the slot only after
+//     Kafka acknowledged every record of every transaction up to it. After a
+//     crash it resumes from the slot: what was not confirmed is sent again,
+//     so duplicates are possible and loss is not. Needs wal_level=logical
+//     and the REPLICATION privilege.
+//   - ModePoll selects the oldest rows with FOR UPDATE SKIP LOCKED, publishes
+//     them, waits for Kafka's acknowledgement, then deletes them in the same
+//     transaction. For databases where logical replication is not allowed.
+//     Several pollers may run at once; order then holds only per poller.
+//
+// Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows).
+// Consumers deduplicate by the "id" header; package inbox does.
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Mode selects how the relay finds new outbox rows.
+type Mode string
+
+const (
+	// ModeCDC reads the outbox through logical replication.
+	ModeCDC Mode = "cdc"
+	// ModePoll polls the outbox table.
+	ModePoll Mode = "poll"
+)
+
+// DefaultTopicReplacement routes aggregate type "order" to topic
+// "order.events".
+const DefaultTopicReplacement = "${aggregate_type}.events"
+
+// Config configures a Relay. Zero values take the documented defaults.
+type Config struct {
+	// DSN is the PostgreSQL connection string of the database holding the
+	// outbox table. Required.
+	DSN string
+	// Mode is ModeCDC (default) or ModePoll.
+	Mode Mode
+	// Table is the outbox table (default "outbox"), optionally
+	// schema-qualified.
+	Table string
+	// TopicReplacement builds the topic from the aggregate type: every
+	// "${aggregate_type}" is replaced by it. Default
+	// DefaultTopicReplacement.
+	TopicReplacement string
+	// Kafka are the producer's client options; seed brokers at least. The
+	// relay keeps kgo's defaults of acks=all and idempotent writes.
+	Kafka []kgo.Opt
+	// TransactionalID, if set, publishes through Kafka transactions: the
+	// records of one or more whole database transactions commit together,
+	// so read_committed consumers never see half of one.
+	TransactionalID string
+	// TransactionInterval bounds how long a Kafka transaction stays open
+	// (default 100ms). Only with TransactionalID.
+	TransactionInterval time.Duration
+	// KeepRows leaves relayed rows in the table (ModeCDC only; the poller
+	// must delete what it relayed).
+	KeepRows bool
+	// Slot and Publication name the replication slot and publication
+	// (ModeCDC; default "exactly_outbox" both).
+	Slot, Publication string
+	// StatusInterval is how often the CDC relay confirms its position
+	// (default 1s). Shorter means fewer duplicates after a crash.
+	StatusInterval time.Duration
+	// PollInterval is how long the poller sleeps when the table had fewer
+	// rows than BatchSize (default 100ms).
+	PollInterval time.Duration
+	// BatchSize is how many rows one poll takes (default 1000).
+	BatchSize int
+	// Registerer receives the relay's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger receives reconnects and failures. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.DSN == "" {
+		return errors.New("relay: Config.DSN is required")
+	}
+	if _, err := pgx.ParseConfig(c.DSN); err != nil {
+		return fmt.Errorf("relay: DSN: %w", err)
+	}
+	switch c.Mode {
+	case "":
+		c.Mode = ModeCDC
+	case ModeCDC, ModePoll:
+	default:
+		return fmt.Errorf("relay: unknown mode %q (want %q or %q)", c.Mode, ModeCDC, ModePoll)
+	}
+	if c.Table == "" {
+		c.Table = "outbox"
+	}
+	if c.TopicReplacement == "" {
+		c.TopicReplacement = DefaultTopicReplacement
+	}
+	if c.TransactionInterval <= 0 {
+		c.TransactionInterval = 100 * time.Millisecond
+	}
+	if c.Slot == "" {
+		c.Slot = "exactly_outbox"
+	}
+	if c.Publication == "" {
+		c.Publication = "exactly_outbox"
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = time.Second
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 100 * time.Millisecond
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Relay publishes outbox rows to Kafka until its context ends.
+type Relay struct {
+	cfg     Config
+	client  *kgo.Client
+	metrics *metrics
+	log     *slog.Logger
+}
+
+// New validates cfg and creates the Kafka producer.
+func New(cfg Config) (*Relay, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	opts := append([]kgo.Opt{}, cfg.Kafka...)
+	if cfg.TransactionalID != "" {
+		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID))
+	}
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("relay: kafka client: %w", err)
+	}
+	r := &Relay{cfg: cfg, client: client, log: cfg.Logger.With("relay", string(cfg.Mode), "table", cfg.Table)}
+	r.metrics = newMetrics(cfg.Registerer, cfg.Mode)
+	return r, nil
+}
+
+// Run relays until ctx is done, then closes the producer and returns ctx's
+// error. Lost connections (database or Kafka) and failed publishes end the
+// current session without confirming what was not acknowledged; Run logs
+// them and starts a new session after a backoff, resuming from the slot
+// (ModeCDC) or from the rows still in the table (ModePoll).
+func (r *Relay) Run(ctx context.Context) error {
+	defer r.client.Close()
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		var err error
+		if r.cfg.Mode == ModePoll {
+			err = r.runPoll(ctx)
+		} else {
+			err = r.runCDC(ctx)
+		}
+		if ctx.Err() != nil {
+			r.abortKafkaTransaction()
+			return ctx.Err()
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		r.metrics.restarts.Inc()
+		r.log.Warn("relay session ended; restarting", "err", err, "backoff", backoff)
+		r.abortKafkaTransaction()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// abortKafkaTransaction drops what a failed session left in the producer.
+func (r *Relay) abortKafkaTransaction() {
+	if r.cfg.TransactionalID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.client.AbortBufferedRecords(ctx); err != nil {
+		r.log.Warn("abort buffered records", "err", err)
+	}
+	if err := r.client.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		r.log.Warn("abort kafka transaction", "err", err)
+	}
+}
+
+// row is one outbox row on its way to Kafka.
+type row struct {
+	id, aggregateType, aggregateID, eventType string
+	payload, headers                          []byte
+}
+
+// record builds the Kafka record of row by the EventRouter convention.
+func (r *Relay) record(row row) (*kgo.Record, error) {
+	rec := &kgo.Record{
+		Topic: strings.ReplaceAll(r.cfg.TopicReplacement, "${aggregate_type}", row.aggregateType),
+		Key:   []byte(row.aggregateID),
+		Value: row.payload,
+		Headers: []kgo.RecordHeader{
+			{Key: "id", Value: []byte(row.id)},
+			{Key: "eventType", Value: []byte(row.eventType)},
+		},
+	}
+	if len(row.headers) > 0 && string(row.headers) != "null" {
+		var extra map[string]json.RawMessage
+		if err := json.Unmarshal(row.headers, &extra); err != nil {
+			return nil, fmt.Errorf("relay: headers of outbox row %s: %w", row.id, err)
+		}
+		keys := make([]string, 0, len(extra))
+		for k := range extra {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			value := []byte(extra[k])
+			var s string
+			if json.Unmarshal(value, &s) == nil {
+				value = []byte(s)
+			}
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: value})
+		}
+	}
+	return rec, nil
+}
+
+// quoteTable quotes a possibly schema-qualified table name.
+func quoteTable(name string) string {
+	return pgx.Identifier(strings.Split(name, ".")).Sanitize()
+}
