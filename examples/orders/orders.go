@@ -1,0 +1,300 @@
+// Package orders is the reference application of exactly: an order read
+// model (CQRS projection) that stays correct under duplicates, arrival out
+// of order, missing prerequisites, bad input, crashes and restarts.
+//
+// The topology reads order events (OrderCreated, OrderUpdated, OrderShipped)
+// from order-events and runs them through
+//
+//	decode → dedup → reorder → apply → order-projections
+//	   └──────────┴───────┴───────┴──→ order-events-dlq
+//
+// decode classifies bad records (malformed, unknown-event-type,
+// missing-field, invalid-timestamp) and dead-letters them; dedup skips
+// events whose eventId was already applied; reorder holds an order's events
+// until its OrderCreated has been applied (and, for events that carry
+// metadata.sequence, until every lower number has), dead-lettering those
+// that wait longer than the buffer TTL (buffer-ttl-expired); apply folds
+// each event into the order's Aggregate and emits its Projection. The wire
+// contract is the orders section of the product specification's Appendix A.
+//
+// Oracle computes, independently of the topology, what the committed
+// output and dead-letter topic must hold for a given input, and Generate
+// produces realistic input to check it with.
+package orders
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/processors/dedup"
+	"github.com/exactly-go/exactly/processors/reorder"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Default topic names.
+const (
+	DefaultInputTopic      = "order-events"
+	DefaultOutputTopic     = "order-projections"
+	DefaultDeadLetterTopic = "order-events-dlq"
+)
+
+// Store names; with the application id they name the changelog topics.
+const (
+	// DedupStore holds the eventIds applied, for the dedup TTL.
+	DedupStore = "deduplication-store"
+	// BufferStore holds the events waiting for their prerequisites.
+	BufferStore = "out-of-order-buffer-store"
+	// ProjectionStore holds each order's Aggregate (its Projection and
+	// what applying more events needs); serve queries from it.
+	ProjectionStore = "order-projection-store"
+)
+
+// Node names of the topology, as Describe prints them.
+const (
+	NodeSource      = "order-events-source"
+	NodeDecode      = "decode"
+	NodeDedup       = "dedup"
+	NodeReorder     = "reorder"
+	NodeApply       = "apply"
+	NodeProjections = "order-projections-sink"
+	NodeDeadLetters = "order-events-dlq-sink"
+)
+
+// HeaderEventID is the header, on each projection record, naming the event
+// whose application produced it.
+const HeaderEventID = "eventId"
+
+// Options configure the orders topology. The zero Options give the
+// defaults of each field; Oracle must be given the same Options as the
+// topology whose output it predicts.
+type Options struct {
+	// InputTopic, OutputTopic and DeadLetterTopic default to
+	// order-events, order-projections and order-events-dlq.
+	InputTopic, OutputTopic, DeadLetterTopic string
+	// DedupTTL is how long, in stream time, an eventId is remembered;
+	// default dedup.DefaultTTL (7 days).
+	DedupTTL time.Duration
+	// BufferTTL is how long, in stream time, an event may wait for its
+	// prerequisites; default reorder.DefaultBufferTTL (24 h).
+	BufferTTL time.Duration
+	// SweepInterval is how often, in stream time, expired ids and events
+	// are swept; default one minute.
+	SweepInterval time.Duration
+	// Persistent keeps the stores on disk (Pebble) rather than in memory.
+	Persistent bool
+	// Decoder sets the size and timestamp limits of input records.
+	Decoder Decoder
+	// Metrics receives the dedup and reorder metrics; see NewMetrics.
+	Metrics Metrics
+}
+
+func (o Options) withDefaults() Options {
+	if o.InputTopic == "" {
+		o.InputTopic = DefaultInputTopic
+	}
+	if o.OutputTopic == "" {
+		o.OutputTopic = DefaultOutputTopic
+	}
+	if o.DeadLetterTopic == "" {
+		o.DeadLetterTopic = DefaultDeadLetterTopic
+	}
+	if o.DedupTTL == 0 {
+		o.DedupTTL = dedup.DefaultTTL
+	}
+	if o.BufferTTL == 0 {
+		o.BufferTTL = reorder.DefaultBufferTTL
+	}
+	if o.SweepInterval == 0 {
+		o.SweepInterval = time.Minute
+	}
+	o.Decoder = o.Decoder.withDefaults()
+	return o
+}
+
+// Metrics are the metrics of the topology's ready processors.
+type Metrics struct {
+	Dedup   dedup.Metrics
+	Reorder reorder.Metrics
+}
+
+// NewMetrics returns unregistered metrics with the product's names
+// (duplicates_skipped_total, duplicates_conflicting_total,
+// events_buffered_total, buffer_size, events_expired_total); register
+// Collectors() with the registry that serves /metrics.
+func NewMetrics(constLabels prometheus.Labels) Metrics {
+	return Metrics{Dedup: dedup.NewMetrics(constLabels), Reorder: reorder.NewMetrics(constLabels)}
+}
+
+// Collectors returns every non-nil metric, for registering.
+func (m Metrics) Collectors() []prometheus.Collector {
+	return append(m.Dedup.Collectors(), m.Reorder.Collectors()...)
+}
+
+// Topology builds the orders topology. Every failure goes to the dead-letter
+// topic rather than stopping a partition.
+func Topology(opts Options) (*exactly.Topology, error) {
+	opts = opts.withDefaults()
+	b := exactly.NewBuilder()
+	b.OnDeserializationError(exactly.DeadLetterOnError)
+	b.OnProcessingError(exactly.DeadLetterOnError)
+
+	exactly.AddSource(b, NodeSource, exactly.Source[[]byte, decoded]{
+		Topics:    []string{opts.InputTopic},
+		Keys:      serde.Bytes,
+		Values:    decodingSerde{decoder: opts.Decoder},
+		Timestamp: eventTime,
+	})
+	exactly.AddProcessor(b, NodeDecode, func() exactly.Processor[[]byte, decoded, string, Event] {
+		return &decodeProcessor{}
+	}, NodeSource)
+	if err := dedup.Add(b, NodeDedup, dedup.Options[string, Event]{
+		ID:            func(_ string, e Event) string { return e.Metadata.EventID },
+		TTL:           opts.DedupTTL,
+		SweepInterval: opts.SweepInterval,
+		StoreName:     DedupStore,
+		Persistent:    opts.Persistent,
+		Metrics:       opts.Metrics.Dedup,
+	}, NodeDecode); err != nil {
+		return nil, fmt.Errorf("orders topology: %w", err)
+	}
+	if err := reorder.Add(b, NodeReorder, reorder.Options[string, Event]{
+		Keys:          serde.String,
+		Values:        serde.JSON[Event](),
+		EventID:       func(e Event) string { return e.Metadata.EventID },
+		Ready:         createdApplied,
+		Sequence:      func(e Event) (uint64, bool) { return e.Metadata.Sequence, e.Metadata.Sequence > 0 },
+		BufferTTL:     opts.BufferTTL,
+		SweepInterval: opts.SweepInterval,
+		StoreName:     BufferStore,
+		Persistent:    opts.Persistent,
+		Metrics:       opts.Metrics.Reorder,
+	}, NodeDedup); err != nil {
+		return nil, fmt.Errorf("orders topology: %w", err)
+	}
+	b.Connect(NodeReorder, ProjectionStore)
+	exactly.AddProcessor(b, NodeApply, func() exactly.Processor[string, Event, string, Projection] {
+		return &applyProcessor{}
+	}, NodeReorder)
+	exactly.AddStore(b, exactly.Store[string, Aggregate]{
+		Name: ProjectionStore, Keys: serde.String, Values: serde.JSON[Aggregate](), Persistent: opts.Persistent,
+	}, NodeApply)
+	exactly.AddSink(b, NodeProjections, exactly.Sink[string, Projection]{
+		Topic: opts.OutputTopic, Keys: serde.String, Values: serde.JSON[Projection](),
+	}, NodeApply)
+	exactly.AddDeadLetterSink(b, NodeDeadLetters, opts.DeadLetterTopic, NodeSource, NodeDecode, NodeDedup, NodeReorder, NodeApply)
+	t, err := b.Build()
+	if err != nil {
+		return nil, fmt.Errorf("orders topology: %w", err)
+	}
+	return t, nil
+}
+
+// decoded is an input value decoded once, in the source: the event, or why
+// it is not one. Decoding never fails in the source, so that bad records
+// reach decodeProcessor and are dead-lettered with the application's
+// reasons rather than the runtime's generic one.
+type decoded struct {
+	event Event
+	err   *DecodeError
+}
+
+type decodingSerde struct{ decoder Decoder }
+
+func (s decodingSerde) Deserialize(b []byte) (decoded, error) {
+	e, err := s.decoder.decodeValue(b, true)
+	return decoded{event: e, err: err}, nil
+}
+
+func (s decodingSerde) Serialize(v decoded) ([]byte, error) {
+	if v.err != nil {
+		return nil, v.err
+	}
+	return v.event.MarshalJSON()
+}
+
+// eventTime is the source's timestamp extractor: metadata.timestamp, or
+// the epoch for a record that will be dead-lettered, so that bad records
+// never move stream time.
+func eventTime(rec exactly.Record[[]byte, decoded]) (time.Time, error) {
+	if rec.Value.err != nil || checkKey(rec.Key, rec.Value.event) != nil {
+		return time.UnixMilli(0), nil
+	}
+	return time.UnixMilli(rec.Value.event.Metadata.Timestamp), nil
+}
+
+type decodeProcessor struct {
+	ctx exactly.ProcessorContext[string, Event]
+}
+
+func (p *decodeProcessor) Init(ctx exactly.ProcessorContext[string, Event]) error {
+	p.ctx = ctx
+	return nil
+}
+
+func (p *decodeProcessor) Process(rec exactly.Record[[]byte, decoded]) error {
+	derr := rec.Value.err
+	if derr == nil {
+		derr = checkKey(rec.Key, rec.Value.event)
+	}
+	if derr != nil {
+		return p.ctx.DeadLetter(exactly.DeadLetter{Reason: derr.Reason, Message: derr.Message})
+	}
+	p.ctx.Forward(exactly.Record[string, Event]{
+		Key: string(rec.Key), Value: rec.Value.event, Timestamp: rec.Timestamp, Headers: rec.Headers,
+	})
+	return nil
+}
+
+func (p *decodeProcessor) Close() error { return nil }
+
+// createdApplied is the reorder buffer's readiness test: an OrderCreated is
+// always ready; any other event once an OrderCreated of its order has been
+// applied.
+func createdApplied(ctx exactly.ProcessorContext[string, Event]) (reorder.ReadyFunc[string, Event], error) {
+	aggregates, err := exactly.GetKeyValueStore[string, Aggregate](ctx, ProjectionStore)
+	if err != nil {
+		return nil, err
+	}
+	return func(orderID string, e Event) (bool, error) {
+		if e.Type == TypeOrderCreated {
+			return true, nil
+		}
+		a, ok, err := aggregates.Get(orderID)
+		return ok && !a.Created.IsZero(), err
+	}, nil
+}
+
+type applyProcessor struct {
+	ctx        exactly.ProcessorContext[string, Projection]
+	aggregates store.KeyValueStore[string, Aggregate]
+}
+
+func (p *applyProcessor) Init(ctx exactly.ProcessorContext[string, Projection]) error {
+	p.ctx = ctx
+	var err error
+	p.aggregates, err = exactly.GetKeyValueStore[string, Aggregate](ctx, ProjectionStore)
+	return err
+}
+
+func (p *applyProcessor) Process(rec exactly.Record[string, Event]) error {
+	a, _, err := p.aggregates.Get(rec.Key)
+	if err != nil {
+		return fmt.Errorf("apply event %s to order %s: %w", rec.Value.Metadata.EventID, rec.Key, err)
+	}
+	a.Apply(rec.Value)
+	if err := p.aggregates.Put(rec.Key, a); err != nil {
+		return fmt.Errorf("apply event %s to order %s: %w", rec.Value.Metadata.EventID, rec.Key, err)
+	}
+	p.ctx.Forward(exactly.Record[string, Projection]{
+		Key:       rec.Key,
+		Value:     a.Projection,
+		Timestamp: time.UnixMilli(rec.Value.Metadata.Timestamp),
+		Headers:   []exactly.Header{{Key: HeaderEventID, Value: []byte(rec.Value.Metadata.EventID)}},
+	})
+	return nil
+}
+
+func (p *applyProcessor) Close() error { return nil }
