@@ -2,9 +2,12 @@ package exactly
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/exactly-go/exactly/internal/kafka"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/serde"
 )
 
 // Config configures an application on Kafka. See the field comments for
@@ -32,7 +35,8 @@ const (
 // instances with the same ApplicationID to share the partitions; Kafka's
 // consumer group moves tasks between them.
 type App struct {
-	runner *kafka.Runner
+	runner   *kafka.Runner
+	topology *topo.Topology
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -45,7 +49,7 @@ func New(t *Topology, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &App{runner: r}, nil
+	return &App{runner: r, topology: t.t}, nil
 }
 
 // Run processes until ctx is cancelled or Close is called, then commits
@@ -77,4 +81,35 @@ func (a *App) Close() error {
 		<-done
 	}
 	return nil
+}
+
+// NotLocalError is returned by queries for a key whose partition another
+// instance holds; Owner names it when the group says.
+type NotLocalError = kafka.NotLocalError
+
+// Query reads key from the committed contents of store as held by this
+// instance (interactive queries). A key whose partition another instance
+// holds gives a *NotLocalError naming the owner. Writes still in an open
+// transaction are never visible.
+func Query[K, V any](ctx context.Context, app *App, store string, key K) (V, bool, error) {
+	var zero V
+	spec, ok := app.topology.Store(store)
+	if !ok {
+		return zero, false, errors.New("unknown store " + quote(store))
+	}
+	keys, ok1 := spec.Keys.(serde.Serde[K])
+	values, ok2 := spec.Values.(serde.Serde[V])
+	if !ok1 || !ok2 {
+		return zero, false, errors.New("store " + quote(store) + " holds " + spec.KeyType.String() + " -> " + spec.ValueType.String())
+	}
+	kb, err := keys.Serialize(key)
+	if err != nil {
+		return zero, false, err
+	}
+	vb, found, err := app.runner.Get(ctx, store, kb)
+	if err != nil || !found {
+		return zero, false, err
+	}
+	v, err := values.Deserialize(vb)
+	return v, err == nil, err
 }

@@ -46,6 +46,7 @@ func (w *worker) restorePending(ctx context.Context) error {
 			return fmt.Errorf("start task %s: %w", id, err)
 		}
 		w.tasks[id] = lt
+		w.r.setQueryable(id, &queryTarget{memory: lt.memory, persistent: pebbleOrNil(lt.persistent)})
 		for _, topic := range lt.task.SourceTopics() {
 			w.byInput[task.TopicPartition{Topic: topic, Partition: id.Partition}] = lt
 		}
@@ -92,8 +93,9 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, times map[task.T
 			streamTime = st
 		}
 	}
-	lt := &liveTask{id: id}
+	lt := &liveTask{id: id, memory: store.NewMemory()}
 	cfg := task.Config{
+		Memory:        lt.memory,
 		ApplicationID: w.r.cfg.ApplicationID,
 		ID:            id,
 		StreamTime:    streamTime,
@@ -252,4 +254,11 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 	}
 	w.log.Info("restored task", "task", lt.id, "took", time.Since(started).Round(time.Millisecond))
 	return nil
+}
+
+func pebbleOrNil(p *store.Pebble) store.Backend {
+	if p == nil {
+		return nil
+	}
+	return p
 }

@@ -30,8 +30,9 @@ type Runner struct {
 	subOf      map[string]int   // source topic -> sub-topology
 	partitions map[string]int32 // topic -> partition count
 
-	mu      sync.Mutex
-	lock    *os.File
+	mu        sync.Mutex
+	queryable map[topo.TaskID]*queryTarget
+	lock      *os.File
 	running bool
 	ready   chan struct{}
 }
@@ -108,7 +109,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to %v: %w", r.cfg.Brokers, err)
 	}
 	adm := kadm.NewClient(admCl)
+	r.mu.Lock()
 	err = r.prepareTopics(ctx, adm)
+	r.mu.Unlock()
 	admCl.Close()
 	if err != nil {
 		return err

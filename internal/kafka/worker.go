@@ -51,6 +51,7 @@ type worker struct {
 type liveTask struct {
 	id         topo.TaskID
 	task       *task.Task
+	memory     *store.Memory
 	persistent *store.Pebble
 }
 
@@ -537,6 +538,7 @@ func (w *worker) closeSession(ctx context.Context) {
 }
 
 func (w *worker) closeTask(lt *liveTask, abort bool) {
+	w.r.setQueryable(lt.id, nil)
 	if abort {
 		lt.task.Abort()
 	}
