@@ -33,8 +33,8 @@ type Runner struct {
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
 	lock      *os.File
-	running bool
-	ready   chan struct{}
+	running   bool
+	ready     chan struct{}
 }
 
 // New validates cfg against the topology. It does not contact the cluster.
