@@ -67,7 +67,9 @@ type Config struct {
 	// DefaultTopicReplacement.
 	TopicReplacement string
 	// Kafka are the producer's client options; seed brokers at least. The
-	// relay keeps kgo's defaults of acks=all and idempotent writes.
+	// relay keeps kgo's defaults of acks=all and idempotent writes, and
+	// lingers 0 (not kgo's 10ms) unless these options say otherwise:
+	// records batch up anyway while a request is in flight.
 	Kafka []kgo.Opt
 	// TransactionalID, if set, publishes through Kafka transactions: the
 	// records of one or more whole database transactions commit together,
@@ -153,7 +155,7 @@ func New(cfg Config) (*Relay, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	opts := append([]kgo.Opt{}, cfg.Kafka...)
+	opts := append([]kgo.Opt{kgo.ProducerLinger(0)}, cfg.Kafka...)
 	if cfg.TransactionalID != "" {
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID))
 	}

@@ -166,6 +166,7 @@ func writeEvents(ctx context.Context, t testing.TB, dsn string, workers, total i
 type received struct {
 	mu       sync.Mutex
 	records  map[string]*kgo.Record // first delivery of each id
+	arrived  map[string]time.Time   // when the first delivery was polled
 	order    map[string][]string    // per key, ids in first-delivery order
 	total    int
 	progress chan struct{} // signalled on every new id
@@ -183,7 +184,7 @@ func consume(ctx context.Context, t testing.TB, brokers []string) *received {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &received{records: map[string]*kgo.Record{}, order: map[string][]string{}, progress: make(chan struct{}, 1)}
+	r := &received{records: map[string]*kgo.Record{}, arrived: map[string]time.Time{}, order: map[string][]string{}, progress: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done; client.Close() })
@@ -191,6 +192,7 @@ func consume(ctx context.Context, t testing.TB, brokers []string) *received {
 		defer close(done)
 		for ctx.Err() == nil {
 			fetches := client.PollFetches(ctx)
+			now := time.Now()
 			r.mu.Lock()
 			fetches.EachRecord(func(rec *kgo.Record) {
 				r.total++
@@ -199,6 +201,7 @@ func consume(ctx context.Context, t testing.TB, brokers []string) *received {
 					return
 				}
 				r.records[id] = rec
+				r.arrived[id] = now
 				r.order[string(rec.Key)] = append(r.order[string(rec.Key)], id)
 			})
 			r.mu.Unlock()
