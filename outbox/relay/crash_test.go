@@ -76,6 +76,13 @@ func TestRelayKilledWithSIGKILLMidStreamLosesNothing(t *testing.T) {
 			dups := got.check(t, &w)
 			waitEmpty(t, dsn)
 			t.Logf("%s relay killed twice: %d events, %d duplicate deliveries, none lost", mode, total, dups)
+
+			// A consumer deduplicating by id through the inbox runs each
+			// effect once.
+			effects, records, skipped := effectsThroughInbox(t, dsn, brokers)
+			if effects != total || skipped != records-total {
+				t.Fatalf("inbox consumer over %d records: %d effects and %d duplicates skipped; want %d and %d", records, effects, skipped, total, records-total)
+			}
 		})
 	}
 }
