@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactly-go/exactly/internal/pgtest"
 )
 
 const topic = "payment-orders"
@@ -231,5 +234,57 @@ func TestConsumerRequiresAConsumerGroup(t *testing.T) {
 	_, err := NewConsumer(ConsumerConfig{Inbox: New((*pgxpool.Pool)(nil), "g"), Handler: effectHandler, Kafka: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}})
 	if err == nil {
 		t.Fatal("NewConsumer without kgo.ConsumerGroup succeeded")
+	}
+}
+
+func TestConsumerRetriesThroughAPostgreSQLCrashAndRunsEachEffectOnce(t *testing.T) {
+	ctx := context.Background()
+	cluster := pgtest.Start(t)
+	cfg, err := pgxpool.ParseConfig(cluster.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE effects (event_id text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	ids := seq(3000, "e-%d")
+	brokers := newBroker(t, ids)
+	seen := newTally(len(ids))
+	restarted := make(chan struct{})
+	var crashOnce sync.Once
+	c, err := NewConsumer(ConsumerConfig{Inbox: New(pool, "payments"), Handler: effectHandler, BatchSize: 10,
+		OnResult: func(r *kgo.Record, res Result) {
+			seen.onResult(r, res)
+			if seen.seen.Load() >= 500 {
+				crashOnce.Do(func() {
+					// Crash the server from outside the consumer's goroutine,
+					// while it keeps processing.
+					go func() {
+						defer close(restarted)
+						defer func() { t.Logf("server restarted after %d of %d deliveries", seen.seen.Load(), len(ids)) }()
+						if err := cluster.Restart(pgtest.Immediate); err != nil {
+							t.Error(err)
+						}
+					}()
+				})
+			}
+		},
+		Kafka: kafkaOpts(brokers, "payments"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, c, seen)
+	<-restarted
+	rows, distinct := countEffects(t, pool)
+	if rows != len(ids) || distinct != len(ids) {
+		t.Fatalf("effects = %d rows, %d distinct; want %d each", rows, distinct, len(ids))
 	}
 }
