@@ -147,6 +147,7 @@ func start() (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	removeStale()
 	dir, err := os.MkdirTemp("", "exactly-pgtest-")
 	if err != nil {
 		return nil, fmt.Errorf("create cluster directory: %w", err)
@@ -181,6 +182,38 @@ func start() (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+var staleOnce sync.Once
+
+// removeStale removes the directories of clusters whose test binary was
+// killed before it could clean up: their postmaster is gone.
+func removeStale() {
+	staleOnce.Do(func() {
+		dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "exactly-pgtest-*"))
+		for _, dir := range dirs {
+			pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+			if err == nil {
+				pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(pidFile), "\n", 2)[0]))
+				if pid > 0 && alive(pid) {
+					continue
+				}
+			} else if info, statErr := os.Stat(dir); statErr != nil || time.Since(info.ModTime()) < time.Hour {
+				continue // being set up by another test binary, or gone
+			}
+			os.RemoveAll(dir)
+		}
+	})
+}
+
+// alive reports whether process pid exists and is not a zombie.
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }
 
 // cleanEnv is the environment without PG* variables, which would otherwise
@@ -297,8 +330,8 @@ const (
 	// Fast rolls back open transactions and shuts down cleanly (SIGINT).
 	Fast StopMode = iota
 	// Immediate aborts all processes without a shutdown checkpoint, as a
-	// crash would; the next start runs crash recovery (SIGQUIT, pg_ctl -m
-	// immediate).
+	// crash would; the next start runs crash recovery. It runs pg_ctl stop
+	// -m immediate.
 	Immediate
 )
 
@@ -309,11 +342,12 @@ func (c *Cluster) Stop(mode StopMode) error {
 	if c.proc == nil {
 		return nil
 	}
-	sig := syscall.SIGINT
 	if mode == Immediate {
-		sig = syscall.SIGQUIT
-	}
-	if err := c.proc.Process.Signal(sig); err != nil {
+		out, err := c.command("pg_ctl", "stop", "--pgdata", c.dataDir, "--mode", "immediate", "--wait").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("pg_ctl stop -m immediate: %w\n%s", err, out)
+		}
+	} else if err := c.proc.Process.Signal(syscall.SIGINT); err != nil {
 		return fmt.Errorf("signal postgres: %w", err)
 	}
 	select {
