@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/verify"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func init() { commands = append(commands, newDemoCommand) }
+
+type demoOptions struct {
+	listen     string
+	orders     int
+	partitions int32
+	instances  int
+	kills      int
+	seed       uint64
+	duration   time.Duration
+	guarantee  string
+	keep       bool
+}
+
+func newDemoCommand() *cobra.Command {
+	var o demoOptions
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the order projection on an embedded broker, kill it mid-transaction, and verify the result",
+		Long: `Starts an embedded Kafka-protocol broker (also reachable by any Kafka client on
+the printed loopback address), generates a realistic stream of order events
+with duplicates, reordering, missing prerequisites and malformed records,
+and runs the order projection under exactly_once_v2 in several processes.
+While the stream flows, processes are killed with SIGKILL (mid-transaction,
+as often as not) and restarted. At the end the committed topics are audited
+against a recomputation from the input.
+
+Exit status 0 only if every check holds.`,
+		Example: "  exactly demo\n  exactly demo --orders 20000 --instances 3 --kills 10",
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), cmd.OutOrStdout(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:0", "broker address (port 0: any free port)")
+	f.IntVar(&o.orders, "orders", 3000, "orders to generate (about 8 events each)")
+	f.Int32Var(&o.partitions, "partitions", 4, "partitions of the order topics")
+	f.IntVar(&o.instances, "instances", 2, "projection processes")
+	f.IntVar(&o.kills, "kills", 6, "SIGKILLs to deliver while the stream flows")
+	f.Uint64Var(&o.seed, "seed", 1, "seed of the generated stream and of the kills")
+	f.DurationVar(&o.duration, "duration", 12*time.Second, "how long the producer takes to send the stream")
+	f.StringVar(&o.guarantee, "guarantee", "exactly_once_v2", "processing guarantee of the projection (exactly_once_v2, at_least_once)")
+	f.BoolVar(&o.keep, "keep", false, "keep the broker running after the report until interrupted")
+	return cmd
+}
+
+const demoApplicationID = "orders-demo"
+
+func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
+	if o.instances < 1 || o.orders < 1 || o.partitions < 1 {
+		return errors.New("--instances, --orders and --partitions must be positive")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program to start projection processes: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "exactly-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	cluster, err := startBroker(o.listen, 1, "", false, o.partitions, []string{orders.DefaultInputTopic, orders.DefaultDeadLetterTopic})
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	fmt.Fprintf(out, "broker      %s (any Kafka client can connect)\n", strings.Join(brokers, ","))
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(2*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	compact := "compact"
+	if _, err := adm.CreateTopic(ctx, o.partitions, -1, map[string]*string{"cleanup.policy": &compact}, orders.DefaultOutputTopic); err != nil {
+		return fmt.Errorf("create %s: %w", orders.DefaultOutputTopic, err)
+	}
+
+	records := orders.Generate(orders.DefaultGenerateOptions(o.seed, o.orders, o.partitions))
+	fmt.Fprintf(out, "stream      %d records for %d orders: duplicates, out-of-order events, orders whose creation never comes, malformed records\n", len(records), o.orders)
+	fmt.Fprintf(out, "projection  %d processes, %s, killed %d times with SIGKILL while the stream flows\n", o.instances, o.guarantee, o.kills)
+	fmt.Fprintf(out, "logs        %s\n\n", dir)
+
+	procs := &processes{exe: exe, dir: dir, brokers: brokers, o: o}
+	defer procs.stopAll()
+	for i := range o.instances {
+		if err := procs.start(i); err != nil {
+			return err
+		}
+	}
+
+	produced := make(chan error, 1)
+	go func() { produced <- produceStream(ctx, cl, records, o.duration) }()
+
+	bar := progressbar.NewOptions(len(records),
+		progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("committed"),
+		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish())
+	rng := rand.New(rand.NewPCG(o.seed, 0x6b696c6c))
+	killEvery := o.duration / time.Duration(o.kills+1)
+	nextKill := time.Now().Add(killEvery)
+	kills := 0
+	var produceErr error
+	producing := true
+	deadline := time.Now().Add(o.duration + 3*time.Minute)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case produceErr = <-produced:
+			producing = false
+			if produceErr != nil {
+				return fmt.Errorf("produce the stream: %w", produceErr)
+			}
+		case <-time.After(100 * time.Millisecond):
+		}
+		if kills < o.kills && time.Now().After(nextKill) {
+			victim := rng.IntN(o.instances)
+			if err := procs.kill(victim); err != nil {
+				return err
+			}
+			kills++
+			time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+			if err := procs.start(victim); err != nil {
+				return err
+			}
+			nextKill = time.Now().Add(killEvery/2 + time.Duration(rng.Int64N(int64(killEvery))))
+		}
+		done := committedInput(ctx, adm)
+		bar.Set64(min(done, int64(len(records))))
+		if !producing && kills >= o.kills && done >= int64(len(records)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the projection did not catch up: %d of %d records committed; see the logs in %s", done, len(records), dir)
+		}
+	}
+	bar.Finish()
+	procs.stopAll()
+
+	rep, err := verify.Orders(ctx, verify.Config{Brokers: brokers})
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	printDemoReport(out, rep, kills, procs.crashes())
+	if o.keep {
+		fmt.Fprintf(out, "\nbroker still running on %s; interrupt to stop\n", strings.Join(brokers, ","))
+		<-ctx.Done()
+	}
+	if !rep.OK() {
+		return &exitError{code: 1, err: errors.New("verification failed")}
+	}
+	return nil
+}
+
+// produceStream sends records in their order, spread over about duration.
+func produceStream(ctx context.Context, cl *kgo.Client, records []orders.InputRecord, duration time.Duration) error {
+	const steps = 50
+	per := (len(records) + steps - 1) / steps
+	for start := 0; start < len(records); start += per {
+		for _, r := range records[start:min(start+per, len(records))] {
+			cl.Produce(ctx, &kgo.Record{Topic: orders.DefaultInputTopic, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}, nil)
+		}
+		if err := cl.Flush(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(duration / steps):
+		}
+	}
+	return nil
+}
+
+// committedInput sums the projection's committed input offsets.
+func committedInput(ctx context.Context, adm *kadm.Client) int64 {
+	offs, err := adm.FetchOffsets(ctx, demoApplicationID)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	offs.Each(func(o kadm.OffsetResponse) { sum += max(o.At, 0) })
+	return sum
+}
+
+func printDemoReport(out io.Writer, rep *verify.Report, kills, unexpected int) {
+	s := rep.Expected.Stats
+	fmt.Fprintf(out, "\nwhat happened\n")
+	fmt.Fprintf(out, "  processes killed with SIGKILL     %d\n", kills)
+	fmt.Fprintf(out, "  records from aborted transactions %d (written, invisible to read_committed readers)\n", rep.AbortedHidden)
+	fmt.Fprintf(out, "  distinct events applied           %d\n", s.Applied)
+	fmt.Fprintf(out, "  duplicates skipped                %d (%d with different content)\n", s.Duplicates, s.Conflicting)
+	fmt.Fprintf(out, "  events that waited for their order %d\n", s.Buffered)
+	reasons := make([]string, 0, len(s.DeadLettered))
+	for r := range s.DeadLettered {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(out, "  dead letters %-21s %d\n", r, s.DeadLettered[r])
+	}
+	if unexpected > 0 {
+		fmt.Fprintf(out, "  processes that exited on their own %d (see their logs)\n", unexpected)
+	}
+	fmt.Fprintf(out, "\nverification\n%s", rep)
+	if rep.OK() {
+		fmt.Fprintf(out, "\nOK: every event reflected exactly once, in order, despite %d kills\n", kills)
+	} else {
+		fmt.Fprintf(out, "\nFAILED\n")
+	}
+}
+
+// processes runs the projection instances as child processes of this
+// program (`exactly run orders`), so that they can be killed for real.
+type processes struct {
+	exe     string
+	dir     string
+	brokers []string
+	o       demoOptions
+
+	mu     sync.Mutex
+	cmds   map[int]*child
+	exited int
+}
+
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+func (p *processes) start(i int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmds == nil {
+		p.cmds = map[int]*child{}
+	}
+	logFile, err := os.OpenFile(filepath.Join(p.dir, fmt.Sprintf("instance-%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.exe, "run", "orders",
+		"--brokers", strings.Join(p.brokers, ","),
+		"--application-id", demoApplicationID,
+		"--state-dir", filepath.Join(p.dir, fmt.Sprintf("state-%d", i)),
+		"--instance-id", fmt.Sprintf("demo-%d", i),
+		"--guarantee", p.o.guarantee,
+		"--partitions", strconv.Itoa(int(p.o.partitions)),
+		"--session-timeout", "3s",
+		"--http", "",
+		"--log-level", "warn",
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = withoutExactlyEnv(os.Environ())
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start projection process %d: %w", i, err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	p.cmds[i] = c
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		close(c.done)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.cmds[i] == c && err != nil {
+			// Neither killed by us nor stopped by us: it failed.
+			p.exited++
+			delete(p.cmds, i)
+		}
+	}()
+	return nil
+}
+
+func (p *processes) kill(i int) error {
+	p.mu.Lock()
+	c := p.cmds[i]
+	delete(p.cmds, i)
+	p.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.done
+	return nil
+}
+
+func (p *processes) stopAll() {
+	p.mu.Lock()
+	cmds := p.cmds
+	p.cmds = nil
+	p.mu.Unlock()
+	for _, c := range cmds {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range cmds {
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+}
+
+func (p *processes) crashes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
+// withoutExactlyEnv drops EXACTLY_* variables so the parent's settings do
+// not leak into the children's flags.
+func withoutExactlyEnv(env []string) []string {
+	out := env[:0:0]
+	for _, e := range env {
+		if !strings.HasPrefix(e, "EXACTLY_") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
