@@ -53,7 +53,7 @@ against a recomputation from the input.
 
 Exit status 0 only if every check holds.`,
 		Example: "  exactly demo\n  exactly demo --orders 20000 --instances 3 --kills 10",
-		RunE: func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), cmd.OutOrStdout(), o) },
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runDemo(cmd.Context(), cmd.OutOrStdout(), o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:0", "broker address (port 0: any free port)")
