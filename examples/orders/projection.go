@@ -73,7 +73,9 @@ type EventRef struct {
 	EventID   string `json:"eventId"`
 }
 
-func refOf(e Event) EventRef { return EventRef{Timestamp: e.Metadata.Timestamp, EventID: e.Metadata.EventID} }
+func refOf(e Event) EventRef {
+	return EventRef{Timestamp: e.Metadata.Timestamp, EventID: e.Metadata.EventID}
+}
 
 // IsZero reports whether r stands for no event.
 func (r EventRef) IsZero() bool { return r.EventID == "" }
