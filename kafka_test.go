@@ -16,6 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // countOut is one output of the counting topology: the input's id and the
@@ -91,8 +94,12 @@ func produceInputs(t testing.TB, brokers []string, from, to int, keys int) {
 // distinct input ids or the deadline passes, then reads a little longer so
 // that duplicates beyond them would show.
 func readCommitted(t testing.TB, brokers []string, want int, timeout time.Duration) []countOut {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("output"),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	return readCommittedWith(t, brokers, want, timeout)
+}
+
+func readCommittedWith(t testing.TB, brokers []string, want int, timeout time.Duration, opts ...kgo.Opt) []countOut {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("output"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +250,17 @@ func indexOf(s, sub string) int {
 
 var _ = kadm.NewClient
 
+func saslMechanism(mech string) sasl.Mechanism {
+	switch mech {
+	case "PLAIN":
+		return plain.Auth{User: "app", Pass: "s3cret"}.AsMechanism()
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: "app", Pass: "s3cret"}.AsSha256Mechanism()
+	default:
+		return scram.Auth{User: "app", Pass: "s3cret"}.AsSha512Mechanism()
+	}
+}
+
 func TestInteractiveQueryReadsCommittedLocalState(t *testing.T) {
 	brokers := newCluster(t, 2)
 	top := countingApp(t, false)
@@ -263,5 +281,43 @@ func TestInteractiveQueryReadsCommittedLocalState(t *testing.T) {
 	}
 	if _, found, err := exactly.Query[string, int64](context.Background(), app, "counts", "never-seen"); found || err != nil {
 		t.Fatalf("unknown key: found=%v err=%v", found, err)
+	}
+}
+
+func TestKafkaWithSASL(t *testing.T) {
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "input", "output"),
+				kfake.GroupMinSessionTimeout(100*time.Millisecond), kfake.EnableSASL(), kfake.Superuser(mech, "app", "s3cret"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			brokers := c.ListenAddrs()
+			admin := kgo.SASL(saslMechanism(mech))
+			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), admin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "input", Key: []byte("k0"), Value: []byte("r0")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			cl.Close()
+			cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+			cfg.SASL = &exactly.SASL{Mechanism: mech, User: "app", Password: "s3cret"}
+			stop := startApp(t, countingApp(t, false), cfg)
+			defer stop()
+			out := readCommittedWith(t, brokers, 1, 20*time.Second, admin)
+			checkExactlyOnce(t, out, 1, 1)
+
+			bad := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+			bad.SASL = &exactly.SASL{Mechanism: mech, User: "app", Password: "wrong"}
+			app, _ := exactly.New(countingApp(t, false), bad)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := app.Run(ctx); err == nil || contains(err.Error(), "wrong") {
+				t.Fatalf("wrong password: %v (want an error that does not show the password)", err)
+			}
+		})
 	}
 }
