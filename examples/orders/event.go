@@ -152,6 +152,7 @@ type DecodeError struct {
 	Message string
 }
 
+// Error returns the reason and the message.
 func (e *DecodeError) Error() string { return e.Reason + ": " + e.Message }
 
 func decodeErr(reason, format string, args ...any) *DecodeError {

@@ -47,8 +47,11 @@ type Expected struct {
 
 // Stats counts what the topology decided over an input.
 type Stats struct {
-	Records     int // input records
-	Applied     int // distinct events applied to projections
+	Records int // input records
+	Applied int // distinct events applied to projections
+	// Late counts decodable events whose timestamp was below their
+	// partition's stream time when they arrived: arrivals out of order.
+	Late        int
 	Duplicates  int // events skipped as duplicates (duplicates_skipped_total)
 	Conflicting int // of which with different bytes (duplicates_conflicting_total)
 	Buffered    int // events that waited (events_buffered_total)
@@ -167,6 +170,9 @@ func (m *partitionModel) process(r InputRecord) {
 		return
 	}
 	before := m.streamTime
+	if e.Metadata.Timestamp < before {
+		m.exp.Stats.Late++
+	}
 	m.streamTime = max(m.streamTime, e.Metadata.Timestamp)
 	m.handle(e, r)
 	if m.streamTime > before && m.streamTime >= m.nextSweep {
