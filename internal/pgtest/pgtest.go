@@ -192,14 +192,19 @@ func removeStale() {
 	staleOnce.Do(func() {
 		dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "exactly-pgtest-*"))
 		for _, dir := range dirs {
+			// initdb's bootstrap backends leave postmaster.pid files with
+			// dead pids behind while another binary sets its cluster up:
+			// only old directories are candidates.
+			info, err := os.Stat(dir)
+			if err != nil || time.Since(info.ModTime()) < 10*time.Minute {
+				continue
+			}
 			pidFile, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
 			if err == nil {
 				pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(pidFile), "\n", 2)[0]))
 				if pid > 0 && alive(pid) {
 					continue
 				}
-			} else if info, statErr := os.Stat(dir); statErr != nil || time.Since(info.ModTime()) < time.Hour {
-				continue // being set up by another test binary, or gone
 			}
 			os.RemoveAll(dir)
 		}
