@@ -1,0 +1,37 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestDescribeOrdersNamesSourcesSinksAndStores runs `exactly describe
+// orders` and checks its topics, stores and changelogs appear, named after
+// --application-id.
+func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
+	for _, args := range [][]string{{"describe", "orders", "--application-id", "shop"}, {"describe", "--application-id", "shop"}} {
+		root := newRootCommand()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		for _, want := range []string{
+			"Source: order-events-source (topics: [order-events])",
+			"order-projections", "order-events-dlq",
+			"deduplication-store", "out-of-order-buffer-store", "order-projection-store",
+			"shop-order-projection-store-changelog",
+		} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%v: output lacks %q:\n%s", args, want, out.String())
+			}
+		}
+	}
+	root := newRootCommand()
+	root.SetArgs([]string{"describe", "nonsense"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "use one of orders") {
+		t.Errorf("describe nonsense = %v; want an error naming the known topologies", err)
+	}
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
+	"github.com/exactly-go/exactly/examples/orders"
+)
+
+func init() { commands = append(commands, newRunCommand) }
+
+func newRunCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run a reference application against a Kafka-protocol cluster",
+		Long: `Runs one instance of a reference application until interrupted (SIGINT or
+SIGTERM), then commits what is pending and closes its stores. Start more
+instances with the same --application-id to share the partitions.`,
+		Example: "  exactly run orders --brokers 127.0.0.1:9092",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(newRunOrdersCommand())
+	return cmd
+}
+
+// runOrdersConfig is the configuration of `exactly run orders`, one field
+// per flag.
+type runOrdersConfig struct {
+	Brokers        []string
+	ApplicationID  string
+	StateDir       string
+	Guarantee      string
+	CommitInterval time.Duration
+	InstanceID     string
+	HTTP           string
+	Partitions     int32
+	CreateTopics   bool
+	InputTopic     string
+	OutputTopic    string
+	DLQTopic       string
+	SessionTimeout time.Duration
+	Persistent     bool
+}
+
+func defaultRunOrdersConfig() runOrdersConfig {
+	return runOrdersConfig{
+		ApplicationID:  "orders",
+		StateDir:       filepath.Join(os.TempDir(), "exactly-state"),
+		Guarantee:      string(exactly.ExactlyOnceV2),
+		HTTP:           "127.0.0.1:8080",
+		Partitions:     4,
+		CreateTopics:   true,
+		InputTopic:     orders.DefaultInputTopic,
+		OutputTopic:    orders.DefaultOutputTopic,
+		DLQTopic:       orders.DefaultDeadLetterTopic,
+		SessionTimeout: 10 * time.Second,
+		Persistent:     true,
+	}
+}
+
+func newRunOrdersCommand() *cobra.Command {
+	c := defaultRunOrdersConfig()
+	cmd := &cobra.Command{
+		Use:   "orders",
+		Short: "Run the order projection (dedup, reorder, project) with an HTTP query endpoint",
+		Long: `Runs one instance of the order projection until interrupted: it reads order
+events (OrderCreated, OrderUpdated, OrderShipped) from --input-topic, skips
+duplicates by eventId, holds events until their order's OrderCreated has been
+applied, and writes each order's projection to --output-topic (compacted).
+Records it cannot use go to --dlq-topic with a reason header: malformed,
+unknown-event-type, missing-field, invalid-timestamp, buffer-ttl-expired.
+
+Under exactly_once_v2 (the default) each commit's projections, dead letters,
+changelog records and input offsets are one Kafka transaction: a crash or a
+rebalance never duplicates or loses an event's effect.
+
+HTTP (--http, loopback by default; "" turns it off):
+  GET /orders/{id}  the order's projection from this instance's committed
+                    state: 200 with JSON, 404 when unknown, 421 naming the
+                    instance that holds the order, 503 while restoring
+  GET /             live status page (throughput, lag, duplicates, buffer,
+                    dead letters, transactions over time)
+  GET /status.json  the numbers behind the status page
+  GET /metrics      Prometheus metrics
+  GET /healthz      200 while the process runs
+  GET /readyz       200 once the instance has joined the group and restored
+                    its stores, 503 before`,
+		Example: `  # against the embedded broker of "exactly broker"
+  exactly run orders --brokers 127.0.0.1:9092
+
+  # a second instance sharing the work, with its own state and port
+  exactly run orders --brokers 127.0.0.1:9092 --instance-id orders-2 \
+      --state-dir /tmp/orders-2 --http 127.0.0.1:8081
+
+  curl -s 127.0.0.1:8080/orders/o-1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runOrders(cmd.Context(), c, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&c.Brokers, "brokers", nil, "Kafka seed brokers, host:port[,host:port] (required)")
+	f.StringVar(&c.ApplicationID, "application-id", c.ApplicationID, "consumer group, prefix of changelog topics and transactional ids; instances with the same id share the work")
+	f.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the persistent stores (under <state-dir>/<application-id>); one instance per directory")
+	f.StringVar(&c.Guarantee, "guarantee", c.Guarantee, "processing guarantee: exactly_once_v2 or at_least_once")
+	f.DurationVar(&c.CommitInterval, "commit-interval", 0, "how often to commit; 0 means the guarantee's default (100ms under exactly_once_v2, 30s under at_least_once)")
+	f.StringVar(&c.InstanceID, "instance-id", "", "static group membership id (group.instance.id); a restarted instance with the same id takes its partitions back at once")
+	f.StringVar(&c.HTTP, "http", c.HTTP, `HTTP listen address for queries, metrics, health and the status page; "" turns it off`)
+	f.Int32Var(&c.Partitions, "partitions", c.Partitions, "partitions of topics created because they were missing")
+	f.BoolVar(&c.CreateTopics, "create-topics", c.CreateTopics, "create the input, output (compacted) and dead-letter topics if missing")
+	f.StringVar(&c.InputTopic, "input-topic", c.InputTopic, "topic of order events")
+	f.StringVar(&c.OutputTopic, "output-topic", c.OutputTopic, "compacted topic of order projections")
+	f.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic")
+	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move")
+	f.BoolVar(&c.Persistent, "persistent", c.Persistent, "keep stores on disk (Pebble) rather than in memory")
+	return cmd
+}
+
+// runOrders runs the order projection until ctx ends. When c.HTTP is set
+// it serves HTTP there, and calls listening (if not nil) with the bound
+// address before the application starts.
+func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr)) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	log := slog.Default().With("application", c.ApplicationID)
+	if c.InstanceID != "" {
+		log = log.With("instance", c.InstanceID)
+	}
+
+	var ln net.Listener
+	if c.HTTP != "" {
+		var err error
+		if ln, err = net.Listen("tcp", c.HTTP); err != nil {
+			return fmt.Errorf("--http %s: %w: choose a free address, or --http \"\" to turn HTTP off", c.HTTP, err)
+		}
+		defer ln.Close()
+		if !isLoopback(ln.Addr()) {
+			log.Warn("HTTP is reachable from other machines and has no authentication", "addr", ln.Addr().String())
+		}
+		if listening != nil {
+			listening(ln.Addr())
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := orders.NewMetrics(nil)
+	reg.MustRegister(metrics.Collectors()...)
+	topology, err := orders.Topology(orders.Options{
+		InputTopic:      c.InputTopic,
+		OutputTopic:     c.OutputTopic,
+		DeadLetterTopic: c.DLQTopic,
+		Persistent:      c.Persistent,
+		Metrics:         metrics,
+	})
+	if err != nil {
+		return err
+	}
+
+	if c.CreateTopics {
+		if err := createOrderTopics(ctx, c, log); err != nil {
+			return err
+		}
+	}
+
+	app, err := exactly.New(topology, exactly.Config{
+		Brokers:        c.Brokers,
+		ApplicationID:  c.ApplicationID,
+		Guarantee:      exactly.Guarantee(c.Guarantee),
+		CommitInterval: c.CommitInterval,
+		StateDir:       c.StateDir,
+		InstanceID:     c.InstanceID,
+		SessionTimeout: c.SessionTimeout,
+		CreateTopics:   c.CreateTopics,
+		Registerer:     reg,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	if ln != nil {
+		srv := httpapi.New(httpapi.Options{
+			Application: c.ApplicationID,
+			Instance:    c.InstanceID,
+			Registry:    reg,
+			Ready:       app.Ready(),
+			Logger:      log,
+		})
+		srv.HandleLookup("/orders/{key}", "order", func(ctx context.Context, id string) (any, bool, error) {
+			a, found, err := exactly.Query[string, orders.Aggregate](ctx, app, orders.ProjectionStore, id)
+			return a.Projection, found, err
+		})
+		log.Info("serving HTTP", "addr", ln.Addr().String(), "status", "http://"+ln.Addr().String()+"/")
+		go func() { served <- srv.Serve(ctx, ln) }()
+	} else {
+		served <- nil
+	}
+	go func() {
+		select {
+		case <-app.Ready():
+			log.Info("ready: joined the group and restored the stores")
+		case <-ctx.Done():
+		}
+	}()
+
+	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "guarantee", c.Guarantee,
+		"input", c.InputTopic, "output", c.OutputTopic, "dlq", c.DLQTopic, "state_dir", c.StateDir)
+	runErr := app.Run(ctx)
+	cancel()
+	httpErr := <-served
+	if errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
+	if runErr != nil {
+		return fmt.Errorf("orders: %w", runErr)
+	}
+	if httpErr != nil {
+		return fmt.Errorf("--http %s: %w", c.HTTP, httpErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func (c runOrdersConfig) validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("--brokers is required (or EXACTLY_BROKERS, or brokers in --config): Kafka seed brokers, host:port[,host:port]")
+	}
+	switch exactly.Guarantee(c.Guarantee) {
+	case exactly.ExactlyOnceV2, exactly.AtLeastOnce:
+	default:
+		return fmt.Errorf("--guarantee %q: use %s or %s", c.Guarantee, exactly.ExactlyOnceV2, exactly.AtLeastOnce)
+	}
+	if c.ApplicationID == "" {
+		return errors.New("--application-id must not be empty: it names the consumer group and changelog topics")
+	}
+	if c.CreateTopics && c.Partitions <= 0 {
+		return fmt.Errorf("--partitions %d: give a positive partition count for created topics", c.Partitions)
+	}
+	if c.CommitInterval < 0 || c.SessionTimeout < 0 {
+		return errors.New("--commit-interval and --session-timeout must not be negative")
+	}
+	if c.InputTopic == "" || c.OutputTopic == "" || c.DLQTopic == "" {
+		return errors.New("--input-topic, --output-topic and --dlq-topic must not be empty")
+	}
+	return nil
+}
+
+// createOrderTopics creates the input, output (compacted) and dead-letter
+// topics that do not exist yet, with c.Partitions partitions each.
+func createOrderTopics(ctx context.Context, c runOrdersConfig, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	if err != nil {
+		return fmt.Errorf("--brokers %s: %w", strings.Join(c.Brokers, ","), err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	existing, err := adm.ListTopics(ctx)
+	if err != nil {
+		return fmt.Errorf("list topics on %s: %w: check --brokers and that the cluster is up", strings.Join(c.Brokers, ","), err)
+	}
+	compact := "compact"
+	for _, t := range []struct {
+		name    string
+		configs map[string]*string
+	}{
+		{c.InputTopic, nil},
+		{c.OutputTopic, map[string]*string{"cleanup.policy": &compact}},
+		{c.DLQTopic, nil},
+	} {
+		if existing.Has(t.name) {
+			continue
+		}
+		resp, err := adm.CreateTopic(ctx, c.Partitions, -1, t.configs, t.name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w: create it yourself, or check the user may create topics", t.name, err)
+		}
+		log.Info("created topic", "topic", t.name, "partitions", c.Partitions)
+	}
+	return nil
+}
+
+func isLoopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
+	"github.com/exactly-go/exactly/examples/orders"
+)
+
+// TestRunOrdersServesProjectionsMetricsAndStatus runs `exactly run orders`
+// against an in-process broker, produces one order's events (with a
+// duplicate, an orphan and a malformed record) in the wire format of the
+// specification, and checks the HTTP endpoints: readiness, the order's
+// projection, 404 for an unknown order, the metrics and the status JSON.
+func TestRunOrdersServesProjectionsMetricsAndStatus(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+
+	c := defaultRunOrdersConfig()
+	c.Brokers = brokers
+	c.StateDir = t.TempDir()
+	c.HTTP = "127.0.0.1:0"
+	c.Partitions = 2
+	c.CommitInterval = 50 * time.Millisecond
+	c.SessionTimeout = time.Second
+
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run orders returned %v after cancel; want nil", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("run orders did not stop within 15s of cancel")
+		}
+	}()
+	var base string
+	select {
+	case a := <-addrs:
+		base = "http://" + a.String()
+	case err := <-done:
+		t.Fatalf("run orders: %v", err)
+	}
+
+	waitFor(t, 15*time.Second, "/readyz to answer 200", func() bool {
+		status, _ := get(t, base+"/readyz")
+		return status == http.StatusOK
+	})
+	if status, _ := get(t, base+"/healthz"); status != http.StatusOK {
+		t.Fatalf("/healthz = %d; want 200", status)
+	}
+
+	const ts = 1732260000000
+	updated := fmt.Sprintf(`{"metadata":{"eventId":"e-2","traceId":"t-1","timestamp":%d},"type":"OrderUpdated","payload":{"orderId":"o-1","items":[{"sku":"s-1","quantity":2,"priceCents":1299}],"updatedAt":%d}}`, ts+1000, ts+1000)
+	produce(t, brokers, c.InputTopic,
+		[2]string{"o-1", fmt.Sprintf(`{"metadata":{"eventId":"e-1","traceId":"t-1","timestamp":%d},"type":"OrderCreated","payload":{"orderId":"o-1","customerId":"c-1","createdAt":%d}}`, ts, ts)},
+		[2]string{"o-1", updated},
+		[2]string{"o-1", updated}, // a duplicate: skipped
+		[2]string{"o-1", fmt.Sprintf(`{"metadata":{"eventId":"e-3","traceId":"t-1","timestamp":%d},"type":"OrderShipped","payload":{"orderId":"o-1","trackingNumber":"tn-1","shippedAt":%d}}`, ts+2000, ts+2000)},
+		[2]string{"o-2", fmt.Sprintf(`{"metadata":{"eventId":"e-4","timestamp":%d},"type":"OrderUpdated","payload":{"orderId":"o-2","items":[],"updatedAt":%d}}`, ts, ts)}, // an orphan: buffered
+		[2]string{"o-3", `{"metadata": not json`}, // malformed: dead-lettered
+	)
+
+	want := orders.Projection{
+		OrderID: "o-1", CustomerID: "c-1", Status: orders.StatusShipped,
+		Items:          []orders.LineItem{{SKU: "s-1", Quantity: 2, PriceCents: 1299}},
+		TrackingNumber: "tn-1", CreatedAt: ts, UpdatedAt: ts + 1000, ShippedAt: ts + 2000,
+		Version: 3, LastEventID: "e-3",
+	}
+	var got orders.Projection
+	waitFor(t, 15*time.Second, "GET /orders/o-1 to show version 3", func() bool {
+		status, body := get(t, base+"/orders/o-1")
+		if status != http.StatusOK {
+			return false
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatalf("GET /orders/o-1: %v in %s", err, body)
+		}
+		return got.Version == 3
+	})
+	if gotJSON, wantJSON := mustJSON(t, got), mustJSON(t, want); gotJSON != wantJSON {
+		t.Errorf("GET /orders/o-1 = %s\nwant %s", gotJSON, wantJSON)
+	}
+
+	status, body := get(t, base+"/orders/o-unknown")
+	var notFound map[string]any
+	if status != http.StatusNotFound || json.Unmarshal([]byte(body), &notFound) != nil || notFound["error"] == nil {
+		t.Errorf("GET /orders/o-unknown = %d %s; want 404 with a JSON error", status, body)
+	}
+
+	status, metrics := get(t, base+"/metrics")
+	for _, name := range []string{"exactly_records_processed_total", "duplicates_skipped_total 1", "buffer_size 1", "go_goroutines"} {
+		if status != http.StatusOK || !strings.Contains(metrics, name) {
+			t.Errorf("/metrics (status %d) lacks %q", status, name)
+		}
+	}
+
+	var st httpapi.Status
+	waitFor(t, 5*time.Second, "/status.json to count the dead letter", func() bool {
+		status, body := get(t, base+"/status.json")
+		if status != http.StatusOK {
+			t.Fatalf("/status.json = %d", status)
+		}
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatalf("/status.json: %v in %s", err, body)
+		}
+		return st.Totals.DeadLettersByTopic[c.DLQTopic] == 1
+	})
+	if !st.Ready || st.Application != "orders" || st.Totals.Processed < 6 || st.Totals.DuplicatesSkipped != 1 || st.Totals.BufferSize != 1 {
+		t.Errorf("/status.json = %+v; want ready, application orders, ≥6 processed, 1 duplicate, 1 buffered", st)
+	}
+	if status, page := get(t, base+"/"); status != http.StatusOK || !strings.Contains(page, "/status.json") {
+		t.Errorf("GET / = %d; want the status page polling /status.json", status)
+	}
+}
+
+// TestRunOrdersFlagsAreTheDocumentedContract checks the flags and defaults
+// of `exactly run orders` that other processes (the demo) rely on.
+func TestRunOrdersFlagsAreTheDocumentedContract(t *testing.T) {
+	cmd := newRunOrdersCommand()
+	want := map[string]string{
+		"brokers": "[]", "application-id": "orders", "guarantee": "exactly_once_v2", "commit-interval": "0s",
+		"instance-id": "", "http": "127.0.0.1:8080", "partitions": "4", "create-topics": "true",
+		"input-topic": "order-events", "output-topic": "order-projections", "dlq-topic": "order-events-dlq",
+		"session-timeout": "10s", "persistent": "true",
+	}
+	for name, def := range want {
+		f := cmd.Flags().Lookup(name)
+		if f == nil {
+			t.Errorf("--%s is missing", name)
+			continue
+		}
+		if f.DefValue != def {
+			t.Errorf("--%s defaults to %q; want %q", name, f.DefValue, def)
+		}
+	}
+	if f := cmd.Flags().Lookup("state-dir"); f == nil || f.DefValue == "" {
+		t.Error("--state-dir is missing or has no default")
+	}
+	if cmd.Short == "" || cmd.Long == "" || cmd.Example == "" {
+		t.Error("run orders lacks Short, Long or Example")
+	}
+}
+
+// TestRunOrdersRejectsBadFlagsSayingWhatToDo checks configuration errors
+// before anything connects.
+func TestRunOrdersRejectsBadFlagsSayingWhatToDo(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		modify func(*runOrdersConfig)
+		want   string
+	}{
+		{"no brokers", func(c *runOrdersConfig) { c.Brokers = nil }, "--brokers is required"},
+		{"unknown guarantee", func(c *runOrdersConfig) { c.Guarantee = "exactly_once" }, "use exactly_once_v2 or at_least_once"},
+		{"no partitions", func(c *runOrdersConfig) { c.Partitions = 0 }, "positive partition count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := defaultRunOrdersConfig()
+			c.Brokers = []string{"127.0.0.1:1"}
+			tc.modify(&c)
+			err := runOrders(context.Background(), c, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("runOrders = %v; want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func produce(t *testing.T, brokers []string, topic string, records ...[2]string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var rs []*kgo.Record
+	for _, r := range records {
+		rs = append(rs, &kgo.Record{Key: []byte(r[0]), Value: []byte(r[1])})
+	}
+	if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
