@@ -28,6 +28,7 @@ type Runner struct {
 	process  string // this process's id in transactional ids
 
 	subOf      map[string]int   // source topic -> sub-topology
+	deadLetter map[string]bool  // dead-letter topics
 	partitions map[string]int32 // topic -> partition count
 
 	mu        sync.Mutex
@@ -66,6 +67,7 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 			r.subOf[topic] = sub.ID
 		}
 	}
+	r.deadLetter = r.deadLetterTopics()
 	return r, nil
 }
 

@@ -46,6 +46,11 @@ type worker struct {
 	lastCommit time.Time
 	timestamps []int64 // record timestamps since the last commit
 	fatal      error   // a failure that must stop the worker
+
+	inTxn      bool            // a transaction is open (exactly_once_v2)
+	inflight   *sync.WaitGroup // records sent and not yet acknowledged
+	produceMu  sync.Mutex
+	produceErr error // the first failed send of the current commit
 }
 
 type liveTask struct {
@@ -130,6 +135,9 @@ func (w *worker) session(ctx context.Context) (err error) {
 	w.byInput = map[task.TopicPartition]*liveTask{}
 	w.pending = map[string][]int32{}
 	w.fatal = nil
+	w.inTxn = false
+	w.inflight = &sync.WaitGroup{}
+	w.produceErr = nil
 	if w.eos {
 		w.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
 		if err != nil {
@@ -214,21 +222,98 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		last := fp.Records[len(fp.Records)-1].Offset
 		w.r.metrics.lag.WithLabelValues(fp.Topic, strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-last-1, 0)))
 	})
+	if procErr == nil {
+		now := time.Now().UnixMilli()
+		for _, lt := range w.tasks {
+			if err := lt.task.AdvanceWallClock(now); err != nil {
+				procErr = err
+				break
+			}
+		}
+	}
 	if n > 0 {
 		w.r.metrics.processed.Add(float64(n))
 		w.r.metrics.processLatency.Observe(time.Since(start).Seconds() / float64(n))
 	}
 	if procErr != nil {
 		w.abortAll()
-		if w.eos {
+		w.inflight.Wait()
+		if w.eos && w.inTxn {
 			w.sess.End(ctx, kgo.TryAbort)
+			w.inTxn = false
 		}
 		return procErr
 	}
 	if time.Since(w.lastCommit) >= w.r.cfg.CommitInterval {
 		return w.commit(ctx)
 	}
+	return w.sendOutputs(ctx)
+}
+
+// sendOutputs sends the output records processed so far without waiting,
+// so that producing overlaps with processing; under exactly_once_v2 they go
+// into the open transaction and share its fate.
+func (w *worker) sendOutputs(ctx context.Context) error {
+	for _, lt := range w.tasks {
+		outs := lt.task.TakeOutputs()
+		if len(outs) == 0 {
+			continue
+		}
+		if err := w.beginTxn(); err != nil {
+			return err
+		}
+		for i := range outs {
+			w.sendOutput(ctx, &outs[i])
+		}
+	}
 	return nil
+}
+
+func (w *worker) beginTxn() error {
+	if !w.eos || w.inTxn {
+		return nil
+	}
+	if err := w.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	w.inTxn = true
+	return nil
+}
+
+// send produces rec asynchronously; failures are kept for the commit, and
+// onAck runs with the acknowledged record.
+func (w *worker) send(ctx context.Context, rec *kgo.Record, onAck func(*kgo.Record)) {
+	w.inflight.Add(1)
+	wg := w.inflight
+	w.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+		defer wg.Done()
+		if err != nil {
+			w.produceMu.Lock()
+			if w.produceErr == nil {
+				w.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+			}
+			w.produceMu.Unlock()
+			return
+		}
+		if onAck != nil {
+			onAck(r)
+		}
+	})
+}
+
+func (w *worker) sendOutput(ctx context.Context, out *topo.Output) {
+	rec := &kgo.Record{Topic: out.Topic, Partition: out.Partition, Key: out.Key, Value: out.Value, Timestamp: time.UnixMilli(out.Timestamp)}
+	if len(out.Headers) > 0 {
+		rec.Headers = make([]kgo.RecordHeader, len(out.Headers))
+		for i, h := range out.Headers {
+			rec.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
+	if w.r.deadLetter[out.Topic] {
+		w.r.metrics.deadLetters.WithLabelValues(out.Topic).Inc()
+	}
+	w.r.metrics.outputsProduced.Inc()
+	w.send(ctx, rec, nil)
 }
 
 func isFatalFetchError(err error) bool {
@@ -271,16 +356,19 @@ func (w *worker) commit(ctx context.Context) error {
 		}
 		parts = append(parts, &pendingCommit{lt: lt, c: c, checkpoints: map[string]int64{}})
 	}
-	if nothing {
+	if nothing && !w.inTxn {
 		return nil
 	}
 	w.r.metrics.commits.Inc()
-	if w.eos {
-		if err := w.sess.Begin(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
-		}
+	if err := w.beginTxn(); err != nil {
+		return err
 	}
-	produceErr := w.produce(ctx, parts)
+	w.produce(ctx, parts)
+	w.inflight.Wait()
+	w.produceMu.Lock()
+	produceErr := w.produceErr
+	w.produceErr = nil
+	w.produceMu.Unlock()
 
 	var committed bool
 	if w.eos {
@@ -291,6 +379,7 @@ func (w *worker) commit(ctx context.Context) error {
 		}
 		var err error
 		committed, err = w.sess.End(endCtx, try)
+		w.inTxn = false
 		if err != nil {
 			w.abortAll()
 			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
@@ -334,56 +423,24 @@ func (w *worker) commit(ctx context.Context) error {
 	return nil
 }
 
-// produce sends every output and changelog record of the commit and waits
-// for their acknowledgements, recording each store's checkpoint.
-func (w *worker) produce(ctx context.Context, parts []*pendingCommit) error {
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		mu.Unlock()
-	}
-	deadLetterTopics := w.r.deadLetterTopics()
+// produce sends the remaining outputs and every changelog record of the
+// commit, recording each store's checkpoint (the offset after its last
+// acknowledged changelog record) as acknowledgements arrive.
+func (w *worker) produce(ctx context.Context, parts []*pendingCommit) {
+	var mu sync.Mutex
 	for _, p := range parts {
 		for i := range p.c.Outputs {
-			out := &p.c.Outputs[i]
-			rec := &kgo.Record{Topic: out.Topic, Partition: out.Partition, Key: out.Key, Value: out.Value, Timestamp: time.UnixMilli(out.Timestamp)}
-			for _, h := range out.Headers {
-				rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-			}
-			if deadLetterTopics[out.Topic] {
-				w.r.metrics.deadLetters.WithLabelValues(out.Topic).Inc()
-			}
-			wg.Add(1)
-			w.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-				defer wg.Done()
-				if err != nil {
-					fail(fmt.Errorf("produce to %s: %w", out.Topic, err))
-				}
-			})
+			w.sendOutput(ctx, &p.c.Outputs[i])
 		}
 		for _, sc := range p.c.Changelogs {
 			topic := topo.ChangelogTopic(w.r.cfg.ApplicationID, sc.Store)
+			storeName, checkpoints := sc.Store, p.checkpoints
 			for _, ch := range sc.Changes {
 				rec := &kgo.Record{Topic: topic, Partition: p.lt.id.Partition, Key: ch.Key, Value: ch.Value}
 				if p.c.StreamTime >= 0 {
 					rec.Timestamp = time.UnixMilli(p.c.StreamTime)
 				}
-				wg.Add(1)
-				storeName := sc.Store
-				checkpoints := p.checkpoints
-				w.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
-					defer wg.Done()
-					if err != nil {
-						fail(fmt.Errorf("produce to %s: %w", topic, err))
-						return
-					}
+				w.send(ctx, rec, func(r *kgo.Record) {
 					mu.Lock()
 					if r.Offset+1 > checkpoints[storeName] {
 						checkpoints[storeName] = r.Offset + 1
@@ -392,10 +449,7 @@ func (w *worker) produce(ctx context.Context, parts []*pendingCommit) error {
 				})
 			}
 		}
-		w.r.metrics.outputsProduced.Add(float64(len(p.c.Outputs)))
 	}
-	wg.Wait()
-	return firstErr
 }
 
 // streamTimeMetadata writes each task's stream time into the metadata of

@@ -421,6 +421,16 @@ func (t *Task) PrepareCommit() *Commit {
 	return c
 }
 
+// TakeOutputs hands over the output records produced so far, so they can be
+// sent before the commit (inside the open transaction under exactly-once).
+// They still belong to the current commit: if it aborts, the caller must
+// make sure they are discarded too (an aborted transaction does).
+func (t *Task) TakeOutputs() []topo.Output {
+	out := t.outputs
+	t.outputs = nil
+	return out
+}
+
 // CompleteCommit is called once the commit from PrepareCommit is durable
 // (the Kafka transaction committed, or the outputs were acknowledged). It
 // applies the buffered store writes to the backends, each store with its
