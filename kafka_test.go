@@ -13,6 +13,7 @@ import (
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -265,13 +266,21 @@ func TestInteractiveQueryReadsCommittedLocalState(t *testing.T) {
 	brokers := newCluster(t, 2)
 	top := countingApp(t, false)
 	produceInputs(t, brokers, 0, 700, 7)
-	app, err := exactly.New(top, appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2))
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	app, err := exactly.New(top, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go app.Run(context.Background())
 	defer app.Close()
 	readCommitted(t, brokers, 700, 30*time.Second)
+	defer func() {
+		if n := metricSum(t, reg, "exactly_store_entries"); n != 7 {
+			t.Errorf("exactly_store_entries = %.0f, want 7", n)
+		}
+	}()
 	time.Sleep(200 * time.Millisecond) // the stores apply right after the commit
 	for k := range 7 {
 		n, found, err := exactly.Query[string, int64](context.Background(), app, "counts", fmt.Sprint("k", k))

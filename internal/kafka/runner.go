@@ -68,6 +68,11 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 		}
 	}
 	r.deadLetter = r.deadLetterTopics()
+	if c.Registerer != nil {
+		if err := c.Registerer.Register(newStoreEntries(r)); err != nil {
+			return nil, fmt.Errorf("register store metrics: %w", err)
+		}
+	}
 	return r, nil
 }
 
