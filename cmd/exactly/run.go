@@ -130,7 +130,7 @@ HTTP (--http, loopback by default; "" turns it off):
 	f.StringVar(&c.InputTopic, "input-topic", c.InputTopic, "topic of order events")
 	f.StringVar(&c.OutputTopic, "output-topic", c.OutputTopic, "compacted topic of order projections")
 	f.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic")
-	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move")
+	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move; must lie within the broker's group.min/max.session.timeout.ms (6s to 30m by default)")
 	f.BoolVar(&c.Persistent, "persistent", c.Persistent, "keep stores on disk (Pebble) rather than in memory")
 	return cmd
 }

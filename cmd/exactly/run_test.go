@@ -231,3 +231,80 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// TestRunOrdersNamesTheOwnerOfAnOrderHeldElsewhere runs two instances and
+// checks that each answers for the orders it holds and, for the others,
+// 421 naming the instance that holds them.
+func TestRunOrdersNamesTheOwnerOfAnOrderHeldElsewhere(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bases := map[string]string{}
+	var stopped []chan error
+	for _, id := range []string{"a", "b"} {
+		c := defaultRunOrdersConfig()
+		c.Brokers, c.StateDir, c.HTTP, c.InstanceID = cluster.ListenAddrs(), t.TempDir(), "127.0.0.1:0", id
+		c.Partitions, c.CommitInterval, c.SessionTimeout = 2, 50*time.Millisecond, time.Second
+		addrs, done := make(chan net.Addr, 1), make(chan error, 1)
+		go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
+		stopped = append(stopped, done)
+		select {
+		case a := <-addrs:
+			bases[id] = "http://" + a.String()
+		case err := <-done:
+			t.Fatalf("run orders %s: %v", id, err)
+		}
+		waitFor(t, 15*time.Second, "instance "+id+" to be ready", func() bool {
+			status, _ := get(t, bases[id]+"/readyz")
+			return status == http.StatusOK
+		})
+	}
+	defer func() {
+		cancel()
+		for _, done := range stopped {
+			if err := <-done; err != nil {
+				t.Errorf("run orders returned %v after cancel; want nil", err)
+			}
+		}
+	}()
+	var records [][2]string
+	for i := range 8 {
+		id := fmt.Sprintf("o-%d", i)
+		records = append(records, [2]string{id, fmt.Sprintf(`{"metadata":{"eventId":"e-%d","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"%s","customerId":"c-1","createdAt":1732260000000}}`, i, id)})
+	}
+	produce(t, cluster.ListenAddrs(), orders.DefaultInputTopic, records...)
+
+	// Each order must be served by exactly one instance and redirected by
+	// the other, once the rebalance has settled.
+	waitFor(t, 15*time.Second, "every order to be held by one instance and redirected by the other", func() bool {
+		for _, r := range records {
+			served, redirected := 0, 0
+			for id, base := range bases {
+				status, body := get(t, base+"/orders/"+r[0])
+				var b map[string]any
+				json.Unmarshal([]byte(body), &b)
+				switch {
+				case status == http.StatusOK:
+					served++
+				case status == http.StatusMisdirectedRequest && strings.HasPrefix(fmt.Sprint(b["owner"]), other(id)):
+					redirected++
+				}
+			}
+			if served != 1 || redirected != 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func other(id string) string {
+	if id == "a" {
+		return "b"
+	}
+	return "a"
+}
