@@ -78,10 +78,8 @@ func (r *Relay) runCDC(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if snapshot != "" {
-		if err := r.backfill(ctx, conn, snapshot); err != nil {
-			return err
-		}
+	if err := r.backfill(ctx, conn, snapshot); err != nil {
+		return err
 	}
 	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
@@ -137,48 +135,69 @@ func (r *Relay) ensureSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	return created.SnapshotName, nil
 }
 
-// backfill publishes the rows committed before the slot existed, read in the
-// snapshot the slot exported, and deletes them in the same transaction after
-// Kafka acknowledged them. Rows committed later come through the slot: each
-// row takes exactly one of the two paths. A crash here leaves the rows in
-// the table, but the slot exists and the next start skips the backfill, so
-// it must finish: its errors end the session with the slot dropped.
-func (r *Relay) backfill(ctx context.Context, conn *pgx.Conn, snapshot string) (err error) {
-	if r.cfg.KeepRows {
-		r.log.Warn("new slot with KeepRows: rows already in the outbox are not published")
-		return nil
+// backfillTable records, per slot, that the rows written before the slot
+// existed have been published. The relay creates it next to the outbox.
+const backfillTable = "exactly_relay_backfills"
+
+// backfill publishes the rows committed before the slot existed, which the
+// slot will never send, once per slot. With the snapshot the slot exported
+// at its creation it reads exactly those rows: each row then takes exactly
+// one of the two paths. It publishes them, waits for Kafka, deletes them and
+// records the slot as backfilled, in one transaction. If a crash interrupts
+// that, the next session finds the slot without its record and no snapshot
+// any more: it publishes and deletes every row in the table instead, so rows
+// the slot also sends may go out twice, and none is skipped.
+func (r *Relay) backfill(ctx context.Context, conn *pgx.Conn, snapshot string) error {
+	marker := pgx.Identifier{backfillTable}.Sanitize()
+	if i := strings.LastIndexByte(r.cfg.Table, '.'); i >= 0 {
+		marker = pgx.Identifier{r.cfg.Table[:i], backfillTable}.Sanitize() // beside the outbox
 	}
-	defer func() {
-		if err != nil {
-			// Without the slot the next session creates it again and
-			// backfills again; published rows may repeat, none are skipped.
-			if _, dropErr := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, r.cfg.Slot); dropErr != nil {
-				r.log.Error("backfill failed and the new slot could not be dropped; rows written before it will not be published", "slot", r.cfg.Slot, "err", dropErr)
-			}
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    slot_name text PRIMARY KEY,
+    done_at   timestamptz NOT NULL DEFAULT now())`, marker)); err != nil {
+		return fmt.Errorf("relay: create %s: %w", marker, err)
+	}
+	if snapshot == "" {
+		var done bool
+		if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE slot_name = $1)`, marker), r.cfg.Slot).Scan(&done); err != nil {
+			return fmt.Errorf("relay: read %s: %w", marker, err)
 		}
-	}()
+		if done {
+			return nil
+		}
+		r.log.Warn("slot exists but its backfill did not finish; publishing every row in the outbox (duplicates possible)", "slot", r.cfg.Slot)
+	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		return fmt.Errorf("relay: backfill: begin: %w", err)
 	}
 	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", snapshot)); err != nil {
-		return fmt.Errorf("relay: backfill: import snapshot of slot %s: %w", r.cfg.Slot, err)
+	if snapshot != "" {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'", snapshot)); err != nil {
+			return fmt.Errorf("relay: backfill: import snapshot of slot %s: %w", r.cfg.Slot, err)
+		}
 	}
-	table := quoteTable(r.cfg.Table)
-	selectRows := fmt.Sprintf(`SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers::text, created_at
-FROM %s ORDER BY created_at, id LIMIT $1`, table)
-	deleteRows := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, table)
 	total := 0
-	for {
-		n, err := r.publishBatch(ctx, tx, selectRows, deleteRows)
-		if err != nil {
-			return fmt.Errorf("relay: backfill: %w", err)
+	if r.cfg.KeepRows {
+		r.log.Warn("new slot with KeepRows: rows already in the outbox are not published", "slot", r.cfg.Slot)
+	} else {
+		table := quoteTable(r.cfg.Table)
+		selectRows := fmt.Sprintf(`SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers::text, created_at
+FROM %s ORDER BY created_at, id LIMIT $1`, table)
+		deleteRows := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, table)
+		for {
+			n, err := r.publishBatch(ctx, tx, selectRows, deleteRows)
+			if err != nil {
+				return fmt.Errorf("relay: backfill: %w", err)
+			}
+			total += n
+			if n < r.cfg.BatchSize {
+				break
+			}
 		}
-		total += n
-		if n < r.cfg.BatchSize {
-			break
-		}
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (slot_name) VALUES ($1) ON CONFLICT (slot_name) DO UPDATE SET done_at = now()`, marker), r.cfg.Slot); err != nil {
+		return fmt.Errorf("relay: backfill: record completion: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("relay: backfill: commit: %w", err)
@@ -378,7 +397,9 @@ func (s *cdcSession) produce(ctx context.Context, row row) error {
 	s.mu.Lock()
 	t.records++
 	t.outstanding++
-	t.ids = append(t.ids, row.id)
+	if !s.r.cfg.KeepRows {
+		t.ids = append(t.ids, row.id)
+	}
 	s.mu.Unlock()
 	commitTime := t.commitTime
 	s.r.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {

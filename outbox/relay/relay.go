@@ -92,7 +92,11 @@ type Config struct {
 	PollInterval time.Duration
 	// BatchSize is how many rows one poll takes (default 1000).
 	BatchSize int
-	// Registerer receives the relay's metrics; nil registers nothing.
+	// Registerer receives the relay's metrics (outbox_relay_rows_total,
+	// outbox_relay_lag_bytes, outbox_relay_lag_seconds,
+	// outbox_relay_publish_latency_seconds,
+	// outbox_relay_session_restarts_total, labelled by mode); nil registers
+	// nothing. One relay per registry.
 	Registerer prometheus.Registerer
 	// Logger receives reconnects and failures. Default slog.Default().
 	Logger *slog.Logger
@@ -169,7 +173,7 @@ func New(cfg Config) (*Relay, error) {
 }
 
 // Run relays until ctx is done, then closes the producer and returns ctx's
-// error. Lost connections (database or Kafka) and failed publishes end the
+// error; a Relay runs once. Lost connections (database or Kafka) and failed publishes end the
 // current session without confirming what was not acknowledged; Run logs
 // them and starts a new session after a backoff, resuming from the slot
 // (ModeCDC) or from the rows still in the table (ModePoll).

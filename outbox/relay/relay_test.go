@@ -383,18 +383,44 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 func TestCDCRelayPublishesRowsWrittenBeforeItsSlotExisted(t *testing.T) {
-	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	migrated(t, dsn)
-	brokers := newKafka(t)
-	var w written
-	writeEvents(ctx, t, dsn, 2, 200, &w) // before the relay ever ran
-	got := consume(ctx, t, brokers)
-	startRelay(t, Config{DSN: dsn, Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}})
-	writeEvents(ctx, t, dsn, 2, 0, &w)
-	got.waitFor(t, 200, 60*time.Second)
-	got.check(t, &w)
-	waitEmpty(t, dsn)
+	for _, slotLeftByCrash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slot-left-by-crashed-backfill=%v", slotLeftByCrash), func(t *testing.T) {
+			ctx := context.Background()
+			dsn := pgtest.NewDatabase(t)
+			migrated(t, dsn)
+			brokers := newKafka(t)
+			var w written
+			writeEvents(ctx, t, dsn, 2, 200, &w) // before the relay ever ran
+			if slotLeftByCrash {
+				// A relay that created its slot and died before its
+				// backfill committed: the slot exists, the record of the
+				// backfill does not.
+				conn, err := pgx.Connect(ctx, dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, sql := range []string{
+					`CREATE PUBLICATION exactly_outbox FOR TABLE outbox WITH (publish = 'insert')`,
+					`SELECT pg_create_logical_replication_slot('exactly_outbox', 'pgoutput')`,
+				} {
+					if _, err := conn.Exec(ctx, sql); err != nil {
+						t.Fatal(err)
+					}
+				}
+				conn.Close(ctx)
+				writeEvents(ctx, t, dsn, 1, 50, &w) // after the slot: may arrive twice
+			}
+			got := consume(ctx, t, brokers)
+			startRelay(t, Config{DSN: dsn, Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}})
+			want := len(w.events)
+			got.waitFor(t, want, 60*time.Second)
+			dups := got.check(t, &w)
+			if !slotLeftByCrash && dups != 0 {
+				t.Errorf("duplicates = %d, want 0: a new slot's snapshot splits the rows exactly", dups)
+			}
+			waitEmpty(t, dsn)
+		})
+	}
 }
 
 func TestCustomTopicReplacementRoutesByAggregateType(t *testing.T) {
