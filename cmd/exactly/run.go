@@ -203,17 +203,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 	defer cancel()
 	served := make(chan error, 1)
 	if ln != nil {
-		srv := httpapi.New(httpapi.Options{
-			Application: c.ApplicationID,
-			Instance:    c.InstanceID,
-			Registry:    reg,
-			Ready:       app.Ready(),
-			Logger:      log,
-		})
-		srv.HandleLookup("/orders/{key}", "order", func(ctx context.Context, id string) (any, bool, error) {
-			a, found, err := exactly.Query[string, orders.Aggregate](ctx, app, orders.ProjectionStore, id)
-			return a.Projection, found, err
-		})
+		srv := newOrdersHTTP(app, reg, c, log)
 		log.Info("serving HTTP", "addr", ln.Addr().String(), "status", "http://"+ln.Addr().String()+"/")
 		go func() { served <- srv.Serve(ctx, ln) }()
 	} else {
@@ -243,6 +233,23 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newOrdersHTTP is the HTTP face of an orders instance: the httpapi
+// endpoints plus GET /orders/{id} from the projection store.
+func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig, log *slog.Logger) *httpapi.Server {
+	srv := httpapi.New(httpapi.Options{
+		Application: c.ApplicationID,
+		Instance:    c.InstanceID,
+		Registry:    reg,
+		Ready:       app.Ready(),
+		Logger:      log,
+	})
+	srv.HandleLookup("/orders/{key}", "order", func(ctx context.Context, id string) (any, bool, error) {
+		a, found, err := exactly.Query[string, orders.Aggregate](ctx, app, orders.ProjectionStore, id)
+		return a.Projection, found, err
+	})
+	return srv
 }
 
 func (c runOrdersConfig) validate() error {
