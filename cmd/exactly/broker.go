@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -69,7 +70,9 @@ func startBroker(listen string, brokers int, dataDir string, syncWrites bool, pa
 			ports = append(ports, port+i)
 		}
 	}
-	opts := []kfake.Opt{kfake.NumBrokers(brokers), kfake.Ports(ports...)}
+	// A development broker accepts short group session timeouts, so that
+	// killed members leave the group within seconds.
+	opts := []kfake.Opt{kfake.NumBrokers(brokers), kfake.Ports(ports...), kfake.GroupMinSessionTimeout(500 * time.Millisecond)}
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
 		if syncWrites {

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/term"
 )
 
 func init() { commands = append(commands, newDemoCommand) }
@@ -119,10 +120,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	produced := make(chan error, 1)
 	go func() { produced <- produceStream(ctx, cl, records, o.duration) }()
 
-	bar := progressbar.NewOptions(len(records),
-		progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("committed"),
-		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish())
+	progress := newProgress(out, len(records))
 	rng := rand.New(rand.NewPCG(o.seed, 0x6b696c6c))
 	killEvery := o.duration / time.Duration(o.kills+1)
 	nextKill := time.Now().Add(killEvery)
@@ -154,7 +152,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 			nextKill = time.Now().Add(killEvery/2 + time.Duration(rng.Int64N(int64(killEvery))))
 		}
 		done := committedInput(ctx, adm)
-		bar.Set64(min(done, int64(len(records))))
+		progress.set(min(done, int64(len(records))), kills)
 		if !producing && kills >= o.kills && done >= int64(len(records)) {
 			break
 		}
@@ -162,7 +160,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 			return fmt.Errorf("the projection did not catch up: %d of %d records committed; see the logs in %s", done, len(records), dir)
 		}
 	}
-	bar.Finish()
+	progress.finish()
 	procs.stopAll()
 
 	rep, err := verify.Orders(ctx, verify.Config{Brokers: brokers})
@@ -347,4 +345,42 @@ func withoutExactlyEnv(env []string) []string {
 		}
 	}
 	return out
+}
+
+// progress shows how much of the stream is committed: a bar on a terminal,
+// a line every few seconds otherwise.
+type progress struct {
+	out   io.Writer
+	total int
+	bar   *progressbar.ProgressBar
+	last  time.Time
+}
+
+func newProgress(out io.Writer, total int) *progress {
+	p := &progress{out: out, total: total}
+	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("committed"),
+			progressbar.OptionShowCount(), progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+	}
+	return p
+}
+
+func (p *progress) set(done int64, kills int) {
+	if p.bar != nil {
+		p.bar.Describe(fmt.Sprintf("committed (kills %d)", kills))
+		p.bar.Set64(done)
+		return
+	}
+	if time.Since(p.last) >= 2*time.Second {
+		p.last = time.Now()
+		fmt.Fprintf(p.out, "committed %d/%d records, %d kills so far\n", done, p.total, kills)
+	}
+}
+
+func (p *progress) finish() {
+	if p.bar != nil {
+		p.bar.Finish()
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -188,6 +189,11 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
 		fetchErr = err
 	})
+	if fetchErr != nil {
+		if err := configFetchError(fetchErr); err != nil {
+			return err
+		}
+	}
 	if fetchErr != nil && isFatalFetchError(fetchErr) {
 		return fetchErr
 	}
@@ -318,6 +324,19 @@ func (w *worker) sendOutput(ctx context.Context, out *topo.Output) {
 
 func isFatalFetchError(err error) bool {
 	return errors.Is(err, kgo.ErrClientClosed)
+}
+
+// configFetchError turns a group error no rejoin can cure into a
+// configError that says what to change.
+func configFetchError(err error) error {
+	switch {
+	case errors.Is(err, kerr.InvalidSessionTimeout):
+		return &configError{fmt.Errorf("the broker refuses the session timeout (group.min/max.session.timeout.ms): change SessionTimeout: %w", err)}
+	case errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TopicAuthorizationFailed),
+		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.SaslAuthenticationFailed):
+		return &configError{fmt.Errorf("not authorized: check the credentials and ACLs: %w", err)}
+	}
+	return nil
 }
 
 func rawOf(rec *kgo.Record) topo.Raw {
