@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,9 +109,17 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	records := orders.Generate(orders.DefaultGenerateOptions(o.seed, o.orders, o.partitions))
 	fmt.Fprintf(out, "stream      %d records for %d orders: duplicates, out-of-order events, orders whose creation never comes, malformed records\n", len(records), o.orders)
 	fmt.Fprintf(out, "projection  %d processes, %s, killed %d times with SIGKILL while the stream flows\n", o.instances, o.guarantee, o.kills)
-	fmt.Fprintf(out, "logs        %s\n\n", dir)
+	fmt.Fprintf(out, "logs        %s\n", dir)
 
 	procs := &processes{exe: exe, dir: dir, brokers: brokers, o: o}
+	for range o.instances {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		procs.http = append(procs.http, addr)
+	}
+	fmt.Fprintf(out, "status      http://%s/ (live page of instance 0; /metrics, /orders/{id} on each instance)\n\n", procs.http[0])
 	defer procs.stopAll()
 	for i := range o.instances {
 		if err := procs.start(i); err != nil {
@@ -161,6 +171,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		}
 	}
 	progress.finish()
+	metricsSeen := scrapeMetrics(ctx, procs.http, demoMetrics)
 	procs.stopAll()
 
 	rep, err := verify.Orders(ctx, verify.Config{Brokers: brokers})
@@ -168,6 +179,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		return fmt.Errorf("verify: %w", err)
 	}
 	printDemoReport(out, rep, kills, procs.crashes())
+	fmt.Fprintf(out, "metrics on /metrics during the run: %s\n", strings.Join(metricsSeen, ", "))
 	if o.keep {
 		fmt.Fprintf(out, "\nbroker still running on %s; interrupt to stop\n", strings.Join(brokers, ","))
 		<-ctx.Done()
@@ -244,6 +256,8 @@ type processes struct {
 	brokers []string
 	o       demoOptions
 
+	http []string // each instance's HTTP address
+
 	mu     sync.Mutex
 	cmds   map[int]*child
 	exited int
@@ -272,7 +286,7 @@ func (p *processes) start(i int) error {
 		"--guarantee", p.o.guarantee,
 		"--partitions", strconv.Itoa(int(p.o.partitions)),
 		"--session-timeout", "3s",
-		"--http", "",
+		"--http", p.http[i],
 		"--log-level", "warn",
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -383,4 +397,50 @@ func (p *progress) finish() {
 	if p.bar != nil {
 		p.bar.Finish()
 	}
+}
+
+// demoMetrics are the metrics the demo shows are exported while it runs.
+var demoMetrics = []string{"duplicates_skipped_total", "events_buffered_total", "buffer_size", "events_expired_total", "exactly_records_processed_total"}
+
+// scrapeMetrics returns which of names some instance's /metrics exports.
+func scrapeMetrics(ctx context.Context, addrs []string, names []string) []string {
+	found := map[string]bool{}
+	for _, addr := range addrs {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			for _, n := range names {
+				if strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, n+"{") {
+					found[n] = true
+				}
+			}
+		}
+	}
+	var out []string
+	for _, n := range names {
+		if found[n] {
+			out = append(out, n)
+		} else {
+			out = append(out, n+" (missing)")
+		}
+	}
+	return out
+}
+
+// freeLoopbackAddr returns a loopback address with a port free right now.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }

@@ -35,7 +35,8 @@ func TestDemoKillsProcessesAndVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"processes killed with SIGKILL     3", "OK: every event reflected exactly once"} {
+	for _, want := range []string{"processes killed with SIGKILL     3", "OK: every event reflected exactly once",
+		"metrics on /metrics during the run: duplicates_skipped_total, events_buffered_total, buffer_size, events_expired_total, exactly_records_processed_total\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q", want)
 		}
