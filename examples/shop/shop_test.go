@@ -30,6 +30,7 @@ import (
 	"github.com/exactly-go/exactly/inbox"
 	"github.com/exactly-go/exactly/internal/pgtest"
 	"github.com/exactly-go/exactly/outbox/relay"
+	"github.com/exactly-go/exactly/verify"
 )
 
 // The test binary doubles as the relay and projection processes, so the
@@ -237,6 +238,18 @@ func TestOrdersOverHTTPEndInProjectionsAndPaymentsThatMatchTheOrdersTable(t *tes
 			t.Errorf("order %s: projection %s, row %s", id, gotJSON, wantJSON)
 		}
 	}
+
+	// The verifier recomputes the projections from the relayed events
+	// (duplicates included) and audits the committed output.
+	report, err := verify.Orders(ctx, verify.Config{Brokers: brokers, Options: orders.Options{InputTopic: "order.events"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !report.OK() {
+		t.Errorf("verifier:\n%s", report)
+	}
+	t.Logf("verifier: %d relayed order events (with duplicates) for %d orders, %d projection records, %d checks held",
+		report.Inputs, n, report.Outputs, len(report.Checks))
 
 	waitUntil(t, func() bool { return countPayments(t, pool) >= n }, "every order charged")
 	// Give a second charge every chance to show up before counting.
