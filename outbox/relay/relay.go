@@ -21,6 +21,13 @@
 //
 // Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows).
 // Consumers deduplicate by the "id" header; package inbox does.
+//
+// A second CDC relay on the same slot cannot stream while the first holds
+// it: it retries with backoff and takes over when the first stops, a warm
+// standby. The first start of a slot also publishes the rows committed
+// before the slot existed, read in the snapshot the slot exported, so none
+// is skipped; it records that in the table exactly_relay_backfills beside
+// the outbox.
 package relay
 
 import (
@@ -73,7 +80,8 @@ type Config struct {
 	Kafka []kgo.Opt
 	// TransactionalID, if set, publishes through Kafka transactions: the
 	// records of one or more whole database transactions commit together,
-	// so read_committed consumers never see half of one.
+	// so read_committed consumers never see half of one. Every relay
+	// process needs its own id.
 	TransactionalID string
 	// TransactionInterval bounds how long a Kafka transaction stays open
 	// (default 100ms). Only with TransactionalID.
