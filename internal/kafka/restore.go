@@ -95,11 +95,14 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, times map[task.T
 	}
 	lt := &liveTask{id: id, memory: store.NewMemory()}
 	cfg := task.Config{
-		Memory:        lt.memory,
-		ApplicationID: w.r.cfg.ApplicationID,
-		ID:            id,
-		StreamTime:    streamTime,
-		WallClock:     time.Now().UnixMilli(),
+		Memory: lt.memory,
+		// Leaves room for headers under the producer's default batch
+		// limit (1 MB), so a dead letter is never refused as too large.
+		DeadLetterMaxBytes: 900_000,
+		ApplicationID:      w.r.cfg.ApplicationID,
+		ID:                 id,
+		StreamTime:         streamTime,
+		WallClock:          time.Now().UnixMilli(),
 		PartitionCount: func(topic string) (int32, error) {
 			if n, ok := w.r.partitions[topic]; ok {
 				return n, nil

@@ -40,6 +40,9 @@ type Config struct {
 	StreamTime int64
 	// WallClock is the wall-clock time at creation, in epoch ms.
 	WallClock int64
+	// DeadLetterMaxBytes bounds the key and value a dead letter carries;
+	// a larger record is dead-lettered without its value (0: no bound).
+	DeadLetterMaxBytes int
 }
 
 // TopicPartition names an input partition.
@@ -339,6 +342,13 @@ func (t *Task) handleFailure(action topo.ErrorAction, node, reason string, cause
 
 func (t *Task) emitDeadLetters(topics []string, rec topo.DeadLetterRecord) {
 	src := rec.Source
+	value := src.Value
+	if limit := t.cfg.DeadLetterMaxBytes; limit > 0 && len(src.Key)+len(src.Value) > limit {
+		// A record larger than a producer may send would be refused and
+		// block the partition; it is dead-lettered without its value.
+		rec.Message += fmt.Sprintf(" (value of %d bytes dropped from the dead letter: over %d bytes)", len(src.Value), limit)
+		value = nil
+	}
 	headers := make([]topo.Header, 0, len(src.Headers)+5)
 	headers = append(headers, src.Headers...)
 	headers = append(headers,
@@ -350,7 +360,7 @@ func (t *Task) emitDeadLetters(topics []string, rec topo.DeadLetterRecord) {
 	)
 	for _, topic := range topics {
 		t.outputs = append(t.outputs, topo.Output{
-			Topic: topic, Partition: -1, Key: src.Key, Value: src.Value,
+			Topic: topic, Partition: -1, Key: src.Key, Value: value,
 			Headers: headers, Timestamp: src.Timestamp,
 		})
 	}
