@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -61,6 +62,7 @@ func migrated(t testing.TB, dsn string) {
 
 // written is what the writers put in the outbox, by event id.
 type written struct {
+	rounds int // calls of writeEvents so far: part of the ids
 	mu     sync.Mutex
 	events map[string]outbox.Event
 	seq    map[string]int // per-aggregate sequence number of each event
@@ -69,8 +71,8 @@ type written struct {
 // eventID is deterministic, so a writer retrying a commit whose outcome it
 // did not learn writes the same id (and gets a unique violation if the first
 // attempt had committed).
-func eventID(writer, n int) string {
-	return fmt.Sprintf("00000000-%04x-7000-8000-%012x", writer, n)
+func eventID(round, writer, n int) string {
+	return fmt.Sprintf("00000000-%04x-7%03x-8000-%012x", writer, round, n)
 }
 
 // writeEvents writes total events from workers concurrent writers, one to
@@ -83,12 +85,14 @@ func writeEvents(ctx context.Context, t testing.TB, dsn string, workers, total i
 	if w.events == nil {
 		w.events, w.seq = map[string]outbox.Event{}, map[string]int{}
 	}
+	round := w.rounds
+	w.rounds++
 	w.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for worker := range workers {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(worker), 1))
+			rng := rand.New(rand.NewPCG(uint64(worker), uint64(round)))
 			seq := map[string]int{}
 			n := 0
 			quota := total / workers
@@ -106,9 +110,9 @@ func writeEvents(ctx context.Context, t testing.TB, dsn string, workers, total i
 				var events []outbox.Event
 				for range size {
 					aggType := aggregateTypes[rng.IntN(len(aggregateTypes))]
-					aggID := fmt.Sprintf("%s-%d-%d", aggType, worker, rng.IntN(20))
+					aggID := fmt.Sprintf("%s-%d-%d-%d", aggType, round, worker, rng.IntN(20))
 					seq[aggID]++
-					id := eventID(worker, n)
+					id := eventID(round, worker, n)
 					events = append(events, outbox.Event{
 						ID: id, AggregateType: aggType, AggregateID: aggID, EventType: "Created",
 						Payload: fmt.Appendf(nil, `{"id": %q,  "seq":%d}`, id, seq[aggID]),
@@ -440,4 +444,23 @@ func TestCustomTopicReplacementRoutesByAggregateType(t *testing.T) {
 	if rec.Topic != "outbox.event.order" || strings.Join(hs, ",") != "id=i,eventType=OrderCreated,n=1,s=x" {
 		t.Fatalf("record topic %s headers %v", rec.Topic, hs)
 	}
+}
+
+func TestSecondCDCRelayOnTheSlotTakesOverWhenTheFirstStops(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	migrated(t, dsn)
+	brokers := newKafka(t)
+	got := consume(ctx, t, brokers)
+	cfg := Config{DSN: dsn, Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}, StatusInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}
+	stopFirst := startRelay(t, cfg)
+	var w written
+	writeEvents(ctx, t, dsn, 2, 500, &w)
+	got.waitFor(t, 500, 60*time.Second)
+	startRelay(t, cfg) // waits for the slot
+	stopFirst()
+	writeEvents(ctx, t, dsn, 2, 500, &w)
+	got.waitFor(t, len(w.events), 60*time.Second)
+	got.check(t, &w)
 }
