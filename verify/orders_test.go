@@ -69,12 +69,65 @@ func runOrders(t *testing.T) []string {
 	return brokers
 }
 
-func TestOrdersAuditPassesOnAnHonestRunAndCatchesTampering(t *testing.T) {
-	brokers := runOrders(t)
-	rep, err := verify.Orders(context.Background(), verify.Config{Brokers: brokers})
+func audit(t *testing.T, brokers []string) (*verify.Report, map[string]bool) {
+	t.Helper()
+	rep, err := verify.Orders(context.Background(), verify.Config{Brokers: brokers, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	failed := map[string]bool{}
+	for _, c := range rep.Checks {
+		if !c.OK {
+			failed[c.Name] = true
+		}
+	}
+	return rep, failed
+}
+
+const (
+	checkOpen       = "no transaction left open"
+	checkDuplicates = "no duplicate (order, event) in committed output"
+	checkUpdates    = "every update in order and equal to the recomputation (per-key order, pure function of the input)"
+	checkFinal      = "nothing lost: final projections equal the recomputation"
+)
+
+// firstOutput returns the first committed projection record.
+func firstOutput(t *testing.T, brokers []string) *kgo.Record {
+	cl, _ := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(orders.DefaultOutputTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	defer cl.Close()
+	for {
+		var first *kgo.Record
+		cl.PollFetches(context.Background()).EachRecord(func(r *kgo.Record) {
+			if first == nil {
+				first = r
+			}
+		})
+		if first != nil {
+			return first
+		}
+	}
+}
+
+func transactional(t *testing.T, brokers []string, id string) *kgo.Client {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(id), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.TransactionTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// TestOrdersAuditPassesOnAnHonestRunAndCatchesTampering audits an honest run,
+// then tampers with the committed topics in the ways the verifier exists to
+// catch: an aborted record (hidden, so still correct), an open transaction,
+// a duplicated projection update and missing orders.
+func TestOrdersAuditPassesOnAnHonestRunAndCatchesTampering(t *testing.T) {
+	brokers := runOrders(t)
+	rep, failed := audit(t, brokers)
 	if !rep.OK() {
 		t.Fatalf("honest run failed the audit:\n%s", rep)
 	}
@@ -82,38 +135,69 @@ func TestOrdersAuditPassesOnAnHonestRunAndCatchesTampering(t *testing.T) {
 		t.Fatalf("audit saw nothing to check:\n%s", rep)
 	}
 	t.Logf("\n%s", rep)
+	first := firstOutput(t, brokers)
+	bogus := &kgo.Record{Topic: first.Topic, Partition: first.Partition, Key: first.Key, Value: []byte(`{"orderId":"forged"}`), Headers: first.Headers}
 
-	// Tamper: commit a copy of a projection record (a duplicate) outside
-	// any transaction, as a buggy producer would.
-	cl, _ := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(orders.DefaultOutputTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	defer cl.Close()
-	var first *kgo.Record
-	for first == nil {
-		cl.PollFetches(context.Background()).EachRecord(func(r *kgo.Record) {
-			if first == nil {
-				first = r
-			}
-		})
-	}
-	dup := &kgo.Record{Topic: first.Topic, Partition: first.Partition, Key: first.Key, Value: first.Value, Headers: first.Headers}
-	prod, _ := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	defer prod.Close()
-	if err := prod.ProduceSync(context.Background(), dup).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	rep, err = verify.Orders(context.Background(), verify.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.OK() {
-		t.Fatalf("audit passed a duplicated projection record:\n%s", rep)
-	}
-	failed := map[string]bool{}
-	for _, c := range rep.Checks {
-		failed[c.Name] = !c.OK
-	}
-	if !failed["no duplicate (order, event) in committed output"] {
-		t.Fatalf("duplicate not reported by its check:\n%s", rep)
-	}
+	t.Run("aborted record stays hidden", func(t *testing.T) {
+		cl := transactional(t, brokers, "tamper-abort")
+		defer cl.Close()
+		if err := cl.ProduceSync(context.Background(), bogus).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.EndTransaction(context.Background(), kgo.TryAbort); err != nil {
+			t.Fatal(err)
+		}
+		rep, _ := audit(t, brokers)
+		if !rep.OK() || rep.AbortedHidden == 0 {
+			t.Fatalf("an aborted record must be invisible and counted as hidden:\n%s", rep)
+		}
+	})
+
+	t.Run("open transaction", func(t *testing.T) {
+		cl := transactional(t, brokers, "tamper-open")
+		defer cl.Close()
+		if err := cl.ProduceSync(context.Background(), bogus).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		rep, failed := audit(t, brokers)
+		if rep.OK() || !failed[checkOpen] {
+			t.Fatalf("a record of a transaction left open passed the audit:\n%s", rep)
+		}
+		cl.EndTransaction(context.Background(), kgo.TryAbort)
+	})
+
+	t.Run("duplicated update", func(t *testing.T) {
+		dup := &kgo.Record{Topic: first.Topic, Partition: first.Partition, Key: first.Key, Value: first.Value, Headers: first.Headers}
+		prod, _ := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		defer prod.Close()
+		if err := prod.ProduceSync(context.Background(), dup).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		rep, failed := audit(t, brokers)
+		if rep.OK() || !failed[checkDuplicates] || !failed[checkUpdates] {
+			t.Fatalf("a duplicated projection update passed the audit:\n%s", rep)
+		}
+	})
+
+	t.Run("missing orders", func(t *testing.T) {
+		cl, _ := kgo.NewClient(kgo.SeedBrokers(brokers...))
+		defer cl.Close()
+		adm := kadm.NewClient(cl)
+		ends, err := adm.ListEndOffsets(context.Background(), orders.DefaultOutputTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, _ := ends.Lookup(orders.DefaultOutputTopic, 1)
+		offsets := kadm.Offsets{}
+		offsets.Add(kadm.Offset{Topic: orders.DefaultOutputTopic, Partition: 1, At: end.Offset})
+		if _, err := adm.DeleteRecords(context.Background(), offsets); err != nil {
+			t.Fatal(err)
+		}
+		rep, failed := audit(t, brokers)
+		if rep.OK() || !failed[checkFinal] {
+			t.Fatalf("a partition of lost projections passed the audit:\n%s", rep)
+		}
+		t.Logf("\n%s", rep)
+	})
+	_ = failed
 }
