@@ -60,14 +60,14 @@ Exit status 0 only if every check holds.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:0", "broker address (port 0: any free port)")
-	f.IntVar(&o.orders, "orders", 3000, "orders to generate (about 8 events each)")
+	f.IntVar(&o.orders, "orders", 10000, "orders to generate (about 10 events each)")
 	f.Int32Var(&o.partitions, "partitions", 4, "partitions of the order topics")
 	f.IntVar(&o.instances, "instances", 2, "projection processes")
 	f.IntVar(&o.kills, "kills", 6, "SIGKILLs to deliver while the stream flows")
 	f.Uint64Var(&o.seed, "seed", 1, "seed of the generated stream and of the kills")
-	f.DurationVar(&o.duration, "duration", 12*time.Second, "how long the producer takes to send the stream")
+	f.DurationVar(&o.duration, "duration", 20*time.Second, "how long the producer takes to send the stream")
 	f.StringVar(&o.guarantee, "guarantee", "exactly_once_v2", "processing guarantee of the projection (exactly_once_v2, at_least_once)")
-	f.BoolVar(&o.keep, "keep", false, "keep the broker running after the report until interrupted")
+	f.BoolVar(&o.keep, "keep", false, "keep the broker and the projection instances (with their HTTP endpoints) running after the report, until interrupted")
 	return cmd
 }
 
@@ -127,6 +127,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		}
 	}
 
+	started := time.Now()
 	produced := make(chan error, 1)
 	go func() { produced <- produceStream(ctx, cl, records, o.duration) }()
 
@@ -171,17 +172,23 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		}
 	}
 	progress.finish()
+	elapsed := time.Since(started)
 	metricsSeen := scrapeMetrics(ctx, procs.http, demoMetrics)
-	procs.stopAll()
+	if !o.keep {
+		procs.stopAll()
+	}
 
 	rep, err := verify.Orders(ctx, verify.Config{Brokers: brokers})
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	printDemoReport(out, rep, kills, procs.crashes())
+	fmt.Fprintf(out, "throughput: %d records in %s (%.0f records/s while producing at the generator's pace and surviving %d kills)\n",
+		len(records), elapsed.Round(100*time.Millisecond), float64(len(records))/elapsed.Seconds(), kills)
 	fmt.Fprintf(out, "metrics on /metrics during the run: %s\n", strings.Join(metricsSeen, ", "))
 	if o.keep {
-		fmt.Fprintf(out, "\nbroker still running on %s; interrupt to stop\n", strings.Join(brokers, ","))
+		fmt.Fprintf(out, "\nbroker still running on %s, projection instances on http://%s/; interrupt to stop\n",
+			strings.Join(brokers, ","), strings.Join(procs.http, "/ and http://"))
 		<-ctx.Done()
 	}
 	if !rep.OK() {
@@ -226,9 +233,10 @@ func printDemoReport(out io.Writer, rep *verify.Report, kills, unexpected int) {
 	fmt.Fprintf(out, "\nwhat happened\n")
 	fmt.Fprintf(out, "  processes killed with SIGKILL     %d\n", kills)
 	fmt.Fprintf(out, "  records from aborted transactions %d (written, invisible to read_committed readers)\n", rep.AbortedHidden)
-	fmt.Fprintf(out, "  distinct events applied           %d\n", s.Applied)
+	fmt.Fprintf(out, "  events in                         %d\n", s.Records)
+	fmt.Fprintf(out, "  distinct events applied           %d to %d order projections\n", s.Applied, len(rep.Expected.Projections))
 	fmt.Fprintf(out, "  duplicates skipped                %d (%d with different content)\n", s.Duplicates, s.Conflicting)
-	fmt.Fprintf(out, "  events that waited for their order %d\n", s.Buffered)
+	fmt.Fprintf(out, "  events that waited for their order %d (expired after the buffer TTL: %d)\n", s.Buffered, s.Expired)
 	reasons := make([]string, 0, len(s.DeadLettered))
 	for r := range s.DeadLettered {
 		reasons = append(reasons, r)
