@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/serde"
-	"github.com/exactly-go/exactly/store"
+	"github.com/exactly-go/exactly/examples/counting"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -22,45 +21,10 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// countOut is one output of the counting topology: the input's id and the
-// count of its key after it.
-type countOut struct {
-	ID    string `json:"id"`
-	Count int64  `json:"count"`
-}
-
-type countProc struct {
-	ctx    exactly.ProcessorContext[string, countOut]
-	counts store.KeyValueStore[string, int64]
-}
-
-func (p *countProc) Init(ctx exactly.ProcessorContext[string, countOut]) (err error) {
-	p.ctx = ctx
-	p.counts, err = exactly.GetKeyValueStore[string, int64](ctx, "counts")
-	return err
-}
-
-func (p *countProc) Process(rec exactly.Record[string, string]) error {
-	n, _, err := p.counts.Get(rec.Key)
-	if err != nil {
-		return err
-	}
-	if err := p.counts.Put(rec.Key, n+1); err != nil {
-		return err
-	}
-	p.ctx.Forward(exactly.Record[string, countOut]{Key: rec.Key, Value: countOut{ID: rec.Value, Count: n + 1}})
-	return nil
-}
-
-func (p *countProc) Close() error { return nil }
+type countOut = counting.Output
 
 func countingApp(t testing.TB, persistent bool) *exactly.Topology {
-	b := exactly.NewBuilder()
-	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"input"}, Keys: serde.String, Values: serde.String})
-	exactly.AddProcessor(b, "count", func() exactly.Processor[string, string, string, countOut] { return &countProc{} }, "in")
-	exactly.AddStore(b, exactly.Store[string, int64]{Name: "counts", Keys: serde.String, Values: serde.Int64, Persistent: persistent}, "count")
-	exactly.AddSink(b, "out", exactly.Sink[string, countOut]{Topic: "output", Keys: serde.String, Values: serde.JSON[countOut]()}, "count")
-	top, err := b.Build()
+	top, err := counting.Topology("input", "output", persistent)
 	if err != nil {
 		t.Fatal(err)
 	}
