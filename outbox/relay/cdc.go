@@ -45,6 +45,22 @@ type cdcSession struct {
 
 	kafkaTxnOpen    bool
 	kafkaTxnStarted time.Time
+
+	sent    pglogrepl.LSN // last position confirmed to the slot
+	cleaner cleaner
+}
+
+// cleaner deletes relayed rows off the receive loop, so a large deletion
+// never delays decoding. Positions are confirmed only once the rows below
+// them are deleted.
+type cleaner struct {
+	mu      sync.Mutex
+	pending []string      // relayed ids not yet deleted
+	upTo    pglogrepl.LSN // pending holds the rows of transactions up to here
+	done    pglogrepl.LSN // rows of transactions up to here are deleted
+	busy    bool
+	wake    chan struct{}
+	stopped chan struct{}
 }
 
 // relation maps the outbox columns to their positions in a tuple; nil for
@@ -89,7 +105,12 @@ func (r *Relay) runCDC(ctx context.Context) error {
 		return fmt.Errorf("relay: start replication on slot %s: %w", r.cfg.Slot, err)
 	}
 	s := &cdcSession{r: r, conn: conn, repl: repl, relations: map[uint32]*relation{}}
+	cleanCtx, stopCleaner := context.WithCancel(ctx)
+	s.cleaner.wake, s.cleaner.stopped = make(chan struct{}, 1), make(chan struct{})
+	go s.clean(cleanCtx)
 	err = s.receive(ctx)
+	stopCleaner()
+	<-s.cleaner.stopped
 	s.shutdown()
 	return err
 }
@@ -225,7 +246,7 @@ func (s *cdcSession) receive(ctx context.Context) error {
 			return err
 		}
 		if !time.Now().Before(nextStatus) {
-			if err := s.confirm(ctx); err != nil {
+			if err := s.confirm(ctx, false); err != nil {
 				return err
 			}
 			nextStatus = time.Now().Add(cfg.StatusInterval)
@@ -474,15 +495,16 @@ func (s *cdcSession) sawServerEnd(end pglogrepl.LSN) {
 	}
 }
 
-// confirm deletes the rows of every transaction Kafka holds durably, in
-// commit order, and then confirms the end of the last one to the slot.
-// Deleting first means a crash in between republishes rows (duplicates) but
-// never leaves relayed rows behind.
-func (s *cdcSession) confirm(ctx context.Context) error {
+// confirm hands the rows of every transaction Kafka holds durably, in
+// commit order, to the cleaner, and confirms to the slot the position up to
+// which those rows are deleted. Deleting before confirming means a crash in
+// between republishes rows (duplicates) but never leaves relayed rows
+// behind. With wait, it deletes here instead (the cleaner has stopped).
+func (s *cdcSession) confirm(ctx context.Context, wait bool) error {
 	transactional := s.r.cfg.TransactionalID != ""
 	s.mu.Lock()
 	var ids []string
-	confirmed := s.confirmed
+	durableUpTo := pglogrepl.LSN(0)
 	done := 0
 	for _, t := range s.queue {
 		durable := t.committed && t.outstanding == 0 && (!transactional || t.records == 0 || t.kafkaTxnEnd)
@@ -490,41 +512,115 @@ func (s *cdcSession) confirm(ctx context.Context) error {
 			break
 		}
 		ids = append(ids, t.ids...)
-		confirmed = t.endLSN
+		durableUpTo = t.endLSN
 		done++
 	}
-	s.mu.Unlock()
-
-	if len(ids) > 0 && !s.r.cfg.KeepRows {
-		sql := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, quoteTable(s.r.cfg.Table))
-		if _, err := s.conn.Exec(ctx, sql, ids); err != nil {
-			return fmt.Errorf("relay: delete %d relayed rows: %w", len(ids), err)
-		}
-	}
-	s.mu.Lock()
 	s.queue = s.queue[done:]
-	if confirmed > s.confirmed {
-		s.confirmed = confirmed
+	if durableUpTo > s.confirmed {
+		s.confirmed = durableUpTo
 	}
-	confirmed = s.confirmed
+	position := s.confirmed
 	var oldest time.Time
 	if len(s.queue) > 0 {
 		oldest = s.queue[0].commitTime
 	}
 	lag := float64(0)
-	if s.serverEnd > confirmed {
-		lag = float64(s.serverEnd - confirmed)
+	if s.serverEnd > position {
+		lag = float64(s.serverEnd - position)
 	}
 	s.mu.Unlock()
 	s.r.metrics.setLag(lag, oldest)
 
-	if confirmed == 0 {
+	if !s.r.cfg.KeepRows {
+		c := &s.cleaner
+		c.mu.Lock()
+		if len(ids) > 0 {
+			c.pending = append(c.pending, ids...)
+			c.upTo = durableUpTo
+		}
+		if wait && len(c.pending) > 0 {
+			if err := s.deleteRows(ctx, c.pending); err != nil {
+				c.mu.Unlock()
+				return err
+			}
+			c.pending, c.done = nil, c.upTo
+		}
+		if len(c.pending) > 0 || c.busy {
+			position = min(position, c.done)
+		}
+		c.mu.Unlock()
+		if len(ids) > 0 && !wait {
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	// Rows below an earlier confirmed position were deleted before it was
+	// sent: never go back.
+	position = max(position, s.sent)
+	if position == 0 {
 		return nil
 	}
-	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: confirmed}); err != nil {
-		return fmt.Errorf("relay: confirm %s to slot %s: %w", confirmed, s.r.cfg.Slot, err)
+	if err := pglogrepl.SendStandbyStatusUpdate(ctx, s.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: position}); err != nil {
+		return fmt.Errorf("relay: confirm %s to slot %s: %w", position, s.r.cfg.Slot, err)
+	}
+	s.sent = position
+	return nil
+}
+
+// clean deletes what confirm hands over until ctx ends. A failed deletion
+// fails the session: the slot then sends the rows again, and they are
+// deleted next time.
+func (s *cdcSession) clean(ctx context.Context) {
+	c := &s.cleaner
+	defer close(c.stopped)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		}
+		for {
+			c.mu.Lock()
+			ids, upTo := c.pending, c.upTo
+			c.pending = nil
+			c.busy = len(ids) > 0
+			c.mu.Unlock()
+			if len(ids) == 0 {
+				break
+			}
+			err := s.deleteRows(ctx, ids)
+			c.mu.Lock()
+			c.busy = false
+			if err == nil {
+				c.done = upTo
+			}
+			c.mu.Unlock()
+			if err != nil {
+				if ctx.Err() == nil {
+					s.fail(err)
+				}
+				return
+			}
+		}
+	}
+}
+
+func (s *cdcSession) deleteRows(ctx context.Context, ids []string) error {
+	sql := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, quoteTable(s.r.cfg.Table))
+	if _, err := s.conn.Exec(ctx, sql, ids); err != nil {
+		return fmt.Errorf("relay: delete %d relayed rows: %w", len(ids), err)
 	}
 	return nil
+}
+
+func (s *cdcSession) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = err
+	}
 }
 
 // shutdown waits briefly for Kafka's acknowledgements of what was sent and
@@ -542,7 +638,7 @@ func (s *cdcSession) shutdown() {
 	if s.repl.IsClosed() || s.err() != nil {
 		return
 	}
-	if err := s.confirm(ctx); err != nil {
+	if err := s.confirm(ctx, true); err != nil {
 		s.r.log.Debug("final confirm failed", "err", err)
 	}
 }
