@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/exactly-go/exactly/internal/pgtest"
 )
@@ -69,7 +70,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 func TestThreeDeliveriesRunOneEffectAndReturnStoredResponseTwice(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	in := New(pool, "payments")
+	reg := prometheus.NewRegistry()
+	in := New(pool, "payments", WithMetrics(reg))
 	var results []Result
 	for range 3 {
 		r, err := in.Process(ctx, "e-1", recordEffect("e-1"))
@@ -89,6 +91,27 @@ func TestThreeDeliveriesRunOneEffectAndReturnStoredResponseTwice(t *testing.T) {
 			t.Fatalf("delivery %d response = %q, want %q", i, r.Response, "done:e-1")
 		}
 	}
+	for name, want := range map[string]float64{"inbox_events_processed_total": 1, "inbox_duplicates_skipped_total": 2} {
+		if got := counterValue(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// counterValue reads the counter called name from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
 }
 
 func TestConsumerGroupsAreIndependent(t *testing.T) {
