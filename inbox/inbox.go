@@ -222,39 +222,9 @@ func (in *Inbox) ProcessBulk(ctx context.Context, eventIDs []string, effect Bulk
 	}
 	defer tx.Rollback(ctx)
 
-	rows, err := tx.Query(ctx, insertUnnest, in.group, unique)
+	isFresh, stored, err := in.recordBatch(ctx, tx, unique)
 	if err != nil {
-		return nil, fmt.Errorf("inbox: record batch of %d: %w", len(unique), err)
-	}
-	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("inbox: record batch of %d: %w", len(unique), err)
-	}
-	isFresh := make(map[string]bool, len(inserted))
-	for _, id := range inserted {
-		isFresh[id] = true
-	}
-
-	stored := map[string][]byte{}
-	if len(inserted) < len(unique) {
-		var old []string
-		for _, id := range unique {
-			if !isFresh[id] {
-				old = append(old, id)
-			}
-		}
-		rows, err := tx.Query(ctx, selectMany, in.group, old)
-		if err != nil {
-			return nil, fmt.Errorf("inbox: read stored responses: %w", err)
-		}
-		var id string
-		var response []byte
-		if _, err := pgx.ForEachRow(rows, []any{&id, &response}, func() error {
-			stored[id] = response
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("inbox: read stored responses: %w", err)
-		}
+		return nil, err
 	}
 
 	var fresh []int
@@ -303,6 +273,46 @@ func (in *Inbox) ProcessBulk(ctx context.Context, eventIDs []string, effect Bulk
 	in.metrics.processed.Add(float64(len(fresh)))
 	in.metrics.duplicates.Add(float64(duplicates))
 	return results, nil
+}
+
+// recordBatch inserts the ids (sorted, distinct) in one statement and
+// reports which were new, and the stored responses of the others.
+func (in *Inbox) recordBatch(ctx context.Context, tx pgx.Tx, unique []string) (isFresh map[string]bool, stored map[string][]byte, err error) {
+	rows, err := tx.Query(ctx, insertUnnest, in.group, unique)
+	if err != nil {
+		return nil, nil, fmt.Errorf("inbox: record batch of %d: %w", len(unique), err)
+	}
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, nil, fmt.Errorf("inbox: record batch of %d: %w", len(unique), err)
+	}
+	isFresh = make(map[string]bool, len(inserted))
+	for _, id := range inserted {
+		isFresh[id] = true
+	}
+	stored = map[string][]byte{}
+	if len(inserted) == len(unique) {
+		return isFresh, stored, nil
+	}
+	var old []string
+	for _, id := range unique {
+		if !isFresh[id] {
+			old = append(old, id)
+		}
+	}
+	rows, err = tx.Query(ctx, selectMany, in.group, old)
+	if err != nil {
+		return nil, nil, fmt.Errorf("inbox: read stored responses: %w", err)
+	}
+	var id string
+	var response []byte
+	if _, err := pgx.ForEachRow(rows, []any{&id, &response}, func() error {
+		stored[id] = response
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("inbox: read stored responses: %w", err)
+	}
+	return isFresh, stored, nil
 }
 
 // deleteChunk bounds how many keys one retention statement deletes, so the
