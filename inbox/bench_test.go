@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // BenchmarkInbox compares one transaction per event with batches, every event
@@ -59,6 +60,53 @@ func BenchmarkInbox(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkConsumer measures the Kafka consumer end to end (kfake broker,
+// real PostgreSQL): 20,000 new events, one transaction per event vs batches.
+// One scenario per case; run with -benchtime=1x.
+func BenchmarkConsumer(b *testing.B) {
+	cases := []struct {
+		name  string
+		batch int
+		bulk  bool
+	}{{"per-event", 1, false}, {"batch=100", 100, false}, {"bulk=500", 500, true}}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				pool := newPool(b)
+				ids := seq(20000, "e-%d")
+				brokers := newBroker(b, ids)
+				seen := newTally(len(ids))
+				var first time.Time // the group join is not part of the rate
+				cfg := ConsumerConfig{Inbox: New(pool, "bench"), BatchSize: bc.batch,
+					OnResult: func(r *kgo.Record, res Result) {
+						if first.IsZero() {
+							first = time.Now()
+						}
+						seen.onResult(r, res)
+					},
+					Kafka: kafkaOpts(brokers, "bench")}
+				if bc.bulk {
+					cfg.BulkHandler = bulkEffectHandler
+				} else {
+					cfg.Handler = effectHandler
+				}
+				c, err := NewConsumer(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				errc := make(chan error, 1)
+				go func() { errc <- c.Run(ctx) }()
+				<-seen.done
+				elapsed := time.Since(first)
+				cancel()
+				<-errc
+				b.ReportMetric(float64(len(ids))/elapsed.Seconds(), "events/s")
+			}
 		})
 	}
 }
