@@ -1,0 +1,181 @@
+package payments_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/examples/payments"
+	"github.com/exactly-go/exactly/examples/payments/gateway"
+	"github.com/exactly-go/exactly/processors/sideeffect"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// cluster starts a broker with the payments topics.
+func cluster(t *testing.T, partitions int32) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond),
+		kfake.SeedTopics(partitions, payments.DefaultInputTopic, payments.DefaultOutputTopic, payments.DefaultPendingTopic, payments.DefaultDeadLetterTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func produce(t *testing.T, brokers []string, recs []payments.InputRecord) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	batch := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		batch[i] = &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+	}
+	if err := cl.ProduceSync(context.Background(), batch...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs a topology as an application until the test ends.
+func run(t *testing.T, brokers []string, top *exactly.Topology, appID string, g exactly.Guarantee) {
+	t.Helper()
+	app, err := exactly.New(top, exactly.Config{
+		Brokers: brokers, ApplicationID: appID, Guarantee: g, StateDir: t.TempDir(),
+		CommitInterval: 50 * time.Millisecond, SessionTimeout: time.Second, RebalanceTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- app.Run(context.Background()) }()
+	t.Cleanup(func() {
+		app.Close()
+		if err := <-done; err != nil {
+			t.Errorf("%s: %v", appID, err)
+		}
+	})
+}
+
+// audit waits until every order is reported or dead-lettered, then audits.
+func audit(t *testing.T, brokers []string, input []payments.InputRecord, gw *gateway.Server, declineRate float64) *payments.Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	for {
+		processed, err := payments.ReadCommitted(ctx, opts, payments.DefaultOutputTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dls, err := payments.ReadCommitted(ctx, opts, payments.DefaultDeadLetterTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := payments.Audit(input, gw.Charges(), processed, dls, declineRate)
+		if rep.ProcessedOrders+rep.Declined >= rep.Orders && rep.DeadLetters[payments.ReasonMalformed] >= rep.Malformed {
+			return rep
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("not every order was processed in time: %+v", rep)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestPipelinesChargeEveryOrderOnceThroughARealGateway(t *testing.T) {
+	const declineRate = 0.05
+	for _, shape := range []string{"direct", "outbox-split"} {
+		t.Run(shape, func(t *testing.T) {
+			brokers := cluster(t, 3)
+			gw, err := gateway.Start("127.0.0.1:0", gateway.Options{Latency: time.Millisecond, TransientRate: 0.1, DeclineRate: declineRate, Seed: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { gw.Close() })
+			opts := payments.Options{
+				Gateway: &gateway.Client{BaseURL: gw.URL}, Concurrency: 4,
+				Retry: sideeffect.Retry{Initial: 5 * time.Millisecond},
+			}
+			input := payments.Generate(payments.DefaultGenerateOptions(7, 300))
+			produce(t, brokers, input)
+			if shape == "direct" {
+				top, err := payments.DirectTopology(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				run(t, brokers, top, "payments", exactly.ExactlyOnceV2)
+			} else {
+				validator, err := payments.ValidatorTopology(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				caller, err := payments.CallerTopology(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				run(t, brokers, validator, "payments-validator", exactly.ExactlyOnceV2)
+				run(t, brokers, caller, "payments-caller", exactly.AtLeastOnce)
+			}
+			rep := audit(t, brokers, input, gw, declineRate)
+			if !rep.OK(true) {
+				t.Errorf("audit failed: %+v", rep)
+			}
+			if rep.Declined == 0 || rep.Malformed == 0 || gw.Stats().Transient == 0 {
+				t.Errorf("the run exercised no decline, malformed record or transient failure: %+v, %+v", rep, gw.Stats())
+			}
+			t.Logf("%s: %d orders, %d charges, %d transient failures retried, dead letters %v", shape, rep.Orders, rep.Charges, gw.Stats().Transient, rep.DeadLetters)
+		})
+	}
+}
+
+// TestSlowGatewayThroughputScalesWithConcurrencyOnKafka measures orders
+// charged per second on one partition against a gateway that takes 50 ms
+// a call, from the first charge to the last (group join and restore
+// excluded).
+func TestSlowGatewayThroughputScalesWithConcurrencyOnKafka(t *testing.T) {
+	const orders = 60
+	rate := map[int]float64{}
+	for _, c := range []int{1, 8} {
+		brokers := cluster(t, 1)
+		var mu sync.Mutex
+		var first, last time.Time
+		gw, err := gateway.Start("127.0.0.1:0", gateway.Options{Latency: 50 * time.Millisecond, AfterCharge: func(*http.Request, gateway.Charge) {
+			mu.Lock()
+			defer mu.Unlock()
+			if first.IsZero() {
+				first = time.Now()
+			}
+			last = time.Now()
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		input := payments.Generate(payments.GenerateOptions{Seed: 1, Orders: orders, Start: time.UnixMilli(1732260000000)})
+		produce(t, brokers, input)
+		top, err := payments.DirectTopology(payments.Options{Gateway: &gateway.Client{BaseURL: gw.URL}, Concurrency: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, brokers, top, fmt.Sprintf("payments-%d", c), exactly.ExactlyOnceV2)
+		rep := audit(t, brokers, input, gw, 0)
+		mu.Lock()
+		rate[c] = (orders - 1) / last.Sub(first).Seconds()
+		mu.Unlock()
+		if !rep.OK(true) {
+			t.Fatalf("concurrency %d: audit failed: %+v", c, rep)
+		}
+		gw.Close()
+	}
+	t.Logf("50 ms gateway, one partition: %.1f orders/s at concurrency 1, %.1f at 8 (x%.1f)", rate[1], rate[8], rate[8]/rate[1])
+	if rate[8] < 3*rate[1] {
+		t.Errorf("concurrency 8 gave %.1f orders/s, not 3 times the %.1f of concurrency 1", rate[8], rate[1])
+	}
+}
