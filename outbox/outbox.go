@@ -70,7 +70,9 @@ const insert = `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type
 VALUES ($1::uuid, $2, $3, $4, $5::json, $6::json)`
 
 // Write adds event to the outbox through tx and returns its id. The event is
-// published only if tx commits.
+// published only if tx commits. Lock the aggregate (e.g. SELECT ... FOR
+// UPDATE on its row) before writing its events: concurrent transactions of
+// one aggregate then publish in commit order with either relay.
 func Write(ctx context.Context, tx Execer, event Event) (string, error) {
 	switch {
 	case event.AggregateType == "":

@@ -9,7 +9,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     -- relay publishes them unchanged.
     payload        json        NOT NULL,
     headers        json,
-    created_at     timestamptz NOT NULL DEFAULT now()
+    -- The time of the insert, not of the transaction's start: writers that
+    -- lock the aggregate before writing its events get increasing times
+    -- per aggregate, which the polling relay's order follows.
+    created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
 -- The polling relay reads the oldest rows first.

@@ -14,10 +14,13 @@
 //     crash it resumes from the slot: what was not confirmed is sent again,
 //     so duplicates are possible and loss is not. Needs wal_level=logical
 //     and the REPLICATION privilege.
-//   - ModePoll selects the oldest rows with FOR UPDATE SKIP LOCKED, publishes
-//     them, waits for Kafka's acknowledgement, then deletes them in the same
-//     transaction. For databases where logical replication is not allowed.
-//     Several pollers may run at once; order then holds only per poller.
+//   - ModePoll selects the oldest rows (by created_at, the insert time) with
+//     FOR UPDATE SKIP LOCKED, publishes them, waits for Kafka's
+//     acknowledgement, then deletes them in the same transaction. For
+//     databases where logical replication is not allowed. One aggregate's
+//     events keep their order when its writers lock the aggregate (its row)
+//     before writing events and one poller runs; several pollers may run at
+//     once for throughput, at the price of that order.
 //
 // Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows).
 // Consumers deduplicate by the "id" header; package inbox does.
