@@ -68,6 +68,7 @@ Exit status 0 only if every check holds.`,
 	f.DurationVar(&o.duration, "duration", 20*time.Second, "how long the producer takes to send the stream")
 	f.StringVar(&o.guarantee, "guarantee", "exactly_once_v2", "processing guarantee of the projection (exactly_once_v2, at_least_once)")
 	f.BoolVar(&o.keep, "keep", false, "keep the broker and the projection instances (with their HTTP endpoints) running after the report, until interrupted")
+	cmd.AddCommand(newDemoPaymentsCommand())
 	return cmd
 }
 

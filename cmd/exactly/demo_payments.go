@@ -1,0 +1,477 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactly-go/exactly/examples/payments"
+	"github.com/exactly-go/exactly/examples/payments/gateway"
+)
+
+const (
+	pipelineDirect = "direct"
+	pipelineOutbox = "outbox"
+)
+
+type paymentsDemoOptions struct {
+	orders          int
+	partitions      int32
+	instances       int
+	kills           int
+	seed            uint64
+	duration        time.Duration
+	pipeline        string
+	ignoreKeys      bool
+	latency         time.Duration
+	transientRate   float64
+	declineRate     float64
+	concurrency     int
+	callerGuarantee string
+	timeout         time.Duration
+}
+
+func newDemoPaymentsCommand() *cobra.Command {
+	var o paymentsDemoOptions
+	cmd := &cobra.Command{
+		Use:   "payments",
+		Short: "Charge payment orders through a gateway simulator while killing the pipeline mid-call, and count the charges",
+		Long: `Starts an embedded Kafka-protocol broker, a payment gateway simulator (HTTP, on
+loopback) and the payment pipeline in several processes, then sends a stream
+of payment orders with redeliveries, resent orders and malformed records.
+Right after the gateway has charged an order, and before the process that
+asked has heard back (so before its transaction can commit), that process
+is killed with SIGKILL, --kills times, and restarted. Its order comes back
+to it, uncommitted, and it calls again with the same idempotency key.
+
+At the end the report counts orders, charges, duplicate charges and dead
+letters by reason, and checks payments-processed (read_committed).
+
+--pipeline direct  one exactly_once_v2 application calls the gateway
+--pipeline outbox  an exactly_once_v2 validator forwards each order once to
+                   pending-api-calls; a separate caller application
+                   (--caller-guarantee, at_least_once by default) calls
+
+With --gateway-ignores-keys the gateway charges every request: the report
+then shows the double charges the crashes cause, the failure no stream
+processor can prevent without the external system's help.
+
+Exit status 0 only if every valid order was charged exactly once.`,
+		Example: "  exactly demo payments\n  exactly demo payments --pipeline outbox\n  exactly demo payments --gateway-ignores-keys",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPaymentsDemo(cmd.Context(), cmd.OutOrStdout(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.orders, "orders", 400, "payment orders to generate")
+	f.Int32Var(&o.partitions, "partitions", 4, "partitions of the payment topics")
+	f.IntVar(&o.instances, "instances", 2, "pipeline processes that call the gateway")
+	f.IntVar(&o.kills, "kills", 10, "SIGKILLs to deliver, each right after a charge")
+	f.Uint64Var(&o.seed, "seed", 1, "seed of the generated stream and the gateway's failures")
+	f.DurationVar(&o.duration, "duration", 6*time.Second, "how long the producer takes to send the stream")
+	f.StringVar(&o.pipeline, "pipeline", pipelineDirect, "direct or outbox")
+	f.BoolVar(&o.ignoreKeys, "gateway-ignores-keys", false, "make the gateway ignore idempotency keys, to see what crashes then cost")
+	f.DurationVar(&o.latency, "latency", 5*time.Millisecond, "gateway latency per charge")
+	f.Float64Var(&o.transientRate, "transient-rate", 0.05, "share of charge requests the gateway answers 503")
+	f.Float64Var(&o.declineRate, "decline-rate", 0.03, "share of orders the gateway declines (402)")
+	f.IntVar(&o.concurrency, "concurrency", 4, "gateway calls per task at once")
+	f.StringVar(&o.callerGuarantee, "caller-guarantee", "at_least_once", "guarantee of the outbox caller (at_least_once, exactly_once_v2)")
+	f.DurationVar(&o.timeout, "timeout", 100*time.Second, "give up if the pipeline has not handled every order by then")
+	return cmd
+}
+
+func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) error {
+	if o.orders < 1 || o.instances < 1 || o.partitions < 1 || o.kills < 0 || o.concurrency < 1 {
+		return errors.New("--orders, --instances, --partitions and --concurrency must be positive, --kills not negative")
+	}
+	if o.pipeline != pipelineDirect && o.pipeline != pipelineOutbox {
+		return fmt.Errorf("--pipeline %q: use direct or outbox", o.pipeline)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this program to start pipeline processes: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "exactly-payments-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	cluster, err := startBroker("127.0.0.1:0", 1, "", false, o.partitions,
+		[]string{payments.DefaultInputTopic, payments.DefaultOutputTopic, payments.DefaultPendingTopic, payments.DefaultDeadLetterTopic})
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+
+	fleet := &fleet{exe: exe, dir: dir, specs: map[string][]string{}}
+	defer fleet.stopAll()
+	kills := &killPlan{target: o.kills, every: max(1, o.orders/(2*max(1, o.kills)))}
+	gw, err := gateway.Start("127.0.0.1:0", gateway.Options{
+		IgnoreKeys:    o.ignoreKeys,
+		Latency:       o.latency,
+		TransientRate: o.transientRate,
+		DeclineRate:   o.declineRate,
+		Seed:          o.seed,
+		File:          filepath.Join(dir, "charges.jsonl"),
+		AfterCharge: func(r *http.Request, _ gateway.Charge) {
+			if name := r.Header.Get(headerClientID); kills.due() && fleet.kill(name) {
+				kills.killed(fleet, name)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer gw.Close()
+
+	input := payments.Generate(payments.DefaultGenerateOptions(o.seed, o.orders))
+	printPaymentsSetup(out, o, brokers, gw.URL, input, dir)
+	fleet.plan(o, brokers, gw.URL)
+	for _, name := range fleet.names() {
+		if err := fleet.start(name); err != nil {
+			return err
+		}
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(2*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	produced := make(chan error, 1)
+	go func() { produced <- producePayments(ctx, cl, input, o.duration) }()
+
+	readOpts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
+	progress := newProgress(out, o.orders)
+	deadline := time.Now().Add(o.timeout)
+	producing := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-produced:
+			if err != nil {
+				return fmt.Errorf("produce the payment orders: %w", err)
+			}
+			producing = false
+		case <-time.After(300 * time.Millisecond):
+		}
+		rep, err := auditPayments(ctx, readOpts, input, gw, o.declineRate)
+		if err != nil {
+			return err
+		}
+		done := rep.ProcessedOrders + rep.Declined
+		progress.set(int64(min(done, o.orders)), kills.count())
+		if !producing && done >= rep.Orders && kills.finished() {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the pipeline handled %d of %d orders in %v (%d kills): see the logs in %s", done, rep.Orders, o.timeout, kills.count(), dir)
+		}
+	}
+	progress.finish()
+	kills.wait()
+	fleet.stopAll()
+
+	rep, err := auditPayments(ctx, readOpts, input, gw, o.declineRate)
+	if err != nil {
+		return err
+	}
+	strict := o.pipeline == pipelineDirect || o.callerGuarantee == "exactly_once_v2"
+	return printPaymentsReport(out, o, rep, gw.Stats(), kills.count(), fleet.failures(), strict)
+}
+
+func auditPayments(ctx context.Context, opts []kgo.Opt, input []payments.InputRecord, gw *gateway.Server, declineRate float64) (*payments.Report, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	processed, err := payments.ReadCommitted(ctx, opts, payments.DefaultOutputTopic)
+	if err != nil {
+		return nil, err
+	}
+	dls, err := payments.ReadCommitted(ctx, opts, payments.DefaultDeadLetterTopic)
+	if err != nil {
+		return nil, err
+	}
+	return payments.Audit(input, gw.Charges(), processed, dls, declineRate), nil
+}
+
+// producePayments sends records in order, spread over about duration.
+func producePayments(ctx context.Context, cl *kgo.Client, records []payments.InputRecord, duration time.Duration) error {
+	const steps = 40
+	per := (len(records) + steps - 1) / steps
+	for start := 0; start < len(records); start += per {
+		for _, r := range records[start:min(start+per, len(records))] {
+			cl.Produce(ctx, &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}, nil)
+		}
+		if err := cl.Flush(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(duration / steps):
+		}
+	}
+	return nil
+}
+
+func printPaymentsSetup(out io.Writer, o paymentsDemoOptions, brokers []string, gatewayURL string, input []payments.InputRecord, dir string) {
+	mode := "honours idempotency keys"
+	if o.ignoreKeys {
+		mode = "IGNORES idempotency keys"
+	}
+	events, orders := map[string]bool{}, map[string]map[string]bool{}
+	redelivered, malformed := 0, 0
+	for _, r := range input {
+		p, _, err := payments.Decode(r.Value)
+		if err != nil {
+			malformed++
+			continue
+		}
+		if events[p.EventID] {
+			redelivered++
+		}
+		events[p.EventID] = true
+		if orders[p.OrderID] == nil {
+			orders[p.OrderID] = map[string]bool{}
+		}
+		orders[p.OrderID][p.EventID] = true
+	}
+	resent := 0
+	for _, ids := range orders {
+		resent += len(ids) - 1
+	}
+	fmt.Fprintf(out, "broker      %s (any Kafka client can connect)\n", strings.Join(brokers, ","))
+	fmt.Fprintf(out, "gateway     %s: %s; %v per charge, %.0f%% of requests 503, %.0f%% of orders declined (402)\n",
+		gatewayURL, mode, o.latency, 100*o.transientRate, 100*o.declineRate)
+	fmt.Fprintf(out, "stream      %d records for %d payment orders: %d redelivered events, %d orders resent with a new event id, %d malformed\n",
+		len(input), len(orders), redelivered, resent, malformed)
+	if o.pipeline == pipelineDirect {
+		fmt.Fprintf(out, "pipeline    direct: %d processes under exactly_once_v2, %d gateway calls at once per task\n", o.instances, o.concurrency)
+	} else {
+		fmt.Fprintf(out, "pipeline    outbox split: 1 validator (exactly_once_v2) -> %s -> %d callers (%s), %d gateway calls at once per task\n",
+			payments.DefaultPendingTopic, o.instances, o.callerGuarantee, o.concurrency)
+	}
+	fmt.Fprintf(out, "kills       %d SIGKILLs, each right after the gateway charged and before the caller heard back\n", o.kills)
+	fmt.Fprintf(out, "logs        %s\n\n", dir)
+}
+
+func printPaymentsReport(out io.Writer, o paymentsDemoOptions, rep *payments.Report, st gateway.Stats, kills, failures int, strict bool) error {
+	fmt.Fprintf(out, "\nwhat happened\n")
+	fmt.Fprintf(out, "  processes killed with SIGKILL  %d (each between a charge and its commit)\n", kills)
+	if failures > 0 {
+		fmt.Fprintf(out, "  processes that exited on their own %d (see their logs)\n", failures)
+	}
+	fmt.Fprintf(out, "  gateway requests               %d: %d answered from an idempotency record, %d transient 503s, %d declined\n",
+		st.Requests, st.Replays, st.Transient, st.Declined)
+	rep.Print(out)
+	if !strict && rep.RepeatedRecords > 0 {
+		fmt.Fprintf(out, "  (repeated payments-processed records come from the at-least-once caller; each names the order's one charge)\n")
+	}
+	fmt.Fprintln(out)
+	switch {
+	case o.ignoreKeys && rep.DuplicateCharges > 0:
+		fmt.Fprintf(out, `DOUBLE CHARGES: %d orders were charged more than once (%d extra charges).
+Each kill struck after the gateway had charged and before the Kafka transaction
+recording it could commit. The transaction aborted, as it must; the restarted
+process found no record of the charge, called again with the same idempotency
+key, and this gateway, which ignores keys, charged again. Kafka's exactly-once
+ends at Kafka: only an external system that honours the idempotency key makes
+the repeated call harmless.
+`, len(rep.DoubleCharged), rep.DuplicateCharges)
+		return &exitError{code: 1, err: fmt.Errorf("%d duplicate charges: the gateway ignores idempotency keys", rep.DuplicateCharges)}
+	case rep.OK(strict):
+		fmt.Fprintf(out, "OK: every valid order charged exactly once despite %d kills between charge and commit;\n"+
+			"the gateway answered %d repeated calls with the first charge instead of charging again.\n", kills, st.Replays)
+		return nil
+	default:
+		fmt.Fprintf(out, "FAILED\n")
+		return &exitError{code: 1, err: errors.New("payments audit failed")}
+	}
+}
+
+// killPlan decides which charges are followed by a SIGKILL of the process
+// that asked for them: one every `every` charges, target in all.
+type killPlan struct {
+	target, every int
+
+	mu       sync.Mutex
+	charges  int
+	kills    int
+	restarts sync.WaitGroup
+}
+
+func (k *killPlan) due() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.charges++
+	return k.kills < k.target && k.charges%k.every == 0
+}
+
+// killed counts a kill and restarts the process after a pause.
+func (k *killPlan) killed(f *fleet, name string) {
+	k.mu.Lock()
+	k.kills++
+	k.mu.Unlock()
+	k.restarts.Go(func() {
+		time.Sleep(300 * time.Millisecond)
+		f.start(name)
+	})
+}
+
+func (k *killPlan) count() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.kills
+}
+
+func (k *killPlan) finished() bool { return k.count() >= k.target }
+
+// wait waits for the restarts under way.
+func (k *killPlan) wait() { k.restarts.Wait() }
+
+// fleet runs the pipeline processes as children of this program
+// (`exactly payments`), by name, so that the gateway can have the one that
+// made a charge killed for real.
+type fleet struct {
+	exe, dir string
+
+	mu      sync.Mutex
+	specs   map[string][]string
+	running map[string]*child
+	stopped bool
+	exited  int
+}
+
+// plan names the processes of the pipeline and their arguments.
+func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string) {
+	add := func(name, role, guarantee string) {
+		f.specs[name] = []string{"payments",
+			"--role", role,
+			"--brokers", strings.Join(brokers, ","),
+			"--gateway", gatewayURL,
+			"--guarantee", guarantee,
+			"--state-dir", filepath.Join(f.dir, "state-"+name),
+			"--instance-id", name,
+			"--client-id", name,
+			"--concurrency", strconv.Itoa(o.concurrency),
+			"--session-timeout", "3s",
+			"--log-level", "warn",
+		}
+	}
+	if o.pipeline == pipelineDirect {
+		for i := range o.instances {
+			add(fmt.Sprintf("direct-%d", i), roleDirect, "exactly_once_v2")
+		}
+		return
+	}
+	add("validator-0", roleValidator, "exactly_once_v2")
+	for i := range o.instances {
+		add(fmt.Sprintf("caller-%d", i), roleCaller, o.callerGuarantee)
+	}
+}
+
+func (f *fleet) names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for n := range f.specs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (f *fleet) start(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped || f.running[name] != nil {
+		return nil
+	}
+	if f.running == nil {
+		f.running = map[string]*child{}
+	}
+	logFile, err := os.OpenFile(filepath.Join(f.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(f.exe, f.specs[name]...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = withoutExactlyEnv(os.Environ())
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start pipeline process %s: %w", name, err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	f.running[name] = c
+	go func() {
+		err := cmd.Wait()
+		logFile.Close()
+		close(c.done)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.running[name] == c && err != nil {
+			f.exited++ // neither killed nor stopped by us
+			delete(f.running, name)
+		}
+	}()
+	return nil
+}
+
+// kill delivers SIGKILL to the named process and waits for it to die; false
+// if it is not running.
+func (f *fleet) kill(name string) bool {
+	f.mu.Lock()
+	c := f.running[name]
+	delete(f.running, name)
+	f.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.done
+	return true
+}
+
+// stopAll stops every process gracefully (SIGTERM; SIGKILL after 15 s) and
+// starts none after.
+func (f *fleet) stopAll() {
+	f.mu.Lock()
+	running := f.running
+	f.running, f.stopped = nil, true
+	f.mu.Unlock()
+	for _, c := range running {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range running {
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+}
+
+func (f *fleet) failures() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.exited
+}
