@@ -110,7 +110,10 @@ type Options struct {
 	// that charge.
 	Gateway *gateway.Client
 	// Concurrency is the most gateway calls one task makes at once;
-	// default 1. See package sideeffect.
+	// default 1. See package sideeffect. Give the gateway client's
+	// transport at least as many idle connections per host
+	// (http.Transport.MaxIdleConnsPerHost, default 2), or calls beyond
+	// them open a new connection each.
 	Concurrency int
 	// Retry bounds retries of transient gateway failures.
 	Retry sideeffect.Retry

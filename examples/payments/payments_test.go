@@ -12,6 +12,8 @@ import (
 	"github.com/exactly-go/exactly/examples/payments"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
 	"github.com/exactly-go/exactly/processors/sideeffect"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/testdriver"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -160,7 +162,8 @@ func TestSlowGatewayThroughputScalesWithConcurrencyOnKafka(t *testing.T) {
 		}
 		input := payments.Generate(payments.GenerateOptions{Seed: 1, Orders: orders, Start: time.UnixMilli(1732260000000)})
 		produce(t, brokers, input)
-		top, err := payments.DirectTopology(payments.Options{Gateway: &gateway.Client{BaseURL: gw.URL}, Concurrency: c})
+		client := &gateway.Client{BaseURL: gw.URL, HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c}}}
+		top, err := payments.DirectTopology(payments.Options{Gateway: client, Concurrency: c})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +178,61 @@ func TestSlowGatewayThroughputScalesWithConcurrencyOnKafka(t *testing.T) {
 		gw.Close()
 	}
 	t.Logf("50 ms gateway, one partition: %.1f orders/s at concurrency 1, %.1f at 8 (x%.1f)", rate[1], rate[8], rate[8]/rate[1])
-	if rate[8] < 3*rate[1] {
-		t.Errorf("concurrency 8 gave %.1f orders/s, not 3 times the %.1f of concurrency 1", rate[8], rate[1])
+	if rate[8] < 4*rate[1] {
+		t.Errorf("concurrency 8 gave %.1f orders/s, not 4 times the %.1f of concurrency 1", rate[8], rate[1])
+	}
+}
+
+// TestValidatorForwardsEachOrderOnce runs the validator in the test driver:
+// redelivered and resent orders reach pending-api-calls once, unusable
+// records go to the dead-letter topic with their reason.
+func TestValidatorForwardsEachOrderOnce(t *testing.T) {
+	top, err := payments.ValidatorTopology(payments.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	input := payments.Generate(payments.DefaultGenerateOptions(2, 200))
+	for _, r := range input {
+		if err := d.PipeBytes(payments.DefaultInputTopic, r.Key, r.Value, r.Timestamp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []string{`{"eventId":"e-x","amountCents":5,"currency":"EUR"}`, `{"eventId":"e-y","orderId":"o-y","amountCents":0,"currency":"EUR"}`} {
+		if err := d.PipeBytes(payments.DefaultInputTopic, []byte("x"), []byte(bad), time.UnixMilli(1732260000000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err := testdriver.CreateOutputTopic(d, payments.DefaultPendingTopic, serde.String, serde.JSON[payments.PaymentOrder]()).ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range pending {
+		seen[r.Value.OrderID]++
+	}
+	rep := payments.Audit(input, nil, nil, nil, 0)
+	if len(pending) != rep.Orders || len(seen) != rep.Orders {
+		t.Fatalf("%d pending records for %d orders, want one for each of %d", len(pending), len(seen), rep.Orders)
+	}
+	dls, err := testdriver.CreateOutputTopic(d, payments.DefaultDeadLetterTopic, serde.Bytes, serde.Bytes).ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]int{}
+	for _, r := range dls {
+		for _, h := range r.Headers {
+			if h.Key == exactly.HeaderErrorReason {
+				reasons[string(h.Value)]++
+			}
+		}
+	}
+	want := map[string]int{payments.ReasonMalformed: rep.Malformed, payments.ReasonMissingField: 1, payments.ReasonInvalidAmount: 1}
+	if fmt.Sprint(reasons) != fmt.Sprint(want) {
+		t.Fatalf("dead letters by reason %v, want %v", reasons, want)
 	}
 }

@@ -366,6 +366,25 @@ func TestSlowGatewayThroughputScalesWithConcurrency(t *testing.T) {
 	}
 }
 
+func TestKeyTTLForgetsKeysAfterTheirStreamTime(t *testing.T) {
+	h := start(t, gateway.Options{}, sideeffect.Options[string, order, paid]{KeyTTL: time.Hour}, testdriver.Config{})
+	if err := h.in.PipeInput("o-1", o(1), t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.in.PipeInput("o-1", o(1), t0.Add(30*time.Minute)); err != nil { // remembered: skipped
+		t.Fatal(err)
+	}
+	if err := h.in.PipeInput("o-1", o(1), t0.Add(2*time.Hour)); err != nil { // forgotten: called again
+		t.Fatal(err)
+	}
+	if s := h.stats(); s.Requests != 2 || s.Replays != 1 || s.Charges != 1 {
+		t.Fatalf("gateway stats %+v, want 2 requests (1 replayed by key), 1 charge", s)
+	}
+	if got := h.paid(); len(got) != 2 {
+		t.Fatalf("%d outputs, want 2 (the copy after the TTL is forwarded again)", len(got))
+	}
+}
+
 func TestKeyFromIsDeterministicAndUnambiguous(t *testing.T) {
 	k := sideeffect.KeyFrom("payments", "o-1")
 	if k != sideeffect.KeyFrom("payments", "o-1") {
