@@ -143,7 +143,9 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 
 	input := payments.Generate(payments.DefaultGenerateOptions(o.seed, o.orders))
 	printPaymentsSetup(out, o, brokers, gw.URL, input, dir)
-	fleet.plan(o, brokers, gw.URL)
+	if err := fleet.plan(o, brokers, gw.URL); err != nil {
+		return err
+	}
 	for _, name := range fleet.names() {
 		if err := fleet.start(name); err != nil {
 			return err
@@ -188,6 +190,7 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	}
 	progress.finish()
 	kills.wait()
+	metricsSeen := scrapeMetrics(ctx, fleet.http, paymentsDemoMetrics)
 	fleet.stopAll()
 
 	rep, err := auditPayments(ctx, readOpts, input, gw, o.declineRate)
@@ -195,8 +198,14 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 		return err
 	}
 	strict := o.pipeline == pipelineDirect || o.callerGuarantee == "exactly_once_v2"
-	return printPaymentsReport(out, o, rep, gw.Stats(), kills.count(), fleet.failures(), strict)
+	err = printPaymentsReport(out, o, rep, gw.Stats(), kills.count(), fleet.failures(), strict)
+	fmt.Fprintf(out, "metrics on /metrics during the run: %s\n", strings.Join(metricsSeen, ", "))
+	return err
 }
+
+// paymentsDemoMetrics are the metrics the demo shows are exported while it
+// runs.
+var paymentsDemoMetrics = []string{"sideeffect_calls_total", "sideeffect_retries_total", "sideeffect_skipped_total", "sideeffect_dead_letters_total", "sideeffect_call_duration_seconds_count", "exactly_records_processed_total"}
 
 func auditPayments(ctx context.Context, opts []kgo.Opt, input []payments.InputRecord, gw *gateway.Server, declineRate float64) (*payments.Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -355,15 +364,24 @@ type fleet struct {
 
 	mu      sync.Mutex
 	specs   map[string][]string
+	http    []string // each process's HTTP address, for /metrics
 	running map[string]*child
 	stopped bool
 	exited  int
 }
 
 // plan names the processes of the pipeline and their arguments.
-func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string) {
+func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string) error {
+	var err error
 	add := func(name, role, guarantee string) {
+		addr, lerr := freeLoopbackAddr()
+		if lerr != nil {
+			err = lerr
+			return
+		}
+		f.http = append(f.http, addr)
 		f.specs[name] = []string{"payments",
+			"--http", addr,
 			"--role", role,
 			"--brokers", strings.Join(brokers, ","),
 			"--gateway", gatewayURL,
@@ -380,12 +398,13 @@ func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string)
 		for i := range o.instances {
 			add(fmt.Sprintf("direct-%d", i), roleDirect, "exactly_once_v2")
 		}
-		return
+		return err
 	}
 	add("validator-0", roleValidator, "exactly_once_v2")
 	for i := range o.instances {
 		add(fmt.Sprintf("caller-%d", i), roleCaller, o.callerGuarantee)
 	}
+	return err
 }
 
 func (f *fleet) names() []string {

@@ -24,7 +24,8 @@ func TestPaymentsDemoUnderSIGKILL(t *testing.T) {
 		ignore   bool
 		want     []string
 	}{
-		{name: "direct", pipeline: pipelineDirect, want: []string{"duplicate charges              0\n", "(0 repeated)", "OK: every valid order charged exactly once"}},
+		{name: "direct", pipeline: pipelineDirect, want: []string{"duplicate charges              0\n", "(0 repeated)", "OK: every valid order charged exactly once",
+			"metrics on /metrics during the run: " + strings.Join(paymentsDemoMetrics, ", ") + "\n"}},
 		{name: "outbox-split", pipeline: pipelineOutbox, caller: "at_least_once", want: []string{"duplicate charges              0\n", "OK: every valid order charged exactly once"}},
 		{name: "outbox-split-transactional-caller", pipeline: pipelineOutbox, caller: "exactly_once_v2", want: []string{"duplicate charges              0\n", "(0 repeated)"}},
 		{name: "gateway-ignores-keys", pipeline: pipelineDirect, ignore: true, want: []string{"DOUBLE CHARGES", "(0 repeated)"}},

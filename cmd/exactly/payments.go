@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
 	"github.com/exactly-go/exactly/examples/payments"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
 	"github.com/exactly-go/exactly/processors/sideeffect"
@@ -45,6 +49,7 @@ type paymentsConfig struct {
 	SessionTimeout time.Duration
 	RetryFor       time.Duration
 	ClientID       string
+	HTTP           string
 }
 
 func newPaymentsCommand() *cobra.Command {
@@ -89,6 +94,7 @@ that honours idempotency keys then charges once.`,
 	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout")
 	f.DurationVar(&c.RetryFor, "retry-for", 0, "how long to retry a charge that fails transiently before dead-lettering it; default 5s")
 	f.StringVar(&c.ClientID, "client-id", "", "sent to the gateway as header "+headerClientID)
+	f.StringVar(&c.HTTP, "http", "", `HTTP listen address for /metrics, /healthz, /readyz and the status page; "" (the default) turns it off`)
 	return cmd
 }
 
@@ -133,7 +139,11 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 	if c.ClientID != "" {
 		client.Headers = http.Header{headerClientID: {c.ClientID}}
 	}
-	opts := payments.Options{Gateway: client, Concurrency: c.Concurrency, Persistent: true, Retry: sideeffect.Retry{For: c.RetryFor}}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := sideeffect.NewMetrics(nil)
+	reg.MustRegister(metrics.Collectors()...)
+	opts := payments.Options{Gateway: client, Concurrency: c.Concurrency, Persistent: true, Retry: sideeffect.Retry{For: c.RetryFor}, Metrics: metrics}
 	var top *exactly.Topology
 	var err error
 	switch c.Role {
@@ -156,14 +166,34 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 		InstanceID:     c.InstanceID,
 		SessionTimeout: c.SessionTimeout,
 		CreateTopics:   true,
+		Registerer:     reg,
 		Logger:         log,
 	})
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	if c.HTTP != "" {
+		ln, err := net.Listen("tcp", c.HTTP)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w: choose a free address, or leave --http empty", c.HTTP, err)
+		}
+		srv := httpapi.New(httpapi.Options{Application: c.ApplicationID, Instance: c.InstanceID, Registry: reg, Ready: app.Ready(), Logger: log})
+		go func() { served <- srv.Serve(ctx, ln) }()
+	} else {
+		served <- nil
+	}
 	log.Info("running the payment pipeline", "brokers", strings.Join(c.Brokers, ","), "gateway", c.Gateway, "guarantee", c.Guarantee, "concurrency", c.Concurrency)
-	if err := app.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("payments %s: %w", c.Role, err)
+	runErr := app.Run(ctx)
+	cancel()
+	httpErr := <-served
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return fmt.Errorf("payments %s: %w", c.Role, runErr)
+	}
+	if httpErr != nil {
+		return fmt.Errorf("--http %s: %w", c.HTTP, httpErr)
 	}
 	return nil
 }
