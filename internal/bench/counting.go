@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+)
+
+// CountOut is one output of the counting topology: the input's value and
+// its key's count after it.
+type CountOut struct {
+	ID    string `json:"id"`
+	Count int64  `json:"count"`
+}
+
+type countProc struct {
+	ctx    exactly.ProcessorContext[string, CountOut]
+	counts store.KeyValueStore[string, int64]
+}
+
+func (p *countProc) Init(ctx exactly.ProcessorContext[string, CountOut]) (err error) {
+	p.ctx = ctx
+	p.counts, err = exactly.GetKeyValueStore[string, int64](ctx, "counts")
+	return err
+}
+
+func (p *countProc) Process(rec exactly.Record[string, string]) error {
+	n, _, err := p.counts.Get(rec.Key)
+	if err != nil {
+		return err
+	}
+	if err := p.counts.Put(rec.Key, n+1); err != nil {
+		return err
+	}
+	p.ctx.Forward(exactly.Record[string, CountOut]{Key: rec.Key, Value: CountOut{ID: rec.Value, Count: n + 1}})
+	return nil
+}
+
+func (p *countProc) Close() error { return nil }
+
+// CountingTopology is the counting topology of the throughput scenarios:
+// input → count per key (a logged store) → one JSON output per input.
+func CountingTopology(input, output string, persistent bool) (*exactly.Topology, error) {
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{input}, Keys: serde.String, Values: serde.String})
+	exactly.AddProcessor(b, "count", func() exactly.Processor[string, string, string, CountOut] { return &countProc{} }, "in")
+	exactly.AddStore(b, exactly.Store[string, int64]{Name: "counts", Keys: serde.String, Values: serde.Int64, Persistent: persistent}, "count")
+	exactly.AddSink(b, "out", exactly.Sink[string, CountOut]{Topic: output, Keys: serde.String, Values: serde.JSON[CountOut]()}, "count")
+	return b.Build()
+}
+
+// appConfig is the configuration every scenario's app starts from.
+func appConfig(brokers []string, appID string, eos bool, interval time.Duration) exactly.Config {
+	g := exactly.AtLeastOnce
+	if eos {
+		g = exactly.ExactlyOnceV2
+	}
+	return exactly.Config{
+		Brokers:            brokers,
+		ApplicationID:      appID,
+		Guarantee:          g,
+		CommitInterval:     interval,
+		SessionTimeout:     3 * time.Second,
+		RebalanceTimeout:   5 * time.Second,
+		TransactionTimeout: max(10*time.Second, 2*interval),
+		CreateTopics:       true,
+	}
+}
+
+var intervals = []struct {
+	name     string
+	interval time.Duration
+}{{"100ms", 100 * time.Millisecond}, {"1s", time.Second}, {"30s", 30 * time.Second}}
+
+// sizeRecords is the input size of one throughput repetition.
+func (r *runner) sizeRecords(bytes int) int {
+	n := 200_000
+	if r.opts.Quick {
+		n = 30_000
+	}
+	if bytes > 500 {
+		n /= 2
+	}
+	return n
+}
+
+func (r *runner) ceilingOnce(ctx context.Context, n, size int) (float64, error) {
+	c, err := newCluster("input", "output")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if err := c.produce(ctx, sizedRecords("input", n, size, 1000)); err != nil {
+		return 0, err
+	}
+	d, err := rawLoop(ctx, c.brokers, "input", "output", n)
+	if err != nil {
+		return 0, err
+	}
+	return float64(n) / d.Seconds(), nil
+}
+
+type countingRun struct {
+	records, size int
+	eos           bool
+	interval      time.Duration
+}
+
+func (r *runner) countingOnce(ctx context.Context, cr countingRun) (float64, error) {
+	c, err := newCluster("input", "output")
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if err := c.produce(ctx, sizedRecords("input", cr.records, cr.size, 1000)); err != nil {
+		return 0, err
+	}
+	top, err := CountingTopology("input", "output", false)
+	if err != nil {
+		return 0, err
+	}
+	dir, err := os.MkdirTemp("", "exactly-bench-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	cfg := appConfig(c.brokers, "counting", cr.eos, cr.interval)
+	cfg.StateDir = dir
+	d, _, err := appRun{top: top, cfg: cfg, records: cr.records}.run(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if got, err := committedOffsets(ctx, c.brokers, "counting", "input"); err != nil || got != int64(cr.records) {
+		return 0, fmt.Errorf("counting run committed %d input offsets of %d (%v)", got, cr.records, err)
+	}
+	return float64(cr.records) / d.Seconds(), nil
+}
+
+// counting runs the ceiling and the counting topology under both
+// guarantees at each commit interval and size, repetitions interleaved so
+// that drift of the machine hits every scenario alike.
+func (r *runner) counting(ctx context.Context) error {
+	r.progress("ceiling and counting topology")
+	for rep := range r.reps {
+		for _, s := range sizes {
+			n := r.sizeRecords(s.bytes)
+			if r.want("ceiling") {
+				v, err := r.ceilingOnce(ctx, n, s.bytes)
+				if err != nil {
+					return fmt.Errorf("ceiling %s: %w", s.name, err)
+				}
+				r.add("ceiling_"+s.name, "records/s", n, v)
+			}
+			if !r.want("counting") {
+				continue
+			}
+			for _, iv := range intervals {
+				for _, eos := range []bool{false, true} {
+					g := map[bool]string{false: "alos", true: "eos"}[eos]
+					name := fmt.Sprintf("counting_%s_%s_%s", g, iv.name, s.name)
+					v, err := r.countingOnce(ctx, countingRun{records: n, size: s.bytes, eos: eos, interval: iv.interval})
+					if err != nil {
+						return fmt.Errorf("%s: %w", name, err)
+					}
+					r.add(name, "records/s", n, v)
+					if iv.name == "30s" && rep == 0 {
+						r.note(name, "run shorter than one interval: one commit, at close")
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
