@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 )
 
 // cleaner deletes relayed rows off the receive loop, so a large deletion
@@ -59,12 +61,46 @@ func (s *cdcSession) clean(ctx context.Context) {
 	}
 }
 
+// visibilityWait bounds how long deleteRows waits for relayed rows to
+// become visible. Logical decoding can send a transaction a moment before
+// its commit is visible to other sessions; a row still missing after this
+// long was deleted by its writer (insert and delete in one transaction).
+const visibilityWait = 2 * time.Second
+
+// deleteRows deletes the relayed rows ids. Rows not yet visible are waited
+// for, up to visibilityWait.
 func (s *cdcSession) deleteRows(ctx context.Context, ids []string) error {
-	sql := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, quoteTable(s.r.cfg.Table))
-	if _, err := s.conn.Exec(ctx, sql, ids); err != nil {
-		return fmt.Errorf("relay: delete %d relayed rows: %w", len(ids), err)
+	sql := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[]) RETURNING id::text`, quoteTable(s.r.cfg.Table))
+	deadline := time.Now().Add(visibilityWait)
+	for {
+		rows, err := s.conn.Query(ctx, sql, ids)
+		if err != nil {
+			return fmt.Errorf("relay: delete %d relayed rows: %w", len(ids), err)
+		}
+		deleted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("relay: delete %d relayed rows: %w", len(ids), err)
+		}
+		if len(deleted) == len(ids) || time.Now().After(deadline) {
+			return nil
+		}
+		gone := make(map[string]bool, len(deleted))
+		for _, id := range deleted {
+			gone[id] = true
+		}
+		var missing []string
+		for _, id := range ids {
+			if !gone[id] {
+				missing = append(missing, id)
+			}
+		}
+		ids = missing
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	return nil
 }
 
 func (s *cdcSession) fail(err error) {

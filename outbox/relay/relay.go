@@ -90,7 +90,9 @@ type Config struct {
 	// (default 100ms). Only with TransactionalID.
 	TransactionInterval time.Duration
 	// KeepRows leaves relayed rows in the table (ModeCDC only; the poller
-	// must delete what it relayed).
+	// must delete what it relayed). Set it too when writers delete their
+	// outbox rows in the transaction that inserted them: there is nothing
+	// to clean, and the relay would wait for rows that never appear.
 	KeepRows bool
 	// Slot and Publication name the replication slot and publication
 	// (ModeCDC; default "exactly_outbox" both).
