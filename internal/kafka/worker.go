@@ -48,10 +48,15 @@ type worker struct {
 	timestamps []int64 // record timestamps since the last commit
 	fatal      error   // a failure that must stop the worker
 
-	inTxn      bool            // a transaction is open (exactly_once_v2)
-	inflight   *sync.WaitGroup // records sent and not yet acknowledged
-	produceMu  sync.Mutex
-	produceErr error // the first failed send of the current commit
+	inTxn bool // a transaction is open (exactly_once_v2)
+	// produceCtx governs sends. It outlives the run's context, so that
+	// records sent before a shutdown still reach the final commit; it ends
+	// with the session, or when the shutdown's commit runs out of time.
+	produceCtx    context.Context
+	cancelProduce context.CancelFunc
+	inflight      *sync.WaitGroup // records sent and not yet acknowledged
+	produceMu     sync.Mutex
+	produceErr    error // the first failed send of the current commit
 }
 
 type liveTask struct {
@@ -139,6 +144,8 @@ func (w *worker) session(ctx context.Context) (err error) {
 	w.inTxn = false
 	w.inflight = &sync.WaitGroup{}
 	w.produceErr = nil
+	w.produceCtx, w.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
+	defer w.cancelProduce()
 	if w.eos {
 		w.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
 		if err != nil {
@@ -250,8 +257,16 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		}
 		return procErr
 	}
+	if ctx.Err() != nil {
+		// Stopping: the shutdown's commit, which has a context of its own,
+		// commits this batch; a commit under the cancelled context would
+		// fail and discard (EOS) or leave uncommitted (ALOS) its work.
+		return nil
+	}
 	if time.Since(w.lastCommit) >= w.r.cfg.CommitInterval {
-		return w.commit(ctx)
+		commitCtx, cancel := withGrace(ctx, shutdownGrace)
+		defer cancel()
+		return w.commit(commitCtx)
 	}
 	return w.sendOutputs(ctx)
 }
@@ -287,11 +302,13 @@ func (w *worker) beginTxn() error {
 }
 
 // send produces rec asynchronously; failures are kept for the commit, and
-// onAck runs with the acknowledged record.
-func (w *worker) send(ctx context.Context, rec *kgo.Record, onAck func(*kgo.Record)) {
+// onAck runs with the acknowledged record. The record is bound to
+// produceCtx, not ctx: cancelling the run must not fail the sends that the
+// shutdown's final commit waits for.
+func (w *worker) send(_ context.Context, rec *kgo.Record, onAck func(*kgo.Record)) {
 	w.inflight.Add(1)
 	wg := w.inflight
-	w.cl.Produce(ctx, rec, func(r *kgo.Record, err error) {
+	w.cl.Produce(w.produceCtx, rec, func(r *kgo.Record, err error) {
 		defer wg.Done()
 		if err != nil {
 			w.produceMu.Lock()
@@ -570,6 +587,20 @@ func decodeStreamTime(meta string) int64 {
 	return st
 }
 
+// shutdownGrace bounds how long a commit may go on after the run is
+// cancelled, and how long the final commit of a shutdown may take.
+const shutdownGrace = 10 * time.Second
+
+// withGrace returns a context that ends grace after ctx ends, so that a
+// commit under way when the run is cancelled completes instead of failing
+// half done (which would abort its transaction, or leave its offsets
+// uncommitted under at_least_once, and redo the work after a restart).
+func withGrace(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return out, func() { stop(); cancel() }
+}
+
 // abortAll discards every task's work since the last commit.
 func (w *worker) abortAll() {
 	for _, lt := range w.tasks {
@@ -582,8 +613,10 @@ func (w *worker) abortAll() {
 func (w *worker) shutdown() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	stop := context.AfterFunc(ctx, w.cancelProduce)
+	defer stop()
 	if err := w.commit(ctx); err != nil {
 		w.log.Warn("final commit failed", "err", err)
 		w.abortAll()
