@@ -120,12 +120,13 @@ func (p *processor[K, V, R]) flush() error {
 		groups[i] = append(groups[i], c)
 	}
 	slots := make(chan struct{}, p.opts.Concurrency)
+	deadline := time.Now().Add(p.opts.Retry.For)
 	var wg sync.WaitGroup
 	for _, group := range groups {
 		wg.Go(func() {
 			for _, c := range group {
 				slots <- struct{}{}
-				c.out = execute(p.callCtx, p, c.ev.IdempotencyKey, c.rec.Key, c.rec.Value)
+				c.out = execute(p.callCtx, p, c.ev.IdempotencyKey, c.rec.Key, c.rec.Value, deadline)
 				<-slots
 			}
 		})
@@ -134,6 +135,9 @@ func (p *processor[K, V, R]) flush() error {
 
 	name := p.ctx.NodeName()
 	for _, c := range calls {
+		if c.out.deferred && !c.duplicate {
+			continue // stays pending, for the next flush
+		}
 		if err := p.pending.Delete(c.storeKey); err != nil {
 			return fmt.Errorf("sideeffect %q: remove pending event %s: %w", name, c.ev.IdempotencyKey, err)
 		}

@@ -102,17 +102,25 @@ type outcome[R any] struct {
 	err       error // nil on success
 	permanent *PermanentError
 	attempts  int
+	// deferred: the flush's deadline came before the event was done; it
+	// stays pending for the next flush.
+	deferred bool
 }
 
 // execute calls until success, a permanent failure, or the retry budget is
-// spent. It never records anything: that is the caller's, on the task's
-// goroutine.
-func execute[K, V, R any](ctx context.Context, p *processor[K, V, R], idemKey string, key K, value V) outcome[R] {
+// spent; within a flush, also until flushDeadline (zero: none), after which
+// no new attempt starts. It never records anything: that is the caller's,
+// on the task's goroutine.
+func execute[K, V, R any](ctx context.Context, p *processor[K, V, R], idemKey string, key K, value V, flushDeadline time.Time) outcome[R] {
 	retry := p.opts.Retry
 	start := time.Now()
 	backoff := retry.Initial
 	var o outcome[R]
 	for {
+		if !flushDeadline.IsZero() && time.Now().After(flushDeadline) {
+			o.deferred = true
+			return o
+		}
 		o.attempts++
 		attemptCtx, cancel := context.WithTimeout(ctx, retry.AttemptTimeout)
 		began := time.Now()

@@ -43,8 +43,11 @@
 // when the FlushInterval wall-clock punctuator fires, and their results,
 // dead letters and keys are written in input order. Events with equal
 // record keys are called one after the other, in input order; others
-// overlap. A crash leaves the pending events in the committed store: the
-// task's next owner calls them again, with the same keys.
+// overlap. A flush starts no call after Retry.For has passed: the events
+// it did not finish stay pending for the next one, so a flush holds the
+// task's transaction open for at most Retry.For plus one AttemptTimeout.
+// A crash leaves the pending events in the committed store: the task's
+// next owner calls them again, with the same keys.
 package sideeffect
 
 import (
@@ -270,7 +273,7 @@ func (p *processor[K, V, R]) Process(rec exactly.Record[K, V]) error {
 	if p.opts.Concurrency > 1 {
 		return p.stash(idemKey, rec)
 	}
-	o := execute(p.callCtx, p, idemKey, rec.Key, rec.Value)
+	o := execute(p.callCtx, p, idemKey, rec.Key, rec.Value, time.Time{})
 	return p.complete(idemKey, rec, nil, o)
 }
 

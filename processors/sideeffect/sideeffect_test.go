@@ -341,6 +341,37 @@ func TestConcurrentBatchSurvivesACrashMidFlush(t *testing.T) {
 	}
 }
 
+// TestFlushStartsNoCallAfterTheRetryBudget: events of one record key run
+// one after the other; those the flush could not start within Retry.For
+// stay pending, in order, for the next flush.
+func TestFlushStartsNoCallAfterTheRetryBudget(t *testing.T) {
+	h := start(t, gateway.Options{Latency: 60 * time.Millisecond}, sideeffect.Options[string, order, paid]{
+		Concurrency: 4, Retry: sideeffect.Retry{Initial: time.Millisecond, For: 100 * time.Millisecond},
+	}, testdriver.Config{})
+	for i := range 3 {
+		if err := h.in.PipeInput("same-key", o(i), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.d.AdvanceWallClock(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	first := h.paid()
+	if len(first) != 2 {
+		t.Fatalf("first flush forwarded %d events, want 2 (the third starts after the budget)", len(first))
+	}
+	if err := h.d.AdvanceWallClock(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	second := h.paid()
+	if len(second) != 1 || second[0].Value.OrderID != "o-2" {
+		t.Fatalf("second flush forwarded %+v, want o-2", second)
+	}
+	if s := h.stats(); s.Requests != 3 || s.Charges != 3 {
+		t.Fatalf("gateway stats %+v, want 3 requests, 3 charges", s)
+	}
+}
+
 // TestSlowGatewayThroughputScalesWithConcurrency measures events per second
 // against a gateway taking 50 ms a call.
 func TestSlowGatewayThroughputScalesWithConcurrency(t *testing.T) {
