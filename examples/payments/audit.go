@@ -24,9 +24,10 @@ type Report struct {
 	// exactly one.
 	Charges, ChargedOnce int
 	// DuplicateCharges counts charges beyond the first of an order: money
-	// taken twice. DoubleCharged names such orders, sorted.
+	// taken twice.
 	DuplicateCharges int
-	DoubleCharged    []string
+	// DoubleCharged names the orders charged more than once, sorted.
+	DoubleCharged []string
 	// Uncharged names valid orders the gateway accepts that have no charge.
 	Uncharged []string
 	// UnexpectedCharges counts charges of declined or unknown orders.

@@ -9,8 +9,12 @@ import (
 
 // InputRecord is one record of a generated payment-order stream.
 type InputRecord struct {
-	Key, Value []byte
-	Timestamp  time.Time
+	// Key is the order id (bytes of a malformed record's own key).
+	Key []byte
+	// Value is the JSON of a PaymentOrder, or junk for a malformed record.
+	Value []byte
+	// Timestamp is the record's timestamp, 1 ms after the previous one.
+	Timestamp time.Time
 }
 
 // GenerateOptions shape a generated stream.

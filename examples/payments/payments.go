@@ -81,17 +81,25 @@ const StatusPending = "PENDING"
 
 // PaymentOrder is a record of payment-orders (and pending-api-calls).
 type PaymentOrder struct {
-	EventID     string `json:"eventId"`
-	OrderID     string `json:"orderId"`
-	AmountCents int64  `json:"amountCents"`
-	Currency    string `json:"currency"`
+	// EventID names the event; a resent order has a new one.
+	EventID string `json:"eventId"`
+	// OrderID names the order: the identity an order is charged once by.
+	OrderID string `json:"orderId"`
+	// AmountCents is the amount to charge, positive, in the currency's
+	// minor unit.
+	AmountCents int64 `json:"amountCents"`
+	// Currency is an ISO 4217 code.
+	Currency string `json:"currency"`
 }
 
 // PaymentProcessed is a record of payments-processed.
 type PaymentProcessed struct {
-	OrderID       string `json:"orderId"`
-	AmountCents   int64  `json:"amountCents"`
-	Currency      string `json:"currency"`
+	// OrderID, AmountCents and Currency repeat the order charged.
+	OrderID     string `json:"orderId"`
+	AmountCents int64  `json:"amountCents"`
+	Currency    string `json:"currency"`
+	// TransactionID is the gateway's charge: the same for every repeat of
+	// the call, as the idempotency key is.
 	TransactionID string `json:"transactionId"`
 }
 

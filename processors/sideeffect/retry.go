@@ -35,9 +35,11 @@ type PermanentError struct {
 	// Reason is the dead-letter reason, short and stable, e.g.
 	// "payment-declined"; empty means ReasonPermanentFailure.
 	Reason string
-	Err    error
+	// Err is the failure itself, named in the dead letter's message.
+	Err error
 }
 
+// Error names the reason and the failure.
 func (e *PermanentError) Error() string {
 	if e.Reason == "" {
 		return e.Err.Error()
@@ -45,6 +47,7 @@ func (e *PermanentError) Error() string {
 	return e.Reason + ": " + e.Err.Error()
 }
 
+// Unwrap returns Err.
 func (e *PermanentError) Unwrap() error { return e.Err }
 
 // Permanent wraps err as a permanent failure with a dead-letter reason. Any

@@ -130,9 +130,11 @@ type Options[K, V, R any] struct {
 	// PendingStore names the store of pending events when Concurrency > 1;
 	// default "<processor>-pending".
 	PendingStore string
-	// Keys and Values serialize pending events; required when
+	// Keys serializes the record keys of pending events; required when
 	// Concurrency > 1.
-	Keys   serde.Serde[K]
+	Keys serde.Serde[K]
+	// Values serializes the values of pending events; required when
+	// Concurrency > 1. Both must read back what they wrote.
 	Values serde.Serde[V]
 	// Metrics receives the counts; see NewMetrics.
 	Metrics Metrics

@@ -24,10 +24,13 @@ type Client struct {
 // StatusError is a response other than 200: Code tells a permanent failure
 // (4xx other than 408 and 429) from a transient one.
 type StatusError struct {
+	// Code is the HTTP status.
 	Code int
+	// Body is the response body, e.g. {"error": "card_declined"}.
 	Body string
 }
 
+// Error names the status and the body.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("gateway answered %d %s: %s", e.Code, http.StatusText(e.Code), strings.TrimSpace(e.Body))
 }

@@ -45,23 +45,30 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 
 // ChargeRequest is the body of POST /charges.
 type ChargeRequest struct {
-	OrderID     string `json:"orderId"`
-	AmountCents int64  `json:"amountCents"`
-	Currency    string `json:"currency"`
+	// OrderID names the order charged; required.
+	OrderID string `json:"orderId"`
+	// AmountCents is the amount in the currency's minor unit.
+	AmountCents int64 `json:"amountCents"`
+	// Currency is an ISO 4217 code; required.
+	Currency string `json:"currency"`
 }
 
 // ChargeResponse is the body of a successful POST /charges.
 type ChargeResponse struct {
+	// TransactionID names the charge; a replayed key returns the first.
 	TransactionID string `json:"transactionId"`
 }
 
 // Charge is one real charge: money moved once.
 type Charge struct {
-	TransactionID  string `json:"transactionId"`
+	// TransactionID names the charge, unique per charge.
+	TransactionID string `json:"transactionId"`
+	// IdempotencyKey is the key of the request that made it, if any.
 	IdempotencyKey string `json:"idempotencyKey,omitempty"`
-	OrderID        string `json:"orderId"`
-	AmountCents    int64  `json:"amountCents"`
-	Currency       string `json:"currency"`
+	// OrderID, AmountCents and Currency are the request's.
+	OrderID     string `json:"orderId"`
+	AmountCents int64  `json:"amountCents"`
+	Currency    string `json:"currency"`
 }
 
 // Stats counts what the simulator did since it started (requests) and in
