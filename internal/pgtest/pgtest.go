@@ -55,14 +55,23 @@ var (
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 // Without it the server still dies with the test binary, but its temporary
-// directory stays behind.
+// directory stays behind, and every cluster runs initdb (with it, later
+// clusters copy the first one's fresh data directory).
 func Main(m *testing.M) {
+	pristine.Lock()
+	pristine.keep = true
+	pristine.Unlock()
 	code := m.Run()
 	if sharedCluster != nil {
 		if err := sharedCluster.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
 		}
 	}
+	pristine.Lock()
+	if pristine.dir != "" {
+		os.RemoveAll(pristine.dir)
+	}
+	pristine.Unlock()
 	os.Exit(code)
 }
 
@@ -241,13 +250,48 @@ func (c *Cluster) command(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// pristine is a data directory fresh from initdb, never started, that later
+// clusters of this process copy: a copy takes a fraction of initdb's time.
+var pristine struct {
+	sync.Mutex
+	keep bool   // Main runs, and removes dir at the end
+	dir  string // holds data/; empty until the first initdb
+}
+
+// initdb creates c's data directory as a copy of the process's pristine one,
+// running initdb first if there is none yet.
 func (c *Cluster) initdb() error {
+	pristine.Lock()
+	defer pristine.Unlock()
+	if pristine.dir != "" {
+		// Touched so that removeStale never takes it for a leftover.
+		now := time.Now()
+		os.Chtimes(pristine.dir, now, now)
+		out, err := exec.Command("cp", "-a", filepath.Join(pristine.dir, "data"), c.dataDir).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		fmt.Fprintf(os.Stderr, "pgtest: copy pristine data directory: %v: %s; running initdb\n", err, out)
+	}
 	cmd := c.command("initdb", "--pgdata", c.dataDir, "--username", superuser,
 		"--auth", "trust", "--encoding", "UTF8", "--locale", "C", "--no-sync")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	if !pristine.keep {
+		return nil // nobody would remove the copy: every cluster runs initdb
+	}
+	dir, err := os.MkdirTemp("", "exactly-pgtest-")
+	if err != nil {
+		return nil
+	}
+	if out, err := exec.Command("cp", "-a", c.dataDir, filepath.Join(dir, "data")).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgtest: keep pristine data directory: %v: %s\n", err, out)
+		os.RemoveAll(dir)
+		return nil
+	}
+	pristine.dir = dir
 	return nil
 }
 
