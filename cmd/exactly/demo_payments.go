@@ -123,6 +123,9 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	fleet := &fleet{exe: exe, dir: dir, specs: map[string][]string{}}
 	defer fleet.stopAll()
 	kills := &killPlan{target: o.kills, every: max(1, o.orders/(2*max(1, o.kills)))}
+	if o.pipeline == pipelineOutbox {
+		kills.validator = "validator-0"
+	}
 	gw, err := gateway.Start("127.0.0.1:0", gateway.Options{
 		IgnoreKeys:    o.ignoreKeys,
 		Latency:       o.latency,
@@ -199,8 +202,37 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	}
 	strict := o.pipeline == pipelineDirect || o.callerGuarantee == "exactly_once_v2"
 	err = printPaymentsReport(out, o, rep, gw.Stats(), kills.count(), fleet.failures(), strict)
+	if o.pipeline == pipelineOutbox {
+		if perr := reportPending(ctx, out, readOpts, kills); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	fmt.Fprintf(out, "metrics on /metrics during the run: %s\n", strings.Join(metricsSeen, ", "))
 	return err
+}
+
+// reportPending checks the outbox validator's output: pending-api-calls,
+// read_committed, must hold exactly one record per order, however often the
+// validator was killed.
+func reportPending(ctx context.Context, out io.Writer, opts []kgo.Opt, kills *killPlan) error {
+	recs, err := payments.ReadCommitted(ctx, opts, payments.DefaultPendingTopic)
+	if err != nil {
+		return err
+	}
+	perOrder := map[string]int{}
+	for _, r := range recs {
+		perOrder[string(r.Key)]++
+	}
+	repeated := len(recs) - len(perOrder)
+	kills.mu.Lock()
+	validatorKills := kills.validatorKills
+	kills.mu.Unlock()
+	fmt.Fprintf(out, "validator: killed %d times with SIGKILL; %s holds %d records for %d orders (%d repeated)\n",
+		validatorKills, payments.DefaultPendingTopic, len(recs), len(perOrder), repeated)
+	if repeated > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("the exactly_once_v2 validator wrote %d orders to %s more than once", repeated, payments.DefaultPendingTopic)}
+	}
+	return nil
 }
 
 // paymentsDemoMetrics are the metrics the demo shows are exported while it
@@ -320,11 +352,13 @@ the repeated call harmless.
 // that asked for them: one every `every` charges, target in all.
 type killPlan struct {
 	target, every int
+	validator     string // the outbox validator's process name, or ""
 
-	mu       sync.Mutex
-	charges  int
-	kills    int
-	restarts sync.WaitGroup
+	mu             sync.Mutex
+	charges        int
+	kills          int
+	validatorKills int
+	restarts       sync.WaitGroup
 }
 
 func (k *killPlan) due() bool {
@@ -335,10 +369,23 @@ func (k *killPlan) due() bool {
 }
 
 // killed counts a kill and restarts the process after a pause.
+// Every other kill also kills the validator, if there is one: it is then
+// as likely as not in the middle of a transaction.
 func (k *killPlan) killed(f *fleet, name string) {
 	k.mu.Lock()
 	k.kills++
+	alsoValidator := k.validator != "" && k.kills%2 == 0
 	k.mu.Unlock()
+	k.restartLater(f, name)
+	if alsoValidator && f.kill(k.validator) {
+		k.mu.Lock()
+		k.validatorKills++
+		k.mu.Unlock()
+		k.restartLater(f, k.validator)
+	}
+}
+
+func (k *killPlan) restartLater(f *fleet, name string) {
 	k.restarts.Go(func() {
 		time.Sleep(300 * time.Millisecond)
 		f.start(name)

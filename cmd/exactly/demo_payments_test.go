@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,8 @@ func TestPaymentsDemoUnderSIGKILL(t *testing.T) {
 	}{
 		{name: "direct", pipeline: pipelineDirect, want: []string{"duplicate charges              0\n", "(0 repeated)", "OK: every valid order charged exactly once",
 			"metrics on /metrics during the run: " + strings.Join(paymentsDemoMetrics, ", ") + "\n"}},
-		{name: "outbox-split", pipeline: pipelineOutbox, caller: "at_least_once", want: []string{"duplicate charges              0\n", "OK: every valid order charged exactly once"}},
+		{name: "outbox-split", pipeline: pipelineOutbox, caller: "at_least_once", want: []string{"duplicate charges              0\n", "OK: every valid order charged exactly once",
+			"pending-api-calls holds 200 records for 200 orders (0 repeated)"}},
 		{name: "outbox-split-transactional-caller", pipeline: pipelineOutbox, caller: "exactly_once_v2", want: []string{"duplicate charges              0\n", "(0 repeated)"}},
 		{name: "gateway-ignores-keys", pipeline: pipelineDirect, ignore: true, want: []string{"DOUBLE CHARGES", "(0 repeated)"}},
 	} {
@@ -52,6 +54,9 @@ func TestPaymentsDemoUnderSIGKILL(t *testing.T) {
 				if !strings.Contains(report, want) {
 					t.Errorf("report lacks %q", want)
 				}
+			}
+			if tc.pipeline == pipelineOutbox && !regexp.MustCompile(`validator: killed [1-9][0-9]* times with SIGKILL`).MatchString(report) {
+				t.Error("the validator was never killed")
 			}
 			if strings.Contains(report, "exited on their own") {
 				t.Error("a pipeline process failed on its own")
