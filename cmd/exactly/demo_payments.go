@@ -64,7 +64,9 @@ letters by reason, and checks payments-processed (read_committed).
 --pipeline direct  one exactly_once_v2 application calls the gateway
 --pipeline outbox  an exactly_once_v2 validator forwards each order once to
                    pending-api-calls; a separate caller application
-                   (--caller-guarantee, at_least_once by default) calls
+                   (--caller-guarantee, at_least_once by default) calls.
+                   Every other kill also kills the validator, and
+                   pending-api-calls must still hold one record per order.
 
 With --gateway-ignores-keys the gateway charges every request: the report
 then shows the double charges the crashes cause, the failure no stream
