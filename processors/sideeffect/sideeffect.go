@@ -16,12 +16,15 @@
 //     that commits, copies of the event (redeliveries, resends with the same
 //     identity) are skipped without a call.
 //   - A transient failure (any error not wrapped with Permanent) is retried
-//     with exponential backoff inside the task, without recording anything:
-//     the task cannot commit past the event, because the task is
-//     single-threaded and its commit waits for Process (or the flush, below)
-//     to return. When Retry.For runs out, the processor gives up as GiveUp
-//     says: dead-letter with reason ReasonRetriesExhausted and go on, or
-//     fail the task so that nothing after the event is committed.
+//     with exponential backoff inside the task, without recording anything,
+//     and the task cannot commit past the event without it: the task is
+//     single-threaded, so its commit waits for Process to return (with
+//     Concurrency > 1 the event is committed as pending, in a store, and
+//     leaves it only with its outcome). When Retry.For runs out, the
+//     processor gives up as GiveUp says: dead-letter with reason
+//     ReasonRetriesExhausted and go on, or fail the task so that nothing
+//     after the event is committed. Calls under way delay a shutdown by as
+//     much.
 //   - A permanent failure goes to the dead-letter sinks among the
 //     processor's children with the error's reason and the original bytes,
 //     and its key is recorded, so copies are skipped too.
@@ -48,6 +51,9 @@
 // task's transaction open for at most Retry.For plus one AttemptTimeout.
 // A crash leaves the pending events in the committed store: the task's
 // next owner calls them again, with the same keys.
+//
+// An event forwarded by an upstream punctuator has no input record: if its
+// call fails for good it cannot be dead-lettered, and the task fails.
 package sideeffect
 
 import (
