@@ -1,0 +1,210 @@
+// Package dsl is the high-level layer over the Processor API, in Kafka
+// Streams' vocabulary and shaped by Go generics: streams from topics,
+// stateless operations (Filter, MapValues, Map, SelectKey, FlatMap, Peek,
+// Split, Merge, To), grouping and aggregation into tables (Count, Reduce,
+// Aggregate) and windowed aggregation in event time with an explicit grace
+// period. Everything compiles to ordinary processors, stores and sinks of an
+// exactly.Builder, so the runtime's guarantees (exactly-once, restore,
+// crash safety) hold for it unchanged.
+//
+// Operations that change the type parameters are functions (Go methods
+// cannot add type parameters); those that keep them are methods.
+package dsl
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// StreamsBuilder builds a topology from streams and tables.
+type StreamsBuilder struct {
+	b       *exactly.Builder
+	seq     int
+	metrics Metrics
+}
+
+// Metrics are the DSL's metrics; pass them to NewStreamsBuilder and
+// register Collectors() where /metrics is served.
+type Metrics struct {
+	// DroppedRecords counts records a windowed aggregation dropped, by
+	// reason ("late": after window end + grace).
+	DroppedRecords *prometheus.CounterVec
+}
+
+// NewMetrics returns unregistered metrics named dropped_records_total.
+func NewMetrics() Metrics {
+	return Metrics{DroppedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dropped_records_total", Help: "Records dropped by windowed aggregations, by reason."}, []string{"reason"})}
+}
+
+// Collectors returns the metrics to register.
+func (m Metrics) Collectors() []prometheus.Collector {
+	if m.DroppedRecords == nil {
+		return nil
+	}
+	return []prometheus.Collector{m.DroppedRecords}
+}
+
+// NewStreamsBuilder returns an empty builder. The metrics are optional.
+func NewStreamsBuilder(metrics ...Metrics) *StreamsBuilder {
+	sb := &StreamsBuilder{b: exactly.NewBuilder()}
+	if len(metrics) > 0 {
+		sb.metrics = metrics[0]
+	}
+	return sb
+}
+
+// Builder returns the underlying Processor API builder, to mix in custom
+// processors or dead-letter sinks.
+func (sb *StreamsBuilder) Builder() *exactly.Builder { return sb.b }
+
+// Build validates and returns the topology.
+func (sb *StreamsBuilder) Build() (*exactly.Topology, error) { return sb.b.Build() }
+
+func (sb *StreamsBuilder) name(op string) string {
+	sb.seq++
+	return fmt.Sprintf("%s-%010d", op, sb.seq)
+}
+
+// KStream is a stream of records with keys K and values V.
+type KStream[K, V any] struct {
+	sb     *StreamsBuilder
+	node   string
+	keys   serde.Serde[K]
+	values serde.Serde[V]
+}
+
+// KeyValue is one record of FlatMap's output.
+type KeyValue[K, V any] struct {
+	Key   K
+	Value V
+}
+
+// Stream reads topic as a stream. Its records carry event time from the
+// Kafka record timestamp unless timestamp is given.
+func Stream[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], timestamp ...func(exactly.Record[K, V]) (time.Time, error)) KStream[K, V] {
+	name := sb.name("KSTREAM-SOURCE")
+	src := exactly.Source[K, V]{Topics: []string{topic}, Keys: keys, Values: values}
+	if len(timestamp) > 0 {
+		src.Timestamp = timestamp[0]
+	}
+	exactly.AddSource(sb.b, name, src)
+	return KStream[K, V]{sb: sb, node: name, keys: keys, values: values}
+}
+
+// Node is the name of the stream's last node in the topology, for
+// connecting Processor API nodes to it.
+func (s KStream[K, V]) Node() string { return s.node }
+
+// stateless adds a processor that calls f for each record.
+func stateless[K, V, K2, V2 any](s KStream[K, V], op string, keys serde.Serde[K2], values serde.Serde[V2],
+	f func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error) KStream[K2, V2] {
+	name := s.sb.name(op)
+	exactly.AddProcessor(s.sb.b, name, exactly.ProcessorFunc[K, V, K2, V2](f).Supplier(), s.node)
+	return KStream[K2, V2]{sb: s.sb, node: name, keys: keys, values: values}
+}
+
+// Filter keeps the records for which keep returns true.
+func (s KStream[K, V]) Filter(keep func(K, V) bool) KStream[K, V] {
+	return stateless(s, "KSTREAM-FILTER", s.keys, s.values, func(ctx exactly.ProcessorContext[K, V], rec exactly.Record[K, V]) error {
+		if keep(rec.Key, rec.Value) {
+			ctx.Forward(rec)
+		}
+		return nil
+	})
+}
+
+// Peek calls f for each record and passes it on unchanged.
+func (s KStream[K, V]) Peek(f func(K, V)) KStream[K, V] {
+	return stateless(s, "KSTREAM-PEEK", s.keys, s.values, func(ctx exactly.ProcessorContext[K, V], rec exactly.Record[K, V]) error {
+		f(rec.Key, rec.Value)
+		ctx.Forward(rec)
+		return nil
+	})
+}
+
+// MapValues replaces each value with f's result; keys are unchanged.
+func MapValues[K, V, V2 any](s KStream[K, V], f func(K, V) V2, values serde.Serde[V2]) KStream[K, V2] {
+	return stateless(s, "KSTREAM-MAPVALUES", s.keys, values, func(ctx exactly.ProcessorContext[K, V2], rec exactly.Record[K, V]) error {
+		ctx.Forward(exactly.Record[K, V2]{Key: rec.Key, Value: f(rec.Key, rec.Value), Timestamp: rec.Timestamp, Headers: rec.Headers})
+		return nil
+	})
+}
+
+// Map replaces each record's key and value. A grouping after a key change
+// needs the records moved to the partitions of their new keys: write the
+// stream to a topic partitioned by the new key (To) and read it back.
+func Map[K, V, K2, V2 any](s KStream[K, V], f func(K, V) (K2, V2), keys serde.Serde[K2], values serde.Serde[V2]) KStream[K2, V2] {
+	return stateless(s, "KSTREAM-MAP", keys, values, func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error {
+		k, v := f(rec.Key, rec.Value)
+		ctx.Forward(exactly.Record[K2, V2]{Key: k, Value: v, Timestamp: rec.Timestamp, Headers: rec.Headers})
+		return nil
+	})
+}
+
+// SelectKey replaces each record's key.
+func SelectKey[K, V, K2 any](s KStream[K, V], f func(K, V) K2, keys serde.Serde[K2]) KStream[K2, V] {
+	return stateless(s, "KSTREAM-KEY-SELECT", keys, s.values, func(ctx exactly.ProcessorContext[K2, V], rec exactly.Record[K, V]) error {
+		ctx.Forward(exactly.Record[K2, V]{Key: f(rec.Key, rec.Value), Value: rec.Value, Timestamp: rec.Timestamp, Headers: rec.Headers})
+		return nil
+	})
+}
+
+// FlatMap replaces each record with zero or more records.
+func FlatMap[K, V, K2, V2 any](s KStream[K, V], f func(K, V) []KeyValue[K2, V2], keys serde.Serde[K2], values serde.Serde[V2]) KStream[K2, V2] {
+	return stateless(s, "KSTREAM-FLATMAP", keys, values, func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error {
+		for _, kv := range f(rec.Key, rec.Value) {
+			ctx.Forward(exactly.Record[K2, V2]{Key: kv.Key, Value: kv.Value, Timestamp: rec.Timestamp, Headers: rec.Headers})
+		}
+		return nil
+	})
+}
+
+// Split sends each record to the first branch whose predicate holds; a
+// record no predicate accepts is dropped (add a last predicate that
+// returns true to keep them).
+func (s KStream[K, V]) Split(predicates ...func(K, V) bool) []KStream[K, V] {
+	name := s.sb.name("KSTREAM-BRANCH")
+	var children []string
+	for i := range predicates {
+		children = append(children, fmt.Sprintf("%s-%d", name, i))
+	}
+	exactly.AddProcessor(s.sb.b, name, exactly.ProcessorFunc[K, V, K, V](func(ctx exactly.ProcessorContext[K, V], rec exactly.Record[K, V]) error {
+		for i, p := range predicates {
+			if p(rec.Key, rec.Value) {
+				ctx.ForwardTo(children[i], rec)
+				return nil
+			}
+		}
+		return nil
+	}).Supplier(), s.node)
+	out := make([]KStream[K, V], len(predicates))
+	for i, child := range children {
+		exactly.AddProcessor(s.sb.b, child, exactly.ProcessorFunc[K, V, K, V](func(ctx exactly.ProcessorContext[K, V], rec exactly.Record[K, V]) error {
+			ctx.Forward(rec)
+			return nil
+		}).Supplier(), name)
+		out[i] = KStream[K, V]{sb: s.sb, node: child, keys: s.keys, values: s.values}
+	}
+	return out
+}
+
+// Merge combines two streams of the same types into one.
+func (s KStream[K, V]) Merge(other KStream[K, V]) KStream[K, V] {
+	name := s.sb.name("KSTREAM-MERGE")
+	exactly.AddProcessor(s.sb.b, name, exactly.ProcessorFunc[K, V, K, V](func(ctx exactly.ProcessorContext[K, V], rec exactly.Record[K, V]) error {
+		ctx.Forward(rec)
+		return nil
+	}).Supplier(), s.node, other.node)
+	return KStream[K, V]{sb: s.sb, node: name, keys: s.keys, values: s.values}
+}
+
+// To writes the stream to topic with the stream's serdes; the partition
+// is Kafka's default for the key.
+func (s KStream[K, V]) To(topic string) {
+	exactly.AddSink(s.sb.b, s.sb.name("KSTREAM-SINK"), exactly.Sink[K, V]{Topic: topic, Keys: s.keys, Values: s.values}, s.node)
+}

@@ -1,0 +1,239 @@
+package dsl_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly/dsl"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/testdriver"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+type event struct {
+	key string
+	ts  int64
+}
+
+// randomEvents is mostly in order with jitter, plus some records far
+// behind stream time (beyond any grace). Timestamps fall on a 500 ms grid
+// so that records land exactly on window bounds and grace limits.
+func randomEvents(rng *rand.Rand, n int) []event {
+	out := make([]event, n)
+	now := int64(1_000_000)
+	for i := range out {
+		now += 500 * rng.Int64N(3)
+		ts := now - 500*rng.Int64N(9)
+		if rng.IntN(20) == 0 {
+			ts = now - 20_000 - 500*rng.Int64N(40)
+		}
+		out[i] = event{key: fmt.Sprint("k", rng.IntN(4)), ts: ts}
+	}
+	return out
+}
+
+type window struct {
+	key   string
+	start int64
+}
+
+type oracleResult struct {
+	latest  map[window]int64 // last value per window (update mode)
+	final   map[window]int64 // value of each window when it closed
+	dropped int
+}
+
+// oracle recomputes windowed counts by brute force: stream time is the
+// running maximum; a record misses every window whose end + grace stream
+// time has already reached; a window closes after the record that moves
+// stream time past its end + grace.
+func oracle(events []event, w dsl.TimeWindows) oracleResult {
+	size, adv, grace := w.Size.Milliseconds(), w.Advance.Milliseconds(), w.Grace.Milliseconds()
+	res := oracleResult{latest: map[window]int64{}, final: map[window]int64{}}
+	open := map[window]int64{}
+	st := int64(-1 << 62)
+	for _, e := range events {
+		st = max(st, e.ts)
+		closeTime := st - grace
+		for start := int64(0); start <= e.ts; start += adv {
+			if e.ts >= start+size {
+				continue
+			}
+			if start+size <= closeTime {
+				res.dropped++
+				continue
+			}
+			k := window{e.key, start}
+			open[k]++
+			res.latest[k] = open[k]
+		}
+		for k, n := range open {
+			if k.start+size <= closeTime {
+				res.final[k] = n
+				delete(open, k)
+			}
+		}
+	}
+	return res
+}
+
+func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, dsl.Metrics) {
+	m := dsl.NewMetrics()
+	sb := dsl.NewStreamsBuilder(m)
+	counts, err := dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.WindowOptions{EmitFinal: emitFinal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts.To("click-counts")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, m
+}
+
+func TestWindowedCountsMatchBruteForce(t *testing.T) {
+	shapes := map[string]dsl.TimeWindows{
+		"tumbling": dsl.TumblingWindows(10*time.Second, 5*time.Second),
+		"hopping":  dsl.HoppingWindows(10*time.Second, 4*time.Second, 3*time.Second),
+		"no grace": dsl.TumblingWindows(7*time.Second, 0),
+	}
+	for name, w := range shapes {
+		for _, emitFinal := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/emitFinal=%v", name, emitFinal), func(t *testing.T) {
+				for seed := range uint64(8) {
+					events := randomEvents(rand.New(rand.NewPCG(seed, 3)), 300)
+					want := oracle(events, w)
+					d, m := windowedTopology(t, w, emitFinal)
+					in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
+					for _, e := range events {
+						if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
+							t.Fatal(err)
+						}
+					}
+					out := testdriver.CreateOutputTopic(d, "click-counts", dsl.WindowedSerde(serde.String), serde.Int64)
+					recs, err := out.ReadRecords()
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := map[window]int64{}
+					emitted := map[window]int{}
+					for _, r := range recs {
+						k := window{r.Key.Key, r.Key.Start.UnixMilli()}
+						if r.Key.End.UnixMilli()-k.start != w.Size.Milliseconds() {
+							t.Fatalf("window %v ends at %v", k, r.Key.End)
+						}
+						got[k] = r.Value
+						emitted[k]++
+					}
+					expect := want.latest
+					if emitFinal {
+						expect = want.final
+						for k, n := range emitted {
+							if n != 1 {
+								t.Fatalf("seed %d: window %v emitted %d times, want once", seed, k, n)
+							}
+						}
+					}
+					if fmt.Sprint(got) != fmt.Sprint(expect) {
+						t.Fatalf("seed %d: windows differ\n got %v\nwant %v", seed, got, expect)
+					}
+					if dropped := testutil.ToFloat64(m.DroppedRecords.WithLabelValues("late")); int(dropped) != want.dropped {
+						t.Fatalf("seed %d: dropped %v, want %d", seed, dropped, want.dropped)
+					}
+					if want.dropped == 0 {
+						t.Fatalf("seed %d: the stream has no late record to drop", seed)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestWindowStoreStaysBounded(t *testing.T) {
+	w := dsl.TumblingWindows(10*time.Second, 5*time.Second)
+	d, _ := windowedTopology(t, w, true)
+	in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
+	for i := range 20_000 {
+		if err := in.PipeInput(fmt.Sprint("k", i%5), "c", time.UnixMilli(int64(i)*100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv, err := testdriver.KeyValueStore[[]byte, int64](d, "clicks-per-window", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := kv.ApproximateNumEntries()
+	// Open windows span at most size + grace of stream time: two per key.
+	if n > 5*2 {
+		t.Fatalf("window store holds %d entries after 2,000 s of stream time, want at most 10", n)
+	}
+}
+
+func TestStatelessOperations(t *testing.T) {
+	sb := dsl.NewStreamsBuilder()
+	words := dsl.FlatMap(dsl.Stream(sb, "lines", serde.String, serde.String),
+		func(_ string, line string) []dsl.KeyValue[string, string] {
+			var out []dsl.KeyValue[string, string]
+			for _, w := range strings.Fields(line) {
+				out = append(out, dsl.KeyValue[string, string]{Key: w, Value: w})
+			}
+			return out
+		}, serde.String, serde.String)
+	branches := words.Filter(func(k, _ string) bool { return k != "the" }).Split(
+		func(k, _ string) bool { return len(k) > 4 },
+		func(string, string) bool { return true })
+	dsl.MapValues(branches[0], func(_, v string) int64 { return int64(len(v)) }, serde.Int64).To("long-words")
+	branches[1].Merge(branches[0]).To("all-words")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	testdriver.CreateInputTopic(d, "lines", serde.String, serde.String).PipeInput("l1", "the quick brown fox", time.UnixMilli(1))
+	long, _ := testdriver.CreateOutputTopic(d, "long-words", serde.String, serde.Int64).ReadKeyValuesToMap()
+	if fmt.Sprint(long) != "map[brown:5 quick:5]" {
+		t.Fatalf("long words: %v", long)
+	}
+	all, _ := testdriver.CreateOutputTopic(d, "all-words", serde.String, serde.String).ReadRecords()
+	if len(all) != 3 {
+		t.Fatalf("all words: %v", all)
+	}
+}
+
+func TestAggregationsIntoTables(t *testing.T) {
+	sb := dsl.NewStreamsBuilder()
+	amounts := dsl.Stream(sb, "payments", serde.String, serde.Int64)
+	dsl.Count(amounts.GroupByKey(), "payment-counts").ToStream().To("counts")
+	dsl.Reduce(amounts.GroupByKey(), "max-payment", func(acc, v int64) int64 { return max(acc, v) }).ToStream().To("max")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	in := testdriver.CreateInputTopic(d, "payments", serde.String, serde.Int64)
+	for i, v := range []int64{-5, -9, -2, -7} {
+		in.PipeInput("c-1", v, time.UnixMilli(int64(i)))
+	}
+	counts, _ := testdriver.CreateOutputTopic(d, "counts", serde.String, serde.Int64).ReadKeyValuesToMap()
+	maxes, _ := testdriver.CreateOutputTopic(d, "max", serde.String, serde.Int64).ReadKeyValuesToMap()
+	if counts["c-1"] != 4 || maxes["c-1"] != -2 {
+		t.Fatalf("count %d (want 4), max %d (want -2: the first value starts a reduce)", counts["c-1"], maxes["c-1"])
+	}
+}
