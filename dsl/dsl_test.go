@@ -237,3 +237,74 @@ func TestAggregationsIntoTables(t *testing.T) {
 		t.Fatalf("count %d (want 4), max %d (want -2: the first value starts a reduce)", counts["c-1"], maxes["c-1"])
 	}
 }
+
+// TestStreamTableJoinsMatchBruteForce interleaves table updates and stream
+// records at random and compares inner and left joins with a replay.
+func TestStreamTableJoinsMatchBruteForce(t *testing.T) {
+	for seed := range uint64(10) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		sb := dsl.NewStreamsBuilder()
+		customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store")
+		orders := dsl.Stream(sb, "orders", serde.String, serde.Int64)
+		dsl.Join(orders, customers, func(_ string, amount int64, name string) string {
+			return fmt.Sprint(name, ":", amount)
+		}, serde.String).To("enriched")
+		dsl.LeftJoin(orders, customers, func(_ string, amount int64, name string, found bool) string {
+			return fmt.Sprint(name, ":", amount, ":", found)
+		}, serde.String).To("enriched-left")
+		top, err := sb.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := testdriver.New(top, testdriver.Config{Partitions: map[string]int32{"customers": 2, "orders": 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		table := map[string]string{}
+		var inner, left []string
+		tin := testdriver.CreateInputTopic(d, "customers", serde.String, serde.String)
+		sin := testdriver.CreateInputTopic(d, "orders", serde.String, serde.Int64)
+		for i := range 400 {
+			key := fmt.Sprint("c", rng.IntN(8))
+			ts := time.UnixMilli(int64(i))
+			if rng.IntN(3) == 0 {
+				name := fmt.Sprint("name", i)
+				table[key] = name
+				tin.PipeInput(key, name, ts)
+				continue
+			}
+			amount := rng.Int64N(100)
+			sin.PipeInput(key, amount, ts)
+			name, found := table[key]
+			if found {
+				inner = append(inner, key+"="+fmt.Sprint(name, ":", amount))
+			}
+			left = append(left, key+"="+fmt.Sprint(name, ":", amount, ":", found))
+		}
+		for topic, want := range map[string][]string{"enriched": inner, "enriched-left": left} {
+			recs, _ := testdriver.CreateOutputTopic(d, topic, serde.String, serde.String).ReadRecords()
+			var got []string
+			for _, r := range recs {
+				got = append(got, r.Key+"="+r.Value)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("seed %d %s:\n got %v\nwant %v", seed, topic, got, want)
+			}
+		}
+		d.Close()
+	}
+}
+
+func TestJoinOfTopicsWithDifferentPartitionCountsIsRefusedNamingBoth(t *testing.T) {
+	sb := dsl.NewStreamsBuilder()
+	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store")
+	dsl.Join(dsl.Stream(sb, "orders", serde.String, serde.Int64), customers, func(_ string, a int64, n string) string { return n }, serde.String).To("out")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = testdriver.New(top, testdriver.Config{Partitions: map[string]int32{"customers": 2, "orders": 3}})
+	if err == nil || !strings.Contains(err.Error(), "customers") || !strings.Contains(err.Error(), "orders") {
+		t.Fatalf("error %v, want one naming both topics", err)
+	}
+}

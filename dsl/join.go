@@ -1,0 +1,96 @@
+package dsl
+
+import (
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+)
+
+type tableMaterializer[K, V any] struct {
+	store string
+	ctx   exactly.ProcessorContext[K, V]
+	kv    store.KeyValueStore[K, V]
+}
+
+func (p *tableMaterializer[K, V]) Init(ctx exactly.ProcessorContext[K, V]) (err error) {
+	p.ctx = ctx
+	p.kv, err = exactly.GetKeyValueStore[K, V](ctx, p.store)
+	return err
+}
+
+func (p *tableMaterializer[K, V]) Process(rec exactly.Record[K, V]) error {
+	if err := p.kv.Put(rec.Key, rec.Value); err != nil {
+		return err
+	}
+	p.ctx.Forward(rec)
+	return nil
+}
+
+func (p *tableMaterializer[K, V]) Close() error { return nil }
+
+// Table reads a (compacted) topic as a table: the latest value per key,
+// materialized in the store called storeName. A tombstone reaches the
+// value serde as nil bytes; with serdes that reject it, it is a
+// deserialization error, handled as the builder says.
+func Table[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], storeName string, m ...Materialized) KTable[K, V] {
+	src := Stream(sb, topic, keys, values)
+	name := sb.name("KTABLE-SOURCE")
+	exactly.AddProcessor(sb.b, name, func() exactly.Processor[K, V, K, V] { return &tableMaterializer[K, V]{store: storeName} }, src.node)
+	var mat Materialized
+	if len(m) > 0 {
+		mat = m[0]
+	}
+	exactly.AddStore(sb.b, exactly.Store[K, V]{Name: storeName, Keys: keys, Values: values, Persistent: mat.Persistent}, name)
+	return KTable[K, V]{sb: sb, node: name, keys: keys, values: values, Store: storeName}
+}
+
+type streamTableJoiner[K, V, VT, VR any] struct {
+	store string
+	left  bool
+	join  func(K, V, VT, bool) VR
+	ctx   exactly.ProcessorContext[K, VR]
+	table store.KeyValueStore[K, VT]
+}
+
+func (p *streamTableJoiner[K, V, VT, VR]) Init(ctx exactly.ProcessorContext[K, VR]) (err error) {
+	p.ctx = ctx
+	p.table, err = exactly.GetKeyValueStore[K, VT](ctx, p.store)
+	return err
+}
+
+func (p *streamTableJoiner[K, V, VT, VR]) Process(rec exactly.Record[K, V]) error {
+	other, found, err := p.table.Get(rec.Key)
+	if err != nil {
+		return err
+	}
+	if !found && !p.left {
+		return nil
+	}
+	p.ctx.Forward(exactly.Record[K, VR]{Key: rec.Key, Value: p.join(rec.Key, rec.Value, other, found), Timestamp: rec.Timestamp, Headers: rec.Headers})
+	return nil
+}
+
+func (p *streamTableJoiner[K, V, VT, VR]) Close() error { return nil }
+
+func streamTableJoin[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], left bool, join func(K, V, VT, bool) VR, values serde.Serde[VR]) KStream[K, VR] {
+	name := s.sb.name("KSTREAM-JOIN")
+	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, K, VR] {
+		return &streamTableJoiner[K, V, VT, VR]{store: t.Store, left: left, join: join}
+	}, s.node)
+	s.sb.b.Connect(name, t.Store)
+	return KStream[K, VR]{sb: s.sb, node: name, keys: s.keys, values: values}
+}
+
+// Join joins each stream record with the table's current value for its
+// key; records whose key the table lacks are dropped. The stream and the
+// table's topic must be co-partitioned: the runtime refuses to start (and
+// the test driver to run) when their partition counts differ, naming both.
+func Join[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], join func(K, V, VT) VR, values serde.Serde[VR]) KStream[K, VR] {
+	return streamTableJoin(s, t, false, func(k K, v V, vt VT, _ bool) VR { return join(k, v, vt) }, values)
+}
+
+// LeftJoin is Join that keeps stream records the table lacks: join gets
+// found == false and the zero VT.
+func LeftJoin[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], join func(k K, v V, vt VT, found bool) VR, values serde.Serde[VR]) KStream[K, VR] {
+	return streamTableJoin(s, t, true, join, values)
+}
