@@ -9,13 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/exactly-go/exactly/examples/orders"
@@ -112,18 +109,28 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	fmt.Fprintf(out, "projection  %d processes, %s, killed %d times with SIGKILL while the stream flows\n", o.instances, o.guarantee, o.kills)
 	fmt.Fprintf(out, "logs        %s\n", dir)
 
-	procs := &processes{exe: exe, dir: dir, brokers: brokers, o: o}
-	for range o.instances {
+	procs := &fleet{exe: exe, dir: dir}
+	for i := range o.instances {
 		addr, err := freeLoopbackAddr()
 		if err != nil {
 			return err
 		}
-		procs.http = append(procs.http, addr)
+		procs.add(instanceName(i), addr, "run", "orders",
+			"--brokers", strings.Join(brokers, ","),
+			"--application-id", demoApplicationID,
+			"--state-dir", filepath.Join(dir, "state-"+instanceName(i)),
+			"--instance-id", "demo-"+strconv.Itoa(i),
+			"--guarantee", o.guarantee,
+			"--partitions", strconv.Itoa(int(o.partitions)),
+			"--session-timeout", "3s",
+			"--http", addr,
+			"--log-level", "warn",
+		)
 	}
 	fmt.Fprintf(out, "status      http://%s/ (live page of instance 0; /metrics, /orders/{id} on each instance)\n\n", procs.http[0])
 	defer procs.stopAll()
 	for i := range o.instances {
-		if err := procs.start(i); err != nil {
+		if err := procs.start(instanceName(i)); err != nil {
 			return err
 		}
 	}
@@ -152,10 +159,8 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if kills < o.kills && time.Now().After(nextKill) {
-			victim := rng.IntN(o.instances)
-			if err := procs.kill(victim); err != nil {
-				return err
-			}
+			victim := instanceName(rng.IntN(o.instances))
+			procs.kill(victim)
 			kills++
 			time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
 			if err := procs.start(victim); err != nil {
@@ -183,7 +188,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	printDemoReport(out, rep, kills, procs.crashes())
+	printDemoReport(out, rep, kills, procs.failures())
 	fmt.Fprintf(out, "throughput: %d records in %s (%.0f records/s while producing at the generator's pace and surviving %d kills)\n",
 		len(records), elapsed.Round(100*time.Millisecond), float64(len(records))/elapsed.Seconds(), kills)
 	fmt.Fprintf(out, "metrics on /metrics during the run: %s\n", strings.Join(metricsSeen, ", "))
@@ -257,106 +262,7 @@ func printDemoReport(out io.Writer, rep *verify.Report, kills, unexpected int) {
 	}
 }
 
-// processes runs the projection instances as child processes of this
-// program (`exactly run orders`), so that they can be killed for real.
-type processes struct {
-	exe     string
-	dir     string
-	brokers []string
-	o       demoOptions
-
-	http []string // each instance's HTTP address
-
-	mu     sync.Mutex
-	cmds   map[int]*child
-	exited int
-}
-
-type child struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-}
-
-func (p *processes) start(i int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmds == nil {
-		p.cmds = map[int]*child{}
-	}
-	logFile, err := os.OpenFile(filepath.Join(p.dir, fmt.Sprintf("instance-%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(p.exe, "run", "orders",
-		"--brokers", strings.Join(p.brokers, ","),
-		"--application-id", demoApplicationID,
-		"--state-dir", filepath.Join(p.dir, fmt.Sprintf("state-%d", i)),
-		"--instance-id", fmt.Sprintf("demo-%d", i),
-		"--guarantee", p.o.guarantee,
-		"--partitions", strconv.Itoa(int(p.o.partitions)),
-		"--session-timeout", "3s",
-		"--http", p.http[i],
-		"--log-level", "warn",
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = withoutExactlyEnv(os.Environ())
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("start projection process %d: %w", i, err)
-	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
-	p.cmds[i] = c
-	go func() {
-		err := cmd.Wait()
-		logFile.Close()
-		close(c.done)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.cmds[i] == c && err != nil {
-			// Neither killed by us nor stopped by us: it failed.
-			p.exited++
-			delete(p.cmds, i)
-		}
-	}()
-	return nil
-}
-
-func (p *processes) kill(i int) error {
-	p.mu.Lock()
-	c := p.cmds[i]
-	delete(p.cmds, i)
-	p.mu.Unlock()
-	if c == nil {
-		return nil
-	}
-	c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.done
-	return nil
-}
-
-func (p *processes) stopAll() {
-	p.mu.Lock()
-	cmds := p.cmds
-	p.cmds = nil
-	p.mu.Unlock()
-	for _, c := range cmds {
-		c.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, c := range cmds {
-		select {
-		case <-c.done:
-		case <-time.After(15 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-	}
-}
-
-func (p *processes) crashes() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.exited
-}
+func instanceName(i int) string { return "instance-" + strconv.Itoa(i) }
 
 // withoutExactlyEnv drops EXACTLY_* variables so the parent's settings do
 // not leak into the children's flags.

@@ -7,13 +7,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -405,20 +402,6 @@ func (k *killPlan) finished() bool { return k.count() >= k.target }
 // wait waits for the restarts under way.
 func (k *killPlan) wait() { k.restarts.Wait() }
 
-// fleet runs the pipeline processes as children of this program
-// (`exactly payments`), by name, so that the gateway can have the one that
-// made a charge killed for real.
-type fleet struct {
-	exe, dir string
-
-	mu      sync.Mutex
-	specs   map[string][]string
-	http    []string // each process's HTTP address, for /metrics
-	running map[string]*child
-	stopped bool
-	exited  int
-}
-
 // plan names the processes of the pipeline and their arguments.
 func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string) error {
 	var err error
@@ -428,8 +411,7 @@ func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string)
 			err = lerr
 			return
 		}
-		f.http = append(f.http, addr)
-		f.specs[name] = []string{"payments",
+		f.add(name, addr, "payments",
 			"--http", addr,
 			"--role", role,
 			"--brokers", strings.Join(brokers, ","),
@@ -441,7 +423,7 @@ func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string)
 			"--concurrency", strconv.Itoa(o.concurrency),
 			"--session-timeout", "3s",
 			"--log-level", "warn",
-		}
+		)
 	}
 	if o.pipeline == pipelineDirect {
 		for i := range o.instances {
@@ -454,92 +436,4 @@ func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string)
 		add(fmt.Sprintf("caller-%d", i), roleCaller, o.callerGuarantee)
 	}
 	return err
-}
-
-func (f *fleet) names() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var names []string
-	for n := range f.specs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-func (f *fleet) start(name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopped || f.running[name] != nil {
-		return nil
-	}
-	if f.running == nil {
-		f.running = map[string]*child{}
-	}
-	logFile, err := os.OpenFile(filepath.Join(f.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(f.exe, f.specs[name]...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = withoutExactlyEnv(os.Environ())
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("start pipeline process %s: %w", name, err)
-	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
-	f.running[name] = c
-	go func() {
-		err := cmd.Wait()
-		logFile.Close()
-		close(c.done)
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.running[name] == c && err != nil {
-			f.exited++ // neither killed nor stopped by us
-			delete(f.running, name)
-		}
-	}()
-	return nil
-}
-
-// kill delivers SIGKILL to the named process and waits for it to die; false
-// if it is not running.
-func (f *fleet) kill(name string) bool {
-	f.mu.Lock()
-	c := f.running[name]
-	delete(f.running, name)
-	f.mu.Unlock()
-	if c == nil {
-		return false
-	}
-	c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.done
-	return true
-}
-
-// stopAll stops every process gracefully (SIGTERM; SIGKILL after 15 s) and
-// starts none after.
-func (f *fleet) stopAll() {
-	f.mu.Lock()
-	running := f.running
-	f.running, f.stopped = nil, true
-	f.mu.Unlock()
-	for _, c := range running {
-		c.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, c := range running {
-		select {
-		case <-c.done:
-		case <-time.After(15 * time.Second):
-			c.cmd.Process.Kill()
-			<-c.done
-		}
-	}
-}
-
-func (f *fleet) failures() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.exited
 }
