@@ -46,12 +46,16 @@ type Options struct {
 
 // Result is one scenario's figures.
 type Result struct {
-	Name    string    `json:"name"`
-	Unit    string    `json:"unit"`
+	// Name is the scenario, e.g. counting_eos_100ms_1KB.
+	Name string `json:"name"`
+	// Unit of the samples: records/s, s, ms, MiB, entries, rows/s.
+	Unit string `json:"unit"`
+	// Samples holds one figure per measured repetition.
 	Samples []float64 `json:"samples"`
-	Median  float64   `json:"median"`
-	Min     float64   `json:"min"`
-	Max     float64   `json:"max"`
+	// Median, Min and Max summarize Samples.
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
 	// Records is the input size of one repetition, where it applies.
 	Records int    `json:"records,omitempty"`
 	Note    string `json:"note,omitempty"`
@@ -59,22 +63,31 @@ type Result struct {
 
 // Target is a ratio the product aims for, and whether this run met it.
 type Target struct {
-	Ratio string  `json:"ratio"`
-	Want  string  `json:"want"`
+	// Ratio names the ratio (or figure) in Report.Ratios.
+	Ratio string `json:"ratio"`
+	// Want is the target, e.g. ">= 0.5".
+	Want string `json:"want"`
+	// Value is this run's figure and Met whether it reaches Want.
 	Value float64 `json:"value"`
 	Met   bool    `json:"met"`
 }
 
 // Report is the outcome of a run.
 type Report struct {
-	Quick       bool               `json:"quick"`
-	Repetitions int                `json:"repetitions"`
-	Machine     Machine            `json:"machine"`
-	Started     time.Time          `json:"started"`
-	Seconds     float64            `json:"seconds"`
-	Ratios      map[string]float64 `json:"ratios"`
-	Targets     []Target           `json:"targets"`
-	Results     []Result           `json:"results"`
+	// Quick and Repetitions say how the run was sized.
+	Quick       bool    `json:"quick"`
+	Repetitions int     `json:"repetitions"`
+	Machine     Machine `json:"machine"`
+	// Started and Seconds place the run in time.
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	// Ratios are computed from the medians of Results, e.g.
+	// orders_eos_over_ceiling, eos_over_alos_100ms_100B.
+	Ratios map[string]float64 `json:"ratios"`
+	// Targets are the product's targets and whether this run met them.
+	Targets []Target `json:"targets"`
+	// Results are the raw figures, in the order they were measured.
+	Results []Result `json:"results"`
 	// Unavailable names scenarios that could not run, with why.
 	Unavailable map[string]string `json:"unavailable,omitempty"`
 	// Checks are correctness checks made on the benchmarks' outputs.
@@ -83,6 +96,8 @@ type Report struct {
 
 // Machine describes where the run happened.
 type Machine struct {
+	// GOOS, GOARCH, CPUs, CPUModel and GoVersion describe the host and
+	// toolchain.
 	GOOS      string `json:"goos"`
 	GOARCH    string `json:"goarch"`
 	CPUs      int    `json:"cpus"`
@@ -201,9 +216,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if f.name != "ceiling" && f.name != "goka" && f.name != "counting" && !r.want(f.name) {
 			continue
 		}
+		start := time.Now()
 		if err := f.run(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", f.name, err)
 		}
+		r.progress("  (%s: %.1f s)", f.name, time.Since(start).Seconds())
 	}
 	r.finish()
 	return r.report, nil
@@ -258,6 +275,8 @@ func (r *runner) finish() {
 	ratio("exactly_alos_over_goka_alos", "orders_alos", "goka_orders_alos")
 	ratio("state_10x_over_1x", "state_entries_10x", "state_entries_1x")
 	ratio("rss_10x_over_1x", "state_rss_10x", "state_rss_1x")
+	ratio("peak_rss_10x_over_1x", "state_peak_rss_10x", "state_peak_rss_1x")
+	ratio("heap_10x_over_1x", "state_heap_10x", "state_heap_1x")
 	ratio("restore_delta_over_full_seconds", "restore_delta_seconds", "restore_full_seconds")
 	ratio("inbox_batch_over_per_event", "inbox_bulk_100", "inbox_per_event")
 	rep.Ratios = ratios

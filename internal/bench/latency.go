@@ -20,7 +20,7 @@ import (
 func (r *runner) latency(ctx context.Context) error {
 	rate, seconds := 20000, 10
 	if r.opts.Quick {
-		seconds = 3
+		seconds = 2
 	}
 	r.progress("latency: %d records/s for %d s", rate, seconds)
 	for range r.lightReps() {

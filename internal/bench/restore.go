@@ -59,7 +59,7 @@ func gatherSum(reg *prometheus.Registry, name string) float64 {
 
 func (r *runner) restoreRecords() int {
 	if r.opts.Quick {
-		return 50_000
+		return 30_000
 	}
 	return 300_000
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,7 @@ type stateChildResult struct {
 
 func (r *runner) stateOrders() int {
 	if r.opts.Quick {
-		return 1000
+		return 800
 	}
 	return 3000
 }
@@ -69,12 +70,15 @@ func (r *runner) boundedState(ctx context.Context) error {
 			}
 			sfx := fmt.Sprintf("%dx", scale)
 			r.add("state_entries_"+sfx, "entries", res.Records, res.TTLEntries)
-			r.add("state_rss_"+sfx, "MiB", res.Records, float64(res.PeakRSSBytes)/(1<<20))
+			r.add("state_rss_"+sfx, "MiB", res.Records, float64(res.RSSBytes)/(1<<20))
+			r.add("state_peak_rss_"+sfx, "MiB", res.Records, float64(res.PeakRSSBytes)/(1<<20))
+			r.add("state_heap_"+sfx, "MiB", res.Records, float64(res.HeapBytes)/(1<<20))
 			r.add("state_projection_entries_"+sfx, "entries", res.Records, res.ProjectionKeys)
 		}
 	}
 	r.note("state_entries_1x", "dedup + reorder buffer entries, TTL 1 h of stream time")
-	r.note("state_rss_1x", "peak RSS of the child process")
+	r.note("state_rss_1x", "RSS of the child process after the events")
+	r.note("state_peak_rss_1x", "peak RSS (VmHWM) of the child process")
 	r.note("state_projection_entries_1x", "one per order: grows with orders by design (on disk)")
 	return nil
 }
@@ -113,6 +117,9 @@ func (r *runner) stateOnce(ctx context.Context, n int) (*stateChildResult, error
 	var res stateChildResult
 	if err := json.Unmarshal(out, &res); err != nil {
 		return nil, fmt.Errorf("child output %q: %w", out, err)
+	}
+	if os.Getenv("EXACTLY_BENCH_DEBUG") != "" {
+		fmt.Fprintf(os.Stderr, "state child: %s", out)
 	}
 	return &res, nil
 }
@@ -183,6 +190,12 @@ func RunChild(ctx context.Context, args []string, w io.Writer) error {
 					res.TTLEntries += m.GetGauge().GetValue()
 				}
 			}
+		}
+	}
+	if path := os.Getenv("EXACTLY_BENCH_HEAPPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
 		}
 	}
 	res.PeakRSSBytes, res.RSSBytes = procStatus("VmHWM"), procStatus("VmRSS")
