@@ -109,7 +109,7 @@ func (w *worker) clientOptions() []kgo.Opt {
 	opts := append(w.r.clientOptions(),
 		kgo.ConsumerGroup(cfg.ApplicationID),
 		kgo.ConsumeTopics(topics...),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.Balancers(newTaskBalancer(w.r.topo)),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.DisableAutoCommit(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
