@@ -22,9 +22,20 @@ import (
 
 // StreamsBuilder builds a topology from streams and tables.
 type StreamsBuilder struct {
-	b       *exactly.Builder
-	seq     int
-	metrics Metrics
+	b    *exactly.Builder
+	seq  int
+	opts Options
+	err  error // the first error of an operation, reported by Build
+}
+
+// Options configure a StreamsBuilder.
+type Options struct {
+	// ApplicationID names the repartition topics,
+	// <ApplicationID>-<name>-repartition; it must equal the application's
+	// Config.ApplicationID. Required when a grouping follows a key change.
+	ApplicationID string
+	// Metrics receive the DSL's metrics (optional).
+	Metrics Metrics
 }
 
 // Metrics are the DSL's metrics; pass them to NewStreamsBuilder and
@@ -49,11 +60,11 @@ func (m Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.DroppedRecords}
 }
 
-// NewStreamsBuilder returns an empty builder. The metrics are optional.
-func NewStreamsBuilder(metrics ...Metrics) *StreamsBuilder {
+// NewStreamsBuilder returns an empty builder.
+func NewStreamsBuilder(opts ...Options) *StreamsBuilder {
 	sb := &StreamsBuilder{b: exactly.NewBuilder()}
-	if len(metrics) > 0 {
-		sb.metrics = metrics[0]
+	if len(opts) > 0 {
+		sb.opts = opts[0]
 	}
 	return sb
 }
@@ -63,7 +74,12 @@ func NewStreamsBuilder(metrics ...Metrics) *StreamsBuilder {
 func (sb *StreamsBuilder) Builder() *exactly.Builder { return sb.b }
 
 // Build validates and returns the topology.
-func (sb *StreamsBuilder) Build() (*exactly.Topology, error) { return sb.b.Build() }
+func (sb *StreamsBuilder) Build() (*exactly.Topology, error) {
+	if sb.err != nil {
+		return nil, sb.err
+	}
+	return sb.b.Build()
+}
 
 func (sb *StreamsBuilder) name(op string) string {
 	sb.seq++
@@ -76,6 +92,9 @@ type KStream[K, V any] struct {
 	node   string
 	keys   serde.Serde[K]
 	values serde.Serde[V]
+	// rekeyed says the key changed since the records were read, so their
+	// partition no longer follows their key.
+	rekeyed bool
 }
 
 // KeyValue is one record of FlatMap's output.
@@ -105,7 +124,13 @@ func stateless[K, V, K2, V2 any](s KStream[K, V], op string, keys serde.Serde[K2
 	f func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error) KStream[K2, V2] {
 	name := s.sb.name(op)
 	exactly.AddProcessor(s.sb.b, name, exactly.ProcessorFunc[K, V, K2, V2](f).Supplier(), s.node)
-	return KStream[K2, V2]{sb: s.sb, node: name, keys: keys, values: values}
+	return KStream[K2, V2]{sb: s.sb, node: name, keys: keys, values: values, rekeyed: s.rekeyed}
+}
+
+// rekey marks a stream whose keys an operation may have changed.
+func rekey[K, V any](s KStream[K, V]) KStream[K, V] {
+	s.rekeyed = true
+	return s
 }
 
 // Filter keeps the records for which keep returns true.
@@ -139,29 +164,29 @@ func MapValues[K, V, V2 any](s KStream[K, V], f func(K, V) V2, values serde.Serd
 // needs the records moved to the partitions of their new keys: write the
 // stream to a topic partitioned by the new key (To) and read it back.
 func Map[K, V, K2, V2 any](s KStream[K, V], f func(K, V) (K2, V2), keys serde.Serde[K2], values serde.Serde[V2]) KStream[K2, V2] {
-	return stateless(s, "KSTREAM-MAP", keys, values, func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error {
+	return rekey(stateless(s, "KSTREAM-MAP", keys, values, func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error {
 		k, v := f(rec.Key, rec.Value)
 		ctx.Forward(exactly.Record[K2, V2]{Key: k, Value: v, Timestamp: rec.Timestamp, Headers: rec.Headers})
 		return nil
-	})
+	}))
 }
 
 // SelectKey replaces each record's key.
 func SelectKey[K, V, K2 any](s KStream[K, V], f func(K, V) K2, keys serde.Serde[K2]) KStream[K2, V] {
-	return stateless(s, "KSTREAM-KEY-SELECT", keys, s.values, func(ctx exactly.ProcessorContext[K2, V], rec exactly.Record[K, V]) error {
+	return rekey(stateless(s, "KSTREAM-KEY-SELECT", keys, s.values, func(ctx exactly.ProcessorContext[K2, V], rec exactly.Record[K, V]) error {
 		ctx.Forward(exactly.Record[K2, V]{Key: f(rec.Key, rec.Value), Value: rec.Value, Timestamp: rec.Timestamp, Headers: rec.Headers})
 		return nil
-	})
+	}))
 }
 
 // FlatMap replaces each record with zero or more records.
 func FlatMap[K, V, K2, V2 any](s KStream[K, V], f func(K, V) []KeyValue[K2, V2], keys serde.Serde[K2], values serde.Serde[V2]) KStream[K2, V2] {
-	return stateless(s, "KSTREAM-FLATMAP", keys, values, func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error {
+	return rekey(stateless(s, "KSTREAM-FLATMAP", keys, values, func(ctx exactly.ProcessorContext[K2, V2], rec exactly.Record[K, V]) error {
 		for _, kv := range f(rec.Key, rec.Value) {
 			ctx.Forward(exactly.Record[K2, V2]{Key: kv.Key, Value: kv.Value, Timestamp: rec.Timestamp, Headers: rec.Headers})
 		}
 		return nil
-	})
+	}))
 }
 
 // Split sends each record to the first branch whose predicate holds; a
@@ -188,7 +213,7 @@ func (s KStream[K, V]) Split(predicates ...func(K, V) bool) []KStream[K, V] {
 			ctx.Forward(rec)
 			return nil
 		}).Supplier(), name)
-		out[i] = KStream[K, V]{sb: s.sb, node: child, keys: s.keys, values: s.values}
+		out[i] = KStream[K, V]{sb: s.sb, node: child, keys: s.keys, values: s.values, rekeyed: s.rekeyed}
 	}
 	return out
 }
@@ -200,7 +225,31 @@ func (s KStream[K, V]) Merge(other KStream[K, V]) KStream[K, V] {
 		ctx.Forward(rec)
 		return nil
 	}).Supplier(), s.node, other.node)
-	return KStream[K, V]{sb: s.sb, node: name, keys: s.keys, values: s.values}
+	return KStream[K, V]{sb: s.sb, node: name, keys: s.keys, values: s.values, rekeyed: s.rekeyed || other.rekeyed}
+}
+
+// Repartition writes the stream to the internal topic
+// <ApplicationID>-<name>-repartition, partitioned by the current key, and
+// reads it back, so that each key's records meet in one task. The write
+// and the read are part of the exactly-once transactions of their tasks.
+// GroupByKey does this by itself after a key change.
+func (s KStream[K, V]) Repartition(name string) KStream[K, V] {
+	if s.sb.opts.ApplicationID == "" {
+		if s.sb.err == nil {
+			s.sb.err = fmt.Errorf("repartition %q: set Options.ApplicationID to the application's id; repartition topics are named after it", name)
+		}
+		return s
+	}
+	topic := RepartitionTopic(s.sb.opts.ApplicationID, name)
+	exactly.AddSink(s.sb.b, name+"-repartition-sink", exactly.Sink[K, V]{Topic: topic, Keys: s.keys, Values: s.values}, s.node)
+	src := name + "-repartition-source"
+	exactly.AddSource(s.sb.b, src, exactly.Source[K, V]{Topics: []string{topic}, Keys: s.keys, Values: s.values})
+	return KStream[K, V]{sb: s.sb, node: src, keys: s.keys, values: s.values}
+}
+
+// RepartitionTopic is the internal topic of a repartition step.
+func RepartitionTopic(applicationID, name string) string {
+	return applicationID + "-" + name + "-repartition"
 }
 
 // To writes the stream to topic with the stream's serdes; the partition

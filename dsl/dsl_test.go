@@ -82,7 +82,7 @@ func oracle(events []event, w dsl.TimeWindows) oracleResult {
 
 func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, dsl.Metrics) {
 	m := dsl.NewMetrics()
-	sb := dsl.NewStreamsBuilder(m)
+	sb := dsl.NewStreamsBuilder(dsl.Options{Metrics: m})
 	counts, err := dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.WindowOptions{EmitFinal: emitFinal})
 	if err != nil {
 		t.Fatal(err)

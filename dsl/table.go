@@ -11,8 +11,15 @@ import (
 // topic keyed by it, or re-keyed and written back through a topic).
 type KGroupedStream[K, V any] struct{ s KStream[K, V] }
 
-// GroupByKey groups the stream by its current key.
-func (s KStream[K, V]) GroupByKey() KGroupedStream[K, V] { return KGroupedStream[K, V]{s: s} }
+// GroupByKey groups the stream by its current key. After a key change
+// (Map, SelectKey, FlatMap) the records first go through a repartition
+// topic, so that each key's records meet in one task.
+func (s KStream[K, V]) GroupByKey() KGroupedStream[K, V] {
+	if s.rekeyed {
+		s = s.Repartition(s.sb.name("KSTREAM-AGGREGATE-STATE-STORE"))
+	}
+	return KGroupedStream[K, V]{s: s}
+}
 
 // KTable is a changelog stream read as a table: the latest value per key,
 // held in a queryable store.

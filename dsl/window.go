@@ -223,7 +223,7 @@ func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, store
 	name := s.sb.name("KSTREAM-WINDOWED-AGGREGATE")
 	names := [2]string{storeName, storeName + "-closing"}
 	dropped := func() {}
-	if c := s.sb.metrics.DroppedRecords; c != nil {
+	if c := s.sb.opts.Metrics.DroppedRecords; c != nil {
 		late := c.WithLabelValues("late")
 		dropped = late.Inc
 	}

@@ -8,14 +8,22 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/dsl"
+	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/examples/orders"
 )
 
 func init() { commands = append(commands, newDescribeCommand) }
 
 // describable are the topologies `exactly describe` knows, by name.
-var describable = map[string]func() (*exactly.Topology, error){
-	"orders": func() (*exactly.Topology, error) { return orders.Topology(orders.Options{Persistent: true}) },
+var describable = map[string]func(applicationID string) (*exactly.Topology, error){
+	"orders": func(string) (*exactly.Topology, error) { return orders.Topology(orders.Options{Persistent: true}) },
+	"exposure": func(applicationID string) (*exactly.Topology, error) {
+		return exposure.CustomerExposure(applicationID, 1_000_000)
+	},
+	"suspicious-orders": func(applicationID string) (*exactly.Topology, error) {
+		return exposure.SuspiciousOrderCounts(applicationID, dsl.Metrics{})
+	},
 }
 
 func newDescribeCommand() *cobra.Command {
@@ -33,7 +41,8 @@ source and sink topics, processors, state stores and changelog topics, as
 "exactly run" would run them with the given --application-id. Without an
 argument it describes orders.`,
 		Example: `  exactly describe orders
-  exactly describe orders --application-id orders-staging`,
+  exactly describe orders --application-id orders-staging
+  exactly describe exposure --application-id risk`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: names,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,7 +54,7 @@ argument it describes orders.`,
 			if !ok {
 				return fmt.Errorf("unknown topology %q: use one of %s", name, strings.Join(names, ", "))
 			}
-			t, err := build()
+			t, err := build(applicationID)
 			if err != nil {
 				return err
 			}

@@ -204,6 +204,9 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 			r.partitions[name] = int32(len(d.Partitions))
 		}
 	}
+	if err := r.createInternalTopics(ctx, adm); err != nil {
+		return err
+	}
 	for _, sub := range r.topo.Subtopologies() {
 		var want int32
 		for _, topic := range sub.SourceTopics {
@@ -241,6 +244,36 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 			n := r.cfg.OutputPartitions
 			if n <= 0 {
 				n = want
+			}
+			if err := r.ensureTopic(ctx, adm, topic, n, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// createInternalTopics creates the topics the topology both writes and
+// reads (repartition topics) when missing, with as many partitions as the
+// sources of the sub-topology that writes them.
+func (r *Runner) createInternalTopics(ctx context.Context, adm *kadm.Client) error {
+	readers := map[string]bool{}
+	for _, sub := range r.topo.Subtopologies() {
+		for _, topic := range sub.SourceTopics {
+			readers[topic] = true
+		}
+	}
+	for _, sub := range r.topo.Subtopologies() {
+		for _, topic := range sub.SinkTopics {
+			if !readers[topic] {
+				continue
+			}
+			if _, ok := r.partitions[topic]; ok {
+				continue
+			}
+			n := r.partitions[sub.SourceTopics[0]]
+			if n == 0 {
+				return fmt.Errorf("source topic %q does not exist: create it before starting %s", sub.SourceTopics[0], r.cfg.ApplicationID)
 			}
 			if err := r.ensureTopic(ctx, adm, topic, n, nil); err != nil {
 				return err

@@ -1,0 +1,99 @@
+package exactly_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/examples/exposure"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestRepartitionTopicKeepsExactlyOnce runs the customer-exposure example
+// (orders re-keyed by customer through a repartition topic the runtime
+// creates) in two instances, one restarted mid-stream: each customer over
+// the threshold is decided exactly once.
+func TestRepartitionTopicKeepsExactlyOnce(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, exposure.OrdersTopic),
+		kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	const threshold, customers = 50_000, 40
+	top, err := exposure.CustomerExposure("risk", threshold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := func() exactly.Config {
+		cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+		cfg.ApplicationID = "risk"
+		return cfg
+	}
+	stopA := startApp(t, top, cfg())
+	stopB := startApp(t, top, cfg())
+	defer func() { stopB() }()
+
+	cl, _ := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	defer cl.Close()
+	rng := rand.New(rand.NewPCG(4, 2))
+	totals := map[string]int64{}
+	produce := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			o := exposure.OrderSubmitted{OrderID: fmt.Sprint("o", i), CustomerID: fmt.Sprint("c", rng.IntN(customers)), AmountCents: rng.Int64N(1000)}
+			totals[o.CustomerID] += o.AmountCents
+			v, _ := json.Marshal(o)
+			recs = append(recs, &kgo.Record{Topic: exposure.OrdersTopic, Key: []byte(o.OrderID), Value: v})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 2000)
+	time.Sleep(300 * time.Millisecond)
+	stopA() // its tasks move to B mid-stream
+	produce(2000, 4000)
+	stopA = startApp(t, top, cfg())
+	defer func() { stopA() }()
+	want := 0
+	for _, total := range totals {
+		if total >= threshold {
+			want++
+		}
+	}
+	out, _ := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(exposure.DecisionsTopic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	defer out.Close()
+	decided := map[string]int{}
+	n := 0
+	for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline) && (n < want || time.Now().Before(deadline.Add(-43*time.Second))); {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		out.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var d exposure.RiskDecision
+			json.Unmarshal(r.Value, &d)
+			decided[d.CustomerID]++
+			n++
+			if d.DecisionID != exposure.DecisionID(d.CustomerID, d.ExposureCents) || d.ExposureCents < threshold {
+				t.Errorf("bad decision %+v", d)
+			}
+		})
+		cancel()
+	}
+	time.Sleep(500 * time.Millisecond) // room for a duplicate to show
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	out.PollFetches(ctx).EachRecord(func(r *kgo.Record) { n++ })
+	cancel()
+	if want == 0 {
+		t.Fatal("no customer reached the threshold: the test proves nothing")
+	}
+	if len(decided) != want || n != want {
+		t.Fatalf("%d decisions for %d customers, want one each for %d customers over the threshold", n, len(decided), want)
+	}
+}
