@@ -3,6 +3,7 @@ package dsl_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,5 +307,130 @@ func TestJoinOfTopicsWithDifferentPartitionCountsIsRefusedNamingBoth(t *testing.
 	_, err = testdriver.New(top, testdriver.Config{Partitions: map[string]int32{"customers": 2, "orders": 3}})
 	if err == nil || !strings.Contains(err.Error(), "customers") || !strings.Contains(err.Error(), "orders") {
 		t.Fatalf("error %v, want one naming both topics", err)
+	}
+}
+
+type sideEvent struct {
+	left bool
+	key  string
+	ts   int64
+	val  string
+}
+
+// joinOracle replays a two-sided stream by brute force: a record later
+// than its window plus grace is dropped; otherwise it pairs with every
+// buffered record of the other side, same key, at most d apart; records
+// leave the buffer once stream time passes ts + d + grace, and unpaired
+// ones are emitted then if the join kind keeps them.
+func joinOracle(events []sideEvent, d, g int64, kind dsl.JoinKind) (out []string, dropped int) {
+	type entry struct {
+		sideEvent
+		matched bool
+	}
+	var buf []*entry
+	st := int64(-1 << 62)
+	for _, e := range events {
+		st = max(st, e.ts)
+		if e.ts+d+g >= st {
+			matched := false
+			for _, o := range buf {
+				if o.left != e.left && o.key == e.key && o.ts >= e.ts-d && o.ts <= e.ts+d {
+					l, r := o.val, e.val
+					if e.left {
+						l, r = e.val, o.val
+					}
+					out = append(out, e.key+":"+l+"+"+r)
+					o.matched, matched = true, true
+				}
+			}
+			buf = append(buf, &entry{sideEvent: e, matched: matched})
+		} else {
+			dropped++
+		}
+		kept := buf[:0]
+		for _, o := range buf {
+			if o.ts+d+g < st {
+				if !o.matched && (kind == dsl.JoinOuter || (kind == dsl.JoinLeft && o.left)) {
+					if o.left {
+						out = append(out, o.key+":"+o.val+"+-")
+					} else {
+						out = append(out, o.key+":-+"+o.val)
+					}
+				}
+				continue
+			}
+			kept = append(kept, o)
+		}
+		buf = kept
+	}
+	return out, dropped
+}
+
+func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
+	w := dsl.JoinWindows{TimeDifference: 3 * time.Second, Grace: 2 * time.Second}
+	for _, kind := range []dsl.JoinKind{dsl.JoinInner, dsl.JoinLeft, dsl.JoinOuter} {
+		for seed := range uint64(8) {
+			rng := rand.New(rand.NewPCG(seed, uint64(kind)+20))
+			m := dsl.NewMetrics()
+			sb := dsl.NewStreamsBuilder(dsl.Options{Metrics: m})
+			clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
+			views := dsl.Stream(sb, "views", serde.String, serde.String)
+			joined, err := dsl.JoinStreams(clicks, views, w, kind, "click-view",
+				func(_ string, j dsl.Joined[string, string]) string {
+					l, r := "-", "-"
+					if j.HasLeft {
+						l = j.Left
+					}
+					if j.HasRight {
+						r = j.Right
+					}
+					return l + "+" + r
+				}, serde.String)
+			if err != nil {
+				t.Fatal(err)
+			}
+			joined.To("joined")
+			top, err := sb.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := testdriver.New(top, testdriver.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var events []sideEvent
+			now := int64(100_000)
+			for i := range 300 {
+				now += 500 * rng.Int64N(3)
+				ts := now - 500*rng.Int64N(6)
+				if rng.IntN(25) == 0 {
+					ts = now - 15_000
+				}
+				e := sideEvent{left: rng.IntN(2) == 0, key: fmt.Sprint("k", rng.IntN(3)), ts: ts, val: fmt.Sprint("v", i)}
+				events = append(events, e)
+				topic := "views"
+				if e.left {
+					topic = "clicks"
+				}
+				if err := testdriver.CreateInputTopic(d, topic, serde.String, serde.String).PipeInput(e.key, e.val, time.UnixMilli(e.ts)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, wantDropped := joinOracle(events, w.TimeDifference.Milliseconds(), w.Grace.Milliseconds(), kind)
+			recs, _ := testdriver.CreateOutputTopic(d, "joined", serde.String, serde.String).ReadRecords()
+			var got []string
+			for _, r := range recs {
+				got = append(got, r.Key+":"+r.Value)
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("kind %d seed %d: join differs\n got %d %v\nwant %d %v", kind, seed, len(got), got, len(want), want)
+			}
+			if dropped := int(testutil.ToFloat64(m.DroppedRecords.WithLabelValues("late"))); dropped != wantDropped || dropped == 0 {
+				t.Fatalf("kind %d seed %d: dropped %d, want %d (and some)", kind, seed, dropped, wantDropped)
+			}
+			d.Close()
+		}
 	}
 }
