@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -44,7 +45,15 @@ func TestCrashChildInstance(t *testing.T) {
 	if cfg.Guarantee == exactly.AtLeastOnce {
 		cfg.CommitInterval = 300 * time.Millisecond
 	}
-	app, err := exactly.New(countingApp(t, true), cfg)
+	top := countingApp(t, true)
+	if os.Getenv("EXACTLY_CHILD_APP") == "exposure" {
+		cfg.ApplicationID = "risk"
+		var err error
+		if top, err = exposure.CustomerExposure("risk", exposureThreshold); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app, err := exactly.New(top, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +67,9 @@ type child struct {
 	cmd  *exec.Cmd
 }
 
-func startChild(t *testing.T, brokers []string, dir string, slot int, g exactly.Guarantee) *child {
+func startChild(t *testing.T, brokers []string, dir string, slot int, g exactly.Guarantee, env ...string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildInstance$")
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(append(os.Environ(), env...),
 		"EXACTLY_CHILD_BROKERS="+strings.Join(brokers, ","),
 		"EXACTLY_CHILD_GUARANTEE="+string(g),
 		"EXACTLY_CHILD_STATE="+filepath.Join(dir, fmt.Sprint("instance-", slot)),
