@@ -111,3 +111,9 @@ func Reduce[K, V any](g KGroupedStream[K, V], storeName string, reduce func(acc,
 	return aggregate(g, storeName, func() V { var zero V; return zero }, func(_ K, v V, acc V) V { return reduce(acc, v) },
 		func(_ K, v V) V { return v }, g.s.values, m)
 }
+
+// GroupBy groups the stream by a new key: SelectKey then GroupByKey, so
+// the records go through a repartition topic.
+func GroupBy[K, V, K2 any](s KStream[K, V], key func(K, V) K2, keys serde.Serde[K2]) KGroupedStream[K2, V] {
+	return SelectKey(s, key, keys).GroupByKey()
+}

@@ -78,8 +78,8 @@ func CustomerExposure(applicationID string, thresholdCents int64) (*exactly.Topo
 func SuspiciousOrderCounts(applicationID string, metrics dsl.Metrics) (*exactly.Topology, error) {
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: applicationID, Metrics: metrics})
 	orders := dsl.Stream(sb, OrdersTopic, serde.String, serde.JSON[OrderSubmitted]())
-	byCustomer := dsl.SelectKey(orders, func(_ string, o OrderSubmitted) string { return o.CustomerID }, serde.String)
-	counts, err := dsl.WindowedCount(byCustomer.GroupByKey(), dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
+	byCustomer := dsl.GroupBy(orders, func(_ string, o OrderSubmitted) string { return o.CustomerID }, serde.String)
+	counts, err := dsl.WindowedCount(byCustomer, dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
 		"suspicious-order-counts", dsl.WindowOptions{EmitFinal: true, Persistent: true})
 	if err != nil {
 		return nil, err
