@@ -121,11 +121,14 @@ func run(cfg config) (*result, error) {
 	if err := proc.WaitForReadyContext(ctx); err != nil {
 		return nil, fmt.Errorf("wait for ready: %w", err)
 	}
-	ready := time.Now()
 	finished, err := waitCommitted(ctx, cfg, runErr)
 	if err != nil {
 		return nil, err
 	}
+	// The clock starts at the first input record: goka's WaitForReady can
+	// return before the group is joined, and the exactly side's clock
+	// starts when it is ready to process, after joining.
+	ready := time.Unix(0, p.firstRecord.Load())
 	done := finished.Sub(ready)
 	cancel()
 	if err := <-runErr; err != nil && ctx.Err() == nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/orders"
@@ -55,9 +57,10 @@ type partitionState struct {
 }
 
 type projection struct {
-	cfg        config
-	mu         sync.Mutex
-	partitions map[int32]*partitionState
+	cfg         config
+	firstRecord atomic.Int64 // unix nanoseconds of the first input record
+	mu          sync.Mutex
+	partitions  map[int32]*partitionState
 }
 
 func (p *projection) partition(n int32) *partitionState {
@@ -85,6 +88,7 @@ func (p *projection) deadLetter(ctx goka.Context, key, value []byte, partition i
 // replay what became ready), then sweep when stream time crossed a sweep
 // boundary.
 func (p *projection) process(ctx goka.Context, msg any) {
+	p.firstRecord.CompareAndSwap(0, time.Now().UnixNano())
 	value, _ := msg.([]byte)
 	key := []byte(ctx.Key())
 	ps := p.partition(ctx.Partition())
