@@ -31,7 +31,7 @@ func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
 	}
 	root := newRootCommand()
 	root.SetArgs([]string{"describe", "nonsense"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "use one of orders") {
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "use one of exposure, orders, suspicious-orders") {
 		t.Errorf("describe nonsense = %v; want an error naming the known topologies", err)
 	}
 }
