@@ -62,7 +62,7 @@ func (r *runner) orders(ctx context.Context) error {
 	input := ordersInput(n)
 	r.progress("orders projection: %d orders, %d records", n, len(input))
 	for rep := range r.reps {
-		c, err := newCluster(orders.DefaultInputTopic, "ceiling-out", gokaOutput, gokaDLQ)
+		c, err := newCluster(orders.DefaultInputTopic, warmUpTopic, "ceiling-out", gokaOutput, gokaDLQ)
 		if err != nil {
 			return err
 		}
@@ -86,6 +86,12 @@ func (r *runner) ordersRep(ctx context.Context, c *cluster, input []*kgo.Record,
 		return fmt.Errorf("ceiling over orders: %w", err)
 	}
 	r.add("ceiling_orders", "records/s", n, float64(n)/d.Seconds())
+	// An unmeasured warm-up run on a tenth of the input, on a topic of its
+	// own: the first application run on a fresh broker is markedly slower
+	// whatever its guarantee.
+	if err := r.ordersWarmUp(ctx, c, input[:len(input)/10]); err != nil {
+		return err
+	}
 	// Alternate which guarantee runs first, so that neither always meets
 	// the other's leftovers.
 	for _, eos := range []bool{rep%2 == 1, rep%2 == 0} {
@@ -213,6 +219,37 @@ func (r *runner) gokaRun(ctx context.Context, c *cluster, n int, audit bool) err
 	if audit {
 		r.note("goka_orders_alos", fmt.Sprintf("goka v1.1.16, LevelDB; startup %.1f s not counted", res.StartupSeconds))
 		return r.audit(ctx, c, "goka_orders_alos", orders.Options{OutputTopic: gokaOutput, DeadLetterTopic: gokaDLQ})
+	}
+	return nil
+}
+
+const warmUpTopic = "order-events-warm-up"
+
+func (r *runner) ordersWarmUp(ctx context.Context, c *cluster, input []*kgo.Record) error {
+	recs := make([]*kgo.Record, len(input))
+	for i, rec := range input {
+		cp := *rec
+		cp.Topic = warmUpTopic
+		recs[i] = &cp
+	}
+	if err := c.produce(ctx, recs); err != nil {
+		return err
+	}
+	opts := ordersOptions("warm-up")
+	opts.InputTopic = warmUpTopic
+	top, err := orders.Topology(opts)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "exactly-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	cfg := appConfig(c.brokers, "orders-warm-up", true, 100*time.Millisecond)
+	cfg.StateDir = dir
+	if _, _, err := (appRun{top: top, cfg: cfg, records: len(recs)}).run(ctx); err != nil {
+		return fmt.Errorf("orders warm-up: %w", err)
 	}
 	return nil
 }
