@@ -7,51 +7,14 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/serde"
-	"github.com/exactly-go/exactly/store"
+	"github.com/exactly-go/exactly/examples/counting"
 )
 
-// CountOut is one output of the counting topology: the input's value and
-// its key's count after it.
-type CountOut struct {
-	ID    string `json:"id"`
-	Count int64  `json:"count"`
-}
-
-type countProc struct {
-	ctx    exactly.ProcessorContext[string, CountOut]
-	counts store.KeyValueStore[string, int64]
-}
-
-func (p *countProc) Init(ctx exactly.ProcessorContext[string, CountOut]) (err error) {
-	p.ctx = ctx
-	p.counts, err = exactly.GetKeyValueStore[string, int64](ctx, "counts")
-	return err
-}
-
-func (p *countProc) Process(rec exactly.Record[string, string]) error {
-	n, _, err := p.counts.Get(rec.Key)
-	if err != nil {
-		return err
-	}
-	if err := p.counts.Put(rec.Key, n+1); err != nil {
-		return err
-	}
-	p.ctx.Forward(exactly.Record[string, CountOut]{Key: rec.Key, Value: CountOut{ID: rec.Value, Count: n + 1}})
-	return nil
-}
-
-func (p *countProc) Close() error { return nil }
-
-// CountingTopology is the counting topology of the throughput scenarios:
-// input → count per key (a logged store) → one JSON output per input.
+// CountingTopology is the counting topology of the throughput scenarios
+// (examples/counting): input → count per key (a logged store) → one JSON
+// output per input.
 func CountingTopology(input, output string, persistent bool) (*exactly.Topology, error) {
-	b := exactly.NewBuilder()
-	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{input}, Keys: serde.String, Values: serde.String})
-	exactly.AddProcessor(b, "count", func() exactly.Processor[string, string, string, CountOut] { return &countProc{} }, "in")
-	exactly.AddStore(b, exactly.Store[string, int64]{Name: "counts", Keys: serde.String, Values: serde.Int64, Persistent: persistent}, "count")
-	exactly.AddSink(b, "out", exactly.Sink[string, CountOut]{Topic: output, Keys: serde.String, Values: serde.JSON[CountOut]()}, "count")
-	return b.Build()
+	return counting.Topology(input, output, persistent)
 }
 
 // appConfig is the configuration every scenario's app starts from.

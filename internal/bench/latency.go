@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactly-go/exactly/examples/counting"
 )
 
 // latency measures, at a steady input rate, the time from a record's
@@ -99,7 +101,7 @@ func latencyOnce(ctx context.Context, rate, seconds int) ([]time.Duration, error
 		cancel()
 		now := time.Now()
 		fetches.EachRecord(func(rec *kgo.Record) {
-			var out CountOut
+			var out counting.Output
 			if json.Unmarshal(rec.Value, &out) != nil {
 				return
 			}
