@@ -137,7 +137,11 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 
 	started := time.Now()
 	produced := make(chan error, 1)
-	go func() { produced <- produceStream(ctx, cl, records, o.duration) }()
+	stream := make([]*kgo.Record, len(records))
+	for i, r := range records {
+		stream[i] = &kgo.Record{Topic: orders.DefaultInputTopic, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+	}
+	go func() { produced <- producePaced(ctx, cl, stream, o.duration, 50) }()
 
 	progress := newProgress(out, len(records))
 	rng := rand.New(rand.NewPCG(o.seed, 0x6b696c6c))
@@ -203,13 +207,13 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	return nil
 }
 
-// produceStream sends records in their order, spread over about duration.
-func produceStream(ctx context.Context, cl *kgo.Client, records []orders.InputRecord, duration time.Duration) error {
-	const steps = 50
+// producePaced sends records in their order, in steps batches spread over
+// about duration, as a live source would.
+func producePaced(ctx context.Context, cl *kgo.Client, records []*kgo.Record, duration time.Duration, steps int) error {
 	per := (len(records) + steps - 1) / steps
 	for start := 0; start < len(records); start += per {
 		for _, r := range records[start:min(start+per, len(records))] {
-			cl.Produce(ctx, &kgo.Record{Topic: orders.DefaultInputTopic, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}, nil)
+			cl.Produce(ctx, r, nil)
 		}
 		if err := cl.Flush(ctx); err != nil {
 			return err
@@ -217,7 +221,7 @@ func produceStream(ctx context.Context, cl *kgo.Client, records []orders.InputRe
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(duration / steps):
+		case <-time.After(duration / time.Duration(steps)):
 		}
 	}
 	return nil

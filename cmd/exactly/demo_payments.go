@@ -160,7 +160,11 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	}
 	defer cl.Close()
 	produced := make(chan error, 1)
-	go func() { produced <- producePayments(ctx, cl, input, o.duration) }()
+	stream := make([]*kgo.Record, len(input))
+	for i, r := range input {
+		stream[i] = &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+	}
+	go func() { produced <- producePaced(ctx, cl, stream, o.duration, 40) }()
 
 	readOpts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	progress := newProgress(out, o.orders)
@@ -250,26 +254,6 @@ func auditPayments(ctx context.Context, opts []kgo.Opt, input []payments.InputRe
 		return nil, err
 	}
 	return payments.Audit(input, gw.Charges(), processed, dls, declineRate), nil
-}
-
-// producePayments sends records in order, spread over about duration.
-func producePayments(ctx context.Context, cl *kgo.Client, records []payments.InputRecord, duration time.Duration) error {
-	const steps = 40
-	per := (len(records) + steps - 1) / steps
-	for start := 0; start < len(records); start += per {
-		for _, r := range records[start:min(start+per, len(records))] {
-			cl.Produce(ctx, &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}, nil)
-		}
-		if err := cl.Flush(ctx); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(duration / steps):
-		}
-	}
-	return nil
 }
 
 func printPaymentsSetup(out io.Writer, o paymentsDemoOptions, brokers []string, gatewayURL string, input []payments.InputRecord, dir string) {
