@@ -161,10 +161,13 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		return nil, fmt.Errorf("orders topology: %w", err)
 	}
 	if err := reorder.Add(b, NodeReorder, reorder.Options[string, Event]{
-		Keys:          serde.String,
-		Values:        serde.JSON[Event](),
-		EventID:       func(e Event) string { return e.Metadata.EventID },
-		Ready:         createdApplied,
+		Keys:    serde.String,
+		Values:  serde.JSON[Event](),
+		EventID: func(e Event) string { return e.Metadata.EventID },
+		// An order opens when its OrderCreated is released to apply, which
+		// applies it in the same step: the reorder buffer's own per-order
+		// state answers readiness without reading the projection.
+		Opens:         func(e Event) bool { return e.Type == TypeOrderCreated },
 		Sequence:      func(e Event) (uint64, bool) { return e.Metadata.Sequence, e.Metadata.Sequence > 0 },
 		BufferTTL:     opts.BufferTTL,
 		SweepInterval: opts.SweepInterval,
@@ -174,7 +177,6 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	}, NodeDedup); err != nil {
 		return nil, fmt.Errorf("orders topology: %w", err)
 	}
-	b.Connect(NodeReorder, ProjectionStore)
 	exactly.AddProcessor(b, NodeApply, func() exactly.Processor[string, Event, string, Projection] {
 		return &applyProcessor{}
 	}, NodeReorder)
@@ -249,23 +251,6 @@ func (p *decodeProcessor) Process(rec exactly.Record[[]byte, decoded]) error {
 }
 
 func (p *decodeProcessor) Close() error { return nil }
-
-// createdApplied is the reorder buffer's readiness test: an OrderCreated is
-// always ready; any other event once an OrderCreated of its order has been
-// applied.
-func createdApplied(ctx exactly.ProcessorContext[string, Event]) (reorder.ReadyFunc[string, Event], error) {
-	aggregates, err := exactly.GetKeyValueStore[string, Aggregate](ctx, ProjectionStore)
-	if err != nil {
-		return nil, err
-	}
-	return func(orderID string, e Event) (bool, error) {
-		if e.Type == TypeOrderCreated {
-			return true, nil
-		}
-		a, ok, err := aggregates.Get(orderID)
-		return ok && !a.Created.IsZero(), err
-	}, nil
-}
 
 type applyProcessor struct {
 	ctx        exactly.ProcessorContext[string, Projection]
