@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/exactly-go/exactly"
@@ -139,10 +137,8 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 	if c.ClientID != "" {
 		client.Headers = http.Header{headerClientID: {c.ClientID}}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := sideeffect.NewMetrics(nil)
-	reg.MustRegister(metrics.Collectors()...)
+	reg := newRegistry(metrics.Collectors()...)
 	opts := payments.Options{Gateway: client, Concurrency: c.Concurrency, Persistent: true, Retry: sideeffect.Retry{For: c.RetryFor}, Metrics: metrics}
 	var top *exactly.Topology
 	var err error
@@ -172,28 +168,14 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := make(chan error, 1)
+	var ln net.Listener
+	var srv *httpapi.Server
 	if c.HTTP != "" {
-		ln, err := net.Listen("tcp", c.HTTP)
-		if err != nil {
+		if ln, err = net.Listen("tcp", c.HTTP); err != nil {
 			return fmt.Errorf("--http %s: %w: choose a free address, or leave --http empty", c.HTTP, err)
 		}
-		srv := httpapi.New(httpapi.Options{Application: c.ApplicationID, Instance: c.InstanceID, Registry: reg, Ready: app.Ready(), Logger: log})
-		go func() { served <- srv.Serve(ctx, ln) }()
-	} else {
-		served <- nil
+		srv = httpapi.New(httpapi.Options{Application: c.ApplicationID, Instance: c.InstanceID, Registry: reg, Ready: app.Ready(), Logger: log})
 	}
 	log.Info("running the payment pipeline", "brokers", strings.Join(c.Brokers, ","), "gateway", c.Gateway, "guarantee", c.Guarantee, "concurrency", c.Concurrency)
-	runErr := app.Run(ctx)
-	cancel()
-	httpErr := <-served
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		return fmt.Errorf("payments %s: %w", c.Role, runErr)
-	}
-	if httpErr != nil {
-		return fmt.Errorf("--http %s: %w", c.HTTP, httpErr)
-	}
-	return nil
+	return runServing(ctx, app, srv, ln, "payments "+c.Role)
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -162,10 +161,8 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := orders.NewMetrics(nil)
-	reg.MustRegister(metrics.Collectors()...)
+	reg := newRegistry(metrics.Collectors()...)
 	topology, err := orders.Topology(orders.Options{
 		InputTopic:      c.InputTopic,
 		OutputTopic:     c.OutputTopic,
@@ -199,37 +196,25 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		return err
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := make(chan error, 1)
+	var srv *httpapi.Server
 	if ln != nil {
-		srv := newOrdersHTTP(app, reg, c, log)
+		srv = newOrdersHTTP(app, reg, c, log)
 		log.Info("serving HTTP", "addr", ln.Addr().String(), "status", "http://"+ln.Addr().String()+"/")
-		go func() { served <- srv.Serve(ctx, ln) }()
-	} else {
-		served <- nil
 	}
+	readyCtx, stopReady := context.WithCancel(ctx)
+	defer stopReady()
 	go func() {
 		select {
 		case <-app.Ready():
 			log.Info("ready: joined the group and restored the stores")
-		case <-ctx.Done():
+		case <-readyCtx.Done():
 		}
 	}()
 
 	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "guarantee", c.Guarantee,
 		"input", c.InputTopic, "output", c.OutputTopic, "dlq", c.DLQTopic, "state_dir", c.StateDir)
-	runErr := app.Run(ctx)
-	cancel()
-	httpErr := <-served
-	if errors.Is(runErr, context.Canceled) {
-		runErr = nil
-	}
-	if runErr != nil {
-		return fmt.Errorf("orders: %w", runErr)
-	}
-	if httpErr != nil {
-		return fmt.Errorf("--http %s: %w", c.HTTP, httpErr)
+	if err := runServing(ctx, app, srv, ln, "orders"); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil

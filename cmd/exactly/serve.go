@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// newRegistry returns the registry an instance serves on /metrics: the Go
+// and process collectors plus cs.
+func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cs...)
+	return reg
+}
+
+// runServing runs app until ctx ends, serving srv on ln meanwhile (ln nil:
+// no HTTP), and stops both. A cancelled context is a clean stop; what names
+// the application in errors.
+func runServing(ctx context.Context, app *exactly.App, srv *httpapi.Server, ln net.Listener, what string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	if ln != nil {
+		go func() { served <- srv.Serve(ctx, ln) }()
+	} else {
+		served <- nil
+	}
+	runErr := app.Run(ctx)
+	cancel()
+	httpErr := <-served
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return fmt.Errorf("%s: %w", what, runErr)
+	}
+	if httpErr != nil {
+		return fmt.Errorf("--http %s: %w", ln.Addr(), httpErr)
+	}
+	return nil
+}
