@@ -1,0 +1,112 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/exactly-go/exactly/internal/task"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/store"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func (w *worker) closeTask(lt *liveTask, abort bool) {
+	w.r.setQueryable(lt.id, nil)
+	if abort {
+		lt.task.Abort()
+	}
+	if err := lt.task.Close(); err != nil {
+		w.log.Warn("close task", "task", lt.id, "err", err)
+	}
+	if lt.persistent != nil {
+		lt.persistent.Close()
+	}
+	for _, topic := range lt.task.SourceTopics() {
+		delete(w.byInput, task.TopicPartition{Topic: topic, Partition: lt.id.Partition})
+	}
+	w.r.metrics.tasks.Dec()
+}
+
+func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.assigned = true
+	if len(assigned) > 0 {
+		w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
+	}
+	for topic, ps := range assigned {
+		w.pending[topic] = append(w.pending[topic], ps...)
+	}
+	w.log.Info("partitions assigned", "partitions", assigned)
+}
+
+func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(revoked) == 0 {
+		return // a rebalance that takes nothing from this member
+	}
+	w.r.metrics.rebalances.WithLabelValues("revoked").Inc()
+	if !w.eos {
+		// Hand the partitions over with their work committed.
+		if err := w.commit(ctx); err != nil {
+			w.log.Warn("commit on revocation failed", "err", err)
+			w.abortAll()
+		}
+	}
+	// Under exactly_once_v2 the session aborts the open transaction: the
+	// revoked tasks' work is discarded here, the others' at the next End.
+	w.dropTasks(revoked, w.eos)
+	w.log.Info("partitions revoked", "partitions", revoked)
+}
+
+func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.r.metrics.rebalances.WithLabelValues("lost").Inc()
+	w.dropTasks(lost, true)
+	w.log.Warn("partitions lost", "partitions", lost)
+}
+
+func (w *worker) dropTasks(partitions map[string][]int32, abort bool) {
+	for topic, ps := range partitions {
+		for _, p := range ps {
+			tp := task.TopicPartition{Topic: topic, Partition: p}
+			if lt := w.byInput[tp]; lt != nil {
+				w.closeTask(lt, abort)
+				delete(w.tasks, lt.id)
+			}
+			if pend := w.pending[topic]; pend != nil {
+				w.pending[topic] = slices.DeleteFunc(pend, func(x int32) bool { return x == p })
+			}
+		}
+	}
+}
+
+func compareTaskIDs(a, b topo.TaskID) int {
+	if a.Subtopology != b.Subtopology {
+		return a.Subtopology - b.Subtopology
+	}
+	return int(a.Partition - b.Partition)
+}
+
+// taskDir is where a task's persistent stores live.
+func (w *worker) taskDir(id topo.TaskID) string {
+	return filepath.Join(w.r.stateDir, id.String())
+}
+
+func (w *worker) openPersistent(id topo.TaskID) (*store.Pebble, error) {
+	dir := w.taskDir(id)
+	p, err := store.OpenPebble(dir)
+	if err == nil {
+		return p, nil
+	}
+	w.log.Warn("local store unreadable; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
+	if rmErr := os.RemoveAll(dir); rmErr != nil {
+		return nil, fmt.Errorf("wipe %s: %w", dir, rmErr)
+	}
+	return store.OpenPebble(dir)
+}

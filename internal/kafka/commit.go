@@ -1,0 +1,323 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/exactly-go/exactly/internal/task"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// sendOutputs sends the output records processed so far without waiting,
+// so that producing overlaps with processing; under exactly_once_v2 they go
+// into the open transaction and share its fate.
+func (w *worker) sendOutputs(ctx context.Context) error {
+	for _, lt := range w.tasks {
+		outs := lt.task.TakeOutputs()
+		if len(outs) == 0 {
+			continue
+		}
+		if err := w.beginTxn(); err != nil {
+			return err
+		}
+		for i := range outs {
+			w.sendOutput(ctx, &outs[i])
+		}
+	}
+	return nil
+}
+
+func (w *worker) beginTxn() error {
+	if !w.eos || w.inTxn {
+		return nil
+	}
+	if err := w.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	w.inTxn = true
+	return nil
+}
+
+// send produces rec asynchronously; failures are kept for the commit, and
+// onAck runs with the acknowledged record. The record is bound to
+// produceCtx, not ctx: cancelling the run must not fail the sends that the
+// shutdown's final commit waits for.
+func (w *worker) send(_ context.Context, rec *kgo.Record, onAck func(*kgo.Record)) {
+	w.inflight.Add(1)
+	wg := w.inflight
+	w.cl.Produce(w.produceCtx, rec, func(r *kgo.Record, err error) {
+		defer wg.Done()
+		if err != nil {
+			w.produceMu.Lock()
+			if w.produceErr == nil {
+				w.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+			}
+			w.produceMu.Unlock()
+			return
+		}
+		if onAck != nil {
+			onAck(r)
+		}
+	})
+}
+
+func (w *worker) sendOutput(ctx context.Context, out *topo.Output) {
+	rec := &kgo.Record{Topic: out.Topic, Partition: out.Partition, Key: out.Key, Value: out.Value, Timestamp: time.UnixMilli(out.Timestamp)}
+	if len(out.Headers) > 0 {
+		rec.Headers = make([]kgo.RecordHeader, len(out.Headers))
+		for i, h := range out.Headers {
+			rec.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+		}
+	}
+	if w.r.deadLetter[out.Topic] {
+		w.r.metrics.deadLetters.WithLabelValues(out.Topic).Inc()
+	}
+	w.r.metrics.outputsProduced.Inc()
+	w.send(ctx, rec, nil)
+}
+
+// pendingCommit is one task's part of a commit in flight.
+type pendingCommit struct {
+	lt          *liveTask
+	c           *task.Commit
+	checkpoints map[string]int64
+}
+
+// commit makes everything the tasks produced since the last commit durable
+// together, then applies the store buffers.
+func (w *worker) commit(ctx context.Context) error {
+	start := time.Now()
+	w.lastCommit = start
+	var parts []*pendingCommit
+	nothing := true
+	for _, id := range slices.SortedFunc(maps.Keys(w.tasks), compareTaskIDs) {
+		lt := w.tasks[id]
+		c := lt.task.PrepareCommit()
+		if !c.Empty() {
+			nothing = false
+		}
+		parts = append(parts, &pendingCommit{lt: lt, c: c, checkpoints: map[string]int64{}})
+	}
+	if nothing && !w.inTxn {
+		return nil
+	}
+	w.r.metrics.commits.Inc()
+	if err := w.beginTxn(); err != nil {
+		return err
+	}
+	w.produce(ctx, parts)
+	w.inflight.Wait()
+	w.produceMu.Lock()
+	produceErr := w.produceErr
+	w.produceErr = nil
+	w.produceMu.Unlock()
+
+	var committed bool
+	if w.eos {
+		endCtx := kgo.PreTxnCommitFnContext(ctx, w.streamTimeMetadata(parts))
+		try := kgo.TryCommit
+		if produceErr != nil {
+			try = kgo.TryAbort
+		}
+		var err error
+		committed, err = w.sess.End(endCtx, try)
+		w.inTxn = false
+		if err != nil {
+			w.abortAll()
+			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+			return fmt.Errorf("end transaction: %w", err)
+		}
+		if !committed {
+			w.log.Info("transaction aborted; input will be redelivered", "produce_err", produceErr)
+			w.abortAll()
+			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+			w.timestamps = w.timestamps[:0]
+			return nil
+		}
+		w.r.metrics.transactions.WithLabelValues("committed").Inc()
+	} else if produceErr != nil {
+		// Nothing was applied and no offset committed: rewind and redo.
+		w.abortAll()
+		w.cl.SetOffsets(w.cl.CommittedOffsets())
+		w.log.Warn("produce failed; input will be redelivered", "err", produceErr)
+		w.timestamps = w.timestamps[:0]
+		return nil
+	}
+
+	for _, p := range parts {
+		if err := p.lt.task.CompleteCommit(p.checkpoints); err != nil {
+			// The commit is durable; only the local store is behind. A new
+			// session restores it from its checkpoint.
+			return fmt.Errorf("apply committed writes of task %s: %w", p.lt.id, err)
+		}
+	}
+	if !w.eos {
+		if err := w.commitOffsets(ctx, parts); err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	for _, ts := range w.timestamps {
+		w.r.metrics.e2eLatency.Observe(float64(now.UnixMilli()-ts) / 1000)
+	}
+	w.timestamps = w.timestamps[:0]
+	w.r.metrics.commitLatency.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// produce sends the remaining outputs and every changelog record of the
+// commit, recording each store's checkpoint (the offset after its last
+// acknowledged changelog record) as acknowledgements arrive.
+func (w *worker) produce(ctx context.Context, parts []*pendingCommit) {
+	var mu sync.Mutex
+	for _, p := range parts {
+		for i := range p.c.Outputs {
+			w.sendOutput(ctx, &p.c.Outputs[i])
+		}
+		for _, sc := range p.c.Changelogs {
+			topic := topo.ChangelogTopic(w.r.cfg.ApplicationID, sc.Store)
+			storeName, checkpoints := sc.Store, p.checkpoints
+			for _, ch := range sc.Changes {
+				rec := &kgo.Record{Topic: topic, Partition: p.lt.id.Partition, Key: ch.Key, Value: ch.Value}
+				if p.c.StreamTime >= 0 {
+					rec.Timestamp = time.UnixMilli(p.c.StreamTime)
+				}
+				w.send(ctx, rec, func(r *kgo.Record) {
+					mu.Lock()
+					if r.Offset+1 > checkpoints[storeName] {
+						checkpoints[storeName] = r.Offset + 1
+					}
+					mu.Unlock()
+				})
+			}
+		}
+	}
+}
+
+// streamTimeMetadata writes each task's stream time into the metadata of
+// its partitions' offset commits, so a task restarted anywhere resumes at
+// the same stream time.
+func (w *worker) streamTimeMetadata(parts []*pendingCommit) func(*kmsg.TxnOffsetCommitRequest) error {
+	times := w.streamTimes(parts)
+	return func(req *kmsg.TxnOffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				if st, ok := times[task.TopicPartition{Topic: t.Topic, Partition: t.Partitions[j].Partition}]; ok {
+					t.Partitions[j].Metadata = &st
+				}
+			}
+		}
+		return nil
+	}
+}
+
+func (w *worker) streamTimes(parts []*pendingCommit) map[task.TopicPartition]string {
+	times := map[task.TopicPartition]string{}
+	for _, p := range parts {
+		meta := encodeStreamTime(p.c.StreamTime)
+		for _, topic := range p.lt.task.SourceTopics() {
+			times[task.TopicPartition{Topic: topic, Partition: p.lt.id.Partition}] = meta
+		}
+	}
+	return times
+}
+
+// commitOffsets commits input offsets after the outputs were acknowledged
+// (at_least_once).
+func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) error {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for _, p := range parts {
+		for tp, next := range p.c.Offsets {
+			if offsets[tp.Topic] == nil {
+				offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
+			}
+			offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: next}
+		}
+	}
+	if len(offsets) == 0 {
+		return nil
+	}
+	times := w.streamTimes(parts)
+	commitCtx := kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				if st, ok := times[task.TopicPartition{Topic: t.Topic, Partition: t.Partitions[j].Partition}]; ok {
+					t.Partitions[j].Metadata = &st
+				}
+			}
+		}
+		return nil
+	})
+	var commitErr error
+	w.cl.CommitOffsetsSync(commitCtx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != 0 && commitErr == nil {
+					commitErr = fmt.Errorf("commit %s/%d: error code %d", t.Topic, p.Partition, p.ErrorCode)
+				}
+			}
+		}
+	})
+	if commitErr != nil {
+		// The outputs are durable and the stores applied; only the offsets
+		// are behind, so the input is redelivered (at-least-once).
+		w.log.Warn("offset commit failed; records after the last commit will be redelivered", "err", commitErr)
+	}
+	return nil
+}
+
+const streamTimePrefix = "exactly:v1:st="
+
+func encodeStreamTime(st int64) string {
+	if st == task.UnknownTime {
+		return ""
+	}
+	return streamTimePrefix + strconv.FormatInt(st, 10)
+}
+
+func decodeStreamTime(meta string) int64 {
+	s, ok := strings.CutPrefix(meta, streamTimePrefix)
+	if !ok {
+		return task.UnknownTime
+	}
+	st, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return task.UnknownTime
+	}
+	return st
+}
+
+// shutdownGrace bounds how long a commit may go on after the run is
+// cancelled, and how long the final commit of a shutdown may take.
+const shutdownGrace = 10 * time.Second
+
+// withGrace returns a context that ends grace after ctx ends, so that a
+// commit under way when the run is cancelled completes instead of failing
+// half done (which would abort its transaction, or leave its offsets
+// uncommitted under at_least_once, and redo the work after a restart).
+func withGrace(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return out, func() { stop(); cancel() }
+}
+
+// abortAll discards every task's work since the last commit.
+func (w *worker) abortAll() {
+	for _, lt := range w.tasks {
+		lt.task.Abort()
+	}
+}
