@@ -50,25 +50,44 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 		return // a rebalance that takes nothing from this member
 	}
 	w.r.metrics.rebalances.WithLabelValues("revoked").Inc()
+	var commitErr error
 	if !w.eos {
 		// Hand the partitions over with their work committed.
-		if err := w.commit(ctx); err != nil {
-			w.log.Warn("commit on revocation failed", "err", err)
-			w.abortAll()
-		}
+		commitErr = w.commit(ctx)
 	}
 	// Under exactly_once_v2 the session aborts the open transaction: the
 	// revoked tasks' work is discarded here, the others' at the next End.
-	w.dropTasks(revoked, w.eos)
+	w.txnRebalanced = w.txnRebalanced || w.inTxn
+	w.dropTasks(revoked, w.eos || commitErr != nil)
 	w.log.Info("partitions revoked", "partitions", revoked)
+	if commitErr != nil {
+		w.restartTasks("commit on revocation failed", commitErr)
+	}
 }
 
 func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.r.metrics.rebalances.WithLabelValues("lost").Inc()
+	w.txnRebalanced = w.txnRebalanced || w.inTxn
 	w.dropTasks(lost, true)
 	w.log.Warn("partitions lost", "partitions", lost)
+}
+
+// restartTasks discards every task's uncommitted work and starts the tasks
+// again as a new owner would: from the group's committed offsets and their
+// changelogs. It is the way back to a known state after a commit whose
+// outcome is unknown or that failed half way.
+func (w *worker) restartTasks(reason string, cause error) {
+	w.log.Warn(reason+"; restarting the tasks from the committed offsets and changelogs", "err", cause, "tasks", len(w.tasks))
+	for id, lt := range w.tasks {
+		w.closeTask(lt, true)
+		delete(w.tasks, id)
+		for _, topic := range lt.task.SourceTopics() {
+			w.pending[topic] = append(w.pending[topic], id.Partition)
+			w.rewind[task.TopicPartition{Topic: topic, Partition: id.Partition}] = true
+		}
+	}
 }
 
 func (w *worker) dropTasks(partitions map[string][]int32, abort bool) {

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -109,6 +110,17 @@ func (w *worker) commit(ctx context.Context) error {
 	if nothing && !w.inTxn {
 		return nil
 	}
+	if len(parts) == 0 {
+		// Every task was revoked or lost while the transaction was open:
+		// nothing of it may commit.
+		_, err := w.sess.End(ctx, kgo.TryAbort)
+		w.inTxn, w.txnRebalanced = false, false
+		w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+		if err != nil {
+			return fmt.Errorf("abort transaction of revoked tasks: %w", err)
+		}
+		return nil
+	}
 	w.r.metrics.commits.Inc()
 	if err := w.beginTxn(); err != nil {
 		return err
@@ -122,24 +134,39 @@ func (w *worker) commit(ctx context.Context) error {
 
 	var committed bool
 	if w.eos {
-		endCtx := kgo.PreTxnCommitFnContext(ctx, w.streamTimeMetadata(parts))
+		endCtx := kgo.PreTxnCommitFnContext(ctx, w.txnOffsets(parts))
 		try := kgo.TryCommit
 		if produceErr != nil {
 			try = kgo.TryAbort
 		}
 		var err error
 		committed, err = w.sess.End(endCtx, try)
-		w.inTxn = false
+		rebalanced := w.txnRebalanced
+		w.inTxn, w.txnRebalanced = false, false
 		if err != nil {
+			// The outcome is unknown: a new session starts from the
+			// group's committed offsets and the changelogs.
 			w.abortAll()
 			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
 			return fmt.Errorf("end transaction: %w", err)
 		}
 		if !committed {
-			w.log.Info("transaction aborted; input will be redelivered", "produce_err", produceErr)
-			w.abortAll()
 			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
 			w.timestamps = w.timestamps[:0]
+			switch {
+			case produceErr != nil:
+				w.log.Info("transaction aborted after a failed send; input will be redelivered", "err", produceErr)
+				w.abortAll()
+			case rebalanced:
+				w.log.Info("transaction aborted: partitions moved while it was open; input will be redelivered")
+				w.abortAll()
+			default:
+				// The session reports no commit, but some of the broker
+				// answers it retries as an abort leave the first attempt's
+				// outcome open (franz-go retries an unknown server error on
+				// EndTxn as an abort). Only the group knows.
+				w.restartTasks("transaction not committed, outcome unconfirmed", nil)
+			}
 			return nil
 		}
 		w.r.metrics.transactions.WithLabelValues("committed").Inc()
@@ -153,6 +180,7 @@ func (w *worker) commit(ctx context.Context) error {
 	}
 
 	for _, p := range parts {
+		maps.Copy(p.lt.committed, p.c.Offsets)
 		if err := p.lt.task.CompleteCommit(p.checkpoints); err != nil {
 			// The commit is durable; only the local store is behind. A new
 			// session restores it from its checkpoint.
@@ -202,12 +230,50 @@ func (w *worker) produce(ctx context.Context, parts []*pendingCommit) {
 	}
 }
 
-// streamTimeMetadata writes each task's stream time into the metadata of
-// its partitions' offset commits, so a task restarted anywhere resumes at
-// the same stream time.
-func (w *worker) streamTimeMetadata(parts []*pendingCommit) func(*kmsg.TxnOffsetCommitRequest) error {
+// txnOffsets completes the transaction's offset commit. It puts each
+// task's stream time into the metadata of its partitions' offsets, so a task
+// restarted anywhere resumes at the same stream time; and it commits the
+// offsets of every task in the transaction, also of those that consumed
+// nothing since the last commit (their committed offset again). An offset
+// commit is what makes the group coordinator check this member's generation
+// (KIP-447): without one, a member expelled from the group could still
+// commit what a wall-clock punctuator produced for tasks another member now
+// owns. A transaction that would carry no offset at all is refused.
+func (w *worker) txnOffsets(parts []*pendingCommit) func(*kmsg.TxnOffsetCommitRequest) error {
 	times := w.streamTimes(parts)
 	return func(req *kmsg.TxnOffsetCommitRequest) error {
+		have := map[task.TopicPartition]bool{}
+		topicIndex := map[string]int{}
+		for i, t := range req.Topics {
+			topicIndex[t.Topic] = i
+			for _, p := range t.Partitions {
+				have[task.TopicPartition{Topic: t.Topic, Partition: p.Partition}] = true
+			}
+		}
+		for _, p := range parts {
+			for _, tp := range slices.SortedFunc(maps.Keys(p.lt.committed), compareTopicPartitions) {
+				if have[tp] {
+					continue
+				}
+				i, ok := topicIndex[tp.Topic]
+				if !ok {
+					rt := kmsg.NewTxnOffsetCommitRequestTopic()
+					rt.Topic, rt.TopicID = tp.Topic, w.r.topicIDs[tp.Topic]
+					req.Topics = append(req.Topics, rt)
+					i = len(req.Topics) - 1
+					topicIndex[tp.Topic] = i
+				}
+				rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+				rp.Partition, rp.LeaderEpoch = tp.Partition, -1
+				// Nothing committed yet: offset 0 resumes where no commit
+				// would (the consumer starts at the earliest offset).
+				rp.Offset = max(p.lt.committed[tp], 0)
+				req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+			}
+		}
+		if len(req.Topics) == 0 {
+			return errNoOffsets
+		}
 		for i := range req.Topics {
 			t := &req.Topics[i]
 			for j := range t.Partitions {
@@ -218,6 +284,16 @@ func (w *worker) streamTimeMetadata(parts []*pendingCommit) func(*kmsg.TxnOffset
 		}
 		return nil
 	}
+}
+
+// errNoOffsets aborts a transaction that holds no task's offsets.
+var errNoOffsets = errors.New("the transaction carries no input offset, so the group cannot confirm this member may write it")
+
+func compareTopicPartitions(a, b task.TopicPartition) int {
+	if c := strings.Compare(a.Topic, b.Topic); c != 0 {
+		return c
+	}
+	return int(a.Partition - b.Partition)
 }
 
 func (w *worker) streamTimes(parts []*pendingCommit) map[task.TopicPartition]string {

@@ -4,46 +4,78 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/store"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // restorePending creates the tasks of newly assigned partitions: their
-// stream time from the committed offsets' metadata, their stores restored
-// from checkpoint to the changelog's end, then their processors initialized.
-func (w *worker) restorePending(ctx context.Context) error {
+// positions and stream time from the group's committed offsets, their stores
+// restored from checkpoint to the changelog's end, then their processors
+// initialized. Partitions marked for rewind get their consumer position set
+// to the committed offset; restorePending returns them, so that records
+// fetched before the rewind are not processed.
+func (w *worker) restorePending(ctx context.Context) (rewound map[task.TopicPartition]bool, err error) {
 	if len(w.pending) == 0 {
-		return nil
+		return nil, nil
 	}
-	ids := map[topo.TaskID]bool{}
+	var ids []topo.TaskID
 	for topic, ps := range w.pending {
 		sub, ok := w.r.subOf[topic]
 		if !ok {
 			continue
 		}
 		for _, p := range ps {
-			ids[topo.TaskID{Subtopology: sub, Partition: p}] = true
+			id := topo.TaskID{Subtopology: sub, Partition: p}
+			if _, ok := w.tasks[id]; !ok && !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
 		}
 	}
 	w.pending = map[string][]int32{}
-	times, err := w.committedStreamTimes(ctx)
-	if err != nil {
-		return err
+	if len(ids) == 0 {
+		return nil, nil
 	}
-	for id := range ids {
-		if _, ok := w.tasks[id]; ok {
+	var partitions []task.TopicPartition
+	for _, id := range ids {
+		for _, topic := range w.r.topo.Subtopologies()[id.Subtopology].SourceTopics {
+			partitions = append(partitions, task.TopicPartition{Topic: topic, Partition: id.Partition})
+		}
+	}
+	committed, err := w.fetchCommitted(ctx, partitions)
+	if err != nil {
+		return nil, err
+	}
+	rewind := map[string]map[int32]kgo.EpochOffset{}
+	for _, tp := range partitions {
+		if !w.rewind[tp] {
 			continue
 		}
-		lt, err := w.startTask(ctx, id, times)
+		delete(w.rewind, tp)
+		if rewind[tp.Topic] == nil {
+			rewind[tp.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		// Offset 0 where nothing is committed: the consumer starts at the
+		// earliest offset, as it does without a commit.
+		rewind[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: max(committed[tp].offset, 0)}
+		if rewound == nil {
+			rewound = map[task.TopicPartition]bool{}
+		}
+		rewound[tp] = true
+	}
+	w.cl.SetOffsets(rewind)
+	for _, id := range ids {
+		lt, err := w.startTask(ctx, id, committed)
 		if err != nil {
-			return fmt.Errorf("start task %s: %w", id, err)
+			return nil, fmt.Errorf("start task %s: %w", id, err)
 		}
 		w.tasks[id] = lt
 		w.r.setQueryable(id, &queryTarget{memory: lt.memory, persistent: pebbleOrNil(lt.persistent)})
@@ -52,25 +84,40 @@ func (w *worker) restorePending(ctx context.Context) error {
 		}
 		w.r.metrics.tasks.Inc()
 	}
-	return nil
+	return rewound, nil
 }
 
-// committedStreamTimes reads the stream time committed with each input
-// partition's offset. It waits for offsets held by an open transaction
-// (KIP-447), so a previous owner's last commit is settled first.
-func (w *worker) committedStreamTimes(ctx context.Context) (map[task.TopicPartition]int64, error) {
+// committedOffset is what the group holds for one input partition.
+type committedOffset struct {
+	offset     int64 // -1: nothing committed yet
+	streamTime int64
+}
+
+// fetchCommitted reads the offsets (and the stream time in their metadata)
+// committed for the given partitions. It asks for these partitions only and
+// waits while one of them is held by an open transaction (KIP-447), so a
+// previous owner's last commit is settled first; other members' pending
+// commits elsewhere in the group do not hold it up.
+func (w *worker) fetchCommitted(ctx context.Context, partitions []task.TopicPartition) (map[task.TopicPartition]committedOffset, error) {
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = w.r.cfg.ApplicationID
+	req.RequireStable = true
+	byTopic := map[string][]int32{}
+	for _, tp := range partitions {
+		byTopic[tp.Topic] = append(byTopic[tp.Topic], tp.Partition)
+	}
+	for _, topic := range slices.Sorted(maps.Keys(byTopic)) {
+		rt := kmsg.NewOffsetFetchRequestTopic()
+		rt.Topic, rt.Partitions = topic, byTopic[topic]
+		req.Topics = append(req.Topics, rt)
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.r.cfg.TransactionTimeout+w.r.cfg.SessionTimeout)
+	defer cancel()
 	var last error
-	for attempt := 0; attempt < 100; attempt++ {
-		resps, err := w.adm.FetchOffsets(kadm.RequireStable(ctx), w.r.cfg.ApplicationID)
+	for {
+		out, err := w.tryFetchCommitted(ctx, req)
 		if err == nil {
-			err = resps.Error()
-		}
-		if err == nil {
-			times := map[task.TopicPartition]int64{}
-			resps.Each(func(o kadm.OffsetResponse) {
-				times[task.TopicPartition{Topic: o.Topic, Partition: o.Partition}] = decodeStreamTime(o.Metadata)
-			})
-			return times, nil
+			return out, nil
 		}
 		last = err
 		if !errors.Is(err, kerr.UnstableOffsetCommit) && !kerr.IsRetriable(err) {
@@ -78,22 +125,68 @@ func (w *worker) committedStreamTimes(ctx context.Context) (map[task.TopicPartit
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+			return nil, fmt.Errorf("fetch committed offsets: still unsettled after %v (a previous owner's transaction neither committed nor aborted): %w",
+				w.r.cfg.TransactionTimeout+w.r.cfg.SessionTimeout, last)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return nil, fmt.Errorf("fetch committed offsets: %w", last)
 }
 
-func (w *worker) startTask(ctx context.Context, id topo.TaskID, times map[task.TopicPartition]int64) (*liveTask, error) {
-	sub := w.r.topo.Subtopologies()[id.Subtopology]
-	streamTime := int64(task.UnknownTime)
-	for _, topic := range sub.SourceTopics {
-		if st, ok := times[task.TopicPartition{Topic: topic, Partition: id.Partition}]; ok && st > streamTime {
-			streamTime = st
+func (w *worker) tryFetchCommitted(ctx context.Context, req *kmsg.OffsetFetchRequest) (map[task.TopicPartition]committedOffset, error) {
+	resp, err := req.RequestWith(ctx, w.cl)
+	if err != nil {
+		return nil, err
+	}
+	out := map[task.TopicPartition]committedOffset{}
+	add := func(topic string, p int32, code int16, offset int64, meta *string) error {
+		if err := kerr.ErrorForCode(code); err != nil {
+			return fmt.Errorf("%s/%d: %w", topic, p, err)
+		}
+		c := committedOffset{offset: offset, streamTime: task.UnknownTime}
+		if meta != nil {
+			c.streamTime = decodeStreamTime(*meta)
+		}
+		out[task.TopicPartition{Topic: topic, Partition: p}] = c
+		return nil
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return nil, err
+	}
+	for _, g := range resp.Groups {
+		if err := kerr.ErrorForCode(g.ErrorCode); err != nil {
+			return nil, err
+		}
+		for _, t := range g.Topics {
+			for _, p := range t.Partitions {
+				if err := add(t.Topic, p.Partition, p.ErrorCode, p.Offset, p.Metadata); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
-	lt := &liveTask{id: id, memory: store.NewMemory()}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := add(t.Topic, p.Partition, p.ErrorCode, p.Offset, p.Metadata); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[task.TopicPartition]committedOffset) (*liveTask, error) {
+	sub := w.r.topo.Subtopologies()[id.Subtopology]
+	lt := &liveTask{id: id, memory: store.NewMemory(), committed: map[task.TopicPartition]int64{}}
+	streamTime := int64(task.UnknownTime)
+	for _, topic := range sub.SourceTopics {
+		tp := task.TopicPartition{Topic: topic, Partition: id.Partition}
+		c, ok := committed[tp]
+		if !ok {
+			c = committedOffset{offset: -1, streamTime: task.UnknownTime}
+		}
+		lt.committed[tp] = c.offset
+		streamTime = max(streamTime, c.streamTime)
+	}
 	cfg := task.Config{
 		Memory: lt.memory,
 		// Leaves room for headers under the producer's default batch
@@ -142,14 +235,25 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, times map[task.T
 	return lt, nil
 }
 
-// restore reads each logged store's changelog partition from the store's
-// checkpoint to the last stable offset, read_committed.
+// restore brings each logged store of the task up to its changelog: it
+// reads, read_committed, from the store's checkpoint to the high watermark
+// the changelog had when the restore began.
+//
+// The end is the high watermark, not the last stable offset: transaction
+// markers land on each partition independently, so the group's offsets can
+// already show a previous owner's commit while this changelog's stable
+// offset still stands before that transaction's records. Reading up to the
+// high watermark read after the offsets were settled waits until every
+// transaction that wrote before it has ended, committed or aborted. The
+// restore ends on the fetch position, never on seeing a particular record:
+// the last offsets before the end may be aborted data or compacted away.
 func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 	type work struct {
-		store string
-		topic string
-		from  int64
-		end   int64
+		store   string
+		topic   string
+		from    int64
+		end     int64
+		empties int // fetches in a row that returned nothing below a stable offset at or past end
 	}
 	var todo []*work
 	var topics []string
@@ -165,7 +269,9 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	ends, err := w.adm.ListCommittedOffsets(ctx, topics...)
+	listCtx, cancel := context.WithTimeout(ctx, w.r.cfg.SessionTimeout)
+	ends, err := w.adm.ListEndOffsets(listCtx, topics...)
+	cancel()
 	if err == nil {
 		err = ends.Error()
 	}
@@ -205,13 +311,13 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		kgo.ConsumePartitions(partitions),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(250*time.Millisecond),
 	)...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	const batchSize = 10000
-	remaining := len(byTopic)
 	batches := map[string][]store.Change{}
 	flush := func(wk *work, next int64) error {
 		changes := batches[wk.topic]
@@ -223,36 +329,72 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		batches[wk.topic] = changes[:0]
 		return nil
 	}
-	for remaining > 0 {
-		fetches := cl.PollFetches(ctx)
+	// A restore waits at most for open transactions on the changelog to end,
+	// which the broker bounds by their transaction timeout.
+	stallLimit := 2*w.r.cfg.TransactionTimeout + 10*time.Second
+	lastProgress := time.Now()
+	for len(byTopic) > 0 {
+		pollCtx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollFetches(pollCtx)
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var ferr error
-		fetches.EachError(func(topic string, p int32, err error) { ferr = fmt.Errorf("restore fetch %s/%d: %w", topic, p, err) })
-		if ferr != nil {
-			return ferr
-		}
 		var err error
-		fetches.EachRecord(func(rec *kgo.Record) {
-			wk := byTopic[rec.Topic]
-			if err != nil || wk == nil || rec.Offset >= wk.end {
-				return
-			}
-			if !rec.Attrs.IsControl() {
-				batches[wk.topic] = append(batches[wk.topic], store.Change{Key: rec.Key, Value: rec.Value})
-			}
-			if rec.Offset+1 >= wk.end {
-				err = flush(wk, wk.end)
-				delete(byTopic, rec.Topic)
-				cl.PauseFetchPartitions(map[string][]int32{rec.Topic: {rec.Partition}})
-				remaining--
-			} else if len(batches[wk.topic]) >= batchSize {
-				err = flush(wk, rec.Offset+1)
+		fetches.EachError(func(topic string, p int32, ferr error) {
+			if !errors.Is(ferr, context.DeadlineExceeded) && err == nil {
+				err = fmt.Errorf("restore fetch %s/%d: %w", topic, p, ferr)
 			}
 		})
 		if err != nil {
 			return err
+		}
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			wk := byTopic[fp.Topic]
+			if err != nil || wk == nil || fp.Err != nil {
+				return
+			}
+			reached := false
+			for _, rec := range fp.Records {
+				lastProgress = time.Now()
+				if rec.Offset >= wk.end {
+					reached = true
+					break
+				}
+				if !rec.Attrs.IsControl() {
+					batches[wk.topic] = append(batches[wk.topic], store.Change{Key: rec.Key, Value: rec.Value})
+				}
+				if rec.Offset+1 >= wk.end {
+					reached = true
+				} else if len(batches[wk.topic]) >= batchSize {
+					if err = flush(wk, rec.Offset+1); err != nil {
+						return
+					}
+				}
+			}
+			// Nothing left below a stable offset at or past the end, seen by
+			// two fetches in a row (the first may have skipped only aborted
+			// data): the position has reached the end.
+			if len(fp.Records) == 0 && fp.LastStableOffset >= wk.end {
+				wk.empties++
+				reached = reached || wk.empties >= 2
+			} else {
+				wk.empties = 0
+			}
+			if reached {
+				err = flush(wk, wk.end)
+				delete(byTopic, fp.Topic)
+				cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if time.Since(lastProgress) > stallLimit {
+			for _, wk := range byTopic {
+				return fmt.Errorf("restore %s/%d made no progress for %v below the changelog end %d: a transaction on the changelog neither commits nor aborts",
+					wk.store, lt.id.Partition, stallLimit, wk.end)
+			}
 		}
 	}
 	w.log.Info("restored task", "task", lt.id, "took", time.Since(started).Round(time.Millisecond))

@@ -30,6 +30,7 @@ type Runner struct {
 	subOf      map[string]int   // source topic -> sub-topology
 	deadLetter map[string]bool  // dead-letter topics
 	partitions map[string]int32 // topic -> partition count
+	topicIDs   map[string][16]byte
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -199,9 +200,11 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 		return fmt.Errorf("list topics: %w", err)
 	}
 	r.partitions = map[string]int32{}
+	r.topicIDs = map[string][16]byte{}
 	for name, d := range details {
 		if d.Err == nil {
 			r.partitions[name] = int32(len(d.Partitions))
+			r.topicIDs[name] = d.ID
 		}
 	}
 	if err := r.createInternalTopics(ctx, adm); err != nil {

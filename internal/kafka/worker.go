@@ -30,10 +30,13 @@ type worker struct {
 	cl   *kgo.Client
 	adm  *kadm.Client
 
-	mu        sync.Mutex
-	tasks     map[topo.TaskID]*liveTask
-	byInput   map[task.TopicPartition]*liveTask
-	pending   map[string][]int32 // assigned, not yet restored
+	mu      sync.Mutex
+	tasks   map[topo.TaskID]*liveTask
+	byInput map[task.TopicPartition]*liveTask
+	pending map[string][]int32 // assigned, not yet restored
+	// rewind holds the partitions whose consumer position must move to the
+	// group's committed offset when their task starts again.
+	rewind    map[task.TopicPartition]bool
 	assigned  bool
 	readyOnce sync.Once
 
@@ -42,6 +45,9 @@ type worker struct {
 	fatal      error   // a failure that must stop the worker
 
 	inTxn bool // a transaction is open (exactly_once_v2)
+	// txnRebalanced: partitions were revoked or lost while the transaction
+	// was open, so the session aborts it (a known outcome).
+	txnRebalanced bool
 	// produceCtx governs sends. It outlives the run's context, so that
 	// records sent before a shutdown still reach the final commit; it ends
 	// with the session, or when the shutdown's commit runs out of time.
@@ -53,7 +59,10 @@ type worker struct {
 }
 
 type liveTask struct {
-	id         topo.TaskID
+	id topo.TaskID
+	// committed holds, per input partition, the offset the group has
+	// committed for it (-1: none yet).
+	committed  map[task.TopicPartition]int64
 	task       *task.Task
 	memory     *store.Memory
 	persistent *store.Pebble
@@ -133,8 +142,10 @@ func (w *worker) session(ctx context.Context) (err error) {
 	w.tasks = map[topo.TaskID]*liveTask{}
 	w.byInput = map[task.TopicPartition]*liveTask{}
 	w.pending = map[string][]int32{}
+	w.rewind = map[task.TopicPartition]bool{}
 	w.fatal = nil
-	w.inTxn = false
+	w.inTxn, w.txnRebalanced = false, false
+	w.timestamps = w.timestamps[:0]
 	w.inflight = &sync.WaitGroup{}
 	w.produceErr = nil
 	w.produceCtx, w.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
@@ -197,7 +208,8 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	if fetchErr != nil && isFatalFetchError(fetchErr) {
 		return fetchErr
 	}
-	if err := w.restorePending(ctx); err != nil {
+	rewound, err := w.restorePending(ctx)
+	if err != nil {
 		return err
 	}
 	if w.assigned {
@@ -211,12 +223,19 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		if procErr != nil || len(fp.Records) == 0 {
 			return
 		}
-		lt := w.byInput[task.TopicPartition{Topic: fp.Topic, Partition: fp.Partition}]
+		tp := task.TopicPartition{Topic: fp.Topic, Partition: fp.Partition}
+		if rewound[tp] {
+			return // fetched from the old position; the consumer fetches again from the committed one
+		}
+		lt := w.byInput[tp]
 		if lt == nil {
 			procErr = fmt.Errorf("records for %s/%d, which has no task", fp.Topic, fp.Partition)
 			return
 		}
 		for _, rec := range fp.Records {
+			if rec.Offset < lt.committed[tp] {
+				continue // committed before: its effects are durable already
+			}
 			raw := rawOf(rec)
 			if err := lt.task.Process(&raw); err != nil {
 				procErr = err
@@ -259,10 +278,16 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	if time.Since(w.lastCommit) >= w.r.cfg.CommitInterval {
 		commitCtx, cancel := withGrace(ctx, shutdownGrace)
 		defer cancel()
+		commitCtx, cancelDeadline := context.WithTimeout(commitCtx, w.commitTimeout())
+		defer cancelDeadline()
 		return w.commit(commitCtx)
 	}
 	return w.sendOutputs(ctx)
 }
+
+// commitTimeout bounds one commit: a transaction open longer than the
+// transaction timeout is aborted by the broker anyway.
+func (w *worker) commitTimeout() time.Duration { return w.r.cfg.TransactionTimeout }
 
 func rawOf(rec *kgo.Record) topo.Raw {
 	raw := topo.Raw{
@@ -283,7 +308,7 @@ func rawOf(rec *kgo.Record) topo.Raw {
 func (w *worker) shutdown() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	ctx, cancel := context.WithTimeout(context.Background(), min(shutdownGrace, w.commitTimeout()))
 	defer cancel()
 	stop := context.AfterFunc(ctx, w.cancelProduce)
 	defer stop()

@@ -1,0 +1,379 @@
+package exactly_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
+	"github.com/exactly-go/exactly/store"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// ticker emits, on a wall-clock punctuator and without any input, the next
+// number of a per-task counter kept in a logged store: committed output per
+// task must read 1, 2, 3 … with no number twice, whoever owned the task.
+type ticker struct {
+	ctx   exactly.ProcessorContext[string, int64]
+	ticks store.KeyValueStore[string, int64]
+}
+
+func (t *ticker) Init(ctx exactly.ProcessorContext[string, int64]) (err error) {
+	t.ctx = ctx
+	if t.ticks, err = exactly.GetKeyValueStore[string, int64](ctx, "ticks"); err != nil {
+		return err
+	}
+	_, err = ctx.Schedule(20*time.Millisecond, exactly.WallClockTime, func(time.Time) error {
+		key := fmt.Sprint("p", ctx.TaskID().Partition)
+		n, _, err := t.ticks.Get(key)
+		if err != nil {
+			return err
+		}
+		if err := t.ticks.Put(key, n+1); err != nil {
+			return err
+		}
+		t.ctx.Forward(exactly.Record[string, int64]{Key: key, Value: n + 1})
+		return nil
+	})
+	return err
+}
+
+func (t *ticker) Process(exactly.Record[string, string]) error { return nil }
+func (t *ticker) Close() error                                 { return nil }
+
+func tickerApp(t testing.TB) *exactly.Topology {
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"input"}, Keys: serde.String, Values: serde.String})
+	exactly.AddProcessor(b, "tick", func() exactly.Processor[string, string, string, int64] { return &ticker{} }, "in")
+	exactly.AddStore(b, exactly.Store[string, int64]{Name: "ticks", Keys: serde.String, Values: serde.Int64, Persistent: true}, "tick")
+	exactly.AddSink(b, "out", exactly.Sink[string, int64]{Topic: "output", Keys: serde.String, Values: serde.Int64}, "tick")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+// readTicks reads the committed ticks per key, in offset order.
+func readTicks(t testing.TB, brokers []string) map[string][]int64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("output"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out := map[string][]int64{}
+	for idle := 0; idle < 3; {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fetches := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fetches.EachRecord(func(r *kgo.Record) {
+			v, err := serde.Int64.Deserialize(r.Value)
+			if err != nil {
+				t.Fatalf("bad tick %q: %v", r.Value, err)
+			}
+			out[string(r.Key)] = append(out[string(r.Key)], v)
+			n++
+		})
+		if n == 0 {
+			idle++
+		}
+	}
+	return out
+}
+
+// TestMemberOutOfTheGroupCommitsNothingWithoutInput makes the broker expel
+// a member while the member's heartbeats are answered as if all were well
+// (the member cannot know, as after a long pause), so it keeps running a
+// wall-clock punctuator on tasks another member now owns. A transaction of
+// such a member carries no input offsets, yet it must not commit: the
+// group has not confirmed the member may write for those tasks.
+func TestMemberOutOfTheGroupCommitsNothingWithoutInput(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+
+	var expelled atomic.Bool
+	c.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		hb := req.(*kmsg.HeartbeatRequest)
+		if !expelled.Load() || hb.InstanceID == nil || *hb.InstanceID != "stalled-0" {
+			return nil, nil, false
+		}
+		resp := hb.ResponseKind().(*kmsg.HeartbeatResponse)
+		resp.Version = hb.Version
+		return resp, nil, true // the broker never sees it; the member believes it is alive
+	})
+
+	top := tickerApp(t)
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.ApplicationID = "ticker"
+	cfg.SessionTimeout = time.Second
+	cfg.InstanceID = "stalled"
+	stopStalled := startApp(t, top, cfg)
+	defer stopStalled()
+	time.Sleep(time.Second)
+
+	cfg.StateDir, cfg.InstanceID = t.TempDir(), ""
+	stopSurvivor := startApp(t, top, cfg)
+	defer stopSurvivor()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.WaitGroupStable(ctx, "ticker", 2); err != nil {
+		t.Fatalf("two members never formed a stable group: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	expelled.Store(true)
+	if _, err := c.WaitGroupStable(ctx, "ticker", 1); err != nil {
+		t.Fatalf("the stalled member was never expelled: %v", err)
+	}
+	time.Sleep(2 * time.Second) // both believe they own the expelled member's tasks
+	stopSurvivor()
+	stopStalled()
+
+	ticks := readTicks(t, brokers)
+	if len(ticks) != 4 {
+		t.Fatalf("ticks of %d tasks committed, want 4", len(ticks))
+	}
+	for key, ns := range ticks {
+		for i, n := range ns {
+			if n != int64(i+1) {
+				t.Fatalf("task %s: committed tick %d at position %d (ticks %v…): a member outside the group committed", key, n, i+1, ns[:min(len(ns), i+3)])
+			}
+		}
+	}
+}
+
+// countingThenStop runs the counting application over inputs [from, to)
+// until all are committed, then stops it cleanly.
+func countingThenStop(t *testing.T, brokers []string, dir string, from, to, keys int) {
+	t.Helper()
+	produceInputs(t, brokers, from, to, keys)
+	stop := startApp(t, countingApp(t, false), appConfig(brokers, dir, exactly.ExactlyOnceV2))
+	out := readCommitted(t, brokers, to, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, out, to, keys)
+}
+
+// changelogRecords returns a changelog partition's records, control records
+// and aborted ones included, in offset order.
+func changelogRecords(t *testing.T, brokers []string, partition int32) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"counting-counts-changelog": {partition: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for idle := 0; idle < 2; {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		fetches := cl.PollFetches(ctx)
+		cancel()
+		n := len(recs)
+		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		if len(recs) == n {
+			idle++
+		}
+	}
+	return recs
+}
+
+// TestRestoreWaitsForCommitMarkersOfTheChangelog models a real cluster where
+// the transaction coordinator's markers land on each partition on their
+// own: the previous owner's last commit is visible in the group's offsets
+// while the changelog's commit marker has not been written yet (the last
+// stable offset still stands before that transaction's records, and nothing
+// of it can be fetched). The new owner must not process against a store
+// that misses those writes.
+func TestRestoreWaitsForCommitMarkersOfTheChangelog(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	const keys = 5
+	countingThenStop(t, brokers, t.TempDir(), 0, 500, keys)
+
+	// The last transaction's records on the changelog: after the previous
+	// control record, up to the final commit marker.
+	recs := changelogRecords(t, brokers, 0)
+	last := recs[len(recs)-1]
+	if !last.Attrs.IsControl() {
+		t.Fatalf("the changelog does not end with a commit marker")
+	}
+	lastTxnStart := int64(0)
+	for _, r := range recs[:len(recs)-1] {
+		if r.Attrs.IsControl() {
+			lastTxnStart = r.Offset + 1
+		}
+	}
+	if lastTxnStart >= last.Offset {
+		t.Fatalf("the last transaction wrote no changelog record")
+	}
+
+	// Until markerLands, the changelog's commit marker is "in flight":
+	// read_committed offsets stop before the last transaction and its
+	// records cannot be fetched.
+	markerLands := time.Now().Add(3 * time.Second)
+	inFlight := func() bool { return time.Now().Before(markerLands) }
+	c.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		lo := req.(*kmsg.ListOffsetsRequest)
+		if !inFlight() || lo.IsolationLevel != 1 || len(lo.Topics) != 1 || lo.Topics[0].Topic != "counting-counts-changelog" {
+			return nil, nil, false
+		}
+		resp := lo.ResponseKind().(*kmsg.ListOffsetsResponse)
+		resp.Version = lo.Version
+		for _, rt := range lo.Topics {
+			st := kmsg.NewListOffsetsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewListOffsetsResponseTopicPartition()
+				sp.Partition, sp.Offset, sp.Timestamp, sp.LeaderEpoch = rp.Partition, lastTxnStart, -1, 0
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	c.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		f := req.(*kmsg.FetchRequest)
+		for _, rt := range f.Topics {
+			if rt.Topic == "counting-counts-changelog" || rt.TopicID == c.TopicInfo("counting-counts-changelog").TopicID {
+				c.SleepControl(func() { time.Sleep(time.Until(markerLands)) })
+			}
+		}
+		return nil, nil, false
+	})
+
+	// A new owner with no local state restores, then processes more input.
+	countingThenStop(t, brokers, t.TempDir(), 500, 1000, keys)
+}
+
+// TestRestoreEndsWhereAbortedRecordsAndOpenTransactionsInterleave leaves
+// on a changelog what interleaved producers leave: a transaction that is
+// later aborted, and after its record one that is still open. Restore must
+// not wait for a record read_committed never returns; it ends once every
+// transaction it read into has ended.
+func TestRestoreEndsWhereAbortedRecordsAndOpenTransactionsInterleave(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	const keys = 5
+	countingThenStop(t, brokers, t.TempDir(), 0, 300, keys)
+
+	txn := func(id string) *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(id), kgo.TransactionTimeout(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		rec := &kgo.Record{Topic: "counting-counts-changelog", Partition: 0, Key: []byte("k0"), Value: []byte{0, 0, 0, 0, 0, 0, 3, 0xe7}}
+		if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	zombie := txn("zombie")   // its record first …
+	pending := txn("pending") // … then one of a transaction still open
+	if err := zombie.EndTransaction(context.Background(), kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the open transaction ends a while later, aborted too
+		time.Sleep(2 * time.Second)
+		pending.EndTransaction(context.Background(), kgo.TryAbort)
+	}()
+
+	done := make(chan struct{})
+	go func() { defer close(done); countingThenStop(t, brokers, t.TempDir(), 300, 600, keys) }()
+	select {
+	case <-done:
+	case <-time.After(45 * time.Second):
+		t.Fatal("the new owner never finished restoring")
+	}
+}
+
+// TestTaskStartFetchesOnlyItsOwnOffsets: on a real broker a stable offset
+// fetch answers UNSTABLE_OFFSET_COMMIT for every partition with a pending
+// transactional commit, and a busy group nearly always has one somewhere.
+// The broker here plays that group: a fetch of the whole group always finds
+// another member's partition unsettled. Starting a task must ask only for
+// the partitions it starts.
+func TestTaskStartFetchesOnlyItsOwnOffsets(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	var wholeGroup atomic.Int64
+	unsettled := func() kmsg.OffsetFetchResponseTopic {
+		st := kmsg.NewOffsetFetchResponseTopic()
+		st.Topic = "elsewhere"
+		sp := kmsg.NewOffsetFetchResponseTopicPartition()
+		sp.Partition, sp.Offset, sp.LeaderEpoch, sp.ErrorCode = 0, -1, -1, kerr.UnstableOffsetCommit.Code
+		st.Partitions = append(st.Partitions, sp)
+		return st
+	}
+	c.ControlKey(int16(kmsg.OffsetFetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		of := req.(*kmsg.OffsetFetchRequest)
+		resp := of.ResponseKind().(*kmsg.OffsetFetchResponse)
+		resp.Version = of.Version
+		switch {
+		case !of.RequireStable:
+			return nil, nil, false
+		case of.Version < 8 && of.Topics == nil:
+			resp.Topics = append(resp.Topics, unsettled())
+		case of.Version >= 8 && len(of.Groups) == 1 && of.Groups[0].Topics == nil:
+			g := kmsg.NewOffsetFetchResponseGroup()
+			g.Group = of.Groups[0].Group
+			u := unsettled()
+			gt := kmsg.NewOffsetFetchResponseGroupTopic()
+			gt.Topic = u.Topic
+			for _, p := range u.Partitions {
+				gp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
+				gp.Partition, gp.Offset, gp.LeaderEpoch, gp.ErrorCode = p.Partition, p.Offset, p.LeaderEpoch, p.ErrorCode
+				gt.Partitions = append(gt.Partitions, gp)
+			}
+			g.Topics = append(g.Topics, gt)
+			resp.Groups = append(resp.Groups, g)
+		default:
+			return nil, nil, false
+		}
+		wholeGroup.Add(1)
+		return resp, nil, true
+	})
+
+	const keys = 7
+	produceInputs(t, brokers, 0, 500, keys)
+	stop := startApp(t, countingApp(t, true), appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2))
+	out := readCommitted(t, brokers, 500, 20*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stable fetches of the whole group: %d", wholeGroup.Load())
+	checkExactlyOnce(t, out, 500, keys)
+}
