@@ -2,7 +2,9 @@ package exactly_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -376,4 +379,90 @@ func TestTaskStartFetchesOnlyItsOwnOffsets(t *testing.T) {
 	}
 	t.Logf("stable fetches of the whole group: %d", wholeGroup.Load())
 	checkExactlyOnce(t, out, 500, keys)
+}
+
+// TestScrapesAndQueriesWhileTasksMove scrapes the metrics (which count the
+// entries of every local store) and queries keys in a loop while instances
+// join and leave and the tasks with their persistent stores move: no scrape
+// or query may fail on a store closed under it.
+func TestScrapesAndQueriesWhileTasksMove(t *testing.T) {
+	brokers := newCluster(t, 4)
+	top := countingApp(t, true)
+	const keys = 2000
+	produceInputs(t, brokers, 0, 20_000, keys)
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	app, err := exactly.New(top, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Run(context.Background())
+	defer app.Close()
+	readCommitted(t, brokers, 20_000, 60*time.Second)
+
+	stop := make(chan struct{})
+	var scrapes, queries, local atomic.Int64
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := reg.Gather(); err != nil {
+				select {
+				case errs <- fmt.Errorf("scrape: %w", err):
+				default:
+				}
+			}
+			scrapes.Add(1)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, found, err := exactly.Query[string, int64](context.Background(), app, "counts", fmt.Sprint("k", i%keys))
+			var notLocal *exactly.NotLocalError
+			if err != nil && !errors.As(err, &notLocal) {
+				select {
+				case errs <- fmt.Errorf("query: %w", err):
+				default:
+				}
+			}
+			if found {
+				local.Add(1)
+			}
+			queries.Add(1)
+		}
+	}()
+	for round := range 3 {
+		cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+		other := startApp(t, top, cfg)
+		time.Sleep(1500 * time.Millisecond)
+		if err := other(); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	t.Logf("%d scrapes, %d queries (%d answered locally) while tasks moved 6 times", scrapes.Load(), queries.Load(), local.Load())
+	if local.Load() == 0 || scrapes.Load() == 0 {
+		t.Fatal("the loops did not run against local stores")
+	}
 }

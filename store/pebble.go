@@ -27,6 +27,12 @@ func OpenPebble(dir string) (*Pebble, error) {
 	return &Pebble{db: db, dir: dir}, nil
 }
 
+// IsCorrupt reports whether err says a store's files are damaged, so that
+// the store must be rebuilt from its changelog. A store that could not be
+// opened for another reason (a lock, no file descriptors, a full disk) is
+// not corrupt.
+func IsCorrupt(err error) bool { return pebble.IsCorruptionError(err) }
+
 // Dir returns the directory the database lives in.
 func (p *Pebble) Dir() string { return p.dir }
 

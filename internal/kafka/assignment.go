@@ -2,14 +2,10 @@ package kafka
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -21,9 +17,7 @@ func (w *worker) closeTask(lt *liveTask, abort bool) {
 	if err := lt.task.Close(); err != nil {
 		w.log.Warn("close task", "task", lt.id, "err", err)
 	}
-	if lt.persistent != nil {
-		lt.persistent.Close()
-	}
+	lt.closeStores()
 	for _, topic := range lt.task.SourceTopics() {
 		delete(w.byInput, task.TopicPartition{Topic: topic, Partition: lt.id.Partition})
 	}
@@ -110,22 +104,4 @@ func compareTaskIDs(a, b topo.TaskID) int {
 		return a.Subtopology - b.Subtopology
 	}
 	return int(a.Partition - b.Partition)
-}
-
-// taskDir is where a task's persistent stores live.
-func (w *worker) taskDir(id topo.TaskID) string {
-	return filepath.Join(w.r.stateDir, id.String())
-}
-
-func (w *worker) openPersistent(id topo.TaskID) (*store.Pebble, error) {
-	dir := w.taskDir(id)
-	p, err := store.OpenPebble(dir)
-	if err == nil {
-		return p, nil
-	}
-	w.log.Warn("local store unreadable; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
-	if rmErr := os.RemoveAll(dir); rmErr != nil {
-		return nil, fmt.Errorf("wipe %s: %w", dir, rmErr)
-	}
-	return store.OpenPebble(dir)
 }

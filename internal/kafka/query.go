@@ -16,13 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// queryTarget is what interactive queries may read of a local task: its
-// backends, which hold committed data only and are safe for concurrent
-// readers.
-type queryTarget struct {
-	memory, persistent store.Backend
-}
-
 // NotLocalError says a key's partition is not held by this instance, and
 // which group member holds it when that is known.
 type NotLocalError struct {
@@ -79,17 +72,26 @@ func (r *Runner) Get(ctx context.Context, storeName string, key []byte) ([]byte,
 	r.mu.Lock()
 	target := r.queryable[topo.TaskID{Subtopology: sub.ID, Partition: p}]
 	r.mu.Unlock()
-	if target == nil {
+	var value []byte
+	var found bool
+	var err error
+	local := false
+	if target != nil {
+		local, err = target.read(func(memory, persistent store.Backend) (err error) {
+			backend := memory
+			if spec.Persistent {
+				backend = persistent
+			}
+			// A fresh buffer over the backend reads committed data only.
+			// Entries expired but not yet swept remain visible to queries.
+			value, found, err = store.NewTxn(backend).Open(storeName, spec.Options, func() int64 { return math.MinInt64 }).Get(key)
+			return err
+		})
+	}
+	if !local {
 		return nil, false, &NotLocalError{Store: storeName, Partition: p, Owner: r.owner(ctx, sub.SourceTopics[0], p)}
 	}
-	backend := target.memory
-	if spec.Persistent {
-		backend = target.persistent
-	}
-	// A fresh buffer over the backend reads committed data only. Entries
-	// expired but not yet swept remain visible to queries.
-	kv := store.NewTxn(backend).Open(storeName, spec.Options, func() int64 { return math.MinInt64 })
-	return kv.Get(key)
+	return value, found, err
 }
 
 // owner names the group member assigned topic/partition, if any.
@@ -149,12 +151,16 @@ func (s *storeEntries) Collect(ch chan<- prometheus.Metric) {
 	for id, t := range targets {
 		for _, name := range s.r.topo.Subtopologies()[id.Subtopology].Stores {
 			spec, _ := s.r.topo.Store(name)
-			backend := t.memory
-			if spec.Persistent {
-				backend = t.persistent
-			}
-			n, err := store.NewTxn(backend).Open(name, spec.Options, func() int64 { return math.MinInt64 }).ApproximateNumEntries()
-			if err != nil {
+			var n int64
+			ok, err := t.read(func(memory, persistent store.Backend) (err error) {
+				backend := memory
+				if spec.Persistent {
+					backend = persistent
+				}
+				n, err = store.NewTxn(backend).Open(name, spec.Options, func() int64 { return math.MinInt64 }).ApproximateNumEntries()
+				return err
+			})
+			if !ok || err != nil {
 				continue
 			}
 			ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, float64(n), name, strconv.Itoa(int(id.Partition)))

@@ -78,7 +78,8 @@ func (w *worker) restorePending(ctx context.Context) (rewound map[task.TopicPart
 			return nil, fmt.Errorf("start task %s: %w", id, err)
 		}
 		w.tasks[id] = lt
-		w.r.setQueryable(id, &queryTarget{memory: lt.memory, persistent: pebbleOrNil(lt.persistent)})
+		lt.query = &queryTarget{memory: lt.memory, persistent: pebbleOrNil(lt.persistent)}
+		w.r.setQueryable(id, lt.query)
 		for _, topic := range lt.task.SourceTopics() {
 			w.byInput[task.TopicPartition{Topic: topic, Partition: id.Partition}] = lt
 		}
@@ -205,31 +206,25 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 	}
 	for _, name := range sub.Stores {
 		if spec, _ := w.r.topo.Store(name); spec.Persistent && lt.persistent == nil {
-			p, err := w.openPersistent(id)
+			p, release, err := w.openPersistent(ctx, id)
 			if err != nil {
 				return nil, err
 			}
-			lt.persistent, cfg.Persistent = p, p
+			lt.persistent, lt.release, cfg.Persistent = p, release, p
 		}
 	}
 	tk, err := task.New(w.r.topo, cfg)
 	if err != nil {
-		if lt.persistent != nil {
-			lt.persistent.Close()
-		}
+		lt.closeStores()
 		return nil, err
 	}
 	lt.task = tk
 	if err := w.restore(ctx, lt); err != nil {
-		if lt.persistent != nil {
-			lt.persistent.Close()
-		}
+		lt.closeStores()
 		return nil, err
 	}
 	if err := tk.Initialize(); err != nil {
-		if lt.persistent != nil {
-			lt.persistent.Close()
-		}
+		lt.closeStores()
 		return nil, err
 	}
 	return lt, nil
@@ -399,11 +394,4 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 	}
 	w.log.Info("restored task", "task", lt.id, "took", time.Since(started).Round(time.Millisecond))
 	return nil
-}
-
-func pebbleOrNil(p *store.Pebble) store.Backend {
-	if p == nil {
-		return nil
-	}
-	return p
 }

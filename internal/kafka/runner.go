@@ -34,6 +34,7 @@ type Runner struct {
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
+	openDirs  map[string]chan struct{} // task directories open in this process; closed on release
 	lock      *os.File
 	running   bool
 	ready     chan struct{}

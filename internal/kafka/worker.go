@@ -66,6 +66,8 @@ type liveTask struct {
 	task       *task.Task
 	memory     *store.Memory
 	persistent *store.Pebble
+	release    func()       // hands the task directory back (with persistent)
+	query      *queryTarget // what interactive queries and metrics read
 }
 
 func newWorker(r *Runner, index int, ready chan struct{}) (*worker, error) {

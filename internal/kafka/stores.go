@@ -1,0 +1,136 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/store"
+)
+
+// taskDir is where a task's persistent stores live.
+func (w *worker) taskDir(id topo.TaskID) string {
+	return filepath.Join(w.r.stateDir, id.String())
+}
+
+// errDirHeld says a task directory stayed open in this process too long.
+var errDirHeld = errors.New("the task's store is still open in this process")
+
+// openPersistent opens the task's Pebble store and returns the function
+// that hands the directory back once the store is closed. A directory is
+// open at most once per process: with several workers, the one a task moves
+// to waits until the one it left has closed it (bounded by the rebalance
+// timeout). Only a store Pebble reports as corrupt is wiped, to be rebuilt
+// from the changelog; any other failure (a lock, no file descriptors, a
+// full disk) is returned and deletes nothing.
+func (w *worker) openPersistent(ctx context.Context, id topo.TaskID) (*store.Pebble, func(), error) {
+	dir := w.taskDir(id)
+	release, err := w.r.acquireDir(ctx, dir, w.r.cfg.RebalanceTimeout)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open store of task %s: %w", id, err)
+	}
+	p, err := store.OpenPebble(dir)
+	if err != nil && store.IsCorrupt(err) {
+		w.log.Warn("local store corrupt; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
+		if rmErr := os.RemoveAll(dir); rmErr != nil {
+			release()
+			return nil, nil, fmt.Errorf("wipe %s: %w", dir, rmErr)
+		}
+		p, err = store.OpenPebble(dir)
+	}
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return p, release, nil
+}
+
+// acquireDir marks dir as open in this process, waiting up to wait for a
+// previous holder to release it.
+func (r *Runner) acquireDir(ctx context.Context, dir string, wait time.Duration) (release func(), err error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		held := r.openDirs[dir]
+		if held == nil {
+			if r.openDirs == nil {
+				r.openDirs = map[string]chan struct{}{}
+			}
+			done := make(chan struct{})
+			r.openDirs[dir] = done
+			r.mu.Unlock()
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					r.mu.Lock()
+					delete(r.openDirs, dir)
+					r.mu.Unlock()
+					close(done)
+				})
+			}, nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, fmt.Errorf("%w after %v (%s)", errDirHeld, wait, dir)
+		}
+	}
+}
+
+// closeStores closes the task's stores once no reader uses them, then hands
+// its directory back.
+func (lt *liveTask) closeStores() {
+	if lt.query != nil {
+		lt.query.close()
+	}
+	if lt.persistent != nil {
+		lt.persistent.Close()
+		lt.persistent = nil
+	}
+	if lt.release != nil {
+		lt.release()
+		lt.release = nil
+	}
+}
+
+// queryTarget is what interactive queries and the store metrics may read
+// of a local task: its backends, which hold committed data only. Readers
+// hold it open; the task's stores close only after the last reader is done,
+// and a closed target reads as not local.
+type queryTarget struct {
+	mu                 sync.RWMutex
+	closed             bool
+	memory, persistent store.Backend
+}
+
+// read runs f on the backends unless the target was closed.
+func (q *queryTarget) read(f func(memory, persistent store.Backend) error) (ok bool, err error) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		return false, nil
+	}
+	return true, f(q.memory, q.persistent)
+}
+
+func (q *queryTarget) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+}
+
+func pebbleOrNil(p *store.Pebble) store.Backend {
+	if p == nil {
+		return nil
+	}
+	return p
+}
