@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/kafkatest"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -465,4 +466,49 @@ func TestScrapesAndQueriesWhileTasksMove(t *testing.T) {
 	if local.Load() == 0 || scrapes.Load() == 0 {
 		t.Fatal("the loops did not run against local stores")
 	}
+}
+
+// TestUnconfirmedCommitRestartsFromTheGroupsState: the broker commits a
+// transaction but answers EndTxn with UNKNOWN_SERVER_ERROR, after which the
+// client cannot tell whether it committed (franz-go retries it as an abort
+// and reports "not committed"). Processing must go on from what the group
+// and the changelog hold, not from the consumer's own idea of it.
+func TestUnconfirmedCommitRestartsFromTheGroupsState(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	var commits, unconfirmed atomic.Int64
+	proxy.SetHook(kmsg.EndTxn, func(req kmsg.Request, resp kmsg.Response) {
+		r := resp.(*kmsg.EndTxnResponse)
+		if !req.(*kmsg.EndTxnRequest).Commit || r.ErrorCode != 0 {
+			return
+		}
+		if n := commits.Add(1); n%4 == 3 { // committed, but the client is told otherwise
+			r.ErrorCode = kerr.UnknownServerError.Code
+			unconfirmed.Add(1)
+		}
+	})
+	brokers := []string{proxy.Addr()}
+	const keys = 13
+	stop := startApp(t, countingApp(t, true), appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2))
+	for i := range 10 {
+		produceInputs(t, brokers, i*300, (i+1)*300, keys)
+		time.Sleep(150 * time.Millisecond)
+	}
+	out := readCommitted(t, brokers, 3000, 60*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d commits, %d of them reported to the client as failed", commits.Load(), unconfirmed.Load())
+	if unconfirmed.Load() == 0 {
+		t.Fatal("no commit was made unconfirmed")
+	}
+	checkExactlyOnce(t, out, 3000, keys)
 }
