@@ -19,6 +19,7 @@ type Builder struct {
 	connections map[string][]string
 	onDeser     ErrorAction
 	onProc      ErrorAction
+	onProd      ErrorAction
 	errs        []error
 }
 
@@ -36,6 +37,16 @@ func (b *Builder) OnDeserializationError(a ErrorAction) { b.onDeser = a }
 // an error, panics, or forwards something a sink cannot serialize.
 func (b *Builder) OnProcessingError(a ErrorAction) { b.onProc = a }
 
+// OnProductionError chooses what happens to an input record one of whose
+// outputs the broker refuses for good (larger than the topic's
+// max.message.bytes, an invalid record): with DeadLetterOnError the input
+// record goes to its source's dead-letter sink instead of being processed,
+// and the task goes on; with FailOnError (the default) the task fails with
+// an error naming the record. Either way no other partition waits for it.
+// An output of a punctuator or of a dead letter that is refused always
+// fails the task.
+func (b *Builder) OnProductionError(a ErrorAction) { b.onProd = a }
+
 // Connect gives a processor access to stores declared with AddStore.
 func (b *Builder) Connect(processor string, stores ...string) {
 	b.connections[processor] = append(b.connections[processor], stores...)
@@ -48,7 +59,7 @@ func (b *Builder) Build() (*Topology, error) {
 	if len(b.errs) > 0 {
 		return nil, errors.Join(b.errs...)
 	}
-	t, err := topo.Build(b.nodes, b.stores, b.connections, b.onDeser, b.onProc)
+	t, err := topo.Build(b.nodes, b.stores, b.connections, b.onDeser, b.onProc, b.onProd)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -511,4 +512,141 @@ func TestUnconfirmedCommitRestartsFromTheGroupsState(t *testing.T) {
 		t.Fatal("no commit was made unconfirmed")
 	}
 	checkExactlyOnce(t, out, 3000, keys)
+}
+
+// amplifierApp writes each input value three times over; an input of a
+// third of the producer's limit makes an output no broker takes.
+func amplifierApp(t testing.TB, onProduction exactly.ErrorAction) *exactly.Topology {
+	b := exactly.NewBuilder()
+	b.OnProductionError(onProduction)
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"input"}, Keys: serde.String, Values: serde.String})
+	exactly.AddProcessor(b, "triple", exactly.ProcessorFunc[string, string, string, string](
+		func(ctx exactly.ProcessorContext[string, string], rec exactly.Record[string, string]) error {
+			ctx.Forward(exactly.Record[string, string]{Key: rec.Key, Value: strings.Repeat(rec.Value, 3)})
+			return nil
+		}).Supplier(), "in")
+	exactly.AddSink(b, "out", exactly.Sink[string, string]{Topic: "output", Keys: serde.String, Values: serde.String}, "triple")
+	exactly.AddDeadLetterSink(b, "dlq", "input-dlq", "in")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+// readTopic reads a topic read_committed until it holds want records or
+// the deadline passes, then a little longer so that extra records show.
+func readTopic(t testing.TB, brokers []string, topic string, want int, timeout time.Duration) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	poll := func(wait time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	for deadline := time.Now().Add(timeout); len(out) < want && time.Now().Before(deadline); {
+		poll(300 * time.Millisecond)
+	}
+	poll(300 * time.Millisecond)
+	return out
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// poisonInputs writes 300 small records over two partitions and, as the
+// 151st, one whose output the producer refuses (about 1.2 MB).
+func poisonInputs(t *testing.T, brokers []string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range 300 {
+		v := fmt.Sprint("r", i)
+		if i == 150 {
+			v = strings.Repeat("x", 400_000)
+		}
+		recs = append(recs, &kgo.Record{Topic: "input", Partition: int32(i % 2), Key: []byte(fmt.Sprint("k", i)), Value: []byte(v)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefusedOutputIsDeadLetteredAndStopsNothingElse: one input whose
+// output the broker refuses (too large) used to abort the worker's shared
+// transaction every commit, forever, stopping every partition. With
+// OnProductionError(DeadLetterOnError) the input goes to the dead-letter
+// topic and everything else is committed exactly once.
+func TestRefusedOutputIsDeadLetteredAndStopsNothingElse(t *testing.T) {
+	brokers := newCluster(t, 2)
+	poisonInputs(t, brokers)
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	stop := startApp(t, amplifierApp(t, exactly.DeadLetterOnError), cfg)
+	out := readTopic(t, brokers, "output", 299, 30*time.Second)
+	dlq := readTopic(t, brokers, "input-dlq", 1, 10*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range out {
+		seen[string(r.Key)]++
+	}
+	for i := range 300 {
+		if want := 1 - btoi(i == 150); seen[fmt.Sprint("k", i)] != want {
+			t.Fatalf("k%d: %d outputs, want %d (%d outputs in all)", i, seen[fmt.Sprint("k", i)], want, len(out))
+		}
+	}
+	if len(dlq) != 1 || string(dlq[0].Key) != "k150" || header(dlq[0], exactly.HeaderErrorReason) != "production-error" || header(dlq[0], exactly.HeaderSourcePartition) != "0" {
+		t.Fatalf("dead letters: %d, want the record k150 with reason production-error", len(dlq))
+	}
+	t.Logf("dead letter: %s", header(dlq[0], exactly.HeaderErrorMessage))
+	if n := countWithLabel(t, reg, "exactly_produce_errors_total", "kind", "refused"); n < 1 {
+		t.Fatalf("exactly_produce_errors_total{kind=refused} = %v", n)
+	}
+	if n := metricSum(t, reg, "exactly_dead_letter_records_total"); n != 1 {
+		t.Fatalf("exactly_dead_letter_records_total = %v, want 1 (committed dead letters only)", n)
+	}
+}
+
+// TestRefusedOutputFailsTheTaskNamingTheRecord: with the default
+// OnProductionError the application stops with an error that names the
+// input record, instead of retrying forever.
+func TestRefusedOutputFailsTheTaskNamingTheRecord(t *testing.T) {
+	brokers := newCluster(t, 2)
+	poisonInputs(t, brokers)
+	app, err := exactly.New(amplifierApp(t, exactly.FailOnError), appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = app.Run(ctx)
+	if ctx.Err() != nil || err == nil || !strings.Contains(err.Error(), "input/0@75") || !strings.Contains(err.Error(), "production-error") {
+		t.Fatalf("run ended with %v; want an error naming input/0@75 and production-error", err)
+	}
+	t.Log(err)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -30,7 +31,7 @@ func (w *worker) sendOutputs(ctx context.Context) error {
 			return err
 		}
 		for i := range outs {
-			w.sendOutput(ctx, &outs[i])
+			w.sendOutput(&outs[i])
 		}
 	}
 	return nil
@@ -48,20 +49,17 @@ func (w *worker) beginTxn() error {
 }
 
 // send produces rec asynchronously; failures are kept for the commit, and
-// onAck runs with the acknowledged record. The record is bound to
-// produceCtx, not ctx: cancelling the run must not fail the sends that the
-// shutdown's final commit waits for.
-func (w *worker) send(_ context.Context, rec *kgo.Record, onAck func(*kgo.Record)) {
+// onAck runs with the acknowledged record. A record the broker refuses for
+// good is also kept as a refusal of out (nil for changelog records). The
+// record is bound to produceCtx, not the run's context: cancelling the run
+// must not fail the sends that the shutdown's final commit waits for.
+func (w *worker) send(rec *kgo.Record, out *topo.Output, onAck func(*kgo.Record)) {
 	w.inflight.Add(1)
 	wg := w.inflight
 	w.cl.Produce(w.produceCtx, rec, func(r *kgo.Record, err error) {
 		defer wg.Done()
 		if err != nil {
-			w.produceMu.Lock()
-			if w.produceErr == nil {
-				w.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
-			}
-			w.produceMu.Unlock()
+			w.produceFailed(r, out, err)
 			return
 		}
 		if onAck != nil {
@@ -70,7 +68,29 @@ func (w *worker) send(_ context.Context, rec *kgo.Record, onAck func(*kgo.Record
 	})
 }
 
-func (w *worker) sendOutput(ctx context.Context, out *topo.Output) {
+func (w *worker) produceFailed(r *kgo.Record, out *topo.Output, err error) {
+	kind := "transient"
+	switch {
+	case refusedForGood(err):
+		kind = "refused"
+	case unknownTopic(err):
+		// The topic was deleted, perhaps recreated: the producer must learn
+		// the topic's new id before a later commit can succeed.
+		kind = "unknown-topic"
+		w.cl.ForceMetadataRefresh()
+	}
+	w.r.metrics.produceErrors.WithLabelValues(r.Topic, kind).Inc()
+	w.produceMu.Lock()
+	defer w.produceMu.Unlock()
+	if w.produceErr == nil {
+		w.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+	}
+	if kind == "refused" {
+		w.refused = append(w.refused, refusal{topic: r.Topic, out: out, size: len(r.Key) + len(r.Value), err: err})
+	}
+}
+
+func (w *worker) sendOutput(out *topo.Output) {
 	rec := &kgo.Record{Topic: out.Topic, Partition: out.Partition, Key: out.Key, Value: out.Value, Timestamp: time.UnixMilli(out.Timestamp)}
 	if len(out.Headers) > 0 {
 		rec.Headers = make([]kgo.RecordHeader, len(out.Headers))
@@ -79,10 +99,10 @@ func (w *worker) sendOutput(ctx context.Context, out *topo.Output) {
 		}
 	}
 	if w.r.deadLetter[out.Topic] {
-		w.r.metrics.deadLetters.WithLabelValues(out.Topic).Inc()
+		w.deadLetters[out.Topic]++
 	}
 	w.r.metrics.outputsProduced.Inc()
-	w.send(ctx, rec, nil)
+	w.send(rec, out, nil)
 }
 
 // pendingCommit is one task's part of a commit in flight.
@@ -125,12 +145,14 @@ func (w *worker) commit(ctx context.Context) error {
 	if err := w.beginTxn(); err != nil {
 		return err
 	}
-	w.produce(ctx, parts)
+	w.produce(parts)
 	w.inflight.Wait()
 	w.produceMu.Lock()
-	produceErr := w.produceErr
-	w.produceErr = nil
+	produceErr, refused := w.produceErr, w.refused
+	w.produceErr, w.refused = nil, nil
 	w.produceMu.Unlock()
+	deadLetters := w.deadLetters
+	w.deadLetters = map[string]int{}
 
 	var committed bool
 	if w.eos {
@@ -157,6 +179,7 @@ func (w *worker) commit(ctx context.Context) error {
 			case produceErr != nil:
 				w.log.Info("transaction aborted after a failed send; input will be redelivered", "err", produceErr)
 				w.abortAll()
+				return w.refuse(refused)
 			case rebalanced:
 				w.log.Info("transaction aborted: partitions moved while it was open; input will be redelivered")
 				w.abortAll()
@@ -176,7 +199,10 @@ func (w *worker) commit(ctx context.Context) error {
 		w.cl.SetOffsets(w.cl.CommittedOffsets())
 		w.log.Warn("produce failed; input will be redelivered", "err", produceErr)
 		w.timestamps = w.timestamps[:0]
-		return nil
+		return w.refuse(refused)
+	}
+	for topic, n := range deadLetters {
+		w.r.metrics.deadLetters.WithLabelValues(topic).Add(float64(n))
 	}
 
 	for _, p := range parts {
@@ -204,11 +230,11 @@ func (w *worker) commit(ctx context.Context) error {
 // produce sends the remaining outputs and every changelog record of the
 // commit, recording each store's checkpoint (the offset after its last
 // acknowledged changelog record) as acknowledgements arrive.
-func (w *worker) produce(ctx context.Context, parts []*pendingCommit) {
+func (w *worker) produce(parts []*pendingCommit) {
 	var mu sync.Mutex
 	for _, p := range parts {
 		for i := range p.c.Outputs {
-			w.sendOutput(ctx, &p.c.Outputs[i])
+			w.sendOutput(&p.c.Outputs[i])
 		}
 		for _, sc := range p.c.Changelogs {
 			topic := topo.ChangelogTopic(w.r.cfg.ApplicationID, sc.Store)
@@ -218,7 +244,7 @@ func (w *worker) produce(ctx context.Context, parts []*pendingCommit) {
 				if p.c.StreamTime >= 0 {
 					rec.Timestamp = time.UnixMilli(p.c.StreamTime)
 				}
-				w.send(ctx, rec, func(r *kgo.Record) {
+				w.send(rec, nil, func(r *kgo.Record) {
 					mu.Lock()
 					if r.Offset+1 > checkpoints[storeName] {
 						checkpoints[storeName] = r.Offset + 1
@@ -393,7 +419,55 @@ func withGrace(ctx context.Context, grace time.Duration) (context.Context, conte
 
 // abortAll discards every task's work since the last commit.
 func (w *worker) abortAll() {
+	w.deadLetters = map[string]int{}
 	for _, lt := range w.tasks {
 		lt.task.Abort()
 	}
+}
+
+// refusal is an output (or changelog record, out nil) the broker refused
+// for good.
+type refusal struct {
+	topic string
+	out   *topo.Output
+	size  int
+	err   error
+}
+
+// refuse hands each refused output's input record to its task, which will
+// not process it again but dead-letter it or fail (OnProductionError), so
+// that the record never stops the other records and partitions of the
+// worker. A refused record that no input record can answer for (a changelog
+// record, a punctuator's output, a dead letter) stops the worker.
+func (w *worker) refuse(refused []refusal) error {
+	for _, r := range refused {
+		if r.out == nil || r.out.SourceTopic == "" || w.r.deadLetter[r.topic] {
+			what := "a changelog record"
+			switch {
+			case r.out != nil && w.r.deadLetter[r.topic]:
+				what = "a dead letter"
+			case r.out != nil:
+				what = "an output of a punctuator"
+			}
+			return &refusedError{what: what, topic: r.topic, size: r.size, err: r.err}
+		}
+		tp := task.TopicPartition{Topic: r.out.SourceTopic, Partition: r.out.SourcePartition}
+		if lt := w.byInput[tp]; lt != nil {
+			w.log.Warn("output refused by the broker; its input record will not be processed again",
+				"topic", r.topic, "bytes", r.size, "source_topic", tp.Topic, "source_partition", tp.Partition, "source_offset", r.out.SourceOffset, "err", r.err)
+			lt.task.Refuse(tp, r.out.SourceOffset, fmt.Errorf("the broker refuses an output of %d bytes to %s: %w", r.size, r.topic, r.err))
+		}
+	}
+	return nil
+}
+
+// refusedForGood reports whether the broker will refuse a record whatever
+// the retries: its size or its content is the problem.
+func refusedForGood(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.CorruptMessage) || errors.Is(err, kerr.InvalidTimestamp)
+}
+
+func unknownTopic(err error) bool {
+	return errors.Is(err, kerr.UnknownTopicID) || errors.Is(err, kerr.UnknownTopicOrPartition)
 }

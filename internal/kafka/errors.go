@@ -25,6 +25,20 @@ func configFetchError(err error) error {
 	return nil
 }
 
+// refusedError is a record the broker refuses for good that no input
+// record can answer for; retrying cannot help.
+type refusedError struct {
+	what, topic string
+	size        int
+	err         error
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("the broker refuses %s of %d bytes to %s: %v", e.what, e.size, e.topic, e.err)
+}
+
+func (e *refusedError) Unwrap() error { return e.err }
+
 // configError is a failure no retry can cure.
 type configError struct{ err error }
 

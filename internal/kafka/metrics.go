@@ -20,6 +20,7 @@ type metrics struct {
 	deadLetters     *prometheus.CounterVec
 	tasks           prometheus.Gauge
 	outputsProduced prometheus.Counter
+	produceErrors   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,10 +53,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "exactly_active_tasks", Help: "Tasks this instance runs."}),
 		outputsProduced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactly_records_produced_total", Help: "Output and changelog records produced (including aborted ones)."}),
+		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_produce_errors_total", Help: "Records the broker did not take, by topic and kind: refused (for good: too large, invalid), unknown-topic (deleted or recreated), transient."}, []string{"topic", "kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
-			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced)
+			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors)
 	}
 	return m
 }

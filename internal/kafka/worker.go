@@ -56,6 +56,8 @@ type worker struct {
 	inflight      *sync.WaitGroup // records sent and not yet acknowledged
 	produceMu     sync.Mutex
 	produceErr    error // the first failed send of the current commit
+	refused       []refusal
+	deadLetters   map[string]int // dead letters sent in the current commit, by topic
 }
 
 type liveTask struct {
@@ -92,7 +94,8 @@ func (w *worker) run(ctx context.Context) error {
 		}
 		var re *task.RecordError
 		var ce *configError
-		if errors.As(err, &re) || errors.As(err, &ce) {
+		var fe *refusedError
+		if errors.As(err, &re) || errors.As(err, &ce) || errors.As(err, &fe) {
 			return err
 		}
 		w.log.Warn("session ended; rejoining", "err", err)
@@ -149,7 +152,8 @@ func (w *worker) session(ctx context.Context) (err error) {
 	w.inTxn, w.txnRebalanced = false, false
 	w.timestamps = w.timestamps[:0]
 	w.inflight = &sync.WaitGroup{}
-	w.produceErr = nil
+	w.produceErr, w.refused = nil, nil
+	w.deadLetters = map[string]int{}
 	w.produceCtx, w.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.cancelProduce()
 	if w.eos {

@@ -113,6 +113,10 @@ type Task struct {
 
 	outputs   []topo.Output
 	offsets   map[TopicPartition]int64
+	// refused holds input records with an output the broker refused for
+	// good; they are not processed again (OnProductionError).
+	refused     map[TopicPartition]map[int64]error
+	punctuating bool
 	schedules []*schedule
 
 	committed snapshot
@@ -267,6 +271,13 @@ func (t *Task) Process(raw *topo.Raw) error {
 	t.current = raw
 	defer func() { t.current = nil }()
 	tp := TopicPartition{raw.Topic, raw.Partition}
+	if cause := t.refused[tp][raw.Offset]; cause != nil {
+		if err := t.handleFailure(t.topo.OnProductionError, t.sourceOf[raw.Topic], ReasonProduction, cause); err != nil {
+			return err
+		}
+		t.offsets[tp] = raw.Offset + 1
+		return nil
+	}
 
 	var ts int64
 	err := t.guard(t.sourceOf[raw.Topic], func() (err error) { ts, err = src.Decode(raw); return err })
@@ -381,6 +392,8 @@ func (t *Task) AdvanceWallClock(now int64) error {
 
 // punctuate fires every due punctuator of type typ once, at now.
 func (t *Task) punctuate(typ topo.PunctuationType, now int64) error {
+	t.punctuating = true
+	defer func() { t.punctuating = false }()
 	for i := 0; i < len(t.schedules); i++ {
 		s := t.schedules[i]
 		if s.cancelled || s.typ != typ || s.next > now {
@@ -462,6 +475,13 @@ func (t *Task) CompleteCommit(checkpoints map[string]int64) error {
 	}
 	t.outputs = nil
 	t.takeSnapshot()
+	for tp, offsets := range t.refused {
+		for offset := range offsets {
+			if offset < t.offsets[tp] {
+				delete(offsets, offset) // committed past it: never delivered again
+			}
+		}
+	}
 	return nil
 }
 
@@ -557,7 +577,30 @@ func (t *Task) Fail(node string, err error) {
 func (t *Task) Failed() bool { return t.failure != nil }
 
 // Emit implements topo.Runtime.
-func (t *Task) Emit(out topo.Output) { t.outputs = append(t.outputs, out) }
+func (t *Task) Emit(out topo.Output) {
+	if t.current != nil && !t.punctuating {
+		out.SourceTopic, out.SourcePartition, out.SourceOffset = t.current.Topic, t.current.Partition, t.current.Offset
+	}
+	t.outputs = append(t.outputs, out)
+}
+
+// ReasonProduction is the dead-letter reason of an input record one of
+// whose outputs the broker refused for good.
+const ReasonProduction = "production-error"
+
+// Refuse records that an output of the input record at tp/offset was
+// refused for good by the broker (cause says why). The caller aborts the
+// commit; when the record is delivered again it is not processed: it is
+// dead-lettered or fails the task, as OnProductionError says.
+func (t *Task) Refuse(tp TopicPartition, offset int64, cause error) {
+	if t.refused == nil {
+		t.refused = map[TopicPartition]map[int64]error{}
+	}
+	if t.refused[tp] == nil {
+		t.refused[tp] = map[int64]error{}
+	}
+	t.refused[tp][offset] = cause
+}
 
 // DeadLetter implements topo.Runtime.
 func (t *Task) DeadLetter(node string, rec topo.DeadLetterRecord) error {

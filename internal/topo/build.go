@@ -16,10 +16,11 @@ type Topology struct {
 	stores   map[string]*StoreSpec
 	subs     []*Subtopology
 
-	// OnDeserializationError and OnProcessingError choose what tasks do
-	// with records that fail.
+	// OnDeserializationError, OnProcessingError and OnProductionError
+	// choose what tasks do with records that fail.
 	OnDeserializationError ErrorAction
 	OnProcessingError      ErrorAction
+	OnProductionError      ErrorAction
 }
 
 // Subtopology is a connected part of a topology: its sources must be
@@ -34,7 +35,7 @@ type Subtopology struct {
 
 // Build validates nodes and stores and returns the topology. connections
 // maps processor names to the store names they declared they use.
-func Build(nodes []Node, stores []*StoreSpec, connections map[string][]string, onDeser, onProc ErrorAction) (*Topology, error) {
+func Build(nodes []Node, stores []*StoreSpec, connections map[string][]string, onDeser, onProc, onProd ErrorAction) (*Topology, error) {
 	t := &Topology{
 		nodes:                  nodes,
 		index:                  map[string]int{},
@@ -42,6 +43,7 @@ func Build(nodes []Node, stores []*StoreSpec, connections map[string][]string, o
 		stores:                 map[string]*StoreSpec{},
 		OnDeserializationError: onDeser,
 		OnProcessingError:      onProc,
+		OnProductionError:      onProd,
 	}
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -148,7 +150,7 @@ func Build(nodes []Node, stores []*StoreSpec, connections map[string][]string, o
 		return nil, errors.Join(errs...)
 	}
 	t.splitSubtopologies()
-	if onDeser == DeadLetter || onProc == DeadLetter {
+	if onDeser == DeadLetter || onProc == DeadLetter || onProd == DeadLetter {
 		for _, n := range nodes {
 			if n.Kind() == KindSource && !t.hasDeadLetterChild(n.Name()) {
 				fail("source %q has no dead-letter sink, but errors are configured to go to one: add a dead-letter sink with parent %q", n.Name(), n.Name())

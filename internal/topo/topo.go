@@ -62,6 +62,12 @@ type Output struct {
 	Value     []byte
 	Headers   []Header
 	Timestamp int64
+	// SourceTopic, SourcePartition and SourceOffset name the input record
+	// whose processing produced the output; SourceTopic is "" for outputs
+	// of punctuators.
+	SourceTopic     string
+	SourcePartition int32
+	SourceOffset    int64
 }
 
 // PunctuationType says which clock drives a punctuator.
