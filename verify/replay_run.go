@@ -1,0 +1,370 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/kafka"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/testdriver"
+)
+
+// replayCommitEvery is how many records the replay feeds a task between
+// commits of the driver; commits bound the driver's write buffers and do
+// not change what a deterministic task produces.
+const replayCommitEvery = 1000
+
+// replaySubtopology replays one sub-topology task by task and keeps what
+// it produced. A sub-topology that cannot be replayed faithfully is
+// described in rs and produces nothing; only failures to read from the
+// cluster are returned.
+func (r *replayRun) replaySubtopology(ctx context.Context, sub *topo.Subtopology, rs *SubtopologyReplay) error {
+	notReplayable := func(format string, args ...any) error {
+		rs.NotReplayable = fmt.Sprintf(format, args...)
+		r.outcome[sub.ID] = fmt.Sprintf("sub-topology %d is not replayable", sub.ID)
+		return nil
+	}
+	if len(sub.SourceTopics) > 1 {
+		return notReplayable("it reads %s together; the runtime interleaves co-partitioned topics in the order their records arrive, which Kafka does not keep",
+			strings.Join(sub.SourceTopics, " and "))
+	}
+	input := sub.SourceTopics[0]
+	n := r.partitions[input]
+	ranges := map[int32]offsetRange{}
+	committed := map[int32]int64{}
+	for p := int32(0); p < n; p++ {
+		e := r.ends[input][p]
+		at, consumed := e.start, false
+		if o, ok := r.group.Lookup(input, p); ok && o.Err == nil && o.At >= 0 {
+			at, consumed = min(o.At, e.stable), o.At > 0
+		}
+		if e.start > 0 && consumed {
+			return notReplayable("records of %s/%d before offset %d were deleted (retention or DeleteRecords); the replay needs all the committed input", input, p, e.start)
+		}
+		committed[p] = at
+		ranges[p] = offsetRange{from: e.start, to: e.stable}
+	}
+
+	partitions := maps.Clone(r.partitions)
+	d, err := testdriver.New(r.topology, testdriver.Config{
+		ApplicationID: r.cfg.applicationID,
+		Partitions:    partitions,
+		ManualCommit:  true,
+		Subtopologies: []int{sub.ID},
+	})
+	if err != nil {
+		rs.Err = fmt.Sprintf("start the replay: %v", err)
+		r.outcome[sub.ID] = fmt.Sprintf("the replay of sub-topology %d failed", sub.ID)
+		return nil
+	}
+	defer d.Close()
+	wallClock := func() bool {
+		if nodes := d.WallClockPunctuators(); len(nodes) > 0 {
+			notReplayable("processor %s schedules wall-clock punctuators, whose effects depend on when the clock ticked during the run", strings.Join(nodes, ", "))
+			return true
+		}
+		return false
+	}
+	if wallClock() {
+		return nil
+	}
+
+	recs, err := readRanges(ctx, r.clientOpts, input, ranges, true)
+	if err != nil {
+		return err
+	}
+	seen := map[string]int{}
+	failed := func(format string, args ...any) {
+		rs.Err = fmt.Sprintf(format, args...)
+		r.outcome[sub.ID] = fmt.Sprintf("the replay of sub-topology %d failed", sub.ID)
+	}
+	byPartition := map[int32][]exactly.SourceRecord{}
+	for _, k := range recs {
+		if k.Offset >= committed[k.Partition] {
+			rs.Unconsumed++
+			continue
+		}
+		byPartition[k.Partition] = append(byPartition[k.Partition], sourceRecord(k))
+	}
+	for p := int32(0); p < n && rs.Err == ""; p++ {
+		task := exactly.TaskID{Subtopology: sub.ID, Partition: p}
+		for i, rec := range byPartition[p] {
+			if err := d.PipeRaw(rec); err != nil {
+				failed("task %s failed on the committed record %s/%d@%d: %v", task, rec.Topic, rec.Partition, rec.Offset, err)
+				break
+			}
+			rs.Records++
+			if (i+1)%replayCommitEvery == 0 {
+				if err := d.Commit(); err != nil {
+					failed("task %s: commit: %v", task, err)
+					break
+				}
+			}
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("replay sub-topology %d: %w", sub.ID, err)
+			}
+		}
+		if rs.Err != "" {
+			break
+		}
+		if err := d.Commit(); err != nil {
+			failed("task %s: commit: %v", task, err)
+			break
+		}
+		rs.Tasks++
+		for _, t := range sub.SinkTopics {
+			for _, out := range d.TopicRecords(t, seen[t]) {
+				seen[t]++
+				r.replayed[t] = append(r.replayed[t], &Record{
+					Topic: out.Topic, Partition: out.Partition, Offset: out.Offset, Key: out.Key, Value: out.Value,
+					Headers: out.Headers, Timestamp: out.Timestamp, ProducerID: -1, Task: task,
+				})
+			}
+		}
+		r.checkStreamTime(d, input, task)
+	}
+	if rs.Err != "" || wallClock() {
+		return nil
+	}
+	for _, name := range sub.Stores {
+		if spec, _ := r.top.Store(name); !spec.Logged {
+			continue
+		}
+		topic := topo.ChangelogTopic(r.cfg.applicationID, name)
+		table := map[int32]map[string]*Record{}
+		for _, c := range d.TopicRecords(topic, 0) {
+			rec := &Record{Topic: topic, Partition: c.Partition, Offset: c.Offset, Key: c.Key, Value: c.Value, ProducerID: -1,
+				Task: exactly.TaskID{Subtopology: sub.ID, Partition: c.Partition}}
+			applyChange(table, rec)
+		}
+		r.tables[topic] = table
+	}
+	return nil
+}
+
+// applyChange applies a changelog record to a table: the last value per
+// key, a null value (tombstone) deleting it.
+func applyChange(table map[int32]map[string]*Record, rec *Record) {
+	part := table[rec.Partition]
+	if part == nil {
+		part = map[string]*Record{}
+		table[rec.Partition] = part
+	}
+	if rec.Value == nil {
+		delete(part, string(rec.Key))
+		return
+	}
+	part[string(rec.Key)] = rec
+}
+
+// checkStreamTime compares the stream time the run committed with the
+// input offset of a task (which a restarted task resumes from) with the
+// stream time the replay reached.
+func (r *replayRun) checkStreamTime(d *testdriver.Driver, input string, task exactly.TaskID) {
+	o, ok := r.group.Lookup(input, task.Partition)
+	if !ok || o.Err != nil || o.Metadata == "" {
+		return
+	}
+	committed, ok := kafka.StreamTimeFromMetadata(o.Metadata)
+	if !ok {
+		return
+	}
+	r.streamTasks++
+	replayed, ok := d.StreamTime(task.Subtopology, task.Partition)
+	switch {
+	case !ok:
+		r.streamTimes = append(r.streamTimes, fmt.Sprintf("%s/%d: committed %d ms, the replay saw no record", input, task.Partition, committed))
+	case replayed.UnixMilli() != committed:
+		r.streamTimes = append(r.streamTimes, fmt.Sprintf("%s/%d: committed %d ms, the replay's %d ms", input, task.Partition, committed, replayed.UnixMilli()))
+	}
+}
+
+// skipReason says why topic cannot be compared: a sub-topology writing it
+// was not replayed in full.
+func (r *replayRun) skipReason(writers []int) string {
+	for _, id := range writers {
+		if why := r.outcome[id]; why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+// compareOutputs compares every topic the topology writes with the replay.
+func (r *replayRun) compareOutputs(ctx context.Context) error {
+	for _, topic := range slices.Sorted(maps.Keys(r.writers)) {
+		tc := TopicComparison{Topic: topic, Role: r.role(topic), Compacted: r.compacted[topic]}
+		if why := r.skipReason(r.writers[topic]); why != "" {
+			tc.Skipped = why
+			r.rep.Topics = append(r.rep.Topics, tc)
+			continue
+		}
+		var got []*Record
+		if pe := r.ends[topic]; pe != nil {
+			recs, err := readTopic(ctx, r.clientOpts, topic, pe, true)
+			if err != nil {
+				return err
+			}
+			all, err := readTopic(ctx, r.clientOpts, topic, pe, false)
+			if err != nil {
+				return err
+			}
+			r.rep.AbortedHidden += len(all) - len(recs)
+			for _, k := range recs {
+				got = append(got, committedRecord(k))
+			}
+			for _, p := range slices.Sorted(maps.Keys(pe)) {
+				if e := pe[p]; e.start > 0 {
+					r.note("%s/%d starts at offset %d: the records before it were deleted, and what the replay produces there shows as missing", topic, p, e.start)
+				}
+			}
+		}
+		want := r.replayed[topic]
+		tc.Committed, tc.Replayed = len(got), len(want)
+		r.compareRecords(&tc, want, got)
+		r.rep.Topics = append(r.rep.Topics, tc)
+	}
+	return nil
+}
+
+// compareRecords groups want and got per partition and key and records the
+// differences.
+func (r *replayRun) compareRecords(tc *TopicComparison, want, got []*Record) {
+	type group struct {
+		want, got []side
+		tasks     map[exactly.TaskID]bool
+	}
+	groups := map[groupKey]*group{}
+	at := func(k groupKey) *group {
+		g := groups[k]
+		if g == nil {
+			g = &group{tasks: map[exactly.TaskID]bool{}}
+			groups[k] = g
+		}
+		return g
+	}
+	for _, w := range want {
+		g := at(groupOf(w))
+		g.want = append(g.want, side{rec: w, id: identity(w, r.cfg.ignoreHeaders)})
+		g.tasks[w.Task] = true
+	}
+	for _, c := range got {
+		g := at(groupOf(c))
+		g.got = append(g.got, side{rec: c, id: identity(c, r.cfg.ignoreHeaders)})
+	}
+	var kinds [OutOfOrder + 1]int
+	var first []string
+	for _, k := range slices.SortedFunc(maps.Keys(groups), compareGroupKeys) {
+		g := groups[k]
+		var found []finding
+		ordered := !k.null && len(g.tasks) <= 1
+		if ordered {
+			found = diffOrdered(g.want, g.got)
+		} else {
+			found = diffMultiset(g.want, g.got)
+		}
+		for _, f := range found {
+			if f.kind == Missing && tc.Compacted && (!ordered || f.replayed != g.want[len(g.want)-1].rec || f.replayed.Value == nil) {
+				tc.CompactedAway++
+				continue
+			}
+			d := Difference{Kind: f.kind, Topic: tc.Topic, Partition: k.partition, Key: keyOf(k), Committed: f.committed, Replayed: f.replayed}
+			r.rep.Differences = append(r.rep.Differences, d)
+			kinds[f.kind]++
+			tc.Differences++
+			if len(first) < 3 {
+				first = append(first, d.String())
+			}
+		}
+	}
+	c := Check{Name: fmt.Sprintf("%s %s: committed records equal the replay's", tc.Role, tc.Topic), OK: tc.Differences == 0,
+		Detail: fmt.Sprintf("%d committed, %d replayed, %d keys", tc.Committed, tc.Replayed, len(groups))}
+	if tc.Compacted {
+		c.Detail += fmt.Sprintf(", compacted (%d records taken as compacted away)", tc.CompactedAway)
+	}
+	if tc.Differences > 0 {
+		var counts []string
+		for kind, n := range kinds {
+			if n > 0 {
+				counts = append(counts, fmt.Sprintf("%d %s", n, DifferenceKind(kind)))
+			}
+		}
+		c.Detail += "; " + strings.Join(counts, ", ") + "; e.g. " + strings.Join(first, "; ")
+	}
+	r.rep.Checks = append(r.rep.Checks, c)
+}
+
+func keyOf(k groupKey) []byte {
+	if k.null {
+		return nil
+	}
+	return []byte(k.key)
+}
+
+// compareChangelogs compares the final value per key of every changelog
+// of the replayed sub-topologies.
+func (r *replayRun) compareChangelogs(ctx context.Context) error {
+	for _, topic := range slices.Sorted(maps.Keys(r.changelogs)) {
+		tc := TopicComparison{Topic: topic, Role: "changelog", Compacted: true}
+		if why := r.outcome[r.changelogs[topic]]; why != "" {
+			tc.Skipped = why
+			r.rep.Topics = append(r.rep.Topics, tc)
+			continue
+		}
+		committed := map[int32]map[string]*Record{}
+		if pe := r.ends[topic]; pe != nil {
+			recs, err := readTopic(ctx, r.clientOpts, topic, pe, true)
+			if err != nil {
+				return err
+			}
+			for _, k := range recs {
+				applyChange(committed, committedRecord(k))
+			}
+		}
+		replayed := r.tables[topic]
+		var kinds [OutOfOrder + 1]int
+		var first []string
+		parts := map[int32]bool{}
+		for p := range committed {
+			parts[p] = true
+		}
+		for p := range replayed {
+			parts[p] = true
+		}
+		for _, p := range slices.Sorted(maps.Keys(parts)) {
+			tc.Committed += len(committed[p])
+			tc.Replayed += len(replayed[p])
+			for _, f := range diffTable(replayed[p], committed[p]) {
+				rec := f.replayed
+				if rec == nil {
+					rec = f.committed
+				}
+				d := Difference{Kind: f.kind, Topic: topic, Partition: p, Key: rec.Key, Committed: f.committed, Replayed: f.replayed}
+				r.rep.Differences = append(r.rep.Differences, d)
+				kinds[f.kind]++
+				tc.Differences++
+				if len(first) < 3 {
+					first = append(first, d.String())
+				}
+			}
+		}
+		c := Check{Name: fmt.Sprintf("changelog %s: final value per key equals the replay's", topic), OK: tc.Differences == 0,
+			Detail: fmt.Sprintf("%d keys committed, %d replayed", tc.Committed, tc.Replayed)}
+		if tc.Differences > 0 {
+			var counts []string
+			for kind, n := range kinds {
+				if n > 0 {
+					counts = append(counts, fmt.Sprintf("%d %s", n, DifferenceKind(kind)))
+				}
+			}
+			c.Detail += "; " + strings.Join(counts, ", ") + "; e.g. " + strings.Join(first, "; ")
+		}
+		r.rep.Checks = append(r.rep.Checks, c)
+		r.rep.Topics = append(r.rep.Topics, tc)
+	}
+	return nil
+}
