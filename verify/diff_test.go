@@ -41,7 +41,7 @@ func render(fs []finding) []string {
 // replay is named as such, and equal sequences give nothing.
 func TestDiffNamesEachKindOfDifference(t *testing.T) {
 	for _, tc := range []struct {
-		name, want, got string
+		name, want, got   string
 		ordered, multiset []string
 	}{
 		{name: "equal", want: "abc", got: "abc"},

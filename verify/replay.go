@@ -445,7 +445,7 @@ type replayRun struct {
 	// outcome is "" for a sub-topology replayed in full, else why its
 	// outputs cannot be compared.
 	outcome  map[int]string
-	replayed map[string][]*Record                      // sink topic -> replayed records
+	replayed map[string][]*Record                    // sink topic -> replayed records
 	tables   map[string]map[int32]map[string]*Record // changelog -> partition -> key -> last record
 	// streamTimes compares, per input partition, the stream time in the
 	// committed offset's metadata with the replay's.
