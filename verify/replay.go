@@ -281,8 +281,12 @@ func (r *ReplayReport) String() string {
 	for _, s := range r.Subtopologies {
 		records, unconsumed = records+s.Records, unconsumed+s.Unconsumed
 	}
-	fmt.Fprintf(&b, "replay of %q: %d sub-topologies, %d committed input records replayed (%d not yet consumed), aborted records hidden from read_committed %d\n",
-		r.ApplicationID, len(r.Subtopologies), records, unconsumed, r.AbortedHidden)
+	subs := "sub-topologies"
+	if len(r.Subtopologies) == 1 {
+		subs = "sub-topology"
+	}
+	fmt.Fprintf(&b, "replay of %q: %d %s, %d committed input records replayed (%d not yet consumed), aborted records hidden from read_committed %d\n",
+		r.ApplicationID, len(r.Subtopologies), subs, records, unconsumed, r.AbortedHidden)
 	for _, s := range r.Subtopologies {
 		switch {
 		case s.NotReplayable != "":
