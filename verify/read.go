@@ -4,6 +4,14 @@
 // kept, every output equal to an independent recomputation from the input,
 // nothing from aborted transactions visible, and no transaction left open.
 // It reads every topic read_committed, as a downstream consumer would.
+//
+// Two checks share these invariants. [Orders] is a domain audit of the
+// orders application: it recomputes the projections and dead letters from
+// the input with an oracle written apart from the topology. [Replay] works
+// for any deterministic topology: it recomputes the output by replaying
+// the committed input through the topology itself in the test driver, so
+// it proves that crashes, restarts, rebalances and aborted transactions
+// left no trace, though not that the topology is right.
 package verify
 
 import (
