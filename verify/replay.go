@@ -506,7 +506,7 @@ func (r *replayRun) run(ctx context.Context) error {
 	r.group = offsets
 	if groups, err := r.adm.DescribeGroups(ctx, r.cfg.applicationID); err == nil {
 		if g, ok := groups[r.cfg.applicationID]; ok && len(g.Members) > 0 {
-			r.note("group %s has %d active members: the application is running, and what it commits next is not part of this verification; stop it for a stable verdict", r.cfg.applicationID, len(g.Members))
+			r.note("group %s lists %d members (static members stay listed after they stop): if the application is running, what it commits next is not part of this verification; stop it for a stable verdict", r.cfg.applicationID, len(g.Members))
 		}
 	}
 
