@@ -154,14 +154,16 @@ func producer(r *Record) string {
 	return fmt.Sprintf(" by producer %d", r.ProducerID)
 }
 
+// otherThanValue says what differs between records of equal value.
 func otherThanValue(c, r *Record) string {
-	if !c.Timestamp.Equal(r.Timestamp) {
+	switch {
+	case string(c.Value) != string(r.Value):
+		return ""
+	case !c.Timestamp.Equal(r.Timestamp):
 		return fmt.Sprintf(" (timestamp %d ms, the replay's %d ms)", c.Timestamp.UnixMilli(), r.Timestamp.UnixMilli())
-	}
-	if string(c.Value) == string(r.Value) {
+	default:
 		return " (their headers differ)"
 	}
-	return ""
 }
 
 func quoteBytes(b []byte) string {

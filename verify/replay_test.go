@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -418,6 +419,19 @@ func TestReplayFollowsARepartitionTopicSubtopologyBySubtopology(t *testing.T) {
 	}
 	if decisions == 0 || repartition == "" {
 		t.Fatalf("no decision committed or no repartition topic compared: the test proves little\n%s", rep)
+	}
+
+	only := replay(t, top, brokers, app, verify.InputTopics(repartition))
+	skipped := map[string]string{}
+	for _, tc := range only.Topics {
+		skipped[tc.Topic] = tc.Skipped
+	}
+	if !only.OK() || only.Subtopologies[0].Skipped == "" || only.Subtopologies[1].Records != 1200 ||
+		skipped[repartition] == "" || skipped[exposure.DecisionsTopic] != "" {
+		t.Fatalf("InputTopics(%s) must replay the downstream sub-topology alone and compare only what it writes:\n%s", repartition, only)
+	}
+	if _, err := verify.Replay(deadline(t), top, verify.Brokers(brokers...), verify.ApplicationID(app), verify.InputTopics("nonsense")); !errors.Is(err, verify.ErrReplayConfig) {
+		t.Fatalf("InputTopics(nonsense): %v, want ErrReplayConfig", err)
 	}
 
 	out := readOutput(t, brokers, repartition)
