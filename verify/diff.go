@@ -112,25 +112,18 @@ func diffOrdered(want, got []side) []finding {
 	if len(w)*len(g) > maxAlignCells {
 		return diffMultiset(want, got)
 	}
-	// gaps[i] holds the records of the i-th stretch the alignment leaves
-	// unmatched: replayed ones (dels) and committed ones (ins).
-	type gap struct{ dels, ins []int }
-	var gaps []gap
-	open := false
-	addDel := func(i int) {
-		if !open {
-			gaps, open = append(gaps, gap{}), true
-		}
-		gaps[len(gaps)-1].dels = append(gaps[len(gaps)-1].dels, i)
-	}
-	addIns := func(j int) {
-		if !open {
-			gaps, open = append(gaps, gap{}), true
-		}
-		gaps[len(gaps)-1].ins = append(gaps[len(gaps)-1].ins, j)
-	}
+	return classify(want, w, g, align(w, g))
+}
+
+// gap is a stretch of an alignment left unmatched: indexes of replayed
+// records (dels) and of committed records (ins).
+type gap struct{ dels, ins []int }
+
+// align matches w and g along a longest common subsequence and returns
+// the gaps between matched records.
+func align(w, g []side) []gap {
 	n, m := len(w), len(g)
-	// lcs[i][j] is the longest common subsequence of w[i:] and g[j:].
+	// lcs[i*(m+1)+j] is the longest common subsequence of w[i:] and g[j:].
 	lcs := make([]int32, (n+1)*(m+1))
 	at := func(i, j int) int32 { return lcs[i*(m+1)+j] }
 	for i := n - 1; i >= 0; i-- {
@@ -142,6 +135,14 @@ func diffOrdered(want, got []side) []finding {
 			lcs[i*(m+1)+j] = v
 		}
 	}
+	var gaps []gap
+	open := false
+	current := func() *gap {
+		if !open {
+			gaps, open = append(gaps, gap{}), true
+		}
+		return &gaps[len(gaps)-1]
+	}
 	i, j := 0, 0
 	for i < n || j < m {
 		switch {
@@ -149,34 +150,36 @@ func diffOrdered(want, got []side) []finding {
 			open = false
 			i, j = i+1, j+1
 		case j < m && (i == n || at(i, j+1) >= at(i+1, j)):
-			addIns(j)
+			c := current()
+			c.ins = append(c.ins, j)
 			j++
 		default:
-			addDel(i)
+			c := current()
+			c.dels = append(c.dels, i)
 			i++
 		}
 	}
+	return gaps
+}
 
-	inWant := map[string]int{}
+// classify names the unmatched records of an alignment of w and g (the
+// differing middles of want and got).
+func classify(want, w, g []side, gaps []gap) []finding {
+	inWant := map[string]bool{}
 	for _, s := range want {
-		inWant[s.id]++
+		inWant[s.id] = true
 	}
 	var out []finding
-	usedDel := map[int]bool{}
-	usedIns := map[int]bool{}
+	usedDel, usedIns := map[int]bool{}, map[int]bool{}
 	// An unmatched committed record equal to an unmatched replayed one in
 	// another gap sits elsewhere than the replay puts it.
 	for _, gp := range gaps {
 		for _, jj := range gp.ins {
 			for _, other := range gaps {
-				if usedIns[jj] {
-					break
-				}
 				for _, ii := range other.dels {
-					if !usedDel[ii] && w[ii].id == g[jj].id {
+					if !usedIns[jj] && !usedDel[ii] && w[ii].id == g[jj].id {
 						usedDel[ii], usedIns[jj] = true, true
 						out = append(out, finding{kind: OutOfOrder, committed: g[jj].rec, replayed: w[ii].rec})
-						break
 					}
 				}
 			}
@@ -190,23 +193,22 @@ func diffOrdered(want, got []side) []finding {
 			}
 		}
 		for _, jj := range gp.ins {
-			if usedIns[jj] {
-				continue
-			}
-			if inWant[g[jj].id] > 0 {
+			switch {
+			case usedIns[jj]:
+			case inWant[g[jj].id]:
 				out = append(out, finding{kind: Duplicate, committed: g[jj].rec, replayed: findByID(want, g[jj].id)})
-				continue
+			default:
+				ins = append(ins, jj)
 			}
-			ins = append(ins, jj)
 		}
-		k := 0
-		for ; k < len(dels) && k < len(ins); k++ {
-			out = append(out, finding{kind: Different, committed: g[ins[k]].rec, replayed: w[dels[k]].rec})
+		k := min(len(dels), len(ins))
+		for x := range k {
+			out = append(out, finding{kind: Different, committed: g[ins[x]].rec, replayed: w[dels[x]].rec})
 		}
 		for _, ii := range dels[k:] {
 			out = append(out, finding{kind: Missing, replayed: w[ii].rec})
 		}
-		for _, jj := range ins[min(k, len(ins)):] {
+		for _, jj := range ins[k:] {
 			out = append(out, finding{kind: Unexpected, committed: g[jj].rec})
 		}
 	}

@@ -23,64 +23,38 @@ const replayCommitEvery = 1000
 // described in rs and produces nothing; only failures to read from the
 // cluster are returned.
 func (r *replayRun) replaySubtopology(ctx context.Context, sub *topo.Subtopology, rs *SubtopologyReplay) error {
-	notReplayable := func(format string, args ...any) error {
-		rs.NotReplayable = fmt.Sprintf(format, args...)
-		r.outcome[sub.ID] = fmt.Sprintf("sub-topology %d is not replayable", sub.ID)
+	if len(sub.SourceTopics) > 1 {
+		r.notReplayable(sub, rs, "it reads %s together; the runtime interleaves co-partitioned topics in the order their records arrive, which Kafka does not keep",
+			strings.Join(sub.SourceTopics, " and "))
 		return nil
 	}
-	if len(sub.SourceTopics) > 1 {
-		return notReplayable("it reads %s together; the runtime interleaves co-partitioned topics in the order their records arrive, which Kafka does not keep",
-			strings.Join(sub.SourceTopics, " and "))
-	}
 	input := sub.SourceTopics[0]
-	n := r.partitions[input]
-	ranges := map[int32]offsetRange{}
-	committed := map[int32]int64{}
-	for p := int32(0); p < n; p++ {
-		e := r.ends[input][p]
-		at, consumed := e.start, false
-		if o, ok := r.group.Lookup(input, p); ok && o.Err == nil && o.At >= 0 {
-			at, consumed = min(o.At, e.stable), o.At > 0
-		}
-		if e.start > 0 && consumed {
-			return notReplayable("records of %s/%d before offset %d were deleted (retention or DeleteRecords); the replay needs all the committed input", input, p, e.start)
-		}
-		committed[p] = at
-		ranges[p] = offsetRange{from: e.start, to: e.stable}
+	committed, lost := r.committedOffsets(input)
+	if lost != "" {
+		r.notReplayable(sub, rs, "%s; the replay needs all the committed input", lost)
+		return nil
 	}
-
-	partitions := maps.Clone(r.partitions)
 	d, err := testdriver.New(r.topology, testdriver.Config{
 		ApplicationID: r.cfg.applicationID,
-		Partitions:    partitions,
+		Partitions:    maps.Clone(r.partitions),
 		ManualCommit:  true,
 		Subtopologies: []int{sub.ID},
 	})
 	if err != nil {
-		rs.Err = fmt.Sprintf("start the replay: %v", err)
-		r.outcome[sub.ID] = fmt.Sprintf("the replay of sub-topology %d failed", sub.ID)
+		r.replayFailed(sub, rs, "start the replay: %v", err)
 		return nil
 	}
 	defer d.Close()
-	wallClock := func() bool {
-		if nodes := d.WallClockPunctuators(); len(nodes) > 0 {
-			notReplayable("processor %s schedules wall-clock punctuators, whose effects depend on when the clock ticked during the run", strings.Join(nodes, ", "))
-			return true
-		}
-		return false
-	}
-	if wallClock() {
+	if r.usesWallClock(d, sub, rs) {
 		return nil
 	}
-
+	ranges := map[int32]offsetRange{}
+	for p, e := range r.ends[input] {
+		ranges[p] = offsetRange{from: e.start, to: e.stable}
+	}
 	recs, err := readRanges(ctx, r.clientOpts, input, ranges, true)
 	if err != nil {
 		return err
-	}
-	seen := map[string]int{}
-	failed := func(format string, args ...any) {
-		rs.Err = fmt.Sprintf(format, args...)
-		r.outcome[sub.ID] = fmt.Sprintf("the replay of sub-topology %d failed", sub.ID)
 	}
 	byPartition := map[int32][]exactly.SourceRecord{}
 	for _, k := range recs {
@@ -90,30 +64,77 @@ func (r *replayRun) replaySubtopology(ctx context.Context, sub *topo.Subtopology
 		}
 		byPartition[k.Partition] = append(byPartition[k.Partition], sourceRecord(k))
 	}
-	for p := int32(0); p < n && rs.Err == ""; p++ {
+	if err := r.feed(ctx, d, sub, byPartition, rs); err != nil || rs.Err != "" || r.usesWallClock(d, sub, rs) {
+		return err
+	}
+	r.keepChangelogs(d, sub)
+	return nil
+}
+
+func (r *replayRun) notReplayable(sub *topo.Subtopology, rs *SubtopologyReplay, format string, args ...any) {
+	rs.NotReplayable = fmt.Sprintf(format, args...)
+	r.outcome[sub.ID] = fmt.Sprintf("sub-topology %d is not replayable", sub.ID)
+}
+
+func (r *replayRun) replayFailed(sub *topo.Subtopology, rs *SubtopologyReplay, format string, args ...any) {
+	rs.Err = fmt.Sprintf(format, args...)
+	r.outcome[sub.ID] = fmt.Sprintf("the replay of sub-topology %d failed", sub.ID)
+}
+
+// usesWallClock reports (and records) whether a processor of the
+// sub-topology has scheduled a wall-clock punctuator.
+func (r *replayRun) usesWallClock(d *testdriver.Driver, sub *topo.Subtopology, rs *SubtopologyReplay) bool {
+	nodes := d.WallClockPunctuators()
+	if len(nodes) > 0 {
+		r.notReplayable(sub, rs, "processor %s schedules wall-clock punctuators, whose effects depend on when the clock ticked during the run", strings.Join(nodes, ", "))
+	}
+	return len(nodes) > 0
+}
+
+// committedOffsets returns, per partition of input, the group's committed
+// offset (the log start where it has none), or why the committed input is
+// not whole.
+func (r *replayRun) committedOffsets(input string) (map[int32]int64, string) {
+	committed := map[int32]int64{}
+	for p := int32(0); p < r.partitions[input]; p++ {
+		e := r.ends[input][p]
+		at, consumed := e.start, false
+		if o, ok := r.group.Lookup(input, p); ok && o.Err == nil && o.At >= 0 {
+			at, consumed = min(o.At, e.stable), o.At > 0
+		}
+		if e.start > 0 && consumed {
+			return nil, fmt.Sprintf("records of %s/%d before offset %d were deleted (retention or DeleteRecords)", input, p, e.start)
+		}
+		committed[p] = at
+	}
+	return committed, ""
+}
+
+// feed replays each partition's committed records through a fresh task,
+// in offset order, and keeps what each task produced.
+func (r *replayRun) feed(ctx context.Context, d *testdriver.Driver, sub *topo.Subtopology, byPartition map[int32][]exactly.SourceRecord, rs *SubtopologyReplay) error {
+	seen := map[string]int{}
+	for p := range max(r.partitions[sub.SourceTopics[0]], 1) {
 		task := exactly.TaskID{Subtopology: sub.ID, Partition: p}
 		for i, rec := range byPartition[p] {
 			if err := d.PipeRaw(rec); err != nil {
-				failed("task %s failed on the committed record %s/%d@%d: %v", task, rec.Topic, rec.Partition, rec.Offset, err)
-				break
+				r.replayFailed(sub, rs, "task %s failed on the committed record %s/%d@%d: %v", task, rec.Topic, rec.Partition, rec.Offset, err)
+				return nil
 			}
 			rs.Records++
 			if (i+1)%replayCommitEvery == 0 {
 				if err := d.Commit(); err != nil {
-					failed("task %s: commit: %v", task, err)
-					break
+					r.replayFailed(sub, rs, "task %s: commit: %v", task, err)
+					return nil
 				}
 			}
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("replay sub-topology %d: %w", sub.ID, err)
 			}
 		}
-		if rs.Err != "" {
-			break
-		}
 		if err := d.Commit(); err != nil {
-			failed("task %s: commit: %v", task, err)
-			break
+			r.replayFailed(sub, rs, "task %s: commit: %v", task, err)
+			return nil
 		}
 		rs.Tasks++
 		for _, t := range sub.SinkTopics {
@@ -125,11 +146,14 @@ func (r *replayRun) replaySubtopology(ctx context.Context, sub *topo.Subtopology
 				})
 			}
 		}
-		r.checkStreamTime(d, input, task)
+		r.checkStreamTime(d, sub.SourceTopics[0], task)
 	}
-	if rs.Err != "" || wallClock() {
-		return nil
-	}
+	return nil
+}
+
+// keepChangelogs keeps the final table of each logged store of the
+// replayed sub-topology.
+func (r *replayRun) keepChangelogs(d *testdriver.Driver, sub *topo.Subtopology) {
 	for _, name := range sub.Stores {
 		if spec, _ := r.top.Store(name); !spec.Logged {
 			continue
@@ -137,13 +161,11 @@ func (r *replayRun) replaySubtopology(ctx context.Context, sub *topo.Subtopology
 		topic := topo.ChangelogTopic(r.cfg.applicationID, name)
 		table := map[int32]map[string]*Record{}
 		for _, c := range d.TopicRecords(topic, 0) {
-			rec := &Record{Topic: topic, Partition: c.Partition, Offset: c.Offset, Key: c.Key, Value: c.Value, ProducerID: -1,
-				Task: exactly.TaskID{Subtopology: sub.ID, Partition: c.Partition}}
-			applyChange(table, rec)
+			applyChange(table, &Record{Topic: topic, Partition: c.Partition, Offset: c.Offset, Key: c.Key, Value: c.Value, ProducerID: -1,
+				Task: exactly.TaskID{Subtopology: sub.ID, Partition: c.Partition}})
 		}
 		r.tables[topic] = table
 	}
-	return nil
 }
 
 // applyChange applies a changelog record to a table: the last value per
