@@ -278,46 +278,61 @@ func (r *replayRun) compareRecords(tc *TopicComparison, want, got []*Record) {
 		g := at(groupOf(c))
 		g.got = append(g.got, side{rec: c, id: identity(c, r.cfg.ignoreHeaders)})
 	}
-	var kinds [OutOfOrder + 1]int
-	var first []string
+	var found tally
 	for _, k := range slices.SortedFunc(maps.Keys(groups), compareGroupKeys) {
 		g := groups[k]
-		var found []finding
+		var findings []finding
 		ordered := !k.null && len(g.tasks) <= 1
 		if ordered {
-			found = diffOrdered(g.want, g.got)
+			findings = diffOrdered(g.want, g.got)
 		} else {
-			found = diffMultiset(g.want, g.got)
+			findings = diffMultiset(g.want, g.got)
 		}
-		for _, f := range found {
+		for _, f := range findings {
 			if f.kind == Missing && tc.Compacted && (!ordered || f.replayed != g.want[len(g.want)-1].rec || f.replayed.Value == nil) {
 				tc.CompactedAway++
 				continue
 			}
-			d := Difference{Kind: f.kind, Topic: tc.Topic, Partition: k.partition, Key: keyOf(k), Committed: f.committed, Replayed: f.replayed}
-			r.rep.Differences = append(r.rep.Differences, d)
-			kinds[f.kind]++
-			tc.Differences++
-			if len(first) < 3 {
-				first = append(first, d.String())
-			}
+			found.add(Difference{Kind: f.kind, Topic: tc.Topic, Partition: k.partition, Key: keyOf(k), Committed: f.committed, Replayed: f.replayed})
 		}
 	}
-	c := Check{Name: fmt.Sprintf("%s %s: committed records equal the replay's", tc.Role, tc.Topic), OK: tc.Differences == 0,
-		Detail: fmt.Sprintf("%d committed, %d replayed, %d keys", tc.Committed, tc.Replayed, len(groups))}
+	detail := fmt.Sprintf("%d committed, %d replayed, %d keys", tc.Committed, tc.Replayed, len(groups))
 	if tc.Compacted {
-		c.Detail += fmt.Sprintf(", compacted (%d records taken as compacted away)", tc.CompactedAway)
+		detail += fmt.Sprintf(", compacted (%d records taken as compacted away)", tc.CompactedAway)
 	}
-	if tc.Differences > 0 {
-		var counts []string
-		for kind, n := range kinds {
+	tc.Differences = len(found.differences)
+	r.record(fmt.Sprintf("%s %s: committed records equal the replay's", tc.Role, tc.Topic), detail, found)
+}
+
+// tally collects the differences of one topic.
+type tally struct {
+	differences []Difference
+	kinds       [OutOfOrder + 1]int
+}
+
+func (t *tally) add(d Difference) {
+	t.differences = append(t.differences, d)
+	t.kinds[d.Kind]++
+}
+
+// record adds a topic's check, whose detail counts the differences by
+// kind and names the first few, and its differences to the report.
+func (r *replayRun) record(name, detail string, t tally) {
+	c := Check{Name: name, OK: len(t.differences) == 0, Detail: detail}
+	if !c.OK {
+		var counts, first []string
+		for kind, n := range t.kinds {
 			if n > 0 {
 				counts = append(counts, fmt.Sprintf("%d %s", n, DifferenceKind(kind)))
 			}
 		}
+		for _, d := range t.differences[:min(3, len(t.differences))] {
+			first = append(first, d.String())
+		}
 		c.Detail += "; " + strings.Join(counts, ", ") + "; e.g. " + strings.Join(first, "; ")
 	}
 	r.rep.Checks = append(r.rep.Checks, c)
+	r.rep.Differences = append(r.rep.Differences, t.differences...)
 }
 
 func keyOf(k groupKey) []byte {
@@ -348,8 +363,7 @@ func (r *replayRun) compareChangelogs(ctx context.Context) error {
 			}
 		}
 		replayed := r.tables[topic]
-		var kinds [OutOfOrder + 1]int
-		var first []string
+		var found tally
 		parts := map[int32]bool{}
 		for p := range committed {
 			parts[p] = true
@@ -365,27 +379,12 @@ func (r *replayRun) compareChangelogs(ctx context.Context) error {
 				if rec == nil {
 					rec = f.committed
 				}
-				d := Difference{Kind: f.kind, Topic: topic, Partition: p, Key: rec.Key, Committed: f.committed, Replayed: f.replayed}
-				r.rep.Differences = append(r.rep.Differences, d)
-				kinds[f.kind]++
-				tc.Differences++
-				if len(first) < 3 {
-					first = append(first, d.String())
-				}
+				found.add(Difference{Kind: f.kind, Topic: topic, Partition: p, Key: rec.Key, Committed: f.committed, Replayed: f.replayed})
 			}
 		}
-		c := Check{Name: fmt.Sprintf("changelog %s: final value per key equals the replay's", topic), OK: tc.Differences == 0,
-			Detail: fmt.Sprintf("%d keys committed, %d replayed", tc.Committed, tc.Replayed)}
-		if tc.Differences > 0 {
-			var counts []string
-			for kind, n := range kinds {
-				if n > 0 {
-					counts = append(counts, fmt.Sprintf("%d %s", n, DifferenceKind(kind)))
-				}
-			}
-			c.Detail += "; " + strings.Join(counts, ", ") + "; e.g. " + strings.Join(first, "; ")
-		}
-		r.rep.Checks = append(r.rep.Checks, c)
+		tc.Differences = len(found.differences)
+		r.record(fmt.Sprintf("changelog %s: final value per key equals the replay's", topic),
+			fmt.Sprintf("%d keys committed, %d replayed", tc.Committed, tc.Replayed), found)
 		r.rep.Topics = append(r.rep.Topics, tc)
 	}
 	return nil

@@ -135,6 +135,18 @@ func replay(t *testing.T, top *exactly.Topology, brokers []string, applicationID
 	return rep
 }
 
+// replayHonestRun replays a run nobody tampered with and fails the test
+// unless every check holds.
+func replayHonestRun(t *testing.T, top *exactly.Topology, brokers []string, applicationID string) *verify.ReplayReport {
+	t.Helper()
+	rep := replay(t, top, brokers, applicationID)
+	t.Logf("honest run:\n%s", rep)
+	if !rep.OK() {
+		t.Fatalf("an honest run failed the replay:\n%s", rep)
+	}
+	return rep
+}
+
 // differences returns the report's differences of kind on topic/partition
 // for key.
 func differences(rep *verify.ReplayReport, kind verify.DifferenceKind, topic string, partition int32, key []byte) []verify.Difference {
@@ -235,13 +247,7 @@ func TestReplayPassesAnHonestRunAndNamesEachTamperedRecord(t *testing.T) {
 	waitConsumed(t, brokers, app, "input", 930)
 	stopA()
 	stopB()
-	time.Sleep(300 * time.Millisecond)
-
-	rep := replay(t, top, brokers, app)
-	t.Logf("honest run:\n%s", rep)
-	if !rep.OK() {
-		t.Fatalf("an honest run failed the replay:\n%s", rep)
-	}
+	rep := replayHonestRun(t, top, brokers, app)
 	if len(rep.Subtopologies) != 1 || rep.Subtopologies[0].Records != 930 || rep.Subtopologies[0].Tasks != 3 {
 		t.Fatalf("replayed %+v, want 930 records in 3 tasks", rep.Subtopologies)
 	}
@@ -398,13 +404,7 @@ func TestReplayFollowsARepartitionTopicSubtopologyBySubtopology(t *testing.T) {
 	waitConsumed(t, brokers, app, exposure.OrdersTopic, 1200)
 	stopA()
 	stopB()
-	time.Sleep(300 * time.Millisecond)
-
-	rep := replay(t, top, brokers, app)
-	t.Logf("honest run:\n%s", rep)
-	if !rep.OK() {
-		t.Fatalf("an honest run failed the replay:\n%s", rep)
-	}
+	rep := replayHonestRun(t, top, brokers, app)
 	if len(rep.Subtopologies) != 2 || rep.Subtopologies[0].Records != 1200 || rep.Subtopologies[1].Records != 1200 {
 		t.Fatalf("replayed %+v, want 1200 records through each sub-topology", rep.Subtopologies)
 	}

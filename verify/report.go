@@ -221,17 +221,7 @@ func (r *ReplayReport) String() string {
 			fmt.Fprintf(&b, "  SKIP  sub-topology %d: %s\n", s.ID, s.Skipped)
 		}
 	}
-	for _, c := range r.Checks {
-		mark := "PASS"
-		if !c.OK {
-			mark = "FAIL"
-		}
-		fmt.Fprintf(&b, "  %s  %s", mark, c.Name)
-		if c.Detail != "" {
-			fmt.Fprintf(&b, ": %s", c.Detail)
-		}
-		b.WriteString("\n")
-	}
+	writeChecks(&b, r.Checks)
 	for _, t := range r.Topics {
 		if t.Skipped != "" {
 			fmt.Fprintf(&b, "  SKIP  %s %s: %s\n", t.Role, t.Topic, t.Skipped)
