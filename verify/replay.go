@@ -140,7 +140,9 @@ var ErrReplayConfig = errors.New("verify: replay configuration")
 //   - the input is whole: records deleted from an input partition
 //     (retention, DeleteRecords) before the committed offset make its
 //     sub-topology not replayable;
-//   - only the application writes its output topics.
+//   - only the application writes its output topics;
+//   - the run used exactly_once_v2: under at_least_once a crash duplicates
+//     output legitimately, and the replay reports those duplicates.
 //
 // The committed topics are held in memory. Every call to the cluster is
 // bounded by Timeout. An error is returned when the verification could not

@@ -21,10 +21,11 @@ type Record struct {
 	Headers   []exactly.Header
 	Timestamp time.Time
 	// ProducerID is the id of the producer that wrote a committed record
-	// (-1 when not known or for a replayed record): a record of a producer
-	// that wrote nothing else expected points at a foreign writer.
+	// (-1 for a replayed record): an id no expected record carries points
+	// at a writer outside the application.
 	ProducerID int64
-	// Task is the task that produced a replayed record.
+	// Task is the task that produced a replayed record (sub-topology and
+	// partition -1 for a committed record).
 	Task exactly.TaskID
 }
 
@@ -159,7 +160,8 @@ type ReplayReport struct {
 	ApplicationID string
 	Subtopologies []SubtopologyReplay
 	Topics        []TopicComparison
-	// Differences lists every difference, by topic, partition and key.
+	// Differences lists every difference: output topics first, then
+	// changelogs, each by partition and key.
 	Differences      []Difference
 	OpenTransactions []OpenTransaction
 	// AbortedHidden counts records of aborted transactions in the compared
