@@ -263,6 +263,9 @@ func (r *replayRun) run(ctx context.Context) error {
 		return fmt.Errorf("fetch the committed offsets of group %s: %w", r.cfg.applicationID, err)
 	}
 	r.group = offsets
+	if len(offsets) == 0 {
+		r.note("group %s has no committed offsets: no input counts as consumed, so any committed output shows as unexpected; check the application id", r.cfg.applicationID)
+	}
 	if groups, err := r.adm.DescribeGroups(ctx, r.cfg.applicationID); err == nil {
 		if g, ok := groups[r.cfg.applicationID]; ok && len(g.Members) > 0 {
 			r.note("group %s lists %d members (static members stay listed after they stop): if the application is running, what it commits next is not part of this verification; stop it for a stable verdict", r.cfg.applicationID, len(g.Members))
