@@ -1,6 +1,7 @@
 package testdriver_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"testing"
@@ -121,4 +122,34 @@ func TestWallClockPunctuatorsAreReported(t *testing.T) {
 			t.Fatalf("%v punctuator: WallClockPunctuators() = %v, want %v", tc.typ, got, tc.want)
 		}
 	}
+}
+
+// TestDeadLettersOverTheRunnersBoundGoWithoutTheirValue dead-letters a
+// record larger than the Kafka runner's bound: as the runner does, the
+// dead letter keeps the key and drops the value, unless the bound is
+// turned off.
+func TestDeadLettersOverTheRunnersBoundGoWithoutTheirValue(t *testing.T) {
+	big := bytes.Repeat([]byte{0xff}, 1<<20) // not UTF-8: a deserialization error
+	for _, tc := range []struct {
+		bound     int
+		keepValue bool
+	}{{0, false}, {-1, true}} {
+		d := newDriver(t, countingTopology(t, false, exactly.DeadLetterOnError), testdriver.Config{DeadLetterMaxBytes: tc.bound})
+		if err := d.PipeRaw(exactly.SourceRecord{Topic: "input", Key: []byte("k"), Value: big, Timestamp: time.UnixMilli(1)}); err != nil {
+			t.Fatal(err)
+		}
+		dl := d.TopicRecords("input-dlq", 0)
+		if len(dl) != 1 || string(dl[0].Key) != "k" || (dl[0].Value != nil) != tc.keepValue || rawHeader(dl[0].Headers, "exactly.error.reason") != "deserialization-error" {
+			t.Fatalf("DeadLetterMaxBytes %d: dead letters %d, value kept %v, want kept %v", tc.bound, len(dl), len(dl) > 0 && dl[0].Value != nil, tc.keepValue)
+		}
+	}
+}
+
+func rawHeader(headers []exactly.Header, key string) string {
+	for _, h := range headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
