@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/examples/counting"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/serde"
@@ -482,4 +483,48 @@ func TestReplayReportsAWallClockTopologyAsNotReplayable(t *testing.T) {
 		t.Fatalf("a wall-clock topology was not reported as not replayable:\n%s", rep)
 	}
 	t.Logf("\n%s", rep)
+}
+
+// TestReplayOfWindowedCountsWithGraceMatchesAcrossRestarts runs the
+// suspicious-order counts (5-minute windows, 2 minutes of grace, one final
+// count per window emitted when stream time closes it) over late and
+// out-of-order orders, with instances stopped and started mid-stream: the
+// final counts, emitted on stream time restored from the committed
+// offsets' metadata after each restart, equal the replay's.
+func TestReplayOfWindowedCountsWithGraceMatchesAcrossRestarts(t *testing.T) {
+	brokers := newReplayCluster(t, 3, exposure.OrdersTopic, exposure.SuspiciousTopic)
+	const app = "suspicious"
+	top, err := exposure.SuspiciousOrderCounts(app, dsl.Metrics{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := client(t, brokers)
+	rng := rand.New(rand.NewPCG(3, 9))
+	produceOrders := func(from, to int) {
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			// About 20 s of event time an order, up to 4 minutes late.
+			at := time.UnixMilli(1_700_000_000_000 + int64(i)*20_000 - rng.Int64N(240_000))
+			v, _ := serde.JSON[exposure.OrderSubmitted]().Serialize(exposure.OrderSubmitted{
+				OrderID: fmt.Sprint("o", i), CustomerID: fmt.Sprint("c", rng.IntN(7)), AmountCents: 100})
+			recs = append(recs, &kgo.Record{Topic: exposure.OrdersTopic, Key: fmt.Appendf(nil, "o%d", i), Value: v, Timestamp: at})
+		}
+		produce(t, in, recs...)
+	}
+	stopA := startApp(t, top, brokers, app)
+	produceOrders(0, 400)
+	time.Sleep(300 * time.Millisecond)
+	stopB := startApp(t, top, brokers, app)
+	produceOrders(400, 800)
+	time.Sleep(300 * time.Millisecond)
+	stopA()
+	produceOrders(800, 1200)
+	waitConsumed(t, brokers, app, exposure.OrdersTopic, 1200)
+	stopB()
+	rep := replayHonestRun(t, top, brokers, app)
+	for _, tc := range rep.Topics {
+		if tc.Topic == exposure.SuspiciousTopic && tc.Committed < 50 {
+			t.Fatalf("only %d window counts committed: the test proves little", tc.Committed)
+		}
+	}
 }
