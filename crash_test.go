@@ -16,6 +16,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/exposure"
+	"github.com/exactly-go/exactly/verify"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -164,6 +165,18 @@ func sigkillRun(t *testing.T, g exactly.Guarantee) {
 		if got := final[fmt.Sprint("k", k)]; got != want {
 			t.Fatalf("store value of k%d = %d, want %d (counts of the input)", k, got, want)
 		}
+	}
+	// Per key, the counts come in the order of the input, as an
+	// uninterrupted run would have them.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := verify.Replay(ctx, countingApp(t, true), verify.Brokers(brokers...), verify.ApplicationID("crash"), verify.Timeout(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep)
+	if !rep.OK() {
+		t.Fatal("the killed run's committed output differs from the replay of its committed input")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/exposure"
+	"github.com/exactly-go/exactly/verify"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -185,5 +186,26 @@ func TestSigkilledExposureInstancesDecideEachCustomerOnce(t *testing.T) {
 	}
 	if len(decided) != want || n != want {
 		t.Fatalf("%d decisions for %d customers, want one each for %d customers", n, len(decided), want)
+	}
+
+	// The committed output of the killed run equals an uninterrupted replay
+	// of its committed input, sub-topology by sub-topology.
+	for _, ch := range children {
+		ch.cmd.Process.Signal(syscall.SIGTERM)
+		ch.cmd.Wait()
+	}
+	top, err := exposure.CustomerExposure("risk", exposureThreshold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := verify.Replay(ctx, top, verify.Brokers(brokers...), verify.ApplicationID("risk"), verify.Timeout(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep)
+	if !rep.OK() {
+		t.Fatal("the killed run's committed output differs from the replay of its committed input")
 	}
 }

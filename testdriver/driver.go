@@ -38,6 +38,17 @@ type Config struct {
 	// StateDir holds persistent stores; default a temporary directory that
 	// Close removes.
 	StateDir string
+	// Subtopologies limits the driver to the sub-topologies with these IDs
+	// (as Describe numbers them); nil runs them all. Records in topics that
+	// only the others read stay there unprocessed, so each sub-topology can
+	// be fed its own input, as a replay of a run on Kafka does with the
+	// committed repartition topics.
+	Subtopologies []int
+	// DeadLetterMaxBytes bounds the key and value a dead letter carries; a
+	// larger record is dead-lettered without its value, as the Kafka runner
+	// does. 0 means the runner's bound (task.DefaultDeadLetterMaxBytes,
+	// 900000 bytes); a negative value means no bound.
+	DeadLetterMaxBytes int
 }
 
 // Driver runs one topology. It is not safe for concurrent use.
@@ -67,7 +78,9 @@ type entry struct {
 type liveTask struct {
 	task       *task.Task
 	persistent *store.Pebble
-	positions  map[task.TopicPartition]int64
+	// positions are indexes into each input partition's log of the next
+	// record to process (equal to offsets unless PipeRaw left gaps).
+	positions map[task.TopicPartition]int64
 }
 
 // committed is what the modelled broker keeps of a task across crashes:
@@ -123,14 +136,13 @@ func (d *Driver) topic(name string) *topicLog {
 	return tl
 }
 
+// appendRecord appends raw at the partition's next offset and returns it.
 func (d *Driver) appendRecord(topic string, partition int32, raw topo.Raw) int64 {
-	tl := d.topic(topic)
-	raw.Topic, raw.Partition = topic, partition
-	raw.Offset = int64(len(tl.partitions[partition]))
-	d.seq++
-	e := &entry{raw: raw, seq: d.seq}
-	tl.partitions[partition] = append(tl.partitions[partition], e)
-	tl.all = append(tl.all, e)
+	raw.Offset = 0
+	if log := d.topic(topic).partitions[partition]; len(log) > 0 {
+		raw.Offset = log[len(log)-1].raw.Offset + 1
+	}
+	d.appendAt(topic, partition, raw)
 	return raw.Offset
 }
 
@@ -147,7 +159,16 @@ func (d *Driver) partitionFor(topic string, key []byte) int32 {
 // start creates, restores and initializes every task.
 func (d *Driver) start() error {
 	d.tasks = map[topo.TaskID]*liveTask{}
-	for _, sub := range d.topo.Subtopologies() {
+	subs := d.topo.Subtopologies()
+	for _, id := range d.cfg.Subtopologies {
+		if id < 0 || id >= len(subs) {
+			return fmt.Errorf("testdriver: Config.Subtopologies names sub-topology %d; the topology has %d (0 to %d)", id, len(subs), len(subs)-1)
+		}
+	}
+	for _, sub := range subs {
+		if d.cfg.Subtopologies != nil && !slices.Contains(d.cfg.Subtopologies, sub.ID) {
+			continue
+		}
 		n := d.partitionCount(sub.SourceTopics[0])
 		for _, topic := range sub.SourceTopics[1:] {
 			if m := d.partitionCount(topic); m != n {
@@ -181,11 +202,19 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 		d.commits[id] = c
 	}
 	lt := &liveTask{positions: map[task.TopicPartition]int64{}}
+	deadLetterMax := d.cfg.DeadLetterMaxBytes
+	switch {
+	case deadLetterMax == 0:
+		deadLetterMax = task.DefaultDeadLetterMaxBytes
+	case deadLetterMax < 0:
+		deadLetterMax = 0
+	}
 	cfg := task.Config{
-		ApplicationID: d.cfg.ApplicationID,
-		ID:            id,
-		StreamTime:    c.streamTime,
-		WallClock:     d.wall,
+		ApplicationID:      d.cfg.ApplicationID,
+		ID:                 id,
+		StreamTime:         c.streamTime,
+		WallClock:          d.wall,
+		DeadLetterMaxBytes: deadLetterMax,
 		PartitionCount: func(topic string) (int32, error) {
 			return d.partitionCount(topic), nil
 		},
@@ -214,7 +243,7 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 	}
 	for _, topic := range tk.SourceTopics() {
 		tp := task.TopicPartition{Topic: topic, Partition: id.Partition}
-		lt.positions[tp] = c.offsets[tp]
+		lt.positions[tp] = d.indexOf(tp, c.offsets[tp])
 	}
 	return lt, nil
 }

@@ -35,6 +35,21 @@ type Check struct {
 	Detail string
 }
 
+// writeChecks renders checks one a line, PASS or FAIL first.
+func writeChecks(b *strings.Builder, checks []Check) {
+	for _, c := range checks {
+		mark := "PASS"
+		if !c.OK {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(b, "  %s  %s", mark, c.Name)
+		if c.Detail != "" {
+			fmt.Fprintf(b, ": %s", c.Detail)
+		}
+		b.WriteString("\n")
+	}
+}
+
 // Report is the outcome of an audit.
 type Report struct {
 	Checks []Check
@@ -63,17 +78,7 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "input records %d, projection records %d, dead letters %d, aborted records hidden from read_committed %d\n",
 		r.Inputs, r.Outputs, r.DeadLetters, r.AbortedHidden)
-	for _, c := range r.Checks {
-		mark := "PASS"
-		if !c.OK {
-			mark = "FAIL"
-		}
-		fmt.Fprintf(&b, "  %s  %s", mark, c.Name)
-		if c.Detail != "" {
-			fmt.Fprintf(&b, ": %s", c.Detail)
-		}
-		b.WriteString("\n")
-	}
+	writeChecks(&b, r.Checks)
 	return b.String()
 }
 

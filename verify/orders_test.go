@@ -135,6 +135,18 @@ func TestOrdersAuditPassesOnAnHonestRunAndCatchesTampering(t *testing.T) {
 		t.Fatalf("audit saw nothing to check:\n%s", rep)
 	}
 	t.Logf("\n%s", rep)
+	top, err := orders.Topology(orders.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed, err := verify.Replay(context.Background(), top, verify.Brokers(brokers...), verify.ApplicationID("orders"), verify.Timeout(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !replayed.OK() {
+		t.Fatalf("honest run failed the replay:\n%s", replayed)
+	}
+	t.Logf("\n%s", replayed)
 	first := firstOutput(t, brokers)
 	bogus := &kgo.Record{Topic: first.Topic, Partition: first.Partition, Key: first.Key, Value: []byte(`{"orderId":"forged"}`), Headers: first.Headers}
 

@@ -189,10 +189,8 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 		streamTime = max(streamTime, c.streamTime)
 	}
 	cfg := task.Config{
-		Memory: lt.memory,
-		// Leaves room for headers under the producer's default batch
-		// limit (1 MB), so a dead letter is never refused as too large.
-		DeadLetterMaxBytes: 900_000,
+		Memory:             lt.memory,
+		DeadLetterMaxBytes: task.DefaultDeadLetterMaxBytes,
 		ApplicationID:      w.r.cfg.ApplicationID,
 		ID:                 id,
 		StreamTime:         streamTime,

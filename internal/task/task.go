@@ -22,6 +22,12 @@ import (
 // UnknownTime is the stream time of a task that has seen no record.
 const UnknownTime = math.MinInt64
 
+// DefaultDeadLetterMaxBytes is the bound on a dead letter's key and value
+// the Kafka runner uses: it leaves room for headers under the producer's
+// default batch limit (1 MB), so a dead letter is never refused as too
+// large. The test driver uses the same bound so that it dead-letters alike.
+const DefaultDeadLetterMaxBytes = 900_000
+
 // Config is what a task needs from its environment.
 type Config struct {
 	ApplicationID string
@@ -118,6 +124,9 @@ type Task struct {
 	refused     map[TopicPartition]map[int64]error
 	punctuating bool
 	schedules []*schedule
+	// wallClockNodes are the nodes that ever scheduled a wall-clock
+	// punctuator, in order of first scheduling; kept across Abort.
+	wallClockNodes []string
 
 	committed snapshot
 }
@@ -520,6 +529,12 @@ func cloneOffsets(m map[TopicPartition]int64) map[TopicPartition]int64 {
 	return out
 }
 
+// WallClockPunctuators returns the nodes that have scheduled a wall-clock
+// punctuator since the task was created, cancelled or not, in the order
+// they first did. Their effects depend on when the wall clock ticked, so
+// the task's output is not a function of its input alone.
+func (t *Task) WallClockPunctuators() []string { return slices.Clone(t.wallClockNodes) }
+
 // StreamTime returns the task's stream time (UnknownTime before any record).
 func (t *Task) StreamTime() int64 { return t.streamTime }
 
@@ -644,6 +659,9 @@ func (t *Task) Schedule(node string, interval time.Duration, typ topo.Punctuatio
 		s.next = nextTick(t.streamTime, ms)
 	} else {
 		s.next = nextTick(t.wallClock, ms)
+		if !slices.Contains(t.wallClockNodes, node) {
+			t.wallClockNodes = append(t.wallClockNodes, node)
+		}
 	}
 	t.schedules = append(t.schedules, s)
 	return s, nil
