@@ -117,13 +117,13 @@ type Task struct {
 	failure    *nodeFailure
 	failed     error
 
-	outputs   []topo.Output
-	offsets   map[TopicPartition]int64
+	outputs []topo.Output
+	offsets map[TopicPartition]int64
 	// refused holds input records with an output the broker refused for
 	// good; they are not processed again (OnProductionError).
 	refused     map[TopicPartition]map[int64]error
 	punctuating bool
-	schedules []*schedule
+	schedules   []*schedule
 	// wallClockNodes are the nodes that ever scheduled a wall-clock
 	// punctuator, in order of first scheduling; kept across Abort.
 	wallClockNodes []string
