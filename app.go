@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/exactly-go/exactly/internal/kafka"
+	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/serde"
 )
@@ -113,3 +114,44 @@ func Query[K, V any](ctx context.Context, app *App, store string, key K) (V, boo
 	v, err := values.Deserialize(vb)
 	return v, err == nil, err
 }
+
+// State is an instance's state (Kafka Streams' KafkaStreams.State):
+// StateCreated → StateRebalancing ⇄ StateRunning, then StateStopped after
+// a clean stop or StateError after a fatal error.
+type State = kafka.State
+
+// The states of an instance.
+const (
+	StateCreated     = kafka.StateCreated
+	StateRebalancing = kafka.StateRebalancing
+	StateRunning     = kafka.StateRunning
+	StateError       = kafka.StateError
+	StateStopped     = kafka.StateStopped
+)
+
+// FatalErrorAction is what an instance does when a worker fails in a way
+// rejoining the group cannot cure (Config.OnFatalError).
+type FatalErrorAction = kafka.FatalErrorAction
+
+// The fatal-error actions.
+const (
+	// ShutdownInstance stops this instance; Run returns the error.
+	ShutdownInstance = kafka.ShutdownInstance
+	// ReplaceWorker starts the failed worker again, with a backoff, at most
+	// Config.MaxWorkerReplacements times, then stops the instance.
+	ReplaceWorker = kafka.ReplaceWorker
+	// ShutdownApplication stops every instance of the application through
+	// the consumer group; each Run returns an *ApplicationShutdownError.
+	ShutdownApplication = kafka.ShutdownApplication
+)
+
+// ApplicationShutdownError is returned by Run on every instance when one
+// instance's fatal error shut the application down (ShutdownApplication).
+type ApplicationShutdownError = kafka.ApplicationShutdownError
+
+// PunctuatorError is a punctuator that returned an error or panicked; it
+// is a fatal error (Config.OnFatalError).
+type PunctuatorError = task.PunctuatorError
+
+// State is the instance's current state.
+func (a *App) State() State { return a.runner.State() }

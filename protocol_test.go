@@ -650,3 +650,120 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// failingTickerApp has a wall-clock punctuator that fails in the task of
+// input partition 0, every time.
+func failingTickerApp(t testing.TB) *exactly.Topology {
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"input"}, Keys: serde.String, Values: serde.String})
+	exactly.AddProcessor(b, "fail", func() exactly.Processor[string, string, string, string] { return &failingTicker{} }, "in")
+	exactly.AddSink(b, "out", exactly.Sink[string, string]{Topic: "output", Keys: serde.String, Values: serde.String}, "fail")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+type failingTicker struct{}
+
+func (*failingTicker) Init(ctx exactly.ProcessorContext[string, string]) error {
+	_, err := ctx.Schedule(50*time.Millisecond, exactly.WallClockTime, func(time.Time) error {
+		if ctx.TaskID().Partition == 0 {
+			return errors.New("the downstream service refuses")
+		}
+		return nil
+	})
+	return err
+}
+func (*failingTicker) Process(exactly.Record[string, string]) error { return nil }
+func (*failingTicker) Close() error                                 { return nil }
+
+// runUntil runs app until it returns or the deadline passes.
+func runUntil(t *testing.T, app *exactly.App, d time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	err := app.Run(ctx)
+	if ctx.Err() != nil {
+		t.Fatalf("still running after %v (last error: %v)", d, err)
+	}
+	return err
+}
+
+// TestFatalErrorsFollowThePolicy: a punctuator that keeps failing used to
+// make the worker rejoin every 500 ms forever. Now the instance stops
+// (default), replaces the worker a bounded number of times, or shuts the
+// whole application down, and Run returns why.
+func TestFatalErrorsFollowThePolicy(t *testing.T) {
+	t.Run("shutdown instance", func(t *testing.T) {
+		brokers := newCluster(t, 2)
+		var mu sync.Mutex
+		var states []string
+		cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+		cfg.StateListener = func(old, new exactly.State) {
+			mu.Lock()
+			defer mu.Unlock()
+			states = append(states, new.String())
+		}
+		app, err := exactly.New(failingTickerApp(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = runUntil(t, app, 20*time.Second)
+		var pe *exactly.PunctuatorError
+		if !errors.As(err, &pe) || pe.Task.Partition != 0 {
+			t.Fatalf("Run returned %v; want the punctuator's error", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if got := strings.Join(states, " "); !strings.HasPrefix(got, "rebalancing") || !strings.HasSuffix(got, "running error") || app.State() != exactly.StateError {
+			t.Fatalf("states %q, now %v; want rebalancing … running error", got, app.State())
+		}
+	})
+	t.Run("replace worker", func(t *testing.T) {
+		brokers := newCluster(t, 2)
+		reg := prometheus.NewRegistry()
+		cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+		cfg.OnFatalError, cfg.MaxWorkerReplacements, cfg.Registerer = exactly.ReplaceWorker, 2, reg
+		app, err := exactly.New(failingTickerApp(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = runUntil(t, app, 30*time.Second)
+		var pe *exactly.PunctuatorError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "after 2 replacements") {
+			t.Fatalf("Run returned %v; want the punctuator's error after 2 replacements", err)
+		}
+		if n := metricSum(t, reg, "exactly_worker_replacements_total"); n != 2 {
+			t.Fatalf("exactly_worker_replacements_total = %v, want 2", n)
+		}
+	})
+	t.Run("shutdown application", func(t *testing.T) {
+		brokers := newCluster(t, 2)
+		errs := make(chan error, 2)
+		for range 2 {
+			cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+			cfg.OnFatalError = exactly.ShutdownApplication
+			app, err := exactly.New(failingTickerApp(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { errs <- runUntil(t, app, 30*time.Second) }()
+		}
+		asked := 0
+		for range 2 {
+			err := <-errs
+			var se *exactly.ApplicationShutdownError
+			if !errors.As(err, &se) {
+				t.Fatalf("Run returned %v; want an application shutdown", err)
+			}
+			if se.Cause != nil {
+				asked++
+			}
+		}
+		if asked == 0 {
+			t.Fatal("no instance says it asked for the shutdown") // (both may: the task moves before the grant arrives)
+		}
+	})
+}

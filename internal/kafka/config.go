@@ -90,6 +90,17 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// ClientOptions are appended to every franz-go client's options.
 	ClientOptions []kgo.Opt
+	// OnFatalError chooses what the instance does when a worker fails in a
+	// way rejoining the group cannot cure (see FatalErrorAction); default
+	// ShutdownInstance. Failures that rejoining cures (a lost connection,
+	// fencing, a rebalance) never reach it: the worker rejoins, with a
+	// backoff that grows to 30s, and logs each time.
+	OnFatalError FatalErrorAction
+	// MaxWorkerReplacements bounds ReplaceWorker; default 3.
+	MaxWorkerReplacements int
+	// StateListener, if set, is told every change of the instance's state,
+	// in order. It runs on the runtime's goroutines and must not block.
+	StateListener func(old, new State)
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -130,6 +141,14 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.ReplicationFactor == 0 {
 		out.ReplicationFactor = -1
+	}
+	if out.MaxWorkerReplacements <= 0 {
+		out.MaxWorkerReplacements = 3
+	}
+	switch out.OnFatalError {
+	case ShutdownInstance, ReplaceWorker, ShutdownApplication:
+	default:
+		return out, fmt.Errorf("config: unknown OnFatalError %d", out.OnFatalError)
 	}
 	if out.MaxPollRecords <= 0 {
 		out.MaxPollRecords = 10000

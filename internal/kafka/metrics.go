@@ -7,20 +7,21 @@ import (
 // metrics are the runtime's Prometheus metrics, named after Kafka Streams'
 // meanings.
 type metrics struct {
-	processed       prometheus.Counter
-	processLatency  prometheus.Histogram
-	commits         prometheus.Counter
-	commitLatency   prometheus.Histogram
-	transactions    *prometheus.CounterVec
-	rebalances      *prometheus.CounterVec
-	restored        *prometheus.CounterVec
-	restoreLeft     *prometheus.GaugeVec
-	lag             *prometheus.GaugeVec
-	e2eLatency      prometheus.Histogram
-	deadLetters     *prometheus.CounterVec
-	tasks           prometheus.Gauge
-	outputsProduced prometheus.Counter
-	produceErrors   *prometheus.CounterVec
+	processed          prometheus.Counter
+	processLatency     prometheus.Histogram
+	commits            prometheus.Counter
+	commitLatency      prometheus.Histogram
+	transactions       *prometheus.CounterVec
+	rebalances         *prometheus.CounterVec
+	restored           *prometheus.CounterVec
+	restoreLeft        *prometheus.GaugeVec
+	lag                *prometheus.GaugeVec
+	e2eLatency         prometheus.Histogram
+	deadLetters        *prometheus.CounterVec
+	tasks              prometheus.Gauge
+	outputsProduced    prometheus.Counter
+	produceErrors      *prometheus.CounterVec
+	workerReplacements prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -53,12 +54,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "exactly_active_tasks", Help: "Tasks this instance runs."}),
 		outputsProduced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactly_records_produced_total", Help: "Output and changelog records produced (including aborted ones)."}),
+		workerReplacements: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactly_worker_replacements_total", Help: "Workers started again after a fatal error (OnFatalError ReplaceWorker)."}),
 		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_produce_errors_total", Help: "Records the broker did not take, by topic and kind: refused (for good: too large, invalid), unknown-topic (deleted or recreated), transient."}, []string{"topic", "kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
-			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors)
+			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements)
 	}
 	return m
 }

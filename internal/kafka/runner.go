@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -31,6 +33,13 @@ type Runner struct {
 	deadLetter map[string]bool  // dead-letter topics
 	partitions map[string]int32 // topic -> partition count
 	topicIDs   map[string][16]byte
+
+	life lifecycle
+	// shutdownAsked: this instance asks the application to shut down
+	// (ShutdownApplication); shutdownGranted: the group's leader told every
+	// member to.
+	shutdownAsked, shutdownGranted atomic.Bool
+	shutdownCause                  atomic.Pointer[error]
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -70,6 +79,7 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 		}
 	}
 	r.deadLetter = r.deadLetterTopics()
+	r.life = lifecycle{workers: make([]State, c.Workers), listener: c.StateListener}
 	if c.Registerer != nil {
 		if err := c.Registerer.Register(newStoreEntries(r)); err != nil {
 			return nil, fmt.Errorf("register store metrics: %w", err)
@@ -128,21 +138,16 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	r.life.set(StateRebalancing)
 	var wg sync.WaitGroup
 	errs := make([]error, r.cfg.Workers)
 	readies := make([]chan struct{}, r.cfg.Workers)
 	for i := range r.cfg.Workers {
 		readies[i] = make(chan struct{})
-		w, err := newWorker(r, i, readies[i])
-		if err != nil {
-			cancel(err)
-			errs[i] = err
-			break
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := w.run(ctx); err != nil {
+			if err := r.runWorker(ctx, i, readies[i]); err != nil {
 				errs[i] = err
 				cancel(err)
 			}
@@ -159,7 +164,55 @@ func (r *Runner) Run(ctx context.Context) error {
 		close(r.ready)
 	}()
 	wg.Wait()
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	if err != nil {
+		r.cfg.Logger.Error("instance stopped by an error", "err", err)
+		r.life.set(StateError)
+	} else {
+		r.life.set(StateStopped)
+	}
+	return err
+}
+
+// State is the instance's current state.
+func (r *Runner) State() State { return r.life.current() }
+
+// runWorker runs worker i until ctx ends or it fails for good, and applies
+// OnFatalError to a fatal failure.
+func (r *Runner) runWorker(ctx context.Context, i int, ready chan struct{}) error {
+	markReady := sync.OnceFunc(func() { close(ready) })
+	backoff := time.Second
+	for replaced := 0; ; {
+		err := newWorker(r, i, markReady).run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		var shutdown *ApplicationShutdownError
+		switch {
+		case errors.As(err, &shutdown):
+			return err
+		case !isFatal(err):
+			return err // a configuration no retry can cure
+		case r.cfg.OnFatalError == ShutdownApplication && !r.shutdownAsked.Load():
+			r.cfg.Logger.Error("fatal error; asking every instance of the application to shut down", "worker", i, "err", err)
+			r.shutdownCause.Store(&err)
+			r.shutdownAsked.Store(true)
+		case r.cfg.OnFatalError == ReplaceWorker && replaced < r.cfg.MaxWorkerReplacements:
+			replaced++
+			r.metrics.workerReplacements.Inc()
+			r.cfg.Logger.Error("fatal error; replacing the worker", "worker", i, "replacement", replaced, "of", r.cfg.MaxWorkerReplacements, "backoff", backoff, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		case r.cfg.OnFatalError == ReplaceWorker:
+			return fmt.Errorf("worker %d failed after %d replacements: %w", i, replaced, err)
+		default:
+			return err
+		}
+	}
 }
 
 // lockStateDir takes an exclusive lock on the application's state

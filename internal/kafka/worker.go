@@ -24,7 +24,7 @@ type worker struct {
 	index int
 	log   *slog.Logger
 	eos   bool
-	ready chan struct{}
+	ready func() // marks the worker's slot ready, once for all its replacements
 
 	sess *kgo.GroupTransactSession // exactly_once_v2 only
 	cl   *kgo.Client
@@ -36,9 +36,8 @@ type worker struct {
 	pending map[string][]int32 // assigned, not yet restored
 	// rewind holds the partitions whose consumer position must move to the
 	// group's committed offset when their task starts again.
-	rewind    map[task.TopicPartition]bool
-	assigned  bool
-	readyOnce sync.Once
+	rewind   map[task.TopicPartition]bool
+	assigned bool
 
 	lastCommit time.Time
 	timestamps []int64 // record timestamps since the last commit
@@ -72,38 +71,43 @@ type liveTask struct {
 	query      *queryTarget // what interactive queries and metrics read
 }
 
-func newWorker(r *Runner, index int, ready chan struct{}) (*worker, error) {
+func newWorker(r *Runner, index int, ready func()) *worker {
 	return &worker{
 		r:     r,
 		index: index,
 		log:   r.cfg.Logger.With("worker", index),
 		eos:   r.cfg.Guarantee == ExactlyOnceV2,
 		ready: ready,
-	}, nil
+	}
 }
 
-// run runs sessions until ctx ends. A session that fails for a reason
-// other than a record the topology fails on (fencing, an unknown
-// transaction outcome, a lost connection) is closed, its tasks dropped
-// uncommitted, and a new session joins the group.
+// run runs sessions until ctx ends or one fails for good (a fatal error or
+// a configuration no retry cures). A session that fails for another reason
+// (fencing, an unknown transaction outcome, a lost connection) is closed,
+// its tasks dropped uncommitted, and a new session joins the group after a
+// backoff that grows from 500ms to 30s while sessions keep failing fast.
 func (w *worker) run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
 	for {
+		started := time.Now()
 		err := w.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		var re *task.RecordError
 		var ce *configError
-		var fe *refusedError
-		if errors.As(err, &re) || errors.As(err, &ce) || errors.As(err, &fe) {
+		if isFatal(err) || errors.As(err, &ce) {
 			return err
 		}
-		w.log.Warn("session ended; rejoining", "err", err)
+		if time.Since(started) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		w.log.Warn("session ended; rejoining", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
@@ -116,7 +120,7 @@ func (w *worker) clientOptions() []kgo.Opt {
 	opts := append(w.r.clientOptions(),
 		kgo.ConsumerGroup(cfg.ApplicationID),
 		kgo.ConsumeTopics(topics...),
-		kgo.Balancers(newTaskBalancer(w.r.topo)),
+		kgo.Balancers(w.balancer()),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.DisableAutoCommit(),
 		kgo.SessionTimeout(cfg.SessionTimeout),
@@ -170,11 +174,19 @@ func (w *worker) session(ctx context.Context) (err error) {
 	}
 	w.adm = kadm.NewClient(w.cl)
 	defer w.closeSession(ctx)
+	w.r.life.worker(w.index, StateRebalancing)
 
 	w.lastCommit = time.Now()
 	for {
 		if ctx.Err() != nil {
 			return w.shutdown()
+		}
+		if w.r.shutdownGranted.Load() {
+			w.shutdown()
+			if cause := w.r.shutdownCause.Load(); cause != nil && w.r.shutdownAsked.Load() {
+				return &ApplicationShutdownError{Cause: *cause}
+			}
+			return &ApplicationShutdownError{}
 		}
 		pollCtx, cancel := context.WithDeadline(ctx, w.lastCommit.Add(w.r.cfg.CommitInterval))
 		fetches := w.cl.PollRecords(pollCtx, w.r.cfg.MaxPollRecords)
@@ -198,6 +210,11 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	if w.fatal != nil {
 		return w.fatal
 	}
+	if w.r.shutdownAsked.Load() {
+		// Waiting for the group to pass the request on: nothing is
+		// processed, the poll only drives the rebalance.
+		return nil
+	}
 	var fetchErr error
 	fetches.EachError(func(topic string, p int32, err error) {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
@@ -219,7 +236,8 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		return err
 	}
 	if w.assigned {
-		w.readyOnce.Do(func() { close(w.ready) })
+		w.ready()
+		w.r.life.worker(w.index, StateRunning)
 	}
 
 	start := time.Now()

@@ -95,6 +95,22 @@ func (e *RecordError) Error() string {
 
 func (e *RecordError) Unwrap() error { return e.Err }
 
+// PunctuatorError is a punctuator that returned an error or panicked. The
+// task stays failed until Abort.
+type PunctuatorError struct {
+	Task topo.TaskID
+	Node string
+	Type topo.PunctuationType
+	Time int64 // the punctuation's time, epoch ms
+	Err  error
+}
+
+func (e *PunctuatorError) Error() string {
+	return fmt.Sprintf("task %s: %s punctuator of %q at %d: %v", e.Task, e.Type, e.Node, e.Time, e.Err)
+}
+
+func (e *PunctuatorError) Unwrap() error { return e.Err }
+
 // Task is one task. It is used by one goroutine at a time.
 type Task struct {
 	cfg  Config
@@ -417,7 +433,7 @@ func (t *Task) punctuate(typ topo.PunctuationType, now int64) error {
 		}
 		t.failure = nil
 		if err != nil {
-			t.failed = fmt.Errorf("task %s: %s punctuator of %q at %d: %w", t.cfg.ID, typ, s.node, now, err)
+			t.failed = &PunctuatorError{Task: t.cfg.ID, Node: s.node, Type: typ, Time: now, Err: err}
 			return t.failed
 		}
 	}
