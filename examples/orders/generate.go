@@ -24,9 +24,13 @@ type GenerateOptions struct {
 	// assigned partitions as Kafka's default partitioner would by key.
 	Partitions int32
 	// Start and Span place the orders' creation times in [Start,
-	// Start+Span).
+	// Start+Span), at random unless EvenSpacing is set.
 	Start time.Time
 	Span  time.Duration
+	// EvenSpacing creates the orders at evenly spaced times, so that every
+	// stretch of the span sees as many orders created: a constant rate,
+	// as a test of bounded state needs.
+	EvenSpacing bool
 	// MaxUpdates is the most OrderUpdated events an order gets (at least
 	// one).
 	MaxUpdates int
@@ -128,7 +132,11 @@ func Generate(opts GenerateOptions) []InputRecord {
 	last := start
 	for i := range opts.Orders {
 		orderID := fmt.Sprintf("o-%06d", i)
-		events := orderEvents(rng, orderID, start+between(0, opts.Span), opts)
+		createdAt := start + opts.Span.Milliseconds()*int64(i)/int64(opts.Orders)
+		if !opts.EvenSpacing {
+			createdAt = start + between(0, opts.Span)
+		}
+		events := orderEvents(rng, orderID, createdAt, opts)
 		orphan := chance(opts.OrphanRate)
 		for _, e := range events {
 			if orphan && e.Type == TypeOrderCreated {
