@@ -21,8 +21,8 @@ import (
 // store's TTL (KeyStateTTL).
 //
 // The key is length-prefixed so that no key's entries can interleave with
-// another's, whatever bytes keys hold; ts and expiresAt are big-endian so
-// that byte order is time order.
+// another's, whatever bytes keys hold; ts and expiresAt are written by
+// appendTime so that byte order is time order, before the epoch too.
 const (
 	tagEntry  = 'b'
 	tagExpiry = 'x'
@@ -36,28 +36,37 @@ func keyPrefix(key []byte) []byte {
 	return append(b, key...)
 }
 
+// appendTime appends epoch milliseconds big-endian with the sign bit
+// flipped, so that the bytes of negative times sort before those of
+// positive ones.
+func appendTime(b []byte, ms int64) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(ms)^signBit)
+}
+
+func readTime(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ signBit) }
+
+const signBit = 1 << 63
+
 func entryKey(key []byte, ts int64, id string) []byte {
-	b := keyPrefix(key)
-	b = binary.BigEndian.AppendUint64(b, uint64(ts))
+	b := appendTime(keyPrefix(key), ts)
 	return append(b, id...)
 }
 
 func expiryKey(expiresAt int64, entry []byte) []byte {
 	b := make([]byte, 0, 9+len(entry))
-	b = append(b, tagExpiry)
-	b = binary.BigEndian.AppendUint64(b, uint64(expiresAt))
+	b = appendTime(append(b, tagExpiry), expiresAt)
 	return append(b, entry...)
 }
 
 func expiryBound(upTo int64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{tagExpiry}, uint64(upTo))
+	return appendTime([]byte{tagExpiry}, upTo)
 }
 
 func parseExpiryKey(k []byte) (expiresAt int64, entry []byte, err error) {
 	if len(k) < 9 || k[0] != tagExpiry {
 		return 0, nil, fmt.Errorf("malformed expiry index key %x", k)
 	}
-	return int64(binary.BigEndian.Uint64(k[1:9])), k[9:], nil
+	return readTime(k[1:9]), k[9:], nil
 }
 
 var countKey = []byte{tagCount}

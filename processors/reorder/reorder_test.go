@@ -406,3 +406,52 @@ func TestAddRejectsIncompleteOptions(t *testing.T) {
 		}
 	}
 }
+
+// retime forwards each record with its timestamp moved by shift, as a
+// processor that takes event time from the payload may do: sources refuse
+// times before the epoch, processors may forward them.
+type retime struct {
+	ctx   exactly.ProcessorContext[string, event]
+	shift time.Duration
+}
+
+func (r *retime) Init(ctx exactly.ProcessorContext[string, event]) error {
+	r.ctx = ctx
+	return nil
+}
+
+func (r *retime) Process(rec exactly.Record[string, event]) error {
+	rec.Timestamp = rec.Timestamp.Add(r.shift)
+	r.ctx.Forward(rec)
+	return nil
+}
+
+func (r *retime) Close() error { return nil }
+
+// TestEventsBeforeTheEpochAreReleasedInTimestampOrder buffers events on
+// both sides of the Unix epoch: they are released by signed timestamp.
+func TestEventsBeforeTheEpochAreReleasedInTimestampOrder(t *testing.T) {
+	const shift = -2 * time.Hour
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, event]{Topics: []string{"events"}, Keys: serde.String, Values: serde.JSON[event]()})
+	exactly.AddProcessor(b, "retime", func() exactly.Processor[string, event, string, event] { return &retime{shift: shift} }, "in")
+	if err := reorder.Add(b, "reorder", base(reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }}), "retime"); err != nil {
+		t.Fatal(err)
+	}
+	exactly.AddSink(b, "out", exactly.Sink[string, event]{Topic: "out", Keys: serde.String, Values: serde.JSON[event]()}, "reorder")
+	exactly.AddDeadLetterSink(b, "dlq", "events-dlq", "in", "reorder")
+	top, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, top, testdriver.Config{})
+	eventTime := func(d time.Duration) time.Time { return time.UnixMilli(0).Add(d - shift) }
+	h.pipe("k", event{ID: "after"}, eventTime(time.Second))
+	h.pipe("k", event{ID: "just-before"}, eventTime(-time.Millisecond))
+	h.pipe("k", event{ID: "long-before"}, eventTime(-time.Hour))
+	h.pipe("k", event{ID: "at"}, eventTime(0))
+	h.pipe("k", event{ID: "open", Open: true}, eventTime(2*time.Second))
+	if got, want := h.released(), "k/open k/long-before k/just-before k/at k/after"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+}
