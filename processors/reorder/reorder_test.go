@@ -31,16 +31,28 @@ func base(opts reorder.Options[string, event]) reorder.Options[string, event] {
 	return opts
 }
 
-// build wires in -> reorder -> out, with a dead-letter sink under both;
-// extra may add nodes between reorder and out and must return out's parent.
+// build wires in -> reorder -> out, with a dead-letter sink under in and
+// reorder; extra may add nodes between reorder and out and must return
+// out's parent.
 func build(t *testing.T, opts reorder.Options[string, event], extra func(b *exactly.Builder) string) *exactly.Topology {
+	t.Helper()
+	return buildAround(t, opts, nil, extra)
+}
+
+// buildAround is build with before, if not nil, adding nodes between in and
+// reorder and returning reorder's parent.
+func buildAround(t *testing.T, opts reorder.Options[string, event], before, extra func(b *exactly.Builder) string) *exactly.Topology {
 	t.Helper()
 	b := exactly.NewBuilder()
 	exactly.AddSource(b, "in", exactly.Source[string, event]{Topics: []string{"events"}, Keys: serde.String, Values: serde.JSON[event]()})
-	if err := reorder.Add(b, "reorder", base(opts), "in"); err != nil {
+	parent := "in"
+	if before != nil {
+		parent = before(b)
+	}
+	if err := reorder.Add(b, "reorder", base(opts), parent); err != nil {
 		t.Fatal(err)
 	}
-	parent := "reorder"
+	parent = "reorder"
 	if extra != nil {
 		parent = extra(b)
 	}
@@ -432,18 +444,10 @@ func (r *retime) Close() error { return nil }
 // both sides of the Unix epoch: they are released by signed timestamp.
 func TestEventsBeforeTheEpochAreReleasedInTimestampOrder(t *testing.T) {
 	const shift = -2 * time.Hour
-	b := exactly.NewBuilder()
-	exactly.AddSource(b, "in", exactly.Source[string, event]{Topics: []string{"events"}, Keys: serde.String, Values: serde.JSON[event]()})
-	exactly.AddProcessor(b, "retime", func() exactly.Processor[string, event, string, event] { return &retime{shift: shift} }, "in")
-	if err := reorder.Add(b, "reorder", base(reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }}), "retime"); err != nil {
-		t.Fatal(err)
-	}
-	exactly.AddSink(b, "out", exactly.Sink[string, event]{Topic: "out", Keys: serde.String, Values: serde.JSON[event]()}, "reorder")
-	exactly.AddDeadLetterSink(b, "dlq", "events-dlq", "in", "reorder")
-	top, err := b.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	top := buildAround(t, reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }}, func(b *exactly.Builder) string {
+		exactly.AddProcessor(b, "retime", func() exactly.Processor[string, event, string, event] { return &retime{shift: shift} }, "in")
+		return "retime"
+	}, nil)
 	h := start(t, top, testdriver.Config{})
 	eventTime := func(d time.Duration) time.Time { return time.UnixMilli(0).Add(d - shift) }
 	h.pipe("k", event{ID: "after"}, eventTime(time.Second))
