@@ -53,16 +53,18 @@ type Config struct {
 
 // Driver runs one topology. It is not safe for concurrent use.
 type Driver struct {
-	cfg      Config
-	topo     *topo.Topology
-	topics   map[string]*topicLog
-	tasks    map[topo.TaskID]*liveTask
-	commits  map[topo.TaskID]*committed
-	seq      int64
-	wall     int64
-	running  bool
-	stateDir string
-	tempDir  bool
+	cfg    Config
+	topo   *topo.Topology
+	topics map[string]*topicLog
+	// partitioners place keyed records, per topic.
+	partitioners map[string]kgo.TopicPartitioner
+	tasks        map[topo.TaskID]*liveTask
+	commits      map[topo.TaskID]*committed
+	seq          int64
+	wall         int64
+	running      bool
+	stateDir     string
+	tempDir      bool
 }
 
 type topicLog struct {
@@ -96,11 +98,12 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 		cfg.ApplicationID = "test"
 	}
 	d := &Driver{
-		cfg:     cfg,
-		topo:    t.Internal(),
-		topics:  map[string]*topicLog{},
-		commits: map[topo.TaskID]*committed{},
-		wall:    cfg.WallClock.UnixMilli(),
+		cfg:          cfg,
+		topo:         t.Internal(),
+		topics:       map[string]*topicLog{},
+		partitioners: map[string]kgo.TopicPartitioner{},
+		commits:      map[topo.TaskID]*committed{},
+		wall:         cfg.WallClock.UnixMilli(),
 	}
 	if cfg.WallClock.IsZero() {
 		d.wall = 0
@@ -153,7 +156,14 @@ func (d *Driver) partitionFor(topic string, key []byte) int32 {
 	if n == 1 || key == nil {
 		return 0
 	}
-	return int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: key}, int(n)))
+	// One partitioner per topic: making one seeds a random source, which
+	// costs more than processing a record.
+	tp, ok := d.partitioners[topic]
+	if !ok {
+		tp = kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+		d.partitioners[topic] = tp
+	}
+	return int32(tp.Partition(&kgo.Record{Key: key}, int(n)))
 }
 
 // start creates, restores and initializes every task.

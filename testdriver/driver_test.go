@@ -390,3 +390,47 @@ func TestFailOnErrorStopsTheTaskNamingTheRecord(t *testing.T) {
 		t.Fatalf("restart: %v, want the same record to fail again", err)
 	}
 }
+
+// TestStoreEntriesCountsEveryPartitionIncludingUncommittedWrites counts a
+// store spread over two partitions, before and after a commit.
+func TestStoreEntriesCountsEveryPartitionIncludingUncommittedWrites(t *testing.T) {
+	d := newDriver(t, countingTopology(t, false, exactly.FailOnError), testdriver.Config{
+		ManualCommit: true, Partitions: map[string]int32{"input": 2},
+	})
+	if got := d.StoreNames(); !slices.Equal(got, []string{"counts"}) {
+		t.Fatalf("StoreNames() = %v, want [counts]", got)
+	}
+	in := testdriver.CreateInputTopic(d, "input", serde.String, serde.String)
+	keys := []string{"a", "b", "c", "d", "e", "a", "b"}
+	partitions := map[int32]bool{}
+	for _, k := range keys {
+		if err := in.PipeInput(k, "v", time.UnixMilli(1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p := range int32(2) {
+		kv, err := testdriver.KeyValueStore[string, int64](d, "counts", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := kv.ApproximateNumEntries(); n > 0 {
+			partitions[p] = true
+		}
+	}
+	if len(partitions) != 2 {
+		t.Fatal("the keys all went to one partition; the test needs both")
+	}
+	for _, commit := range []bool{false, true} {
+		if commit {
+			if err := d.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := d.StoreEntries("counts"); err != nil || n != 5 {
+			t.Fatalf("after commit=%v: StoreEntries = %d, %v; want 5 distinct keys", commit, n, err)
+		}
+	}
+	if _, err := d.StoreEntries("nope"); err == nil {
+		t.Fatal("StoreEntries of an unknown store did not fail")
+	}
+}

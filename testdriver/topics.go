@@ -2,6 +2,7 @@ package testdriver
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/exactly-go/exactly"
@@ -137,4 +138,39 @@ func KeyValueStore[K, V any](d *Driver, name string, partition int32) (store.Rea
 		return store.Typed(kv, keys, values), nil
 	}
 	return nil, fmt.Errorf("no task holds store %q for partition %d", name, partition)
+}
+
+// StoreNames returns the names of the topology's state stores, sorted.
+func (d *Driver) StoreNames() []string {
+	var names []string
+	for _, sub := range d.topo.Subtopologies() {
+		names = append(names, sub.Stores...)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// StoreEntries returns how many live entries store name holds, summed over
+// the partitions of its tasks and including their uncommitted writes: what
+// a test of bounded state compares as the input grows. It walks the store.
+func (d *Driver) StoreEntries(name string) (int64, error) {
+	if !d.running {
+		return 0, fmt.Errorf("testdriver: the application is crashed; call Restart")
+	}
+	if _, ok := d.topo.Store(name); !ok {
+		return 0, fmt.Errorf("testdriver: the topology has no store %q", name)
+	}
+	var total int64
+	for _, lt := range d.tasks {
+		kv, ok := lt.task.KV(name)
+		if !ok {
+			continue
+		}
+		n, err := kv.ApproximateNumEntries()
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }

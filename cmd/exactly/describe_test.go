@@ -21,7 +21,7 @@ func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
 		for _, want := range []string{
 			"Source: order-events-source (topics: [order-events])",
 			"order-projections", "order-events-dlq",
-			"deduplication-store", "out-of-order-buffer-store", "order-projection-store",
+			"deduplication-store", "out-of-order-buffer-store", "out-of-order-key-state-store", "order-projection-store",
 			"shop-order-projection-store-changelog",
 		} {
 			if !strings.Contains(out.String(), want) {

@@ -24,9 +24,13 @@ type GenerateOptions struct {
 	// assigned partitions as Kafka's default partitioner would by key.
 	Partitions int32
 	// Start and Span place the orders' creation times in [Start,
-	// Start+Span).
+	// Start+Span), at random unless EvenSpacing is set.
 	Start time.Time
 	Span  time.Duration
+	// EvenSpacing creates the orders at evenly spaced times, so that every
+	// stretch of the span sees as many orders created: a constant rate,
+	// as a test of bounded state needs.
+	EvenSpacing bool
 	// MaxUpdates is the most OrderUpdated events an order gets (at least
 	// one).
 	MaxUpdates int
@@ -84,10 +88,20 @@ func DefaultGenerateOptions(seed uint64, orders int, partitions int32) GenerateO
 // PartitionOf returns the partition Kafka's default (murmur2) partitioner
 // chooses for key among partitions; a record without a key goes to 0.
 func PartitionOf(key []byte, partitions int32) int32 {
-	if partitions <= 1 || key == nil {
-		return 0
+	return partitionerFor(partitions)(key)
+}
+
+// partitionerFor returns PartitionOf for a fixed partition count, with the
+// partitioner made once: making one seeds a random source, which costs more
+// than hashing a key.
+func partitionerFor(partitions int32) func(key []byte) int32 {
+	tp := kgo.StickyKeyPartitioner(nil).ForTopic("")
+	return func(key []byte) int32 {
+		if partitions <= 1 || key == nil {
+			return 0
+		}
+		return int32(tp.Partition(&kgo.Record{Key: key}, int(partitions)))
 	}
-	return int32(kgo.StickyKeyPartitioner(nil).ForTopic("").Partition(&kgo.Record{Key: key}, int(partitions)))
 }
 
 type generated struct {
@@ -118,7 +132,11 @@ func Generate(opts GenerateOptions) []InputRecord {
 	last := start
 	for i := range opts.Orders {
 		orderID := fmt.Sprintf("o-%06d", i)
-		events := orderEvents(rng, orderID, start+between(0, opts.Span), opts)
+		createdAt := start + opts.Span.Milliseconds()*int64(i)/int64(opts.Orders)
+		if !opts.EvenSpacing {
+			createdAt = start + between(0, opts.Span)
+		}
+		events := orderEvents(rng, orderID, createdAt, opts)
 		orphan := chance(opts.OrphanRate)
 		for _, e := range events {
 			if orphan && e.Type == TypeOrderCreated {
@@ -164,8 +182,9 @@ func Generate(opts GenerateOptions) []InputRecord {
 	}
 	records := make([]InputRecord, len(out))
 	offsets := map[int32]int64{}
+	partitionOf := partitionerFor(opts.Partitions)
 	for i, g := range out {
-		p := PartitionOf(g.key, opts.Partitions)
+		p := partitionOf(g.key)
 		records[i] = InputRecord{Partition: p, Offset: offsets[p], Key: g.key, Value: g.value, Timestamp: time.UnixMilli(g.timestamp)}
 		offsets[p]++
 	}
@@ -175,9 +194,10 @@ func Generate(opts GenerateOptions) []InputRecord {
 // closingOrder returns an order id that the default partitioner sends to
 // partition p.
 func closingOrder(p, partitions int32) string {
+	partitionOf := partitionerFor(partitions)
 	for n := 0; ; n++ {
 		id := fmt.Sprintf("o-closing-%d-%d", p, n)
-		if PartitionOf([]byte(id), partitions) == p {
+		if partitionOf([]byte(id)) == p {
 			return id
 		}
 	}

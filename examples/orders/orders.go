@@ -17,6 +17,20 @@
 // each event into the order's Aggregate and emits its Projection. The wire
 // contract is the orders section of the product specification's Appendix A.
 //
+// State stays bounded (R-PF4) except for the projection store, which holds
+// one Aggregate per order by design: dedup keeps eventIds for DedupTTL,
+// the reorder buffer keeps waiting events for at most BufferTTL, and what
+// reorder knows of each order (created? last sequence number applied?) is
+// kept in KeyStateStore for BufferTTL after it last changed. An order's
+// Aggregate records the same two facts (Created, Sequence), and apply
+// writes it in the same step as reorder releases the event, so once reorder
+// has forgotten an order it reads them back from the Aggregate
+// (reorder.Options.Recall): an event of an order created long ago is
+// applied at once, and a gap in its sequence numbers is held as before.
+// The last sequence number is kept in the Aggregate rather than derived
+// from Projection.Version, which also counts events without a number and
+// events that reuse one.
+//
 // Oracle computes, independently of the topology, what the committed
 // output and dead-letter topic must hold for a given input, and Generate
 // produces realistic input to check it with.
@@ -47,6 +61,10 @@ const (
 	DedupStore = "deduplication-store"
 	// BufferStore holds the events waiting for their prerequisites.
 	BufferStore = "out-of-order-buffer-store"
+	// KeyStateStore holds, for the buffer TTL after they last changed,
+	// whether recently active orders were created and the last sequence
+	// number applied to them.
+	KeyStateStore = "out-of-order-key-state-store"
 	// ProjectionStore holds each order's Aggregate (its Projection and
 	// what applying more events needs); serve queries from it.
 	ProjectionStore = "order-projection-store"
@@ -166,17 +184,21 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		EventID: func(e Event) string { return e.Metadata.EventID },
 		// An order opens when its OrderCreated is released to apply, which
 		// applies it in the same step: the reorder buffer's own per-order
-		// state answers readiness without reading the projection.
+		// state answers readiness without reading the projection, for the
+		// buffer TTL; after that, recallOrder reads it from the aggregate.
 		Opens:         func(e Event) bool { return e.Type == TypeOrderCreated },
 		Sequence:      func(e Event) (uint64, bool) { return e.Metadata.Sequence, e.Metadata.Sequence > 0 },
+		Recall:        recallOrder,
 		BufferTTL:     opts.BufferTTL,
 		SweepInterval: opts.SweepInterval,
 		StoreName:     BufferStore,
+		KeyStoreName:  KeyStateStore,
 		Persistent:    opts.Persistent,
 		Metrics:       opts.Metrics.Reorder,
 	}, NodeDedup); err != nil {
 		return nil, fmt.Errorf("orders topology: %w", err)
 	}
+	b.Connect(NodeReorder, ProjectionStore)
 	exactly.AddProcessor(b, NodeApply, func() exactly.Processor[string, Event, string, Projection] {
 		return &applyProcessor{}
 	}, NodeReorder)
@@ -251,6 +273,24 @@ func (p *decodeProcessor) Process(rec exactly.Record[[]byte, decoded]) error {
 }
 
 func (p *decodeProcessor) Close() error { return nil }
+
+// recallOrder is the reorder buffer's memory of an order it has forgotten:
+// apply, its only child, applies every event it releases at once, so the
+// order's Aggregate records the same state: created once an OrderCreated was
+// applied, and the highest sequence number applied.
+func recallOrder(ctx exactly.ProcessorContext[string, Event]) (reorder.RecallFunc[string], error) {
+	aggregates, err := exactly.GetKeyValueStore[string, Aggregate](ctx, ProjectionStore)
+	if err != nil {
+		return nil, err
+	}
+	return func(orderID string) (reorder.KeyState, error) {
+		a, ok, err := aggregates.Get(orderID)
+		if err != nil || !ok {
+			return reorder.KeyState{}, err
+		}
+		return reorder.KeyState{Opened: !a.Created.IsZero(), LastSequence: a.Sequence}, nil
+	}, nil
+}
 
 type applyProcessor struct {
 	ctx        exactly.ProcessorContext[string, Projection]

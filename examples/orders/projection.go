@@ -90,13 +90,19 @@ func (r EventRef) Compare(o EventRef) int {
 
 // Aggregate is what the projection store holds per order: the projection
 // and the events each of its parts was taken from, which is all that
-// applying one more event needs.
+// applying one more event needs, and the highest sequence number applied,
+// which is what the reorder buffer needs once it has forgotten the order.
 type Aggregate struct {
 	Projection Projection `json:"projection"`
 	Created    EventRef   `json:"created"`
 	Updated    EventRef   `json:"updated"`
 	Shipped    EventRef   `json:"shipped"`
 	Last       EventRef   `json:"last"`
+	// Sequence is the highest metadata.sequence applied, 0 if none. It is
+	// kept apart from Projection.Version, which counts the events without
+	// a sequence number too, and an event that reuses a number already
+	// applied: Version is not the last sequence number.
+	Sequence uint64 `json:"sequence,omitempty"`
 }
 
 // Apply applies one event not applied before, in O(1).
@@ -111,6 +117,7 @@ func (a *Aggregate) Apply(e Event) {
 	if a.Last.IsZero() || ref.Compare(a.Last) > 0 {
 		a.Last, p.LastEventID = ref, ref.EventID
 	}
+	a.Sequence = max(a.Sequence, e.Metadata.Sequence)
 	if s := stageOf(e.Type); s.rank() > p.Status.rank() {
 		p.Status = s
 	}

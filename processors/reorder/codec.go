@@ -9,21 +9,23 @@ import (
 	"github.com/exactly-go/exactly"
 )
 
-// The buffer's store holds four kinds of entries, told apart by their first
-// byte, so that one store (and one changelog topic) serves the processor:
+// The buffer's store holds three kinds of entries, told apart by their
+// first byte, so that one store (and one changelog topic) holds the waiting
+// events:
 //
 //	tagEntry  len(key) key ts id [n]  -> a buffered event (entry)
 //	tagExpiry expiresAt entry-key     -> empty; the expiry index
-//	tagState  key                     -> keyState (Opens and Sequence only)
 //	tagCount                          -> number of buffered events
 //
+// Key states live in a store of their own, which expires them with the
+// store's TTL (KeyStateTTL).
+//
 // The key is length-prefixed so that no key's entries can interleave with
-// another's, whatever bytes keys hold; ts and expiresAt are big-endian so
-// that byte order is time order.
+// another's, whatever bytes keys hold; ts and expiresAt are written by
+// appendTime so that byte order is time order, before the epoch too.
 const (
 	tagEntry  = 'b'
 	tagExpiry = 'x'
-	tagState  = 'k'
 	tagCount  = 'n'
 )
 
@@ -34,60 +36,62 @@ func keyPrefix(key []byte) []byte {
 	return append(b, key...)
 }
 
+// appendTime appends epoch milliseconds big-endian with the sign bit
+// flipped, so that the bytes of negative times sort before those of
+// positive ones.
+func appendTime(b []byte, ms int64) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(ms)^signBit)
+}
+
+func readTime(b []byte) int64 { return int64(binary.BigEndian.Uint64(b) ^ signBit) }
+
+const signBit = 1 << 63
+
 func entryKey(key []byte, ts int64, id string) []byte {
-	b := keyPrefix(key)
-	b = binary.BigEndian.AppendUint64(b, uint64(ts))
+	b := appendTime(keyPrefix(key), ts)
 	return append(b, id...)
 }
 
 func expiryKey(expiresAt int64, entry []byte) []byte {
 	b := make([]byte, 0, 9+len(entry))
-	b = append(b, tagExpiry)
-	b = binary.BigEndian.AppendUint64(b, uint64(expiresAt))
+	b = appendTime(append(b, tagExpiry), expiresAt)
 	return append(b, entry...)
 }
 
 func expiryBound(upTo int64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{tagExpiry}, uint64(upTo))
+	return appendTime([]byte{tagExpiry}, upTo)
 }
 
 func parseExpiryKey(k []byte) (expiresAt int64, entry []byte, err error) {
 	if len(k) < 9 || k[0] != tagExpiry {
 		return 0, nil, fmt.Errorf("malformed expiry index key %x", k)
 	}
-	return int64(binary.BigEndian.Uint64(k[1:9])), k[9:], nil
+	return readTime(k[1:9]), k[9:], nil
 }
-
-func stateKey(key []byte) []byte { return append([]byte{tagState}, key...) }
 
 var countKey = []byte{tagCount}
 
-// keyState is what the processor remembers of a key when Opens or Sequence
-// is set.
-type keyState struct {
-	opened  bool
-	nextSeq uint64 // the sequence number that is ready next; 0 means 1
-}
+// keyStateSerde encodes a KeyState as a byte (1 if opened) and the last
+// sequence number as a uvarint.
+type keyStateSerde struct{}
 
-func (s keyState) next() uint64 { return max(s.nextSeq, 1) }
-
-func (s keyState) encode() []byte {
+func (keyStateSerde) Serialize(s KeyState) ([]byte, error) {
 	b := []byte{0}
-	if s.opened {
+	if s.Opened {
 		b[0] = 1
 	}
-	return binary.AppendUvarint(b, s.nextSeq)
+	return binary.AppendUvarint(b, s.LastSequence), nil
 }
 
-func decodeKeyState(b []byte) (keyState, error) {
-	if len(b) < 2 {
-		return keyState{}, errors.New("malformed key state")
+func (keyStateSerde) Deserialize(b []byte) (KeyState, error) {
+	if len(b) < 2 || b[0] > 1 {
+		return KeyState{}, errors.New("malformed key state")
 	}
-	next, n := binary.Uvarint(b[1:])
-	if n <= 0 {
-		return keyState{}, errors.New("malformed key state")
+	last, n := binary.Uvarint(b[1:])
+	if n <= 0 || 1+n != len(b) {
+		return KeyState{}, errors.New("malformed key state")
 	}
-	return keyState{opened: b[0] == 1, nextSeq: next}, nil
+	return KeyState{Opened: b[0] == 1, LastSequence: last}, nil
 }
 
 // entry is a buffered event: the typed record to release, in serialized

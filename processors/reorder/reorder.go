@@ -5,14 +5,13 @@
 // What makes an event ready is the user's to say, with any combination of:
 //
 //   - Opens: some event opens its key (an OrderCreated); until it has been
-//     released, the key's other events wait. The processor remembers which
-//     keys are open.
-//   - Ready: a test over state the application keeps (for instance "the
-//     aggregate exists" in the projection's own store), evaluated when an
-//     event arrives and again after each release of an event of its key.
+//     released, the key's other events wait.
 //   - Sequence: per-key sequence numbers 1, 2, 3, …; an event waits until
 //     every lower number has been released, so any gap is held until
 //     filled.
+//   - Ready: a test over state the application keeps (for instance "the
+//     aggregate exists" in the projection's own store), evaluated when an
+//     event arrives and again after each release of an event of its key.
 //
 // Waiting events are kept in a state store, ordered per key by event
 // timestamp with the event id as a stable tie-break, so they are released
@@ -25,6 +24,32 @@
 //
 // Expiry is indexed by time in the same store, so the stream-time sweep that
 // finds expired events costs O(expired).
+//
+// # Bounded state
+//
+// The buffer holds only waiting events, each for at most BufferTTL, so its
+// size follows the rate of events, not their number. Opens and Sequence
+// need more: a key's KeyState (opened, last sequence number released),
+// which must hold for as long as the key's events may come, that is for
+// ever. Kept by the processor alone, in its store of key states
+// (Options.KeyStoreName), it would grow by one entry per key ever seen,
+// without bound. But an application that applies the released events
+// already records the same facts in its own per-key record (an order's
+// aggregate exists once its OrderCreated was applied; it can keep the
+// highest sequence number applied), which it keeps for ever anyway. So with
+// Options.Recall the processor's store of key states is a cache: a state is
+// remembered for KeyStateTTL of stream time (default BufferTTL) after it
+// was last written and then forgotten; on a miss the processor asks Recall,
+// which reads the application's record, and remembers the answer again if
+// the event is released. The store then holds the keys active within the
+// TTL, while readiness stays exactly what it would be with an unbounded
+// memory. Recall is asked only on a miss: for a key's first event, for the
+// events of a key not yet opened, and about once per KeyStateTTL for a key
+// that stays active; other events are judged from the small state alone.
+// Without Recall, key states are kept for ever.
+//
+// Ready alone needs no state of the processor's own; it costs a read of
+// the application's record for every event instead.
 package reorder
 
 import (
@@ -55,6 +80,25 @@ const ReasonExpired = "buffer-ttl-expired"
 // ReadyFunc reports whether an event may be released now. It may read the
 // stores connected to the processor; it must not write them.
 type ReadyFunc[K, V any] func(key K, value V) (bool, error)
+
+// KeyState is what the processor knows of a key when Opens or Sequence is
+// set. The zero KeyState is a key of which nothing has been released.
+type KeyState struct {
+	// Opened reports whether an event that opens the key has been
+	// released.
+	Opened bool
+	// LastSequence is the highest sequence number released for the key, 0
+	// if none. Since a number is released only once every lower one has
+	// been, LastSequence+1 is the number that is ready next.
+	LastSequence uint64
+}
+
+func (s KeyState) next() uint64 { return s.LastSequence + 1 }
+
+// RecallFunc returns a key's state as the application's own state records
+// it, for a key whose state the processor no longer remembers. It may read
+// the stores connected to the processor; it must not write them.
+type RecallFunc[K any] func(key K) (KeyState, error)
 
 // Options configure a reorder processor. At least one of Opens, Ready and
 // Sequence must be set; an event is ready when every condition set holds.
@@ -88,8 +132,29 @@ type Options[K, V any] struct {
 	// checked for expiry; default DefaultSweepInterval. An event expires at
 	// the first sweep at or after its expiry.
 	SweepInterval time.Duration
+	// Recall builds, once per task at Init, a lookup of a key's state
+	// (KeyState) in the application's own state, for instance in the
+	// aggregate that the released events are applied to. With Recall set,
+	// the processor remembers a key's state only for KeyStateTTL after it
+	// last wrote it and asks Recall when it finds none, so its store of key
+	// states holds the keys active within the TTL instead of every key
+	// ever seen. Recall must answer what the processor would have
+	// remembered: every released event must be recorded, in the same task
+	// and before the processor's next event, by whatever Recall reads
+	// (typically a child processor that applies each event it receives).
+	// Only with Opens or Sequence.
+	Recall func(ctx exactly.ProcessorContext[K, V]) (RecallFunc[K], error)
+	// KeyStateTTL is how long, in stream time after it was last written, a
+	// key's state is remembered when Recall is set; default BufferTTL. A
+	// state read back through Recall for an event that is then released is
+	// remembered again. Without Recall, key states are kept for ever: one
+	// entry per key ever opened or sequenced.
+	KeyStateTTL time.Duration
 	// StoreName names the buffer's store; default "<processor>-buffer".
 	StoreName string
+	// KeyStoreName names the store of key states, declared when Opens or
+	// Sequence is set; default "<processor>-keys".
+	KeyStoreName string
 	// Persistent keeps the store on disk (Pebble) rather than in memory.
 	Persistent bool
 	// Metrics receives the counts; nil metrics are not updated.
@@ -153,11 +218,18 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 		return fmt.Errorf("reorder %q: Options.EventID is required", name)
 	case opts.Opens == nil && opts.Ready == nil && opts.Sequence == nil:
 		return fmt.Errorf("reorder %q: set at least one of Options.Opens, Options.Ready and Options.Sequence", name)
-	case opts.BufferTTL < 0 || opts.SweepInterval < 0:
-		return fmt.Errorf("reorder %q: BufferTTL and SweepInterval must not be negative", name)
+	case opts.BufferTTL < 0 || opts.SweepInterval < 0 || opts.KeyStateTTL < 0:
+		return fmt.Errorf("reorder %q: BufferTTL, SweepInterval and KeyStateTTL must not be negative", name)
+	case opts.Recall != nil && opts.Opens == nil && opts.Sequence == nil:
+		return fmt.Errorf("reorder %q: Options.Recall needs Options.Opens or Options.Sequence, whose state it recalls", name)
+	case opts.KeyStateTTL > 0 && opts.Recall == nil:
+		return fmt.Errorf("reorder %q: Options.KeyStateTTL needs Options.Recall: a key state forgotten without it would hold the key's later events for ever", name)
 	}
 	if opts.BufferTTL == 0 {
 		opts.BufferTTL = DefaultBufferTTL
+	}
+	if opts.KeyStateTTL == 0 && opts.Recall != nil {
+		opts.KeyStateTTL = opts.BufferTTL
 	}
 	if opts.SweepInterval == 0 {
 		opts.SweepInterval = DefaultSweepInterval
@@ -165,8 +237,12 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 	if opts.StoreName == "" {
 		opts.StoreName = name + "-buffer"
 	}
+	if opts.KeyStoreName == "" {
+		opts.KeyStoreName = name + "-keys"
+	}
+	tracksKeys := opts.Opens != nil || opts.Sequence != nil
 	exactly.AddProcessor(b, name, func() exactly.Processor[K, V, K, V] {
-		return &processor[K, V]{opts: opts, tracksKeys: opts.Opens != nil || opts.Sequence != nil}
+		return &processor[K, V]{opts: opts, tracksKeys: tracksKeys}
 	}, parents...)
 	exactly.AddStore(b, exactly.Store[[]byte, []byte]{
 		Name:       opts.StoreName,
@@ -174,6 +250,15 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 		Values:     serde.Bytes,
 		Persistent: opts.Persistent,
 	}, name)
+	if tracksKeys {
+		exactly.AddStore(b, exactly.Store[[]byte, KeyState]{
+			Name:       opts.KeyStoreName,
+			Keys:       serde.Bytes,
+			Values:     keyStateSerde{},
+			Persistent: opts.Persistent,
+			TTL:        opts.KeyStateTTL,
+		}, name)
+	}
 	return nil
 }
 
@@ -182,7 +267,9 @@ type processor[K, V any] struct {
 	tracksKeys bool
 	ctx        exactly.ProcessorContext[K, V]
 	buf        store.KeyValueStore[[]byte, []byte]
+	keys       store.KeyValueStore[[]byte, KeyState] // nil unless tracksKeys
 	ready      ReadyFunc[K, V]
+	recall     RecallFunc[K]
 	// contributed is what this instance has added to the Size gauge.
 	contributed int64
 }
@@ -198,9 +285,19 @@ func (p *processor[K, V]) Init(ctx exactly.ProcessorContext[K, V]) error {
 		return p.errorf("%w", err)
 	}
 	p.buf = buf
+	if p.tracksKeys {
+		if p.keys, err = exactly.GetKeyValueStore[[]byte, KeyState](ctx, p.opts.KeyStoreName); err != nil {
+			return p.errorf("%w", err)
+		}
+	}
 	if p.opts.Ready != nil {
 		if p.ready, err = p.opts.Ready(ctx); err != nil {
 			return p.errorf("build readiness test: %w", err)
+		}
+	}
+	if p.opts.Recall != nil {
+		if p.recall, err = p.opts.Recall(ctx); err != nil {
+			return p.errorf("build key state recall: %w", err)
 		}
 	}
 	if _, err := ctx.Schedule(p.opts.SweepInterval, exactly.StreamTime, p.sweep); err != nil {
@@ -227,7 +324,7 @@ func (p *processor[K, V]) Process(rec exactly.Record[K, V]) error {
 	if err != nil {
 		return p.errorf("serialize key: %w", err)
 	}
-	st, err := p.loadState(kb)
+	st, remembered, err := p.loadState(kb, rec.Key)
 	if err != nil {
 		return err
 	}
@@ -238,13 +335,12 @@ func (p *processor[K, V]) Process(rec exactly.Record[K, V]) error {
 	if !ok {
 		return p.buffer(kb, rec)
 	}
-	before := st
 	p.release(&st, rec)
-	return p.drain(kb, rec.Key, st, st != before)
+	return p.drain(kb, rec.Key, st, remembered)
 }
 
-func (p *processor[K, V]) isReady(st keyState, key K, value V) (bool, error) {
-	if p.opts.Opens != nil && !st.opened && !p.opts.Opens(value) {
+func (p *processor[K, V]) isReady(st KeyState, key K, value V) (bool, error) {
+	if p.opts.Opens != nil && !st.Opened && !p.opts.Opens(value) {
 		return false, nil
 	}
 	if p.opts.Sequence != nil {
@@ -263,13 +359,13 @@ func (p *processor[K, V]) isReady(st keyState, key K, value V) (bool, error) {
 }
 
 // release forwards rec and records what its release changes for its key.
-func (p *processor[K, V]) release(st *keyState, rec exactly.Record[K, V]) {
+func (p *processor[K, V]) release(st *KeyState, rec exactly.Record[K, V]) {
 	if p.opts.Opens != nil && p.opts.Opens(rec.Value) {
-		st.opened = true
+		st.Opened = true
 	}
 	if p.opts.Sequence != nil {
-		if seq, ok := p.opts.Sequence(rec.Value); ok && seq >= st.next() {
-			st.nextSeq = seq + 1
+		if seq, ok := p.opts.Sequence(rec.Value); ok && seq > st.LastSequence {
+			st.LastSequence = seq
 		}
 	}
 	p.ctx.Forward(rec)
@@ -282,8 +378,9 @@ type waiting[V any] struct {
 }
 
 // drain releases the key's waiting events that are ready, earliest first,
-// testing the rest again after each release, until none is ready.
-func (p *processor[K, V]) drain(kb []byte, key K, st keyState, stateChanged bool) error {
+// testing the rest again after each release, until none is ready; then it
+// saves the key's state st unless its store already holds it (remembered).
+func (p *processor[K, V]) drain(kb []byte, key K, st, remembered KeyState) error {
 	queue, err := p.waitingFor(kb)
 	if err != nil {
 		return err
@@ -310,17 +407,15 @@ func (p *processor[K, V]) drain(kb []byte, key K, st keyState, stateChanged bool
 			return err
 		}
 		released++
-		before := st
 		p.release(&st, exactly.Record[K, V]{Key: key, Value: w.value, Timestamp: time.UnixMilli(w.entry.timestamp), Headers: w.entry.headers})
-		stateChanged = stateChanged || st != before
 	}
 	if released > 0 {
 		if err := p.addCount(-released); err != nil {
 			return err
 		}
 	}
-	if stateChanged && p.tracksKeys {
-		if err := p.buf.Put(stateKey(kb), st.encode()); err != nil {
+	if p.tracksKeys && st != remembered {
+		if err := p.keys.Put(kb, st); err != nil {
 			return p.errorf("save key state: %w", err)
 		}
 	}
@@ -404,8 +499,14 @@ func (p *processor[K, V]) buffer(kb []byte, rec exactly.Record[K, V]) error {
 	return p.addCount(1)
 }
 
-// sweep dead-letters the events whose expiry stream time has reached.
+// sweep dead-letters the events whose expiry stream time has reached and
+// forgets the key states whose TTL has passed.
 func (p *processor[K, V]) sweep(now time.Time) error {
+	if p.keys != nil {
+		if _, err := p.keys.SweepExpired(); err != nil {
+			return p.errorf("forget expired key states: %w", err)
+		}
+	}
 	it, err := p.buf.Range([]byte{tagExpiry}, expiryBound(now.UnixMilli()+1))
 	if err != nil {
 		return p.errorf("read expiry index: %w", err)
@@ -480,22 +581,25 @@ func (p *processor[K, V]) sourceOf(key []byte, e *entry) *exactly.SourceRecord {
 	return src
 }
 
-func (p *processor[K, V]) loadState(kb []byte) (keyState, error) {
+// loadState returns the key's state and what the store of key states holds
+// of it: the same, or the zero KeyState when the state was recalled.
+func (p *processor[K, V]) loadState(kb []byte, key K) (st, remembered KeyState, err error) {
 	if !p.tracksKeys {
-		return keyState{}, nil
+		return KeyState{}, KeyState{}, nil
 	}
-	raw, ok, err := p.buf.Get(stateKey(kb))
-	if err != nil || !ok {
-		if err != nil {
-			err = p.errorf("read key state: %w", err)
-		}
-		return keyState{}, err
+	st, ok, err := p.keys.Get(kb)
+	switch {
+	case err != nil:
+		return KeyState{}, KeyState{}, p.errorf("read key state: %w", err)
+	case ok:
+		return st, st, nil
+	case p.recall == nil:
+		return KeyState{}, KeyState{}, nil
 	}
-	st, err := decodeKeyState(raw)
-	if err != nil {
-		return keyState{}, p.errorf("%w", err)
+	if st, err = p.recall(key); err != nil {
+		return KeyState{}, KeyState{}, p.errorf("recall key state: %w", err)
 	}
-	return st, nil
+	return st, KeyState{}, nil
 }
 
 // count returns the number of waiting events, kept in the store so that it

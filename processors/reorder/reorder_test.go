@@ -31,16 +31,28 @@ func base(opts reorder.Options[string, event]) reorder.Options[string, event] {
 	return opts
 }
 
-// build wires in -> reorder -> out, with a dead-letter sink under both;
-// extra may add nodes between reorder and out and must return out's parent.
+// build wires in -> reorder -> out, with a dead-letter sink under in and
+// reorder; extra may add nodes between reorder and out and must return
+// out's parent.
 func build(t *testing.T, opts reorder.Options[string, event], extra func(b *exactly.Builder) string) *exactly.Topology {
+	t.Helper()
+	return buildAround(t, opts, nil, extra)
+}
+
+// buildAround is build with before, if not nil, adding nodes between in and
+// reorder and returning reorder's parent.
+func buildAround(t *testing.T, opts reorder.Options[string, event], before, extra func(b *exactly.Builder) string) *exactly.Topology {
 	t.Helper()
 	b := exactly.NewBuilder()
 	exactly.AddSource(b, "in", exactly.Source[string, event]{Topics: []string{"events"}, Keys: serde.String, Values: serde.JSON[event]()})
-	if err := reorder.Add(b, "reorder", base(opts), "in"); err != nil {
+	parent := "in"
+	if before != nil {
+		parent = before(b)
+	}
+	if err := reorder.Add(b, "reorder", base(opts), parent); err != nil {
 		t.Fatal(err)
 	}
-	parent := "reorder"
+	parent = "reorder"
 	if extra != nil {
 		parent = extra(b)
 	}
@@ -198,6 +210,101 @@ func TestSequenceGapsAreHeldUntilFilled(t *testing.T) {
 	}
 }
 
+// recorder is the application state a Recall reads: per key, what the
+// events it received opened and numbered, recorded as each is released.
+type recorder struct {
+	ctx    exactly.ProcessorContext[string, event]
+	states store.KeyValueStore[string, reorder.KeyState]
+}
+
+func (r *recorder) Init(ctx exactly.ProcessorContext[string, event]) (err error) {
+	r.ctx = ctx
+	r.states, err = exactly.GetKeyValueStore[string, reorder.KeyState](ctx, "applied")
+	return err
+}
+
+func (r *recorder) Process(rec exactly.Record[string, event]) error {
+	st, _, err := r.states.Get(rec.Key)
+	if err != nil {
+		return err
+	}
+	st.Opened = st.Opened || rec.Value.Open
+	st.LastSequence = max(st.LastSequence, rec.Value.Seq)
+	if err := r.states.Put(rec.Key, st); err != nil {
+		return err
+	}
+	r.ctx.Forward(rec)
+	return nil
+}
+
+func (r *recorder) Close() error { return nil }
+
+// TestForgottenKeysAreRecalledFromTheApplicationsState lets the processor
+// forget a key's state after KeyStateTTL: the key's later events are still
+// released at once, a sequence gap after the forgetting is still held until
+// filled, and the store of key states keeps only the keys recently active.
+func TestForgottenKeysAreRecalledFromTheApplicationsState(t *testing.T) {
+	opts := reorder.Options[string, event]{
+		Opens:    func(e event) bool { return e.Open },
+		Sequence: func(e event) (uint64, bool) { return e.Seq, e.Seq > 0 },
+		Recall: func(ctx exactly.ProcessorContext[string, event]) (reorder.RecallFunc[string], error) {
+			applied, err := exactly.GetKeyValueStore[string, reorder.KeyState](ctx, "applied")
+			if err != nil {
+				return nil, err
+			}
+			return func(key string) (reorder.KeyState, error) {
+				st, _, err := applied.Get(key)
+				return st, err
+			}, nil
+		},
+		BufferTTL:   3 * time.Hour,
+		KeyStateTTL: time.Hour,
+	}
+	top := build(t, opts, func(b *exactly.Builder) string {
+		exactly.AddProcessor(b, "record", func() exactly.Processor[string, event, string, event] { return &recorder{} }, "reorder")
+		exactly.AddStore(b, exactly.Store[string, reorder.KeyState]{Name: "applied", Keys: serde.String, Values: serde.JSON[reorder.KeyState]()}, "record")
+		b.Connect("reorder", "applied")
+		return "record"
+	})
+	h := start(t, top, testdriver.Config{})
+	keyStates := func() int64 {
+		t.Helper()
+		n, err := h.d.StoreEntries("reorder-keys")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	h.pipe("k", event{ID: "open", Open: true, Seq: 1}, at(0))
+	h.pipe("k", event{ID: "e2", Seq: 2}, at(1))
+	h.pipe("j", event{ID: "j-open", Open: true}, at(2))
+	if got, want := h.released(), "k/open k/e2 j/j-open"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+	if n := keyStates(); n != 2 {
+		t.Fatalf("%d key states remembered, want 2 (k and j)", n)
+	}
+	h.pipe("x", event{ID: "x-open", Open: true}, at(120)) // k and j are forgotten
+	if n := keyStates(); n != 1 {
+		t.Fatalf("%d key states remembered two hours on, want 1 (x)", n)
+	}
+	h.pipe("k", event{ID: "e4", Seq: 4}, at(121)) // 3 is missing: waits
+	h.pipe("k", event{ID: "plain"}, at(122))      // no number: k is open, released
+	h.pipe("j", event{ID: "j-late"}, at(123))
+	h.pipe("n", event{ID: "n-early"}, at(124)) // a new key: waits for its opening event
+	if got, want := h.released(), "x/x-open k/plain j/j-late"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
+	}
+	h.pipe("k", event{ID: "e3", Seq: 3}, at(125))
+	if got, want := h.released(), "k/e3 k/e4"; got != want {
+		t.Fatalf("after filling 3: released %q, want %q", got, want)
+	}
+	dlq := testdriver.CreateOutputTopic(h.d, "events-dlq", serde.Bytes, serde.Bytes)
+	if n := dlq.QueueSize(); n != 0 {
+		t.Fatalf("%d dead letters, want none", n)
+	}
+}
+
 func headers(rec exactly.Record[[]byte, []byte]) map[string]string {
 	m := map[string]string{}
 	for _, h := range rec.Headers {
@@ -295,12 +402,60 @@ func TestTheBufferCommitsAndAbortsWithTheTransaction(t *testing.T) {
 
 func TestAddRejectsIncompleteOptions(t *testing.T) {
 	for name, opts := range map[string]reorder.Options[string, event]{
-		"no condition": base(reorder.Options[string, event]{}),
-		"no serdes":    {EventID: func(e event) string { return e.ID }, Opens: func(event) bool { return true }},
-		"no event id":  {Keys: serde.String, Values: serde.JSON[event](), Opens: func(event) bool { return true }},
+		"no condition":                 base(reorder.Options[string, event]{}),
+		"no serdes":                    {EventID: func(e event) string { return e.ID }, Opens: func(event) bool { return true }},
+		"no event id":                  {Keys: serde.String, Values: serde.JSON[event](), Opens: func(event) bool { return true }},
+		"key state TTL without Recall": base(reorder.Options[string, event]{Opens: func(event) bool { return true }, KeyStateTTL: time.Hour}),
+		"Recall without Opens or Sequence": base(reorder.Options[string, event]{
+			Ready: func(exactly.ProcessorContext[string, event]) (reorder.ReadyFunc[string, event], error) {
+				return nil, nil
+			},
+			Recall: func(exactly.ProcessorContext[string, event]) (reorder.RecallFunc[string], error) { return nil, nil },
+		}),
 	} {
 		if err := reorder.Add(exactly.NewBuilder(), "r", opts, "in"); err == nil {
 			t.Errorf("%s: Add accepted the options", name)
 		}
+	}
+}
+
+// retime forwards each record with its timestamp moved by shift, as a
+// processor that takes event time from the payload may do: sources refuse
+// times before the epoch, processors may forward them.
+type retime struct {
+	ctx   exactly.ProcessorContext[string, event]
+	shift time.Duration
+}
+
+func (r *retime) Init(ctx exactly.ProcessorContext[string, event]) error {
+	r.ctx = ctx
+	return nil
+}
+
+func (r *retime) Process(rec exactly.Record[string, event]) error {
+	rec.Timestamp = rec.Timestamp.Add(r.shift)
+	r.ctx.Forward(rec)
+	return nil
+}
+
+func (r *retime) Close() error { return nil }
+
+// TestEventsBeforeTheEpochAreReleasedInTimestampOrder buffers events on
+// both sides of the Unix epoch: they are released by signed timestamp.
+func TestEventsBeforeTheEpochAreReleasedInTimestampOrder(t *testing.T) {
+	const shift = -2 * time.Hour
+	top := buildAround(t, reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }}, func(b *exactly.Builder) string {
+		exactly.AddProcessor(b, "retime", func() exactly.Processor[string, event, string, event] { return &retime{shift: shift} }, "in")
+		return "retime"
+	}, nil)
+	h := start(t, top, testdriver.Config{})
+	eventTime := func(d time.Duration) time.Time { return time.UnixMilli(0).Add(d - shift) }
+	h.pipe("k", event{ID: "after"}, eventTime(time.Second))
+	h.pipe("k", event{ID: "just-before"}, eventTime(-time.Millisecond))
+	h.pipe("k", event{ID: "long-before"}, eventTime(-time.Hour))
+	h.pipe("k", event{ID: "at"}, eventTime(0))
+	h.pipe("k", event{ID: "open", Open: true}, eventTime(2*time.Second))
+	if got, want := h.released(), "k/open k/long-before k/just-before k/at k/after"; got != want {
+		t.Fatalf("released %q, want %q", got, want)
 	}
 }

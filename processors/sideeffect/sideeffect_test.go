@@ -55,7 +55,7 @@ func charge(gw *gateway.Client) sideeffect.Call[string, order, paid] {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	gw      *gateway.Server
 	d       *testdriver.Driver
 	in      *testdriver.InputTopic[string, order]
@@ -66,7 +66,7 @@ type harness struct {
 
 // start runs in -> charge -> out (dead letters of both to in-dlq) in the
 // test driver against a real gateway simulator on loopback.
-func start(t *testing.T, gwOpts gateway.Options, opts sideeffect.Options[string, order, paid], cfg testdriver.Config) *harness {
+func start(t testing.TB, gwOpts gateway.Options, opts sideeffect.Options[string, order, paid], cfg testdriver.Config) *harness {
 	t.Helper()
 	gw, err := gateway.Start("127.0.0.1:0", gwOpts)
 	if err != nil {
@@ -372,28 +372,48 @@ func TestFlushStartsNoCallAfterTheRetryBudget(t *testing.T) {
 	}
 }
 
-// TestSlowGatewayThroughputScalesWithConcurrency measures events per second
-// against a gateway taking 50 ms a call.
-func TestSlowGatewayThroughputScalesWithConcurrency(t *testing.T) {
-	const events = 48
-	rate := map[int]float64{}
+// chargeAll pipes n orders, lets the wall clock run so the last pending
+// events are called, and fails unless every order was paid.
+func (h *harness) chargeAll(n int) {
+	h.t.Helper()
+	for i := range n {
+		h.pipe(o(i))
+	}
+	if err := h.d.AdvanceWallClock(time.Second); err != nil {
+		h.t.Fatal(err)
+	}
+	if got := len(h.paid()); got != n {
+		h.t.Fatalf("%d outputs, want %d", got, n)
+	}
+}
+
+// TestCallsRunConcurrencyAtOnceAndNoMore has the gateway hold each call
+// until Concurrency calls are under way: with Concurrency 8 it sees 8 at
+// once and never more, with Concurrency 1 one at a time. Attempts outlast
+// the gateway's hold, so no abandoned call is counted.
+func TestCallsRunConcurrencyAtOnceAndNoMore(t *testing.T) {
 	for _, c := range []int{1, 8} {
-		h := start(t, gateway.Options{Latency: 50 * time.Millisecond}, sideeffect.Options[string, order, paid]{Concurrency: c}, testdriver.Config{})
-		began := time.Now()
-		for i := range events {
-			h.pipe(o(i))
-		}
-		if err := h.d.AdvanceWallClock(time.Second); err != nil {
-			t.Fatal(err)
-		}
-		rate[c] = events / time.Since(began).Seconds()
-		if n := len(h.paid()); n != events {
-			t.Fatalf("concurrency %d: %d outputs, want %d", c, n, events)
+		opts := sideeffect.Options[string, order, paid]{Concurrency: c, Retry: sideeffect.Retry{AttemptTimeout: time.Minute}}
+		h := start(t, gateway.Options{HoldUntilInFlight: c}, opts, testdriver.Config{})
+		h.chargeAll(48)
+		if got := h.stats().MaxInFlight; got != c {
+			t.Errorf("concurrency %d: the gateway saw at most %d calls at once, want %d", c, got, c)
 		}
 	}
-	t.Logf("50 ms gateway: %.0f events/s at concurrency 1, %.0f at 8 (x%.1f)", rate[1], rate[8], rate[8]/rate[1])
-	if rate[8] < 3*rate[1] {
-		t.Errorf("concurrency 8 gave %.0f events/s, not 3 times the %.0f of concurrency 1", rate[8], rate[1])
+}
+
+// BenchmarkSlowGateway measures events per second against a gateway that
+// takes 20 ms a call, at Concurrency 1 and 8.
+func BenchmarkSlowGateway(b *testing.B) {
+	const events = 48
+	for _, c := range []int{1, 8} {
+		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) {
+			for range b.N {
+				h := start(b, gateway.Options{Latency: 20 * time.Millisecond}, sideeffect.Options[string, order, paid]{Concurrency: c}, testdriver.Config{})
+				h.chargeAll(events)
+			}
+			b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }
 

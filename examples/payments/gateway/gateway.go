@@ -86,6 +86,9 @@ type Stats struct {
 	Transient int `json:"transient"`
 	// Declined counts 402 answers.
 	Declined int `json:"declined"`
+	// MaxInFlight is the most POST /charges under way at once: the
+	// concurrency a client reached.
+	MaxInFlight int `json:"maxInFlight"`
 }
 
 // Options configure a Simulator. The zero Options honour keys, answer at
@@ -111,6 +114,17 @@ type Options struct {
 	File string
 	// Seed seeds the random choice of transient failures.
 	Seed uint64
+	// HoldUntilInFlight, when above 1, holds every POST /charges before
+	// it is handled until that many are under way at once; from then on
+	// nothing is held. With Stats.MaxInFlight a test sees, without relying
+	// on timing, that a client makes that many calls at once.
+	HoldUntilInFlight int
+	// HoldFor bounds how long a request is held; once one was held that
+	// long, nothing is held any more, so a client that never makes
+	// HoldUntilInFlight calls at once is slowed once, not stalled.
+	// Default 10 s. Give the client a longer timeout, or the calls it
+	// abandons and repeats count as under way until the server notices.
+	HoldFor time.Duration
 	// AfterCharge, if set, runs after each real charge is recorded and
 	// before the response is written: the moment a client crash turns into
 	// a charge its caller never learns of.
@@ -128,7 +142,12 @@ type Simulator struct {
 	byKey    map[string]int // idempotency key -> index in charges
 	attempts map[string]int // order id -> requests seen
 	stats    Stats
-	file     *os.File
+	inFlight int
+	// released is closed once HoldUntilInFlight requests were under way
+	// at once, or one was held HoldFor.
+	released    chan struct{}
+	releaseOnce sync.Once
+	file        *os.File
 }
 
 // New returns a simulator, loading the charges of Options.File if it
@@ -137,11 +156,18 @@ func New(opts Options) (*Simulator, error) {
 	if opts.TransientRate < 0 || opts.TransientRate > 1 || opts.DeclineRate < 0 || opts.DeclineRate > 1 {
 		return nil, errors.New("gateway: TransientRate and DeclineRate must lie in [0, 1]")
 	}
+	if opts.HoldFor <= 0 {
+		opts.HoldFor = 10 * time.Second
+	}
 	s := &Simulator{
 		opts:     opts,
 		rng:      rand.New(rand.NewPCG(opts.Seed, 0x6761746577617921)),
 		byKey:    map[string]int{},
 		attempts: map[string]int{},
+		released: make(chan struct{}),
+	}
+	if opts.HoldUntilInFlight <= 1 {
+		s.release()
 	}
 	if opts.File != "" {
 		f, err := os.OpenFile(opts.File, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
@@ -246,7 +272,40 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
+// enter counts a request under way until the returned function is called,
+// and holds it as Options.HoldUntilInFlight asks; it reports false if the
+// request was cancelled while held.
+func (s *Simulator) enter(r *http.Request) (leave func(), ok bool) {
+	s.mu.Lock()
+	s.inFlight++
+	s.stats.MaxInFlight = max(s.stats.MaxInFlight, s.inFlight)
+	if s.inFlight >= s.opts.HoldUntilInFlight {
+		s.release()
+	}
+	s.mu.Unlock()
+	leave = func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}
+	select {
+	case <-s.released:
+	case <-time.After(s.opts.HoldFor):
+		s.release()
+	case <-r.Context().Done():
+		return leave, false
+	}
+	return leave, true
+}
+
+func (s *Simulator) release() { s.releaseOnce.Do(func() { close(s.released) }) }
+
 func (s *Simulator) postCharge(w http.ResponseWriter, r *http.Request) {
+	leave, ok := s.enter(r)
+	defer leave()
+	if !ok {
+		return
+	}
 	var req ChargeRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 	if err == nil {

@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/exactly-go/exactly/examples/payments/gateway"
 )
@@ -110,5 +112,48 @@ func TestChargesSurviveARestartOnTheSameFile(t *testing.T) {
 	}
 	if n := len(s2.Charges()); n != 2 {
 		t.Fatalf("%d charges after restart, want 2", n)
+	}
+}
+
+// TestHeldRequestsShowTheClientsConcurrency sends calls from several
+// goroutines to a gateway holding them until that many are under way: they
+// all complete, and MaxInFlight counts them; calls made one after another
+// count one; a gateway waiting for more calls than come holds them HoldFor
+// once, then no more.
+func TestHeldRequestsShowTheClientsConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		callers           int
+		holdUntilInFlight int
+		wantMaxInFlight   int
+	}{
+		{name: "as many callers as held", callers: 5, holdUntilInFlight: 5, wantMaxInFlight: 5},
+		{name: "one caller", callers: 1, holdUntilInFlight: 1, wantMaxInFlight: 1},
+		{name: "fewer callers than held", callers: 1, holdUntilInFlight: 2, wantMaxInFlight: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, c := start(t, gateway.Options{HoldUntilInFlight: tc.holdUntilInFlight, HoldFor: 50 * time.Millisecond})
+			errs := make(chan error, tc.callers)
+			for i := range tc.callers {
+				go func() {
+					for j := range 3 {
+						_, err := c.Charge(context.Background(), fmt.Sprintf("k-%d-%d", i, j), gateway.ChargeRequest{OrderID: fmt.Sprintf("o-%d-%d", i, j), AmountCents: 1, Currency: "EUR"})
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+					errs <- nil
+				}()
+			}
+			for range tc.callers {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st := s.Stats(); st.MaxInFlight != tc.wantMaxInFlight || st.Charges != 3*tc.callers {
+				t.Fatalf("stats %+v, want MaxInFlight %d and %d charges", st, tc.wantMaxInFlight, 3*tc.callers)
+			}
+		})
 	}
 }
