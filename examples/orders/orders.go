@@ -158,6 +158,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	b := exactly.NewBuilder()
 	b.OnDeserializationError(exactly.DeadLetterOnError)
 	b.OnProcessingError(exactly.DeadLetterOnError)
+	b.OnProductionError(exactly.DeadLetterOnError) // a projection too large for the topic is dead-lettered, not retried forever
 
 	exactly.AddSource(b, NodeSource, exactly.Source[[]byte, decoded]{
 		Topics:    []string{opts.InputTopic},
