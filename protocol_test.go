@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -766,4 +769,33 @@ func TestFatalErrorsFollowThePolicy(t *testing.T) {
 			t.Fatal("no instance says it asked for the shutdown") // (both may: the task moves before the grant arrives)
 		}
 	})
+}
+
+// TestFullStateDiskStopsWithTheReason runs an instance whose state
+// directory is on a file system with almost no space: it must stop with an
+// error that says so, not hang in the store or panic in it.
+func TestFullStateDiskStopsWithTheReason(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tiny tmpfs for the state directory")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	// Fill it up but for 200 KB.
+	if err := os.WriteFile(filepath.Join(dir, "filler"), make([]byte, 64<<20-200<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	brokers := newCluster(t, 2)
+	produceInputs(t, brokers, 0, 100, 5)
+	app, err := exactly.New(countingApp(t, true), appConfig(brokers, dir, exactly.ExactlyOnceV2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = runUntil(t, app, 30*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("Run returned %v; want an error saying no space left on device", err)
+	}
+	t.Log(err)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -25,6 +27,31 @@ func OpenPebble(dir string) (*Pebble, error) {
 		return nil, fmt.Errorf("open pebble store in %s: %w", dir, err)
 	}
 	return &Pebble{db: db, dir: dir}, nil
+}
+
+// MinFreeBytes is the free space a persistent store's file system must
+// have before the store is opened or a commit is applied to it. Below it,
+// CheckFreeSpace fails: Pebble does not fail cleanly when the disk fills up
+// under it (it can panic while rotating its log, or hang while opening).
+const MinFreeBytes = 32 << 20
+
+// CheckFreeSpace returns an error wrapping syscall.ENOSPC ("no space left
+// on device") when the file system holding dir has less than MinFreeBytes
+// available.
+func CheckFreeSpace(dir string) error {
+	var st syscall.Statfs_t
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := syscall.Statfs(d, &st); err == nil {
+			break
+		} else if !errors.Is(err, syscall.ENOENT) || d == filepath.Dir(d) {
+			return fmt.Errorf("state directory %s: %w", dir, err)
+		}
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < MinFreeBytes {
+		return fmt.Errorf("state directory %s has %d bytes free, less than the %d a store needs: free space or move the state directory: %w",
+			dir, free, MinFreeBytes, syscall.ENOSPC)
+	}
+	return nil
 }
 
 // IsCorrupt reports whether err says a store's files are damaged, so that

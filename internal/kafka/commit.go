@@ -13,6 +13,7 @@ import (
 
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -146,7 +147,9 @@ func (w *worker) commit(ctx context.Context) error {
 		return err
 	}
 	w.produce(parts)
-	w.inflight.Wait()
+	if err := w.waitInflight(ctx); err != nil {
+		return err
+	}
 	w.produceMu.Lock()
 	produceErr, refused := w.produceErr, w.refused
 	w.produceErr, w.refused = nil, nil
@@ -207,6 +210,11 @@ func (w *worker) commit(ctx context.Context) error {
 
 	for _, p := range parts {
 		maps.Copy(p.lt.committed, p.c.Offsets)
+		if p.lt.persistent != nil {
+			if err := store.CheckFreeSpace(p.lt.persistent.Dir()); err != nil {
+				return fmt.Errorf("apply committed writes of task %s: %w", p.lt.id, err)
+			}
+		}
 		if err := p.lt.task.CompleteCommit(p.checkpoints); err != nil {
 			// The commit is durable; only the local store is behind. A new
 			// session restores it from its checkpoint.
@@ -415,6 +423,21 @@ func withGrace(ctx context.Context, grace time.Duration) (context.Context, conte
 	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	return out, func() { stop(); cancel() }
+}
+
+// waitInflight waits for every record sent to be acknowledged or failed,
+// as long as ctx allows. A broker that neither answers nor fails the sends
+// ends the session (closing the client fails what is left).
+func (w *worker) waitInflight(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { w.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		w.abortAll()
+		return fmt.Errorf("records sent but neither acknowledged nor failed: %w", context.Cause(ctx))
+	}
 }
 
 // abortAll discards every task's work since the last commit.

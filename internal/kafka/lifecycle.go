@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 
 	"github.com/exactly-go/exactly/internal/task"
 )
@@ -46,7 +47,7 @@ func (s State) String() string {
 // that rejoining the group cannot cure (Kafka Streams' uncaught-exception
 // handler): a record that fails under FailOnError, a punctuator that
 // returns an error or panics, an output the broker refuses that no input
-// record answers for.
+// record answers for, a state directory without free space.
 type FatalErrorAction int
 
 // The fatal-error actions.
@@ -93,7 +94,8 @@ func isFatal(err error) bool {
 	var pe *task.PunctuatorError
 	var fe *refusedError
 	var se *ApplicationShutdownError
-	return errors.As(err, &re) || errors.As(err, &pe) || errors.As(err, &fe) || errors.As(err, &se)
+	return errors.As(err, &re) || errors.As(err, &pe) || errors.As(err, &fe) || errors.As(err, &se) ||
+		errors.Is(err, syscall.ENOSPC) // a full disk: rejoining cannot free it
 }
 
 // lifecycle tracks the instance's state from its workers' states and tells

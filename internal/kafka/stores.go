@@ -34,7 +34,15 @@ func (w *worker) openPersistent(ctx context.Context, id topo.TaskID) (*store.Peb
 	if err != nil {
 		return nil, nil, fmt.Errorf("open store of task %s: %w", id, err)
 	}
+	if err := store.CheckFreeSpace(dir); err != nil {
+		release()
+		return nil, nil, err
+	}
+	slow := time.AfterFunc(10*time.Second, func() {
+		w.log.Warn("opening a task's store is taking long", "task", id, "dir", dir)
+	})
 	p, err := store.OpenPebble(dir)
+	slow.Stop()
 	if err != nil && store.IsCorrupt(err) {
 		w.log.Warn("local store corrupt; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
 		if rmErr := os.RemoveAll(dir); rmErr != nil {

@@ -141,6 +141,9 @@ func (w *worker) clientOptions() []kgo.Opt {
 		opts = append(opts,
 			kgo.TransactionalID(fmt.Sprintf("%s-%s-%d", cfg.ApplicationID, w.r.process, w.index)),
 			kgo.TransactionTimeout(cfg.TransactionTimeout),
+			// A record still undelivered when its transaction times out
+			// can only be aborted: fail it then instead of retrying on.
+			kgo.RecordDeliveryTimeout(cfg.TransactionTimeout),
 		)
 	}
 	return opts
@@ -286,9 +289,12 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	if procErr != nil {
 		w.abortAll()
-		w.inflight.Wait()
 		if w.eos && w.inTxn {
-			w.sess.End(ctx, kgo.TryAbort)
+			abortCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.commitTimeout())
+			if w.waitInflight(abortCtx) == nil {
+				w.sess.End(abortCtx, kgo.TryAbort)
+			}
+			cancel()
 			w.inTxn = false
 		}
 		return procErr
@@ -356,8 +362,12 @@ func (w *worker) closeSession(ctx context.Context) {
 	w.mu.Unlock()
 	if w.r.cfg.InstanceID != "" && !w.r.cfg.LeaveGroupOnClose {
 		w.cl.CloseAllowingRebalance()
-	} else {
-		w.cl.LeaveGroup()
-		w.cl.Close()
+		return
 	}
+	leaveCtx, cancel := context.WithTimeout(context.Background(), w.r.cfg.SessionTimeout)
+	defer cancel()
+	if err := w.cl.LeaveGroupContext(leaveCtx); err != nil {
+		w.log.Warn("leaving the group failed; the broker expires this member after the session timeout", "err", err)
+	}
+	w.cl.Close()
 }
