@@ -155,3 +155,9 @@ type PunctuatorError = task.PunctuatorError
 
 // State is the instance's current state.
 func (a *App) State() State { return a.runner.State() }
+
+// Healthy returns nil while the instance is healthy, and an error saying
+// why not while one of its workers is stalled (processed records stayed
+// uncommitted longer than Config.StallTimeout; the worker is restarted and
+// the instance is healthy again once it commits) or after a fatal error.
+func (a *App) Healthy() error { return a.runner.Healthy() }

@@ -799,3 +799,60 @@ func TestFullStateDiskStopsWithTheReason(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestStalledInstanceReportsItselfAndRecovers: the broker stops answering
+// produce requests. Every commit then times out; nothing is lost, but
+// nothing moves either, and that must not be silent: the instance reports
+// itself unhealthy (and counts it) until it commits again.
+func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	var silent atomic.Bool
+	proxy.Hold(kmsg.Produce, silent.Load)
+	brokers := []string{proxy.Addr()}
+	const keys = 7
+	produceInputs(t, brokers, 0, 200, keys)
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer, cfg.TransactionTimeout, cfg.StallTimeout = reg, 2*time.Second, 3*time.Second
+	app, err := exactly.New(countingApp(t, true), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Run(context.Background())
+	defer app.Close()
+	readCommitted(t, brokers, 200, 30*time.Second)
+
+	silent.Store(true)
+	produceInputs(t, c.ListenAddrs(), 200, 400, keys) // around the proxy
+	deadline := time.Now().Add(30 * time.Second)
+	for app.Healthy() == nil && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := app.Healthy(); err == nil {
+		t.Fatal("the instance never reported the stall")
+	} else {
+		t.Logf("while the broker is silent: %v", err)
+	}
+	if n := metricSum(t, reg, "exactly_stalled_workers"); n != 1 {
+		t.Fatalf("exactly_stalled_workers = %v, want 1", n)
+	}
+
+	silent.Store(false)
+	out := readCommitted(t, c.ListenAddrs(), 400, 60*time.Second)
+	checkExactlyOnce(t, out, 400, keys)
+	for deadline := time.Now().Add(10 * time.Second); app.Healthy() != nil && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := app.Healthy(); err != nil {
+		t.Fatalf("still unhealthy after committing again: %v", err)
+	}
+}

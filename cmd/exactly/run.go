@@ -100,9 +100,11 @@ HTTP (--http, loopback by default; "" turns it off):
                     dead letters, transactions over time)
   GET /status.json  the numbers behind the status page
   GET /metrics      Prometheus metrics
-  GET /healthz      200 while the process runs
+  GET /healthz      200 while the instance works; 503 with the reason while
+                    a worker is stalled (processed records uncommitted for
+                    longer than the stall timeout) or after a fatal error
   GET /readyz       200 once the instance has joined the group and restored
-                    its stores, 503 before`,
+                    its stores and while it is healthy, 503 otherwise`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
@@ -228,6 +230,7 @@ func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig
 		Instance:    c.InstanceID,
 		Registry:    reg,
 		Ready:       app.Ready(),
+		Health:      app.Healthy,
 		Logger:      log,
 	})
 	srv.HandleLookup("/orders/{key}", "order", func(ctx context.Context, id string) (any, bool, error) {

@@ -226,6 +226,11 @@ func (w *worker) commit(ctx context.Context) error {
 			return err
 		}
 	}
+	w.uncommittedSince.Store(0)
+	if w.stalled.CompareAndSwap(true, false) {
+		w.r.metrics.stalledWorkers.Dec()
+		w.log.Info("committing again after a stall")
+	}
 	now := time.Now()
 	for _, ts := range w.timestamps {
 		w.r.metrics.e2eLatency.Observe(float64(now.UnixMilli()-ts) / 1000)

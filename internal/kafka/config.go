@@ -96,6 +96,12 @@ type Config struct {
 	// fencing, a rebalance) never reach it: the worker rejoins, with a
 	// backoff that grows to 30s, and logs each time.
 	OnFatalError FatalErrorAction
+	// StallTimeout is how long a worker may hold processed work without
+	// committing it before the instance reports itself unhealthy (Healthy
+	// returns an error, exactly_stalled_workers counts it) and the worker is
+	// restarted with a new group membership; default 60s. It is a safety
+	// net: every broker and disk call has a deadline of its own.
+	StallTimeout time.Duration
 	// MaxWorkerReplacements bounds ReplaceWorker; default 3.
 	MaxWorkerReplacements int
 	// StateListener, if set, is told every change of the instance's state,
@@ -141,6 +147,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.ReplicationFactor == 0 {
 		out.ReplicationFactor = -1
+	}
+	if out.StallTimeout <= 0 {
+		out.StallTimeout = time.Minute
 	}
 	if out.MaxWorkerReplacements <= 0 {
 		out.MaxWorkerReplacements = 3

@@ -22,6 +22,7 @@ type metrics struct {
 	outputsProduced    prometheus.Counter
 	produceErrors      *prometheus.CounterVec
 	workerReplacements prometheus.Counter
+	stalledWorkers     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,6 +55,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "exactly_active_tasks", Help: "Tasks this instance runs."}),
 		outputsProduced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactly_records_produced_total", Help: "Output and changelog records produced (including aborted ones)."}),
+		stalledWorkers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exactly_stalled_workers", Help: "Workers holding processed work uncommitted for longer than StallTimeout; the instance is unhealthy while it is above 0."}),
 		workerReplacements: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactly_worker_replacements_total", Help: "Workers started again after a fatal error (OnFatalError ReplaceWorker)."}),
 		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -61,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
-			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements)
+			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements, m.stalledWorkers)
 	}
 	return m
 }

@@ -40,6 +40,7 @@ type Runner struct {
 	// member to.
 	shutdownAsked, shutdownGranted atomic.Bool
 	shutdownCause                  atomic.Pointer[error]
+	workers                        []atomic.Pointer[worker] // the current worker of each slot
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -80,6 +81,7 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 	}
 	r.deadLetter = r.deadLetterTopics()
 	r.life = lifecycle{workers: make([]State, c.Workers), listener: c.StateListener}
+	r.workers = make([]atomic.Pointer[worker], c.Workers)
 	if c.Registerer != nil {
 		if err := c.Registerer.Register(newStoreEntries(r)); err != nil {
 			return nil, fmt.Errorf("register store metrics: %w", err)
@@ -142,6 +144,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, r.cfg.Workers)
 	readies := make([]chan struct{}, r.cfg.Workers)
+	go r.watchdog(ctx)
 	for i := range r.cfg.Workers {
 		readies[i] = make(chan struct{})
 		wg.Add(1)
@@ -174,6 +177,54 @@ func (r *Runner) Run(ctx context.Context) error {
 	return err
 }
 
+// watchdog restarts the session of a worker that holds processed work
+// uncommitted for longer than StallTimeout, and keeps the instance
+// unhealthy until that worker commits again.
+func (r *Runner) watchdog(ctx context.Context) {
+	tick := time.NewTicker(max(r.cfg.StallTimeout/8, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for i := range r.workers {
+			w := r.workers[i].Load()
+			if w == nil {
+				continue
+			}
+			since := w.uncommittedSince.Load()
+			if since == 0 || time.Since(time.Unix(0, since)) < r.cfg.StallTimeout {
+				continue
+			}
+			if w.stalled.CompareAndSwap(false, true) {
+				r.metrics.stalledWorkers.Inc()
+			}
+			w.uncommittedSince.Store(time.Now().UnixNano()) // one restart per StallTimeout
+			r.cfg.Logger.Warn("worker stalled: processed records stayed uncommitted; restarting its session",
+				"worker", i, "uncommitted_for", time.Since(time.Unix(0, since)).Round(time.Second))
+			if cancel := w.cancelSession.Load(); cancel != nil {
+				(*cancel)(errStalled)
+			}
+		}
+	}
+}
+
+// Healthy returns an error while a worker is stalled (see StallTimeout)
+// or after a fatal error stopped the instance.
+func (r *Runner) Healthy() error {
+	if r.life.current() == StateError {
+		return errors.New("stopped by a fatal error")
+	}
+	for i := range r.workers {
+		if w := r.workers[i].Load(); w != nil && w.stalled.Load() {
+			return fmt.Errorf("worker %d stalled: records processed more than %v ago are still uncommitted", i, r.cfg.StallTimeout)
+		}
+	}
+	return nil
+}
+
 // State is the instance's current state.
 func (r *Runner) State() State { return r.life.current() }
 
@@ -183,7 +234,11 @@ func (r *Runner) runWorker(ctx context.Context, i int, ready chan struct{}) erro
 	markReady := sync.OnceFunc(func() { close(ready) })
 	backoff := time.Second
 	for replaced := 0; ; {
-		err := newWorker(r, i, markReady).run(ctx)
+		w := newWorker(r, i, markReady)
+		if old := r.workers[i].Swap(w); old != nil && old.stalled.Load() {
+			r.metrics.stalledWorkers.Dec()
+		}
+		err := w.run(ctx)
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exactly-go/exactly/internal/task"
@@ -40,8 +41,14 @@ type worker struct {
 	assigned bool
 
 	lastCommit time.Time
-	timestamps []int64 // record timestamps since the last commit
-	fatal      error   // a failure that must stop the worker
+	// uncommittedSince is when the worker first processed work that no
+	// commit has made durable yet (unix ns, 0: none); it survives failed
+	// sessions, so that repeated failures show as a stall.
+	uncommittedSince atomic.Int64
+	stalled          atomic.Bool
+	cancelSession    atomic.Pointer[context.CancelCauseFunc]
+	timestamps       []int64 // record timestamps since the last commit
+	fatal            error   // a failure that must stop the worker
 
 	inTxn bool // a transaction is open (exactly_once_v2)
 	// txnRebalanced: partitions were revoked or lost while the transaction
@@ -141,16 +148,19 @@ func (w *worker) clientOptions() []kgo.Opt {
 		opts = append(opts,
 			kgo.TransactionalID(fmt.Sprintf("%s-%s-%d", cfg.ApplicationID, w.r.process, w.index)),
 			kgo.TransactionTimeout(cfg.TransactionTimeout),
-			// A record still undelivered when its transaction times out
-			// can only be aborted: fail it then instead of retrying on.
-			kgo.RecordDeliveryTimeout(cfg.TransactionTimeout),
 		)
 	}
 	return opts
 }
 
+// errStalled ends a session the watchdog found stalled.
+var errStalled = errors.New("stalled: processed work stayed uncommitted longer than StallTimeout")
+
 // session is one membership in the group, from join to close.
-func (w *worker) session(ctx context.Context) (err error) {
+func (w *worker) session(parent context.Context) (err error) {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	w.cancelSession.Store(&cancel)
 	w.tasks = map[topo.TaskID]*liveTask{}
 	w.byInput = map[task.TopicPartition]*liveTask{}
 	w.pending = map[string][]int32{}
@@ -182,7 +192,11 @@ func (w *worker) session(ctx context.Context) (err error) {
 	w.lastCommit = time.Now()
 	for {
 		if ctx.Err() != nil {
-			return w.shutdown()
+			shutdownErr := w.shutdown()
+			if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+				return cause
+			}
+			return shutdownErr
 		}
 		if w.r.shutdownGranted.Load() {
 			w.shutdown()
@@ -284,6 +298,7 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		}
 	}
 	if n > 0 {
+		w.uncommittedSince.CompareAndSwap(0, time.Now().UnixNano())
 		w.r.metrics.processed.Add(float64(n))
 		w.r.metrics.processLatency.Observe(time.Since(start).Seconds() / float64(n))
 	}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -34,6 +35,7 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	hooks map[int16]Hook
+	holds map[int16]func() bool
 	conns map[net.Conn]bool
 	done  bool
 	wg    sync.WaitGroup
@@ -64,6 +66,29 @@ func (p *Proxy) SetHook(key kmsg.Key, h Hook) {
 	} else {
 		p.hooks[int16(key)] = h
 	}
+}
+
+// Hold makes responses to requests of key wait while hold returns true, as
+// a broker that stopped answering does; nil removes the hold. Responses on
+// one connection keep their order, so later ones wait too.
+func (p *Proxy) Hold(key kmsg.Key, hold func() bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.holds == nil {
+		p.holds = map[int16]func() bool{}
+	}
+	if hold == nil {
+		delete(p.holds, int16(key))
+	} else {
+		p.holds[int16(key)] = hold
+	}
+}
+
+func (p *Proxy) holding(key int16) bool {
+	p.mu.Lock()
+	hold, done := p.holds[key], p.done
+	p.mu.Unlock()
+	return !done && hold != nil && hold()
 }
 
 // Close stops accepting, closes every connection and waits for them.
@@ -164,6 +189,9 @@ func (p *Proxy) serve(client, broker net.Conn) {
 		mu.Unlock()
 		if ok {
 			frame = p.rewrite(frame, pd)
+			for p.holding(pd.key) {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 		if err := writeFrame(client, frame); err != nil {
 			return

@@ -36,6 +36,10 @@ type Options struct {
 	// Ready is closed once the instance has restored its stores; /readyz
 	// and lookups answer 503 until then. A nil Ready is never ready.
 	Ready <-chan struct{}
+	// Health reports whether the instance works (nil) or why not; /healthz
+	// and /readyz answer 503 with the reason while it returns an error. Nil
+	// is always healthy.
+	Health func() error
 	// SampleInterval is how often the status history is sampled; default
 	// one second. History keeps the last HistoryLength samples (default
 	// 300).
@@ -76,6 +80,10 @@ func New(opts Options) *Server {
 	}
 	s := &Server{opts: opts, mux: http.NewServeMux(), history: newHistory(opts.HistoryLength), started: time.Now()}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.health(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unhealthy: "+err.Error(), nil)
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -180,9 +188,20 @@ func (s *Server) ready() bool {
 	}
 }
 
+func (s *Server) health() error {
+	if s.opts.Health == nil {
+		return nil
+	}
+	return s.opts.Health()
+}
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !s.ready() {
 		writeError(w, http.StatusServiceUnavailable, "not ready: joining the group and restoring state stores", nil)
+		return
+	}
+	if err := s.health(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error(), nil)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
