@@ -856,3 +856,47 @@ func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
 		t.Fatalf("still unhealthy after committing again: %v", err)
 	}
 }
+
+// TestAtLeastOnceRevocationWithAFailedCommitLosesNothing: under
+// at_least_once a member commits before it gives partitions away; when that
+// commit fails (the broker stops answering produce requests), the work of
+// the partitions it keeps must be redone, not skipped.
+func TestAtLeastOnceRevocationWithAFailedCommitLosesNothing(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	var silent atomic.Bool
+	proxy.Hold(kmsg.Produce, silent.Load)
+	const keys = 11
+	produceInputs(t, c.ListenAddrs(), 0, 1000, keys)
+	cfg := appConfig([]string{proxy.Addr()}, t.TempDir(), exactly.AtLeastOnce)
+	cfg.CommitInterval, cfg.TransactionTimeout = time.Hour, 2*time.Second // commits only on revocation and stop
+	stopA := startApp(t, countingApp(t, true), cfg)
+	defer stopA()
+	time.Sleep(2 * time.Second) // A has processed everything, committed nothing
+	silent.Store(true)
+	cfgB := appConfig(c.ListenAddrs(), t.TempDir(), exactly.AtLeastOnce)
+	stopB := startApp(t, countingApp(t, true), cfgB) // A gives partitions away; its commit times out
+	time.Sleep(4 * time.Second)
+	silent.Store(false)
+	produceInputs(t, c.ListenAddrs(), 1000, 1001, keys)
+	seen := map[string]bool{}
+	for _, o := range readCommitted(t, c.ListenAddrs(), 1001, 60*time.Second) {
+		seen[o.ID] = true
+	}
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1001 {
+		if !seen[fmt.Sprint("r", i)] {
+			t.Fatalf("input r%d never reached the output (%d of 1001 did)", i, len(seen))
+		}
+	}
+}

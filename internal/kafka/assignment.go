@@ -48,7 +48,9 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	var commitErr error
 	if !w.eos {
 		// Hand the partitions over with their work committed.
-		commitErr = w.commit(ctx)
+		commitCtx, cancel := context.WithTimeout(ctx, w.commitTimeout())
+		commitErr = w.commit(commitCtx)
+		cancel()
 	}
 	// Under exactly_once_v2 the session aborts the open transaction: the
 	// revoked tasks' work is discarded here, the others' at the next End.
