@@ -816,7 +816,7 @@ func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
 	}
 	defer proxy.Close()
 	var silent atomic.Bool
-	proxy.Hold(kmsg.Produce, silent.Load)
+	proxy.Silence(kmsg.Produce, silent.Load)
 	brokers := []string{proxy.Addr()}
 	const keys = 7
 	produceInputs(t, brokers, 0, 200, keys)
@@ -873,30 +873,45 @@ func TestAtLeastOnceRevocationWithAFailedCommitLosesNothing(t *testing.T) {
 	}
 	defer proxy.Close()
 	var silent atomic.Bool
-	proxy.Hold(kmsg.Produce, silent.Load)
+	proxy.Silence(kmsg.Produce, silent.Load)
 	const keys = 11
-	produceInputs(t, c.ListenAddrs(), 0, 1000, keys)
 	cfg := appConfig([]string{proxy.Addr()}, t.TempDir(), exactly.AtLeastOnce)
 	cfg.CommitInterval, cfg.TransactionTimeout = time.Hour, 2*time.Second // commits only on revocation and stop
 	stopA := startApp(t, countingApp(t, true), cfg)
 	defer stopA()
-	time.Sleep(2 * time.Second) // A has processed everything, committed nothing
-	silent.Store(true)
+	time.Sleep(time.Second)
+	silent.Store(true) // A's outputs never reach the broker
+	produceInputs(t, c.ListenAddrs(), 0, 1000, keys)
+	time.Sleep(time.Second) // A has processed everything, committed nothing
 	cfgB := appConfig(c.ListenAddrs(), t.TempDir(), exactly.AtLeastOnce)
 	stopB := startApp(t, countingApp(t, true), cfgB) // A gives partitions away; its commit times out
 	time.Sleep(4 * time.Second)
 	silent.Store(false)
-	produceInputs(t, c.ListenAddrs(), 1000, 1001, keys)
+	produceInputs(t, c.ListenAddrs(), 1000, 1000+keys, keys) // one more per key
 	seen := map[string]bool{}
-	for _, o := range readCommitted(t, c.ListenAddrs(), 1001, 60*time.Second) {
+	final := map[string]int64{}
+	for _, o := range readCommitted(t, c.ListenAddrs(), 1000+keys, 60*time.Second) {
 		seen[o.ID] = true
+		var i int
+		fmt.Sscanf(o.ID, "r%d", &i)
+		if i >= 1000 {
+			final[o.ID] = o.Count
+		}
 	}
 	if err := stopB(); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 1001 {
+	for i := range 1000 + keys {
 		if !seen[fmt.Sprint("r", i)] {
-			t.Fatalf("input r%d never reached the output (%d of 1001 did)", i, len(seen))
+			t.Fatalf("input r%d never reached the output (%d of %d did)", i, len(seen), 1000+keys)
+		}
+	}
+	// The last input of each key says whether every earlier input of the
+	// key was counted: input skipped after the failed commit shows as a
+	// smaller count.
+	for i := 1000; i < 1000+keys; i++ {
+		if want := int64((i)/keys + 1); final[fmt.Sprint("r", i)] != want {
+			t.Fatalf("r%d counted as %d of its key, want %d: inputs before it were skipped", i, final[fmt.Sprint("r", i)], want)
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -68,10 +67,11 @@ func (p *Proxy) SetHook(key kmsg.Key, h Hook) {
 	}
 }
 
-// Hold makes responses to requests of key wait while hold returns true, as
-// a broker that stopped answering does; nil removes the hold. Responses on
-// one connection keep their order, so later ones wait too.
-func (p *Proxy) Hold(key kmsg.Key, hold func() bool) {
+// Silence swallows requests of key while silent returns true: the broker
+// never sees them and never answers, as a broker that stopped responding;
+// the client times the request out. Nil removes it.
+func (p *Proxy) Silence(key kmsg.Key, silent func() bool) {
+	hold := silent
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.holds == nil {
@@ -166,6 +166,9 @@ func (p *Proxy) serve(client, broker net.Conn) {
 			version := int16(binary.BigEndian.Uint16(frame[2:]))
 			corr := int32(binary.BigEndian.Uint32(frame[4:]))
 			pd := pending{key: key, version: version}
+			if p.holding(key) {
+				continue // swallowed: no answer will come
+			}
 			if p.hook(key) != nil {
 				pd.req = decodeRequest(frame, key, version)
 			}
@@ -189,9 +192,6 @@ func (p *Proxy) serve(client, broker net.Conn) {
 		mu.Unlock()
 		if ok {
 			frame = p.rewrite(frame, pd)
-			for p.holding(pd.key) {
-				time.Sleep(10 * time.Millisecond)
-			}
 		}
 		if err := writeFrame(client, frame); err != nil {
 			return
