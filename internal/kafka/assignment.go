@@ -54,7 +54,7 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	}
 	// Under exactly_once_v2 the session aborts the open transaction: the
 	// revoked tasks' work is discarded here, the others' at the next End.
-	w.txnRebalanced = w.txnRebalanced || w.inTxn
+	w.txnRebalanced = true
 	w.dropTasks(revoked, w.eos || commitErr != nil)
 	w.log.Info("partitions revoked", "partitions", revoked)
 	if commitErr != nil {
@@ -66,7 +66,7 @@ func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.r.metrics.rebalances.WithLabelValues("lost").Inc()
-	w.txnRebalanced = w.txnRebalanced || w.inTxn
+	w.txnRebalanced = true
 	w.dropTasks(lost, true)
 	w.log.Warn("partitions lost", "partitions", lost)
 }

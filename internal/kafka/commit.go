@@ -57,10 +57,14 @@ func (w *worker) beginTxn() error {
 func (w *worker) send(rec *kgo.Record, out *topo.Output, onAck func(*kgo.Record)) {
 	w.inflight.Add(1)
 	wg := w.inflight
-	w.cl.Produce(w.produceCtx, rec, func(r *kgo.Record, err error) {
+	w.produceMu.Lock()
+	gen := w.produceGen
+	w.produceMu.Unlock()
+	cl := w.cl
+	cl.Produce(w.produceCtx, rec, func(r *kgo.Record, err error) {
 		defer wg.Done()
 		if err != nil {
-			w.produceFailed(r, out, err)
+			w.produceFailed(gen, cl, r, out, err)
 			return
 		}
 		if onAck != nil {
@@ -69,7 +73,7 @@ func (w *worker) send(rec *kgo.Record, out *topo.Output, onAck func(*kgo.Record)
 	})
 }
 
-func (w *worker) produceFailed(r *kgo.Record, out *topo.Output, err error) {
+func (w *worker) produceFailed(gen int, cl *kgo.Client, r *kgo.Record, out *topo.Output, err error) {
 	kind := "transient"
 	switch {
 	case refusedForGood(err):
@@ -78,11 +82,14 @@ func (w *worker) produceFailed(r *kgo.Record, out *topo.Output, err error) {
 		// The topic was deleted, perhaps recreated: the producer must learn
 		// the topic's new id before a later commit can succeed.
 		kind = "unknown-topic"
-		w.cl.ForceMetadataRefresh()
+		cl.ForceMetadataRefresh()
 	}
 	w.r.metrics.produceErrors.WithLabelValues(r.Topic, kind).Inc()
 	w.produceMu.Lock()
 	defer w.produceMu.Unlock()
+	if gen != w.produceGen {
+		return // the session that sent it is over
+	}
 	if w.produceErr == nil {
 		w.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
 	}
@@ -434,8 +441,8 @@ func withGrace(ctx context.Context, grace time.Duration) (context.Context, conte
 // as long as ctx allows. A broker that neither answers nor fails the sends
 // ends the session (closing the client fails what is left).
 func (w *worker) waitInflight(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
+	done, wg := make(chan struct{}), w.inflight
+	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

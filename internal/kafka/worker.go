@@ -51,8 +51,9 @@ type worker struct {
 	fatal            error   // a failure that must stop the worker
 
 	inTxn bool // a transaction is open (exactly_once_v2)
-	// txnRebalanced: partitions were revoked or lost while the transaction
-	// was open, so the session aborts it (a known outcome).
+	// txnRebalanced: partitions were revoked or lost since the last End, so
+	// the session aborts the next transaction (a known outcome), as
+	// franz-go's GroupTransactSession does.
 	txnRebalanced bool
 	// produceCtx governs sends. It outlives the run's context, so that
 	// records sent before a shutdown still reach the final commit; it ends
@@ -61,6 +62,7 @@ type worker struct {
 	cancelProduce context.CancelFunc
 	inflight      *sync.WaitGroup // records sent and not yet acknowledged
 	produceMu     sync.Mutex
+	produceGen    int   // counts sessions; a send's callback belongs to one
 	produceErr    error // the first failed send of the current commit
 	refused       []refusal
 	deadLetters   map[string]int // dead letters sent in the current commit, by topic
@@ -169,7 +171,10 @@ func (w *worker) session(parent context.Context) (err error) {
 	w.inTxn, w.txnRebalanced = false, false
 	w.timestamps = w.timestamps[:0]
 	w.inflight = &sync.WaitGroup{}
+	w.produceMu.Lock()
+	w.produceGen++ // sends of an earlier session fail into nothing
 	w.produceErr, w.refused = nil, nil
+	w.produceMu.Unlock()
 	w.deadLetters = map[string]int{}
 	w.produceCtx, w.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.cancelProduce()
