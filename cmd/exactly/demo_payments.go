@@ -133,7 +133,11 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 		Seed:          o.seed,
 		File:          filepath.Join(dir, "charges.jsonl"),
 		AfterCharge: func(r *http.Request, _ gateway.Charge) {
-			if name := r.Header.Get(headerClientID); kills.due() && fleet.kill(name) {
+			if name := r.Header.Get(headerClientID); kills.due() {
+				if !fleet.kill(name) {
+					kills.unclaim()
+					return
+				}
 				kills.killed(fleet, name)
 			}
 		},
@@ -344,19 +348,31 @@ type killPlan struct {
 	restarts       sync.WaitGroup
 }
 
+// due counts a charge and claims a kill when one is due, so that
+// concurrent charges never claim more kills than the target.
 func (k *killPlan) due() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.charges++
-	return k.kills < k.target && k.charges%k.every == 0
+	if k.kills < k.target && k.charges%k.every == 0 {
+		k.kills++
+		return true
+	}
+	return false
 }
 
-// killed counts a kill and restarts the process after a pause.
+// unclaim gives back a kill that could not be delivered.
+func (k *killPlan) unclaim() {
+	k.mu.Lock()
+	k.kills--
+	k.mu.Unlock()
+}
+
+// killed restarts the process killed for a claimed kill after a pause.
 // Every other kill also kills the validator, if there is one: it is then
 // as likely as not in the middle of a transaction.
 func (k *killPlan) killed(f *fleet, name string) {
 	k.mu.Lock()
-	k.kills++
 	alsoValidator := k.validator != "" && k.kills%2 == 0
 	k.mu.Unlock()
 	k.restartLater(f, name)
