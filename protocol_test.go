@@ -845,6 +845,9 @@ func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
 	if n := metricSum(t, reg, "exactly_stalled_workers"); n != 1 {
 		t.Fatalf("exactly_stalled_workers = %v, want 1", n)
 	}
+	if lag := metricSum(t, reg, "exactly_consumer_lag"); lag < 100 {
+		t.Fatalf("exactly_consumer_lag = %v while 200 records wait uncommitted; it must count from the committed offset", lag)
+	}
 
 	silent.Store(false)
 	out := readCommitted(t, c.ListenAddrs(), 400, 60*time.Second)

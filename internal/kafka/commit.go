@@ -217,6 +217,9 @@ func (w *worker) commit(ctx context.Context) error {
 
 	for _, p := range parts {
 		maps.Copy(p.lt.committed, p.c.Offsets)
+		for tp := range p.lt.stableEnd {
+			w.reportLag(p.lt, tp)
+		}
 		if p.lt.persistent != nil {
 			if err := store.CheckFreeSpace(p.lt.persistent.Dir()); err != nil {
 				return fmt.Errorf("apply committed writes of task %s: %w", p.lt.id, err)

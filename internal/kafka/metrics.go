@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		restoreLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "exactly_restore_remaining_records", Help: "Changelog offsets left to restore."}, []string{"store", "partition"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "exactly_consumer_lag", Help: "Records between the last fetched offset and the partition's end."}, []string{"topic", "partition"}),
+			Name: "exactly_consumer_lag", Help: "Offsets between the committed offset and the partition's last stable offset (as last fetched), per input partition; set at each commit."}, []string{"topic", "partition"}),
 		e2eLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "exactly_record_e2e_latency_seconds", Help: "From a record's timestamp to the commit of its effects (KIP-613).", Buckets: latency}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -72,7 +72,10 @@ type liveTask struct {
 	id topo.TaskID
 	// committed holds, per input partition, the offset the group has
 	// committed for it (-1: none yet).
-	committed  map[task.TopicPartition]int64
+	committed map[task.TopicPartition]int64
+	// stableEnd holds, per input partition, the last stable offset the
+	// latest fetch reported.
+	stableEnd  map[task.TopicPartition]int64
 	task       *task.Task
 	memory     *store.Memory
 	persistent *store.Pebble
@@ -290,8 +293,8 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 			w.timestamps = append(w.timestamps, raw.Timestamp)
 			n++
 		}
-		last := fp.Records[len(fp.Records)-1].Offset
-		w.r.metrics.lag.WithLabelValues(fp.Topic, strconv.Itoa(int(fp.Partition))).Set(float64(max(fp.HighWatermark-last-1, 0)))
+		lt.stableEnd[tp] = fp.LastStableOffset
+		w.reportLag(lt, tp)
 	})
 	if procErr == nil {
 		now := time.Now().UnixMilli()
@@ -333,6 +336,14 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		return w.commit(commitCtx)
 	}
 	return w.sendOutputs(ctx)
+}
+
+// reportLag sets exactly_consumer_lag of one input partition: the offsets
+// between what the group has committed and the partition's last stable
+// offset, so that it grows while nothing commits.
+func (w *worker) reportLag(lt *liveTask, tp task.TopicPartition) {
+	lag := max(lt.stableEnd[tp]-max(lt.committed[tp], 0), 0)
+	w.r.metrics.lag.WithLabelValues(tp.Topic, strconv.Itoa(int(tp.Partition))).Set(float64(lag))
 }
 
 // commitTimeout bounds one commit: a transaction open longer than the
