@@ -3,6 +3,27 @@
 // commit's outputs, changelog records and input offsets durable together,
 // in one Kafka transaction under exactly_once_v2, or produce-then-commit
 // under at_least_once. Store buffers reach their backends only afterwards.
+//
+// The rules beyond that, each with a test in the root package's
+// protocol_test.go:
+//
+//  1. A transaction always carries the offsets of every task in it, so the
+//     group coordinator checks the member's generation (KIP-447) even when
+//     only a punctuator produced (commit.go).
+//  2. A task starts from the committed offsets of its own partitions,
+//     fetched stable, and restores each changelog read_committed up to the
+//     high watermark listed after that, ending on the fetch position
+//     (restore.go).
+//  3. A commit whose outcome is unknown restarts the tasks from the group's
+//     committed offsets and the changelogs; records below a task's
+//     committed offset are never processed (commit.go, assignment.go).
+//  4. A task directory is open once per process, wiped only when corrupt,
+//     and kept open while readers use it (stores.go).
+//  5. An output the broker refuses for good is answered by its input
+//     record (dead letter or failure), never retried forever (commit.go).
+//  6. Fatal errors follow Config.OnFatalError; every broker and disk wait
+//     has a deadline; a worker holding work uncommitted past StallTimeout
+//     is restarted and reported (lifecycle.go, runner.go).
 package kafka
 
 import (
