@@ -9,13 +9,16 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/exposure"
+	"github.com/exactly-go/exactly/internal/crashpoint"
 	"github.com/exactly-go/exactly/verify"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -136,6 +139,15 @@ func sigkillRun(t *testing.T, g exactly.Guarantee) {
 		ch.cmd.Process.Signal(syscall.SIGTERM)
 		ch.cmd.Wait()
 	}
+	checkCrashRun(t, brokers, out, records, keys, g)
+}
+
+// checkCrashRun checks the committed output of a run of the counting
+// application that crashed: every input once (at least once under
+// at_least_once), the store values equal to the input's counts, and the
+// output equal to a replay of the committed input.
+func checkCrashRun(t *testing.T, brokers []string, out []countOut, records, keys int, g exactly.Guarantee) {
+	t.Helper()
 	seen := map[string]int{}
 	for _, o := range out {
 		seen[o.ID]++
@@ -207,4 +219,118 @@ func changelogFinal(t *testing.T, brokers []string, topic string) map[string]int
 		}
 	}
 	return final
+}
+
+// TestNamedCrashPointsKeepExactlyOnce kills instance processes at each
+// named point of the protocol (package crashpoint), several times per
+// point across three instances while input flows, and checks the committed
+// result as the SIGKILL test does, ending with the replay verifier.
+func TestNamedCrashPointsKeepExactlyOnce(t *testing.T) {
+	points := []struct {
+		name    string
+		maxHits int // the crash comes at a random hit up to this
+	}{
+		{crashpoint.AfterProcess, 20},
+		{crashpoint.AfterProduce, 20},
+		{crashpoint.AfterAddOffsets, 20},
+		{crashpoint.DuringEndTxn, 20},
+		{crashpoint.AfterEndTxn, 20},
+		{crashpoint.MidRestore, 2},
+		{crashpoint.InRebalance, 2},
+	}
+	for _, p := range points {
+		t.Run(p.name, func(t *testing.T) { crashPointRun(t, p.name, p.maxHits) })
+	}
+}
+
+func crashPointRun(t *testing.T, point string, maxHits int) {
+	const (
+		batchSize  = 200
+		minRecords = 4_000
+		maxRecords = 100_000
+		keys       = 31
+		instances  = 3
+		crashes    = 3
+	)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(6, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	var mu sync.Mutex
+	crashed := 0
+	running := make([]*child, instances)
+	exited := make([]chan struct{}, instances)
+	var start func(slot int)
+	start = func(slot int) {
+		mu.Lock()
+		defer mu.Unlock()
+		var env []string
+		if crashed < crashes {
+			env = []string{"EXACTLY_CRASH_POINT=" + point, fmt.Sprint("EXACTLY_CRASH_AFTER=", 1+rng.IntN(maxHits))}
+		}
+		ch, done := startChild(t, brokers, dir, slot, exactly.ExactlyOnceV2, env...), make(chan struct{})
+		running[slot], exited[slot] = ch, done
+		go func() {
+			defer close(done)
+			ch.cmd.Wait()
+			if ch.cmd.ProcessState.ExitCode() != crashpoint.ExitCode {
+				return
+			}
+			mu.Lock()
+			crashed++
+			mu.Unlock()
+			t.Logf("instance %d died at %s", slot, point)
+			start(slot)
+		}()
+	}
+	stopAll := func(sig syscall.Signal) {
+		mu.Lock()
+		chs, dones := slices.Clone(running), slices.Clone(exited)
+		mu.Unlock()
+		for i, ch := range chs {
+			ch.cmd.Process.Signal(sig)
+			<-dones[i]
+		}
+	}
+	for i := range instances {
+		start(i)
+	}
+	defer stopAll(syscall.SIGKILL)
+	// Input flows in small batches until the point was reached often
+	// enough, so that commits, restores and rebalances keep happening.
+	deadline := time.Now().Add(90 * time.Second)
+	records := 0
+	for batch := 0; ; batch++ {
+		produceInputs(t, brokers, records, records+batchSize, keys)
+		records += batchSize
+		time.Sleep(150 * time.Millisecond)
+		mu.Lock()
+		done := crashed >= crashes
+		mu.Unlock()
+		if done && records >= minRecords {
+			break
+		}
+		if time.Now().After(deadline) || records >= maxRecords {
+			t.Fatalf("reached %s %d times (%d records, %v), want %d", point, crashed, records, 90*time.Second-time.Until(deadline), crashes)
+		}
+		if (point == crashpoint.InRebalance || point == crashpoint.MidRestore) && batch%10 == 9 {
+			// Tasks move, and are restored, when an instance leaves.
+			slot := rng.IntN(instances)
+			mu.Lock()
+			victim, gone := running[slot], exited[slot]
+			mu.Unlock()
+			victim.cmd.Process.Signal(syscall.SIGKILL)
+			<-gone
+			if victim.cmd.ProcessState.ExitCode() != crashpoint.ExitCode {
+				start(slot)
+			}
+		}
+	}
+	out := readCommitted(t, brokers, records, 120*time.Second)
+	stopAll(syscall.SIGTERM)
+	checkCrashRun(t, brokers, out, records, keys, exactly.ExactlyOnceV2)
 }

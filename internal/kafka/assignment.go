@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 
+	"github.com/exactly-go/exactly/internal/crashpoint"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -25,6 +26,9 @@ func (w *worker) closeTask(lt *liveTask, abort bool) {
 }
 
 func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	if len(assigned) > 0 {
+		crashpoint.Reach(crashpoint.InRebalance)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.assigned = true
@@ -39,6 +43,9 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 }
 
 func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	if len(revoked) > 0 {
+		crashpoint.Reach(crashpoint.InRebalance)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(revoked) == 0 {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/crashpoint"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/store"
@@ -157,6 +158,7 @@ func (w *worker) commit(ctx context.Context) error {
 	if err := w.waitInflight(ctx); err != nil {
 		return err
 	}
+	crashpoint.Reach(crashpoint.AfterProduce)
 	w.produceMu.Lock()
 	produceErr, refused := w.produceErr, w.refused
 	w.produceErr, w.refused = nil, nil
@@ -203,6 +205,7 @@ func (w *worker) commit(ctx context.Context) error {
 			return nil
 		}
 		w.r.metrics.transactions.WithLabelValues("committed").Inc()
+		crashpoint.Reach(crashpoint.AfterEndTxn)
 	} else if produceErr != nil {
 		// Nothing was applied and no offset committed: rewind and redo.
 		w.abortAll()

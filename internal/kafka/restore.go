@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/crashpoint"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/store"
@@ -318,6 +319,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			return fmt.Errorf("restore %s/%d: %w", wk.store, lt.id.Partition, err)
 		}
 		w.r.metrics.restored.WithLabelValues(wk.store).Add(float64(len(changes)))
+		crashpoint.Reach(crashpoint.MidRestore)
 		w.r.metrics.restoreLeft.WithLabelValues(wk.store, strconv.Itoa(int(lt.id.Partition))).Set(float64(wk.end - next))
 		batches[wk.topic] = changes[:0]
 		return nil

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/crashpoint"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/store"
@@ -146,6 +147,9 @@ func (w *worker) clientOptions() []kgo.Opt {
 		kgo.OnPartitionsRevoked(w.onRevoked),
 		kgo.OnPartitionsLost(w.onLost),
 	)
+	if crashpoint.Armed() {
+		opts = append(opts, kgo.WithHooks(protocolCrashHooks{}))
+	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(fmt.Sprintf("%s-%d", cfg.InstanceID, w.index)))
 	}
@@ -308,6 +312,7 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	if n > 0 {
 		w.uncommittedSince.CompareAndSwap(0, time.Now().UnixNano())
 		w.r.metrics.processed.Add(float64(n))
+		crashpoint.Reach(crashpoint.AfterProcess)
 		w.r.metrics.processLatency.Observe(time.Since(start).Seconds() / float64(n))
 	}
 	if procErr != nil {
