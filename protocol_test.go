@@ -472,22 +472,29 @@ func TestScrapesAndQueriesWhileTasksMove(t *testing.T) {
 	}
 }
 
+// proxiedCluster starts a broker with topics input and output and a proxy
+// in front of it.
+func proxiedCluster(t *testing.T, partitions int32) (*kfake.Cluster, *kafkatest.Proxy) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	return c, proxy
+}
+
 // TestUnconfirmedCommitRestartsFromTheGroupsState: the broker commits a
 // transaction but answers EndTxn with UNKNOWN_SERVER_ERROR, after which the
 // client cannot tell whether it committed (franz-go retries it as an abort
 // and reports "not committed"). Processing must go on from what the group
 // and the changelog hold, not from the consumer's own idea of it.
 func TestUnconfirmedCommitRestartsFromTheGroupsState(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	c, proxy := proxiedCluster(t, 2)
 	var commits, unconfirmed atomic.Int64
 	proxy.SetHook(kmsg.EndTxn, func(req kmsg.Request, resp kmsg.Response) {
 		r := resp.(*kmsg.EndTxnResponse)
@@ -805,16 +812,7 @@ func TestFullStateDiskStopsWithTheReason(t *testing.T) {
 // nothing moves either, and that must not be silent: the instance reports
 // itself unhealthy (and counts it) until it commits again.
 func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	c, proxy := proxiedCluster(t, 2)
 	var silent atomic.Bool
 	proxy.Silence(kmsg.Produce, silent.Load)
 	brokers := []string{proxy.Addr()}
@@ -865,16 +863,7 @@ func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
 // commit fails (the broker stops answering produce requests), the work of
 // the partitions it keeps must be redone, not skipped.
 func TestAtLeastOnceRevocationWithAFailedCommitLosesNothing(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	proxy, err := kafkatest.NewProxy(c.ListenAddrs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	c, proxy := proxiedCluster(t, 4)
 	var silent atomic.Bool
 	proxy.Silence(kmsg.Produce, silent.Load)
 	const keys = 11

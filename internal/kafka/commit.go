@@ -326,12 +326,9 @@ func (w *worker) txnOffsets(parts []*pendingCommit) func(*kmsg.TxnOffsetCommitRe
 		if len(req.Topics) == 0 {
 			return errNoOffsets
 		}
-		for i := range req.Topics {
-			t := &req.Topics[i]
-			for j := range t.Partitions {
-				if st, ok := times[task.TopicPartition{Topic: t.Topic, Partition: t.Partitions[j].Partition}]; ok {
-					t.Partitions[j].Metadata = &st
-				}
+		for i, t := range req.Topics {
+			for j, p := range t.Partitions {
+				req.Topics[i].Partitions[j].Metadata = times.of(t.Topic, p.Partition, p.Metadata)
 			}
 		}
 		return nil
@@ -348,8 +345,12 @@ func compareTopicPartitions(a, b task.TopicPartition) int {
 	return int(a.Partition - b.Partition)
 }
 
-func (w *worker) streamTimes(parts []*pendingCommit) map[task.TopicPartition]string {
-	times := map[task.TopicPartition]string{}
+// streamTimes is the offset-commit metadata of each input partition of a
+// commit: its task's stream time.
+type streamTimes map[task.TopicPartition]string
+
+func (w *worker) streamTimes(parts []*pendingCommit) streamTimes {
+	times := streamTimes{}
 	for _, p := range parts {
 		meta := encodeStreamTime(p.c.StreamTime)
 		for _, topic := range p.lt.task.SourceTopics() {
@@ -357,6 +358,15 @@ func (w *worker) streamTimes(parts []*pendingCommit) map[task.TopicPartition]str
 		}
 	}
 	return times
+}
+
+// of returns the metadata to commit for topic/partition, or def when the
+// commit has no task for it.
+func (s streamTimes) of(topic string, partition int32, def *string) *string {
+	if st, ok := s[task.TopicPartition{Topic: topic, Partition: partition}]; ok {
+		return &st
+	}
+	return def
 }
 
 // commitOffsets commits input offsets after the outputs were acknowledged
@@ -376,12 +386,9 @@ func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) erro
 	}
 	times := w.streamTimes(parts)
 	commitCtx := kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
-		for i := range req.Topics {
-			t := &req.Topics[i]
-			for j := range t.Partitions {
-				if st, ok := times[task.TopicPartition{Topic: t.Topic, Partition: t.Partitions[j].Partition}]; ok {
-					t.Partitions[j].Metadata = &st
-				}
+		for i, t := range req.Topics {
+			for j, p := range t.Partitions {
+				req.Topics[i].Partitions[j].Metadata = times.of(t.Topic, p.Partition, p.Metadata)
 			}
 		}
 		return nil
