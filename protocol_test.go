@@ -494,7 +494,7 @@ func proxiedCluster(t *testing.T, partitions int32) (*kfake.Cluster, *kafkatest.
 // and reports "not committed"). Processing must go on from what the group
 // and the changelog hold, not from the consumer's own idea of it.
 func TestUnconfirmedCommitRestartsFromTheGroupsState(t *testing.T) {
-	c, proxy := proxiedCluster(t, 2)
+	_, proxy := proxiedCluster(t, 2)
 	var commits, unconfirmed atomic.Int64
 	proxy.SetHook(kmsg.EndTxn, func(req kmsg.Request, resp kmsg.Response) {
 		r := resp.(*kmsg.EndTxnResponse)
