@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/internal/feed"
 	"github.com/exactly-go/exactly/internal/fleet"
 	"github.com/exactly-go/exactly/internal/progress"
 	"github.com/exactly-go/exactly/verify"
@@ -143,7 +144,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	for i, r := range records {
 		stream[i] = &kgo.Record{Topic: orders.DefaultInputTopic, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 	}
-	go func() { produced <- producePaced(ctx, cl, stream, o.duration, 50) }()
+	go func() {
+		_, err := feed.Paced(ctx, cl, stream, o.duration, 50)
+		produced <- err
+	}()
 
 	bar := progress.New(out, "committed", int64(len(records)))
 	rng := rand.New(rand.NewPCG(o.seed, 0x6b696c6c))
@@ -205,26 +209,6 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	}
 	if !rep.OK() {
 		return &exitError{code: 1, err: errors.New("verification failed")}
-	}
-	return nil
-}
-
-// producePaced sends records in their order, in steps batches spread over
-// about duration, as a live source would.
-func producePaced(ctx context.Context, cl *kgo.Client, records []*kgo.Record, duration time.Duration, steps int) error {
-	per := (len(records) + steps - 1) / steps
-	for start := 0; start < len(records); start += per {
-		for _, r := range records[start:min(start+per, len(records))] {
-			cl.Produce(ctx, r, nil)
-		}
-		if err := cl.Flush(ctx); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(duration / time.Duration(steps)):
-		}
 	}
 	return nil
 }

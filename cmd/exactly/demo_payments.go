@@ -18,6 +18,7 @@ import (
 
 	"github.com/exactly-go/exactly/examples/payments"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
+	"github.com/exactly-go/exactly/internal/feed"
 	"github.com/exactly-go/exactly/internal/fleet"
 	"github.com/exactly-go/exactly/internal/progress"
 )
@@ -167,7 +168,10 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	for i, r := range input {
 		stream[i] = &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 	}
-	go func() { produced <- producePaced(ctx, cl, stream, o.duration, 40) }()
+	go func() {
+		_, err := feed.Paced(ctx, cl, stream, o.duration, 40)
+		produced <- err
+	}()
 
 	readOpts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	bar := progress.New(out, "committed", int64(o.orders))
