@@ -94,6 +94,16 @@ type Config struct {
 	// SIGKILL and started again on the same port and data after
 	// BrokerDowntime. It needs BrokerCommand.
 	BrokerRestarts int
+	// QuiesceBrokerKills kills the broker only at a quiet moment: the
+	// input is held, instance events wait, and the kill comes once the
+	// group has committed the input produced so far and no transaction is
+	// open on any topic (or after a minute). The instances must still
+	// ride out the dead broker, its restart and the group state it lost.
+	// kfake, the broker of exactly broker, needs it: when it starts again
+	// after a SIGKILL, it aborts the transactions that were open without
+	// writing abort markers, and Kafka clients reading read_committed then
+	// skip every later transaction of those producers in those partitions.
+	QuiesceBrokerKills bool
 	// Churn is the number of instances added or removed (gracefully, with
 	// SIGTERM) over Duration, between max(1, Instances-1) and
 	// MaxInstances running at once: each change is a rebalance.

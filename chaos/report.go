@@ -15,6 +15,9 @@ type Report struct {
 	// events carried out; Skipped counts those that found no instance
 	// or slot to act on.
 	Kills, Zombies, BrokerRestarts, Added, Removed, Skipped int
+	// BrokerKillsInFlight counts the broker kills that found a
+	// transaction open (see Config.QuiesceBrokerKills).
+	BrokerKillsInFlight int
 	// Rebalances counts the times the group was seen leaving the Stable
 	// state (sampled a few times a second, so a lower bound).
 	Rebalances int
@@ -62,7 +65,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "what happened (seed %d, %s)\n", r.Seed, r.Elapsed.Round(time.Second))
 	line("instances killed (SIGKILL)", "%d", r.Kills)
 	line("zombies (SIGSTOP past the session)", "%d", r.Zombies)
-	line("broker restarts (SIGKILL)", "%d", r.BrokerRestarts)
+	line("broker restarts (SIGKILL)", "%d (%d with transactions open)", r.BrokerRestarts, r.BrokerKillsInFlight)
 	line("instances added / removed", "%d / %d", r.Added, r.Removed)
 	line("rebalances seen", "%d", r.Rebalances)
 	if r.Skipped > 0 {

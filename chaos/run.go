@@ -37,6 +37,9 @@ type harness struct {
 	cl      *kgo.Client
 	adm     *kadm.Client
 
+	gate  feed.Gate    // holds the input while a broker kill waits for quiet
+	quiet sync.RWMutex // read-held by instance events, held by a quiesced broker kill
+
 	mu         sync.Mutex
 	slots      []slot
 	brokerBusy bool
@@ -139,7 +142,7 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 	produced := make(chan error, 1)
 	go func() {
 		steps := max(1, int(cfg.Duration/(100*time.Millisecond)))
-		retried, err := feed.Paced(runCtx, h.cl, cfg.Input, cfg.Duration, steps)
+		retried, err := feed.Paced(runCtx, h.cl, cfg.Input, cfg.Duration, steps, &h.gate)
 		h.mu.Lock()
 		h.rep.Reproduced = retried
 		h.mu.Unlock()
@@ -235,40 +238,14 @@ func (h *harness) carryOut(ctx context.Context, start time.Time, events []Event)
 
 // do carries out one event.
 func (h *harness) do(ctx context.Context, ev Event) {
-	switch ev.Kind {
-	case BrokerRestart:
-		h.mu.Lock()
-		busy := h.brokerBusy
-		h.brokerBusy = true
-		h.mu.Unlock()
-		if busy {
-			h.skip(ev)
-			return
-		}
-		h.procs.Kill(brokerName)
-		h.count(ev, -1)
-		sleep(ctx, h.cfg.BrokerDowntime)
-		if err := h.startBroker(ctx); err != nil {
-			h.fail(err)
-		}
-		h.mu.Lock()
-		h.brokerBusy = false
-		h.mu.Unlock()
+	if ev.Kind == BrokerRestart {
+		h.restartBroker(ctx, ev)
 		return
-	case AddInstance:
-		i, ok := h.claim(ev.Pick, func(s slot) bool { return !s.live })
-		if !ok {
-			h.skip(ev)
-			return
-		}
-		h.mu.Lock()
-		h.slots[i].live = true
-		h.mu.Unlock()
-		if err := h.startSlot(i); err != nil {
-			h.fail(err)
-		}
-		h.count(ev, i)
-		h.release(i)
+	}
+	h.quiet.RLock()
+	defer h.quiet.RUnlock()
+	if ev.Kind == AddInstance {
+		h.addInstance(ctx, ev)
 		return
 	}
 	i, ok := h.claim(ev.Pick, func(s slot) bool { return s.live })
@@ -286,6 +263,7 @@ func (h *harness) do(ctx context.Context, ev Event) {
 		}
 		h.count(ev, i)
 		sleep(ctx, h.cfg.RestartDelay)
+		h.waitForBroker(ctx)
 		if err := h.startSlot(i); err != nil {
 			h.fail(err)
 		}
@@ -304,6 +282,124 @@ func (h *harness) do(ctx context.Context, ev Event) {
 		h.mu.Unlock()
 		h.procs.Stop(name, h.cfg.StopGrace)
 		h.count(ev, i)
+	}
+}
+
+// addInstance starts an instance in a free slot.
+func (h *harness) addInstance(ctx context.Context, ev Event) {
+	i, ok := h.claim(ev.Pick, func(s slot) bool { return !s.live })
+	if !ok {
+		h.skip(ev)
+		return
+	}
+	defer h.release(i)
+	h.mu.Lock()
+	h.slots[i].live = true
+	h.mu.Unlock()
+	h.waitForBroker(ctx)
+	if err := h.startSlot(i); err != nil {
+		h.fail(err)
+	}
+	h.count(ev, i)
+}
+
+// restartBroker kills the owned broker, at a quiet moment if so
+// configured, and starts it again after BrokerDowntime.
+func (h *harness) restartBroker(ctx context.Context, ev Event) {
+	if h.cfg.QuiesceBrokerKills {
+		h.quiet.Lock() // no instance event under way, none starting
+		defer h.quiet.Unlock()
+		h.gate.Hold()
+		defer h.gate.Release()
+		h.waitQuiet(ctx)
+	}
+	h.mu.Lock()
+	busy := h.brokerBusy
+	h.brokerBusy = true
+	h.mu.Unlock()
+	if busy {
+		h.skip(ev)
+		return
+	}
+	defer func() {
+		h.mu.Lock()
+		h.brokerBusy = false
+		h.mu.Unlock()
+	}()
+	open := h.openTransactions(ctx)
+	h.procs.Kill(brokerName)
+	h.count(ev, -1)
+	if open > 0 {
+		h.mu.Lock()
+		h.rep.BrokerKillsInFlight++
+		h.mu.Unlock()
+		h.log.Info("the broker died with transactions open", "partitions", open)
+	}
+	sleep(ctx, h.cfg.BrokerDowntime)
+	if err := h.startBroker(ctx); err != nil {
+		h.fail(err)
+	}
+}
+
+// waitQuiet waits, for a minute at most, until the group has committed
+// all the input produced so far and no transaction is open on any topic.
+func (h *harness) waitQuiet(ctx context.Context) {
+	start := time.Now()
+	deadline := start.Add(time.Minute)
+	for {
+		_, _, caughtUp := h.poll(ctx)
+		if caughtUp && h.openTransactions(ctx) == 0 {
+			h.log.Info("quiet: input committed, no transaction open", "waited", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			h.log.Warn("no quiet moment for a broker kill within a minute; killing it anyway")
+			return
+		}
+		if !sleep(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// openTransactions counts the partitions whose last stable offset is below
+// their high watermark: a transaction has written there and not ended.
+// It returns -1 when the cluster does not answer.
+func (h *harness) openTransactions(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	topics, err := h.adm.ListTopics(ctx)
+	if err != nil {
+		return -1
+	}
+	high, err := h.adm.ListEndOffsets(ctx, topics.Names()...)
+	if err != nil {
+		return -1
+	}
+	stable, err := h.adm.ListCommittedOffsets(ctx, topics.Names()...)
+	if err != nil {
+		return -1
+	}
+	open := 0
+	high.Each(func(o kadm.ListedOffset) {
+		if s, ok := stable.Lookup(o.Topic, o.Partition); o.Err != nil || !ok || s.Err != nil || s.Offset < o.Offset {
+			open++
+		}
+	})
+	return open
+}
+
+// waitForBroker returns once the owned broker is not being restarted:
+// an instance started while the cluster is unreachable may exit at once
+// (the runtime needs the cluster to start), which would tell nothing.
+func (h *harness) waitForBroker(ctx context.Context) {
+	for {
+		h.mu.Lock()
+		busy := h.brokerBusy
+		h.mu.Unlock()
+		if !busy || !sleep(ctx, 50*time.Millisecond) {
+			return
+		}
 	}
 }
 
@@ -403,7 +499,7 @@ func (h *harness) supervise() error {
 	}
 	for i := range h.slots {
 		s := &h.slots[i]
-		if !s.live || s.busy || h.procs.Running(instanceName(i)) {
+		if !s.live || s.busy || h.brokerBusy || h.procs.Running(instanceName(i)) {
 			continue
 		}
 		h.rep.Exits++

@@ -46,13 +46,15 @@ type chaosOptions struct {
 	RestartDelay   time.Duration
 	ZombieFor      time.Duration
 	BrokerDowntime time.Duration
+	Quiesce        bool
 	DryRun         bool
 }
 
 func newChaosCommand() *cobra.Command {
 	o := chaosOptions{Topology: "orders", Instances: 3, Kills: 10, Zombies: 1, BrokerRestarts: 1, Duration: time.Minute,
 		Seed: 1, SessionTimeout: 3 * time.Second, Partitions: 4, Orders: 2000, Records: 20000, Keys: 100,
-		VerifyTimeout: 5 * time.Minute, CatchUp: 3 * time.Minute, RestartDelay: 200 * time.Millisecond, BrokerDowntime: time.Second}
+		VerifyTimeout: 5 * time.Minute, CatchUp: 3 * time.Minute, RestartDelay: 200 * time.Millisecond, BrokerDowntime: time.Second,
+		Quiesce: true}
 	var placeholders strings.Builder
 	for _, p := range chaos.Placeholders {
 		fmt.Fprintf(&placeholders, "  %-18s %-24s %s\n", p.Name, p.Env, p.Meaning)
@@ -94,6 +96,14 @@ verify:
 --verify-command (run with sh -c, {brokers} and {application-id} replaced)
 adds a verifier of your own to any topology. --orders 0 or --records 0
 produces nothing: the input topic holds the input already.
+
+The embedded broker (exactly broker, franz-go's kfake) is killed only at a
+quiet moment (--quiesce-broker-kills): the input is held and the kill comes
+once the group has committed it and no transaction is open. After a SIGKILL
+kfake aborts the transactions that were open without writing abort markers,
+and read_committed readers then skip every later transaction of those
+producers: a broker fault, not the application's, which the verifiers would
+report as lost records.
 
 Kills, zombies and broker restarts are spread evenly over --duration: for
 a soak of 1000 kills, give the kills the time to land, e.g. --kills 1000
@@ -150,6 +160,7 @@ that holds); events.log there lists the schedule as it was carried out.`,
 	f.DurationVar(&o.RestartDelay, "restart-delay", o.RestartDelay, "how long a killed instance stays dead")
 	f.DurationVar(&o.ZombieFor, "zombie-for", 0, "how long a zombie stays frozen (default twice --session-timeout)")
 	f.DurationVar(&o.BrokerDowntime, "broker-downtime", o.BrokerDowntime, "how long a killed broker stays dead")
+	f.BoolVar(&o.Quiesce, "quiesce-broker-kills", o.Quiesce, "kill the broker only once the group has committed the input so far and no transaction is open (needed by the embedded broker, see above)")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the schedule and exit")
 	return cmd
 }
@@ -190,6 +201,7 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 		SessionTimeout: o.SessionTimeout, Brokers: o.Brokers, Partitions: o.Partitions,
 		Duration: o.Duration, Seed: o.Seed, Kills: o.Kills, Zombies: o.Zombies, BrokerRestarts: o.BrokerRestarts, Churn: o.Churn,
 		RestartDelay: o.RestartDelay, ZombieFor: o.ZombieFor, BrokerDowntime: o.BrokerDowntime, CatchUp: o.CatchUp, Dir: o.Dir,
+		QuiesceBrokerKills: o.Quiesce,
 	}
 	if len(o.Brokers) == 0 {
 		cfg.BrokerCommand = []string{exe, "broker", "--listen", "{listen}", "--data-dir", "{data-dir}"}

@@ -145,7 +145,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		stream[i] = &kgo.Record{Topic: orders.DefaultInputTopic, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 	}
 	go func() {
-		_, err := feed.Paced(ctx, cl, stream, o.duration, 50)
+		_, err := feed.Paced(ctx, cl, stream, o.duration, 50, nil)
 		produced <- err
 	}()
 

@@ -169,7 +169,7 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 		stream[i] = &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 	}
 	go func() {
-		_, err := feed.Paced(ctx, cl, stream, o.duration, 40)
+		_, err := feed.Paced(ctx, cl, stream, o.duration, 40, nil)
 		produced <- err
 	}()
 
