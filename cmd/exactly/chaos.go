@@ -122,8 +122,8 @@ that holds); events.log there lists the schedule as it was carried out.`,
       ./mycounter --brokers {brokers} --state-dir {state-dir} --instance-id {instance-id}
 
   # your own topology, verified by your own program
-  exactly chaos --topology custom --application-id shop --input-topic events -- \
-      ./shop --brokers {brokers} --verify-command './shop verify --brokers {brokers}'
+  exactly chaos --topology custom --application-id shop --input-topic events \
+      --verify-command './shop verify --brokers {brokers}' -- ./shop --brokers {brokers}
 
   # print the schedule only
   exactly chaos --kills 1000 --duration 20m --dry-run`,
