@@ -5,9 +5,9 @@
 //
 // Each process runs in a process group of its own and every signal goes to
 // the group, so that a command that starts the real program as its own
-// child (a shell script, go run) is killed with it. A process also gets
-// SIGKILL when the program that started it dies, so that no instance
-// outlives its harness.
+// child (a shell script, go run) is killed with it. On Linux a process
+// also gets SIGKILL when the program that started it dies, so that no
+// instance outlives its harness.
 package fleet
 
 import (
@@ -108,7 +108,7 @@ func (f *Fleet) Start(name string) error {
 	if cmd.Env == nil {
 		cmd.Env = WithoutExactlyEnv(os.Environ())
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		return fmt.Errorf("start %s (%s): %w", name, spec.Path, err)
