@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -83,6 +84,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	h.rep.Dir = h.dir
+	lock, err := lockDir(h.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
 	eventsLog, err := os.OpenFile(filepath.Join(h.dir, "events.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -667,6 +673,20 @@ func (h *harness) createTopics(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// lockDir takes the run's directory for this run alone; closing the file
+// releases it.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("chaos: directory %s is in use by another run (%w): give each run its own Dir", dir, err)
+	}
+	return f, nil
 }
 
 func instanceName(i int) string { return "instance-" + strconv.Itoa(i) }
