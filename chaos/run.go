@@ -109,7 +109,7 @@ func (h *harness) run(ctx context.Context) (*Report, error) {
 	cfg := h.cfg
 	h.brokers = cfg.Brokers
 	if len(cfg.BrokerCommand) > 0 {
-		addr, err := freeLoopbackAddr()
+		addr, err := fleet.FreeLoopbackAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -606,7 +606,7 @@ func (h *harness) startSlotLocked(i int) error {
 	if !h.slots[i].live {
 		return nil
 	}
-	httpAddr, err := freeLoopbackAddr()
+	httpAddr, err := fleet.FreeLoopbackAddr()
 	if err != nil {
 		return err
 	}
@@ -704,16 +704,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// freeLoopbackAddr returns a loopback address with a port free right now.
-func freeLoopbackAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // tail returns the last n lines of a file.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -113,7 +112,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	procs := &fleet.Fleet{}
 	var httpAddrs []string
 	for i := range o.instances {
-		addr, err := freeLoopbackAddr()
+		addr, err := fleet.FreeLoopbackAddr()
 		if err != nil {
 			return err
 		}
@@ -292,14 +291,4 @@ func scrapeMetrics(ctx context.Context, addrs []string, names []string) []string
 		}
 	}
 	return out
-}
-
-// freeLoopbackAddr returns a loopback address with a port free right now.
-func freeLoopbackAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

@@ -399,7 +399,7 @@ func planPayments(f *fleet.Fleet, exe, dir string, o paymentsDemoOptions, broker
 	var err error
 	var httpAddrs []string
 	add := func(name, role, guarantee string) {
-		addr, lerr := freeLoopbackAddr()
+		addr, lerr := fleet.FreeLoopbackAddr()
 		if lerr != nil {
 			err = lerr
 			return

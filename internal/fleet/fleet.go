@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -243,6 +244,17 @@ func WithoutExactlyEnv(env []string) []string {
 		}
 	}
 	return out
+}
+
+// FreeLoopbackAddr returns a loopback address whose port is free right
+// now, for a process to listen on.
+func FreeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 type nopCloser struct{ io.Writer }
