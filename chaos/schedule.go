@@ -28,6 +28,7 @@ const (
 	RemoveInstance
 )
 
+// String names the kind as events.log does.
 func (k EventKind) String() string {
 	switch k {
 	case Kill:
@@ -55,6 +56,7 @@ type Event struct {
 	Pick uint64
 }
 
+// String gives the event's planned time and kind, as --dry-run prints it.
 func (e Event) String() string {
 	return fmt.Sprintf("%9s %s", e.At.Round(time.Millisecond), e.Kind)
 }
