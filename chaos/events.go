@@ -8,7 +8,9 @@ import (
 )
 
 // carryOut carries out events at their times, each in a goroutine of its
-// own, and returns when every one has finished.
+// own, and returns when every one has finished. While a broker kill waits
+// for a quiet moment, the schedule waits too, and the rest of it is put
+// off by as long, as the input is.
 func (h *harness) carryOut(ctx context.Context, start time.Time, events []Event) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -16,6 +18,10 @@ func (h *harness) carryOut(ctx context.Context, start time.Time, events []Event)
 		if !sleep(ctx, time.Until(start.Add(ev.At))) {
 			return
 		}
+		held := time.Now()
+		h.quiet.RLock()
+		h.quiet.RUnlock()
+		start = start.Add(time.Since(held))
 		wg.Go(func() { h.do(ctx, ev) })
 	}
 }
