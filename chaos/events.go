@@ -38,7 +38,7 @@ func (h *harness) do(ctx context.Context, ev Event) {
 		h.addInstance(ctx, ev)
 		return
 	}
-	i, ok := h.claim(ev.Pick, func(s slot) bool { return s.live })
+	i, ok := h.claim(ctx, ev.Pick, func(s slot) bool { return s.live })
 	if !ok {
 		h.skip(ev)
 		return
@@ -77,7 +77,7 @@ func (h *harness) do(ctx context.Context, ev Event) {
 
 // addInstance starts an instance in a free slot.
 func (h *harness) addInstance(ctx context.Context, ev Event) {
-	i, ok := h.claim(ev.Pick, func(s slot) bool { return !s.live })
+	i, ok := h.claim(ctx, ev.Pick, func(s slot) bool { return !s.live })
 	if !ok {
 		h.skip(ev)
 		return
@@ -167,8 +167,24 @@ func (h *harness) waitForBroker(ctx context.Context) {
 }
 
 // claim marks busy the slot that pick chooses among the idle slots that
-// fit; false if none does.
-func (h *harness) claim(pick uint64, fits func(slot) bool) (int, bool) {
+// fit, waiting up to claimWait for one while other events keep them all
+// busy; false if none comes.
+func (h *harness) claim(ctx context.Context, pick uint64, fits func(slot) bool) (int, bool) {
+	deadline := time.Now().Add(claimWait)
+	for {
+		if i, ok := h.tryClaim(pick, fits); ok {
+			return i, true
+		}
+		if time.Now().After(deadline) || !sleep(ctx, 50*time.Millisecond) {
+			return 0, false
+		}
+	}
+}
+
+// claimWait bounds how long an event waits for a slot to act on.
+const claimWait = 30 * time.Second
+
+func (h *harness) tryClaim(pick uint64, fits func(slot) bool) (int, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var idle []int
