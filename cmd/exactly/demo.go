@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,12 +15,13 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/internal/feed"
+	"github.com/exactly-go/exactly/internal/fleet"
+	"github.com/exactly-go/exactly/internal/progress"
 	"github.com/exactly-go/exactly/verify"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/term"
 )
 
 func init() { commands = append(commands, newDemoCommand) }
@@ -109,28 +109,30 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	fmt.Fprintf(out, "projection  %d processes, %s, killed %d times with SIGKILL while the stream flows\n", o.instances, o.guarantee, o.kills)
 	fmt.Fprintf(out, "logs        %s\n", dir)
 
-	procs := &fleet{exe: exe, dir: dir}
+	procs := &fleet.Fleet{}
+	var httpAddrs []string
 	for i := range o.instances {
-		addr, err := freeLoopbackAddr()
+		addr, err := fleet.FreeLoopbackAddr()
 		if err != nil {
 			return err
 		}
-		procs.add(instanceName(i), addr, "run", "orders",
+		httpAddrs = append(httpAddrs, addr)
+		procs.Set(instanceName(i), fleet.Spec{Path: exe, Log: filepath.Join(dir, instanceName(i)+".log"), Args: []string{"run", "orders",
 			"--brokers", strings.Join(brokers, ","),
 			"--application-id", demoApplicationID,
 			"--state-dir", filepath.Join(dir, "state-"+instanceName(i)),
-			"--instance-id", "demo-"+strconv.Itoa(i),
+			"--instance-id", "demo-" + strconv.Itoa(i),
 			"--guarantee", o.guarantee,
 			"--partitions", strconv.Itoa(int(o.partitions)),
 			"--session-timeout", "3s",
 			"--http", addr,
 			"--log-level", "warn",
-		)
+		}})
 	}
-	fmt.Fprintf(out, "status      http://%s/ (live page of instance 0; /metrics, /orders/{id} on each instance)\n\n", procs.http[0])
-	defer procs.stopAll()
+	fmt.Fprintf(out, "status      http://%s/ (live page of instance 0; /metrics, /orders/{id} on each instance)\n\n", httpAddrs[0])
+	defer procs.Close(stopGrace)
 	for i := range o.instances {
-		if err := procs.start(instanceName(i)); err != nil {
+		if err := procs.Start(instanceName(i)); err != nil {
 			return err
 		}
 	}
@@ -141,9 +143,12 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 	for i, r := range records {
 		stream[i] = &kgo.Record{Topic: orders.DefaultInputTopic, Partition: r.Partition, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 	}
-	go func() { produced <- producePaced(ctx, cl, stream, o.duration, 50) }()
+	go func() {
+		_, err := feed.Paced(ctx, cl, stream, o.duration, 50, nil)
+		produced <- err
+	}()
 
-	progress := newProgress(out, len(records))
+	bar := progress.New(out, "committed", int64(len(records)))
 	rng := rand.New(rand.NewPCG(o.seed, 0x6b696c6c))
 	killEvery := o.duration / time.Duration(o.kills+1)
 	nextKill := time.Now().Add(killEvery)
@@ -164,16 +169,16 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 		}
 		if kills < o.kills && time.Now().After(nextKill) {
 			victim := instanceName(rng.IntN(o.instances))
-			procs.kill(victim)
+			procs.Kill(victim)
 			kills++
 			time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
-			if err := procs.start(victim); err != nil {
+			if err := procs.Start(victim); err != nil {
 				return err
 			}
 			nextKill = time.Now().Add(killEvery/2 + time.Duration(rng.Int64N(int64(killEvery))))
 		}
 		done := committedInput(ctx, adm)
-		progress.set(min(done, int64(len(records))), kills)
+		bar.Set(min(done, int64(len(records))), fmt.Sprintf("%d kills so far", kills))
 		if !producing && kills >= o.kills && done >= int64(len(records)) {
 			break
 		}
@@ -181,48 +186,28 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) error {
 			return fmt.Errorf("the projection did not catch up: %d of %d records committed; see the logs in %s", done, len(records), dir)
 		}
 	}
-	progress.finish()
+	bar.Finish()
 	elapsed := time.Since(started)
-	metricsSeen := scrapeMetrics(ctx, procs.http, demoMetrics)
+	metricsSeen := scrapeMetrics(ctx, httpAddrs, demoMetrics)
 	if !o.keep {
-		procs.stopAll()
+		procs.Close(stopGrace)
 	}
 
 	rep, err := verify.Orders(ctx, verify.Config{Brokers: brokers})
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	printDemoReport(out, rep, kills, procs.failures())
+	printDemoReport(out, rep, kills, len(procs.Exited()))
 	fmt.Fprintf(out, "throughput: %d records in %s (%.0f records/s while producing at the generator's pace and surviving %d kills)\n",
 		len(records), elapsed.Round(100*time.Millisecond), float64(len(records))/elapsed.Seconds(), kills)
 	fmt.Fprintf(out, "metrics on /metrics during the run: %s\n", strings.Join(metricsSeen, ", "))
 	if o.keep {
 		fmt.Fprintf(out, "\nbroker still running on %s, projection instances on http://%s/; interrupt to stop\n",
-			strings.Join(brokers, ","), strings.Join(procs.http, "/ and http://"))
+			strings.Join(brokers, ","), strings.Join(httpAddrs, "/ and http://"))
 		<-ctx.Done()
 	}
 	if !rep.OK() {
 		return &exitError{code: 1, err: errors.New("verification failed")}
-	}
-	return nil
-}
-
-// producePaced sends records in their order, in steps batches spread over
-// about duration, as a live source would.
-func producePaced(ctx context.Context, cl *kgo.Client, records []*kgo.Record, duration time.Duration, steps int) error {
-	per := (len(records) + steps - 1) / steps
-	for start := 0; start < len(records); start += per {
-		for _, r := range records[start:min(start+per, len(records))] {
-			cl.Produce(ctx, r, nil)
-		}
-		if err := cl.Flush(ctx); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(duration / time.Duration(steps)):
-		}
 	}
 	return nil
 }
@@ -268,55 +253,9 @@ func printDemoReport(out io.Writer, rep *verify.Report, kills, unexpected int) {
 
 func instanceName(i int) string { return "instance-" + strconv.Itoa(i) }
 
-// withoutExactlyEnv drops EXACTLY_* variables so the parent's settings do
-// not leak into the children's flags.
-func withoutExactlyEnv(env []string) []string {
-	out := env[:0:0]
-	for _, e := range env {
-		if !strings.HasPrefix(e, "EXACTLY_") {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// progress shows how much of the stream is committed: a bar on a terminal,
-// a line every few seconds otherwise.
-type progress struct {
-	out   io.Writer
-	total int
-	bar   *progressbar.ProgressBar
-	last  time.Time
-}
-
-func newProgress(out io.Writer, total int) *progress {
-	p := &progress{out: out, total: total}
-	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions(total,
-			progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("committed"),
-			progressbar.OptionShowCount(), progressbar.OptionSetWidth(30),
-			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
-	return p
-}
-
-func (p *progress) set(done int64, kills int) {
-	if p.bar != nil {
-		p.bar.Describe(fmt.Sprintf("committed (kills %d)", kills))
-		p.bar.Set64(done)
-		return
-	}
-	if time.Since(p.last) >= 2*time.Second {
-		p.last = time.Now()
-		fmt.Fprintf(p.out, "committed %d/%d records, %d kills so far\n", done, p.total, kills)
-	}
-}
-
-func (p *progress) finish() {
-	if p.bar != nil {
-		p.bar.Finish()
-	}
-}
+// stopGrace is how long a stopped process may take to commit and close
+// before it is killed.
+const stopGrace = 15 * time.Second
 
 // demoMetrics are the metrics the demo shows are exported while it runs.
 var demoMetrics = []string{"duplicates_skipped_total", "events_buffered_total", "buffer_size", "events_expired_total", "exactly_records_processed_total"}
@@ -352,14 +291,4 @@ func scrapeMetrics(ctx context.Context, addrs []string, names []string) []string
 		}
 	}
 	return out
-}
-
-// freeLoopbackAddr returns a loopback address with a port free right now.
-func freeLoopbackAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

@@ -18,6 +18,9 @@ import (
 
 	"github.com/exactly-go/exactly/examples/payments"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
+	"github.com/exactly-go/exactly/internal/feed"
+	"github.com/exactly-go/exactly/internal/fleet"
+	"github.com/exactly-go/exactly/internal/progress"
 )
 
 const (
@@ -119,8 +122,8 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	defer cluster.Close()
 	brokers := cluster.ListenAddrs()
 
-	fleet := &fleet{exe: exe, dir: dir, specs: map[string][]string{}}
-	defer fleet.stopAll()
+	procs := &fleet.Fleet{}
+	defer procs.Close(stopGrace)
 	kills := &killPlan{target: o.kills, every: max(1, o.orders/(2*max(1, o.kills)))}
 	if o.pipeline == pipelineOutbox {
 		kills.validator = "validator-0"
@@ -134,11 +137,11 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 		File:          filepath.Join(dir, "charges.jsonl"),
 		AfterCharge: func(r *http.Request, _ gateway.Charge) {
 			if name := r.Header.Get(headerClientID); kills.due() {
-				if !fleet.kill(name) {
+				if !procs.Kill(name) {
 					kills.unclaim()
 					return
 				}
-				kills.killed(fleet, name)
+				kills.killed(procs, name)
 			}
 		},
 	})
@@ -149,11 +152,12 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 
 	input := payments.Generate(payments.DefaultGenerateOptions(o.seed, o.orders))
 	printPaymentsSetup(out, o, brokers, gw.URL, input, dir)
-	if err := fleet.plan(o, brokers, gw.URL); err != nil {
+	httpAddrs, err := planPayments(procs, exe, dir, o, brokers, gw.URL)
+	if err != nil {
 		return err
 	}
-	for _, name := range fleet.names() {
-		if err := fleet.start(name); err != nil {
+	for _, name := range procs.Names() {
+		if err := procs.Start(name); err != nil {
 			return err
 		}
 	}
@@ -168,10 +172,13 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	for i, r := range input {
 		stream[i] = &kgo.Record{Topic: payments.DefaultInputTopic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
 	}
-	go func() { produced <- producePaced(ctx, cl, stream, o.duration, 40) }()
+	go func() {
+		_, err := feed.Paced(ctx, cl, stream, o.duration, 40, nil)
+		produced <- err
+	}()
 
 	readOpts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
-	progress := newProgress(out, o.orders)
+	bar := progress.New(out, "committed", int64(o.orders))
 	deadline := time.Now().Add(o.timeout)
 	producing := true
 	for {
@@ -190,7 +197,7 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 			return err
 		}
 		done := rep.ProcessedOrders + rep.Declined
-		progress.set(int64(min(done, o.orders)), kills.count())
+		bar.Set(int64(min(done, o.orders)), fmt.Sprintf("%d kills so far", kills.count()))
 		if !producing && done >= rep.Orders && kills.finished() {
 			break
 		}
@@ -198,17 +205,17 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 			return fmt.Errorf("the pipeline handled %d of %d orders in %v (%d kills): see the logs in %s", done, rep.Orders, o.timeout, kills.count(), dir)
 		}
 	}
-	progress.finish()
+	bar.Finish()
 	kills.wait()
-	metricsSeen := scrapeMetrics(ctx, fleet.http, paymentsDemoMetrics)
-	fleet.stopAll()
+	metricsSeen := scrapeMetrics(ctx, httpAddrs, paymentsDemoMetrics)
+	procs.Close(stopGrace)
 
 	rep, err := auditPayments(ctx, readOpts, input, gw, o.declineRate)
 	if err != nil {
 		return err
 	}
 	strict := o.pipeline == pipelineDirect || o.callerGuarantee == "exactly_once_v2"
-	err = printPaymentsReport(out, o, rep, gw.Stats(), kills.count(), fleet.failures(), strict)
+	err = printPaymentsReport(out, o, rep, gw.Stats(), kills.count(), len(procs.Exited()), strict)
 	if o.pipeline == pipelineOutbox {
 		if perr := reportPending(ctx, out, readOpts, kills); perr != nil && err == nil {
 			err = perr
@@ -371,12 +378,12 @@ func (k *killPlan) unclaim() {
 // killed restarts the process killed for a claimed kill after a pause.
 // Every other kill also kills the validator, if there is one: it is then
 // as likely as not in the middle of a transaction.
-func (k *killPlan) killed(f *fleet, name string) {
+func (k *killPlan) killed(f *fleet.Fleet, name string) {
 	k.mu.Lock()
 	alsoValidator := k.validator != "" && k.kills%2 == 0
 	k.mu.Unlock()
 	k.restartLater(f, name)
-	if alsoValidator && f.kill(k.validator) {
+	if alsoValidator && f.Kill(k.validator) {
 		k.mu.Lock()
 		k.validatorKills++
 		k.mu.Unlock()
@@ -384,10 +391,10 @@ func (k *killPlan) killed(f *fleet, name string) {
 	}
 }
 
-func (k *killPlan) restartLater(f *fleet, name string) {
+func (k *killPlan) restartLater(f *fleet.Fleet, name string) {
 	k.restarts.Go(func() {
 		time.Sleep(300 * time.Millisecond)
-		f.start(name)
+		f.Start(name)
 	})
 }
 
@@ -402,38 +409,41 @@ func (k *killPlan) finished() bool { return k.count() >= k.target }
 // wait waits for the restarts under way.
 func (k *killPlan) wait() { k.restarts.Wait() }
 
-// plan names the processes of the pipeline and their arguments.
-func (f *fleet) plan(o paymentsDemoOptions, brokers []string, gatewayURL string) error {
+// planPayments defines the processes of the pipeline and their arguments;
+// it returns their HTTP addresses.
+func planPayments(f *fleet.Fleet, exe, dir string, o paymentsDemoOptions, brokers []string, gatewayURL string) ([]string, error) {
 	var err error
+	var httpAddrs []string
 	add := func(name, role, guarantee string) {
-		addr, lerr := freeLoopbackAddr()
+		addr, lerr := fleet.FreeLoopbackAddr()
 		if lerr != nil {
 			err = lerr
 			return
 		}
-		f.add(name, addr, "payments",
+		httpAddrs = append(httpAddrs, addr)
+		f.Set(name, fleet.Spec{Path: exe, Log: filepath.Join(dir, name+".log"), Args: []string{"payments",
 			"--http", addr,
 			"--role", role,
 			"--brokers", strings.Join(brokers, ","),
 			"--gateway", gatewayURL,
 			"--guarantee", guarantee,
-			"--state-dir", filepath.Join(f.dir, "state-"+name),
+			"--state-dir", filepath.Join(dir, "state-"+name),
 			"--instance-id", name,
 			"--client-id", name,
 			"--concurrency", strconv.Itoa(o.concurrency),
 			"--session-timeout", "3s",
 			"--log-level", "warn",
-		)
+		}})
 	}
 	if o.pipeline == pipelineDirect {
 		for i := range o.instances {
 			add(fmt.Sprintf("direct-%d", i), roleDirect, "exactly_once_v2")
 		}
-		return err
+		return httpAddrs, err
 	}
 	add("validator-0", roleValidator, "exactly_once_v2")
 	for i := range o.instances {
 		add(fmt.Sprintf("caller-%d", i), roleCaller, o.callerGuarantee)
 	}
-	return err
+	return httpAddrs, err
 }
