@@ -32,6 +32,7 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.assigned = true
+	w.txnSpannedRebalance = true
 	if len(assigned) > 0 {
 		w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
 		w.r.life.worker(w.index, StateRebalancing)
@@ -65,7 +66,8 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	w.dropTasks(revoked, w.eos || commitErr != nil)
 	w.log.Info("partitions revoked", "partitions", revoked)
 	if commitErr != nil {
-		w.restartTasks("commit on revocation failed", commitErr)
+		w.log.Warn("commit on revocation failed", "err", commitErr)
+		w.restartTasks()
 	}
 }
 
@@ -82,8 +84,8 @@ func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 // again as a new owner would: from the group's committed offsets and their
 // changelogs. It is the way back to a known state after a commit whose
 // outcome is unknown or that failed half way.
-func (w *worker) restartTasks(reason string, cause error) {
-	w.log.Warn(reason+"; restarting the tasks from the committed offsets and changelogs", "err", cause, "tasks", len(w.tasks))
+func (w *worker) restartTasks() {
+	w.log.Info("restarting the tasks from the committed offsets and changelogs", "tasks", len(w.tasks))
 	for id, lt := range w.tasks {
 		w.closeTask(lt, true)
 		delete(w.tasks, id)

@@ -175,8 +175,8 @@ func (w *worker) commit(ctx context.Context) error {
 		}
 		var err error
 		committed, err = w.sess.End(endCtx, try)
-		rebalanced := w.txnRebalanced
-		w.inTxn, w.txnRebalanced = false, false
+		rebalanced, spanned := w.txnRebalanced, w.txnSpannedRebalance
+		w.inTxn, w.txnRebalanced, w.txnSpannedRebalance = false, false, false
 		if err != nil {
 			// The outcome is unknown: a new session starts from the
 			// group's committed offsets and the changelogs.
@@ -199,8 +199,15 @@ func (w *worker) commit(ctx context.Context) error {
 				// The session reports no commit, but some of the broker
 				// answers it retries as an abort leave the first attempt's
 				// outcome open (franz-go retries an unknown server error on
-				// EndTxn as an abort). Only the group knows.
-				w.restartTasks("transaction not committed, outcome unconfirmed", nil)
+				// EndTxn as an abort). Only the group knows. Around a
+				// rebalance this is the usual abort of a transaction whose
+				// generation moved on: the same restart, said quietly.
+				if spanned {
+					w.log.Info("transaction aborted across a rebalance")
+				} else {
+					w.log.Warn("transaction not committed and the broker did not say why; its outcome is taken from the group")
+				}
+				w.restartTasks()
 			}
 			return nil
 		}

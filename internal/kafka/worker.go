@@ -56,6 +56,9 @@ type worker struct {
 	// the session aborts the next transaction (a known outcome), as
 	// franz-go's GroupTransactSession does.
 	txnRebalanced bool
+	// txnSpannedRebalance: a rebalance completed since the last End (an
+	// abort then is expected: the generation moved on).
+	txnSpannedRebalance bool
 	// produceCtx governs sends. It outlives the run's context, so that
 	// records sent before a shutdown still reach the final commit; it ends
 	// with the session, or when the shutdown's commit runs out of time.
@@ -175,7 +178,7 @@ func (w *worker) session(parent context.Context) (err error) {
 	w.pending = map[string][]int32{}
 	w.rewind = map[task.TopicPartition]bool{}
 	w.fatal = nil
-	w.inTxn, w.txnRebalanced = false, false
+	w.inTxn, w.txnRebalanced, w.txnSpannedRebalance = false, false, false
 	w.timestamps = w.timestamps[:0]
 	w.inflight = &sync.WaitGroup{}
 	w.produceMu.Lock()
