@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/fleet"
 	"github.com/exactly-go/exactly/internal/kafkatest"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
@@ -906,4 +909,31 @@ func TestAtLeastOnceRevocationWithAFailedCommitLosesNothing(t *testing.T) {
 			t.Fatalf("r%d counted as %d of its key, want %d: inputs before it were skipped", i, final[fmt.Sprint("r", i)], want)
 		}
 	}
+}
+
+// TestInstanceStartedBeforeItsBrokerWaitsForIt: an instance started while
+// the cluster is not up yet waits for it instead of exiting.
+func TestInstanceStartedBeforeItsBrokerWaitsForIt(t *testing.T) {
+	addr, err := fleet.FreeLoopbackAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	cfg := appConfig([]string{addr}, t.TempDir(), exactly.ExactlyOnceV2)
+	stop := startApp(t, countingApp(t, true), cfg)
+	defer stop()
+	time.Sleep(1500 * time.Millisecond)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(p), kfake.SeedTopics(2, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const keys = 5
+	produceInputs(t, []string{addr}, 0, 100, keys)
+	out := readCommitted(t, []string{addr}, 100, 30*time.Second)
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkExactlyOnce(t, out, 100, keys)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -130,9 +131,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to %v: %w", r.cfg.Brokers, err)
 	}
 	adm := kadm.NewClient(admCl)
-	r.mu.Lock()
-	err = r.prepareTopics(ctx, adm)
-	r.mu.Unlock()
+	err = r.untilReachable(ctx, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.prepareTopics(ctx, adm)
+	})
 	admCl.Close()
 	if err != nil {
 		return err
@@ -223,6 +226,33 @@ func (r *Runner) Healthy() error {
 		}
 	}
 	return nil
+}
+
+// untilReachable runs f until it succeeds, fails for a reason other than
+// an unreachable cluster, or ctx ends. As Kafka Streams does, an instance
+// started before its brokers waits for them, saying so every attempt.
+func (r *Runner) untilReachable(ctx context.Context, f func() error) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := f()
+		if err == nil || !unreachable(err) {
+			return err
+		}
+		r.cfg.Logger.Warn("the cluster does not answer; retrying", "brokers", r.cfg.Brokers, "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (the cluster never answered)", err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// unreachable reports whether err says the brokers could not be reached
+// (rather than that they answered no).
+func unreachable(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) || kerr.IsRetriable(err)
 }
 
 // State is the instance's current state.
