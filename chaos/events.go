@@ -152,9 +152,10 @@ func (h *harness) waitQuiet(ctx context.Context) {
 	}
 }
 
-// waitForBroker returns once the owned broker is not being restarted:
-// an instance started while the cluster is unreachable may exit at once
-// (the runtime needs the cluster to start), which would tell nothing.
+// waitForBroker returns once the owned broker is not being restarted: an
+// instance started while the cluster is unreachable only waits for it
+// (exactly's runtime retries; another program may exit), which would tell
+// nothing.
 func (h *harness) waitForBroker(ctx context.Context) {
 	for {
 		h.mu.Lock()
