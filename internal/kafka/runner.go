@@ -96,6 +96,7 @@ func (r *Runner) clientOptions() []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(r.cfg.Brokers...),
 		kgo.ClientID(r.cfg.ClientID),
+		kgo.WithLogger(clientLogger{r.cfg.Logger}),
 	}
 	if r.cfg.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(r.cfg.TLS))
