@@ -202,23 +202,27 @@ func changelogFinal(t *testing.T, brokers []string, topic string) map[string]int
 	}
 	defer cl.Close()
 	final := map[string]int64{}
-	idle := 0
-	for idle < 3 {
+	readUntilQuiet(cl, func(r *kgo.Record) {
+		if len(r.Value) == 8 {
+			final[string(r.Key)] = int64(binary.BigEndian.Uint64(r.Value))
+		}
+	})
+	return final
+}
+
+// readUntilQuiet hands each record cl fetches to f until three polls of
+// half a second in a row bring nothing.
+func readUntilQuiet(cl *kgo.Client, f func(*kgo.Record)) {
+	for idle := 0; idle < 3; {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		fetches := cl.PollFetches(ctx)
 		cancel()
 		n := 0
-		fetches.EachRecord(func(r *kgo.Record) {
-			n++
-			if len(r.Value) == 8 {
-				final[string(r.Key)] = int64(binary.BigEndian.Uint64(r.Value))
-			}
-		})
+		fetches.EachRecord(func(r *kgo.Record) { n++; f(r) })
 		if n == 0 {
 			idle++
 		}
 	}
-	return final
 }
 
 // TestNamedCrashPointsKeepExactlyOnce kills instance processes at each

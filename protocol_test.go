@@ -80,23 +80,13 @@ func readTicks(t testing.TB, brokers []string) map[string][]int64 {
 	}
 	defer cl.Close()
 	out := map[string][]int64{}
-	for idle := 0; idle < 3; {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		fetches := cl.PollFetches(ctx)
-		cancel()
-		n := 0
-		fetches.EachRecord(func(r *kgo.Record) {
-			v, err := serde.Int64.Deserialize(r.Value)
-			if err != nil {
-				t.Fatalf("bad tick %q: %v", r.Value, err)
-			}
-			out[string(r.Key)] = append(out[string(r.Key)], v)
-			n++
-		})
-		if n == 0 {
-			idle++
+	readUntilQuiet(cl, func(r *kgo.Record) {
+		v, err := serde.Int64.Deserialize(r.Value)
+		if err != nil {
+			t.Fatalf("bad tick %q: %v", r.Value, err)
 		}
-	}
+		out[string(r.Key)] = append(out[string(r.Key)], v)
+	})
 	return out
 }
 
@@ -190,16 +180,7 @@ func changelogRecords(t *testing.T, brokers []string, partition int32) []*kgo.Re
 	}
 	defer cl.Close()
 	var recs []*kgo.Record
-	for idle := 0; idle < 2; {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		fetches := cl.PollFetches(ctx)
-		cancel()
-		n := len(recs)
-		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if len(recs) == n {
-			idle++
-		}
-	}
+	readUntilQuiet(cl, func(r *kgo.Record) { recs = append(recs, r) })
 	return recs
 }
 

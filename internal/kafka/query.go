@@ -77,11 +77,7 @@ func (r *Runner) Get(ctx context.Context, storeName string, key []byte) ([]byte,
 	var err error
 	local := false
 	if target != nil {
-		local, err = target.read(func(memory, persistent store.Backend) (err error) {
-			backend := memory
-			if spec.Persistent {
-				backend = persistent
-			}
+		local, err = target.read(spec.Persistent, func(backend store.Backend) (err error) {
 			// A fresh buffer over the backend reads committed data only.
 			// Entries expired but not yet swept remain visible to queries.
 			value, found, err = store.NewTxn(backend).Open(storeName, spec.Options, func() int64 { return math.MinInt64 }).Get(key)
@@ -152,11 +148,7 @@ func (s *storeEntries) Collect(ch chan<- prometheus.Metric) {
 		for _, name := range s.r.topo.Subtopologies()[id.Subtopology].Stores {
 			spec, _ := s.r.topo.Store(name)
 			var n int64
-			ok, err := t.read(func(memory, persistent store.Backend) (err error) {
-				backend := memory
-				if spec.Persistent {
-					backend = persistent
-				}
+			ok, err := t.read(spec.Persistent, func(backend store.Backend) (err error) {
 				n, err = store.NewTxn(backend).Open(name, spec.Options, func() int64 { return math.MinInt64 }).ApproximateNumEntries()
 				return err
 			})

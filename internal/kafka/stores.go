@@ -120,14 +120,18 @@ type queryTarget struct {
 	memory, persistent store.Backend
 }
 
-// read runs f on the backends unless the target was closed.
-func (q *queryTarget) read(f func(memory, persistent store.Backend) error) (ok bool, err error) {
+// read runs f on the backend holding a store (persistent or not) unless
+// the target was closed.
+func (q *queryTarget) read(persistent bool, f func(store.Backend) error) (ok bool, err error) {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed {
 		return false, nil
 	}
-	return true, f(q.memory, q.persistent)
+	if persistent {
+		return true, f(q.persistent)
+	}
+	return true, f(q.memory)
 }
 
 func (q *queryTarget) close() {

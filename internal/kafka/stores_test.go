@@ -158,7 +158,7 @@ func TestReadersKeepAClosingStoreOpen(t *testing.T) {
 
 	reading, done := make(chan struct{}), make(chan int, 1)
 	go func() {
-		lt.query.read(func(_, persistent store.Backend) error {
+		lt.query.read(true, func(persistent store.Backend) error {
 			close(reading)
 			time.Sleep(100 * time.Millisecond) // the close arrives meanwhile
 			it, err := persistent.NewIter(nil, nil)
@@ -178,7 +178,7 @@ func TestReadersKeepAClosingStoreOpen(t *testing.T) {
 	if n := <-done; n != 50_000 {
 		t.Fatalf("the reader saw %d entries of 50000", n)
 	}
-	if ok, _ := lt.query.read(func(_, _ store.Backend) error { panic("read a closed store") }); ok {
+	if ok, _ := lt.query.read(true, func(store.Backend) error { panic("read a closed store") }); ok {
 		t.Fatal("a closed store was offered to a reader")
 	}
 }
