@@ -88,7 +88,7 @@ type Source[K, V any] struct {
 	Values serde.Serde[V]
 	// Timestamp extracts a record's event time; nil uses the Kafka record
 	// timestamp. An error, or a time before the epoch, is a deserialization
-	// error with reason "invalid-timestamp".
+	// error with reason ReasonInvalidTimestamp.
 	Timestamp func(rec Record[K, V]) (time.Time, error)
 }
 

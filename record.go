@@ -5,6 +5,7 @@ import (
 
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/wire"
 )
 
 // Record is a typed record flowing through a topology. A processor that
@@ -52,8 +53,8 @@ func (s SourceRecord) raw() *topo.Raw {
 
 // DeadLetter describes a record sent to a dead-letter topic. The record
 // carries the original key and value bytes and the headers
-// exactly.error.reason, exactly.error.message, exactly.source.topic,
-// exactly.source.partition and exactly.source.offset.
+// HeaderErrorReason, HeaderErrorMessage, HeaderSourceTopic,
+// HeaderSourcePartition and HeaderSourceOffset.
 type DeadLetter struct {
 	// Reason is a short, stable, machine-readable cause, e.g.
 	// "buffer-ttl-expired" or "malformed".
@@ -65,20 +66,37 @@ type DeadLetter struct {
 	Source *SourceRecord
 }
 
-// The headers of a dead-letter record.
+// The headers of a dead-letter record, added after the original record's
+// own headers; the key and value are the original bytes. They are a public
+// wire contract: the names never change.
 const (
-	HeaderErrorReason     = "exactly.error.reason"
-	HeaderErrorMessage    = "exactly.error.message"
-	HeaderSourceTopic     = "exactly.source.topic"
-	HeaderSourcePartition = "exactly.source.partition"
-	HeaderSourceOffset    = "exactly.source.offset"
+	// HeaderErrorReason is a short, stable, machine-readable cause
+	// (DeadLetter.Reason).
+	HeaderErrorReason = wire.HeaderErrorReason
+	// HeaderErrorMessage says what went wrong, for a person
+	// (DeadLetter.Message).
+	HeaderErrorMessage = wire.HeaderErrorMessage
+	// HeaderSourceTopic is the topic the original record was read from.
+	HeaderSourceTopic = wire.HeaderSourceTopic
+	// HeaderSourcePartition is its partition, in decimal.
+	HeaderSourcePartition = wire.HeaderSourcePartition
+	// HeaderSourceOffset is its offset, in decimal.
+	HeaderSourceOffset = wire.HeaderSourceOffset
 )
 
 // Reasons the runtime itself gives dead-letter records.
 const (
-	ReasonDeserialization  = "deserialization-error"
-	ReasonInvalidTimestamp = "invalid-timestamp"
-	ReasonProcessing       = "processing-error"
+	// ReasonDeserialization: the key or value could not be deserialized.
+	ReasonDeserialization = wire.ReasonDeserialization
+	// ReasonInvalidTimestamp: the source's Timestamp failed, or gave a
+	// time before the epoch.
+	ReasonInvalidTimestamp = wire.ReasonInvalidTimestamp
+	// ReasonProcessing: a processor returned an error or panicked, or a
+	// sink could not serialize what it was given (OnProcessingError).
+	ReasonProcessing = wire.ReasonProcessing
+	// ReasonProduction: the broker refused one of the record's outputs
+	// for good (OnProductionError).
+	ReasonProduction = wire.ReasonProduction
 )
 
 // PunctuationType chooses the clock a punctuator follows.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -301,18 +302,18 @@ func checkDeadLetters(exp orders.Expected, recs []*kgo.Record, inputs map[[2]int
 		for _, x := range r.Headers {
 			h[x.Key] = string(x.Value)
 		}
-		p, _ := strconv.ParseInt(h["exactly.source.partition"], 10, 32)
-		o, _ := strconv.ParseInt(h["exactly.source.offset"], 10, 64)
+		p, _ := strconv.ParseInt(h[exactly.HeaderSourcePartition], 10, 32)
+		o, _ := strconv.ParseInt(h[exactly.HeaderSourceOffset], 10, 64)
 		pos := [2]int64{p, o}
 		got[pos]++
 		reason, ok := want[pos]
 		switch {
-		case h["exactly.source.topic"] != inputTopic:
-			note("dead letter from topic %q", h["exactly.source.topic"])
+		case h[exactly.HeaderSourceTopic] != inputTopic:
+			note("dead letter from topic %q", h[exactly.HeaderSourceTopic])
 		case !ok:
-			note("unexpected dead letter for %d@%d (%s)", p, o, h["exactly.error.reason"])
-		case reason != h["exactly.error.reason"]:
-			note("%d@%d dead-lettered as %s, expected %s", p, o, h["exactly.error.reason"], reason)
+			note("unexpected dead letter for %d@%d (%s)", p, o, h[exactly.HeaderErrorReason])
+		case reason != h[exactly.HeaderErrorReason]:
+			note("%d@%d dead-lettered as %s, expected %s", p, o, h[exactly.HeaderErrorReason], reason)
 		case inputs[pos] == nil || !bytes.Equal(inputs[pos].Key, r.Key) ||
 			!bytes.Equal(inputs[pos].Value, r.Value) && !(r.Value == nil && len(inputs[pos].Value) > deadLetterValueBound):
 			note("%d@%d: dead letter does not carry the original bytes", p, o)

@@ -149,7 +149,7 @@ var ErrReplayConfig = errors.New("verify: replay configuration")
 // be carried out (cluster unreachable, bad options); findings are in the
 // report.
 func Replay(ctx context.Context, topology *exactly.Topology, opts ...ReplayOption) (*ReplayReport, error) {
-	cfg := replayConfig{timeout: time.Minute, settle: 2 * time.Second, ignoreHeaders: []string{"exactly.error.message"}, changelogs: true}
+	cfg := replayConfig{timeout: time.Minute, settle: 2 * time.Second, ignoreHeaders: []string{exactly.HeaderErrorMessage}, changelogs: true}
 	for _, o := range opts {
 		o(&cfg)
 	}

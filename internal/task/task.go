@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/wire"
 	"github.com/exactly-go/exactly/store"
 )
 
@@ -297,7 +298,7 @@ func (t *Task) Process(raw *topo.Raw) error {
 	defer func() { t.current = nil }()
 	tp := TopicPartition{raw.Topic, raw.Partition}
 	if cause := t.refused[tp][raw.Offset]; cause != nil {
-		if err := t.handleFailure(t.topo.OnProductionError, t.sourceOf[raw.Topic], ReasonProduction, cause); err != nil {
+		if err := t.handleFailure(t.topo.OnProductionError, t.sourceOf[raw.Topic], wire.ReasonProduction, cause); err != nil {
 			return err
 		}
 		t.offsets[tp] = raw.Offset + 1
@@ -328,7 +329,7 @@ func (t *Task) Process(raw *topo.Raw) error {
 		t.endRecord(false)
 		t.outputs = t.outputs[:mark]
 		t.streamTime = prevStreamTime
-		if err := t.handleFailure(t.topo.OnProcessingError, f.node, "processing-error", f.err); err != nil {
+		if err := t.handleFailure(t.topo.OnProcessingError, f.node, wire.ReasonProcessing, f.err); err != nil {
 			return err
 		}
 	} else {
@@ -388,11 +389,11 @@ func (t *Task) emitDeadLetters(topics []string, rec topo.DeadLetterRecord) {
 	headers := make([]topo.Header, 0, len(src.Headers)+5)
 	headers = append(headers, src.Headers...)
 	headers = append(headers,
-		topo.Header{Key: "exactly.error.reason", Value: []byte(rec.Reason)},
-		topo.Header{Key: "exactly.error.message", Value: []byte(rec.Message)},
-		topo.Header{Key: "exactly.source.topic", Value: []byte(src.Topic)},
-		topo.Header{Key: "exactly.source.partition", Value: strconv.AppendInt(nil, int64(src.Partition), 10)},
-		topo.Header{Key: "exactly.source.offset", Value: strconv.AppendInt(nil, src.Offset, 10)},
+		topo.Header{Key: wire.HeaderErrorReason, Value: []byte(rec.Reason)},
+		topo.Header{Key: wire.HeaderErrorMessage, Value: []byte(rec.Message)},
+		topo.Header{Key: wire.HeaderSourceTopic, Value: []byte(src.Topic)},
+		topo.Header{Key: wire.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(src.Partition), 10)},
+		topo.Header{Key: wire.HeaderSourceOffset, Value: strconv.AppendInt(nil, src.Offset, 10)},
 	)
 	for _, topic := range topics {
 		t.outputs = append(t.outputs, topo.Output{
@@ -615,10 +616,6 @@ func (t *Task) Emit(out topo.Output) {
 	t.outputs = append(t.outputs, out)
 }
 
-// ReasonProduction is the dead-letter reason of an input record one of
-// whose outputs the broker refused for good.
-const ReasonProduction = "production-error"
-
 // Refuse records that an output of the input record at tp/offset was
 // refused for good by the broker (cause says why). The caller aborts the
 // commit; when the record is delivered again it is not processed: it is
@@ -646,7 +643,7 @@ func (t *Task) DeadLetter(node string, rec topo.DeadLetterRecord) error {
 		rec.Source = t.current
 	}
 	if rec.Reason == "" {
-		rec.Reason = "processing-error"
+		rec.Reason = wire.ReasonProcessing
 	}
 	t.emitDeadLetters(topics, rec)
 	return nil

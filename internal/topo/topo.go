@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/wire"
 	"github.com/exactly-go/exactly/store"
 )
 
@@ -165,7 +166,7 @@ type SourceInstance interface {
 
 // DecodeError is a record that could not be deserialized or timestamped.
 type DecodeError struct {
-	Reason string // "deserialization-error" or "invalid-timestamp"
+	Reason string // wire.ReasonDeserialization or wire.ReasonInvalidTimestamp
 	Err    error
 }
 
@@ -220,5 +221,5 @@ func DecodeErrorReason(err error) string {
 	if errors.As(err, &de) {
 		return de.Reason
 	}
-	return "deserialization-error"
+	return wire.ReasonDeserialization
 }
