@@ -2,7 +2,7 @@ package exactly
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/exactly-go/exactly/internal/kafka"
@@ -96,12 +96,12 @@ func Query[K, V any](ctx context.Context, app *App, store string, key K) (V, boo
 	var zero V
 	spec, ok := app.topology.Store(store)
 	if !ok {
-		return zero, false, errors.New("unknown store " + quote(store))
+		return zero, false, fmt.Errorf("unknown store %q", store)
 	}
 	keys, ok1 := spec.Keys.(serde.Serde[K])
 	values, ok2 := spec.Values.(serde.Serde[V])
 	if !ok1 || !ok2 {
-		return zero, false, errors.New("store " + quote(store) + " holds " + spec.KeyType.String() + " -> " + spec.ValueType.String())
+		return zero, false, fmt.Errorf("store %q holds %s -> %s", store, spec.KeyType, spec.ValueType)
 	}
 	kb, err := keys.Serialize(key)
 	if err != nil {

@@ -2,6 +2,7 @@ package exactly
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -52,9 +53,23 @@ func (b *Builder) Connect(processor string, stores ...string) {
 	b.connections[processor] = append(b.connections[processor], stores...)
 }
 
+// AddError records a problem found while adding to the builder, for Build
+// to report together with every other; nil is ignored. Packages that add
+// nodes on the user's behalf (ready processors, the DSL) call it for
+// invalid options instead of returning an error of their own, so that one
+// Build names every mistake at once. Name the node or store at fault in
+// err.
+func (b *Builder) AddError(err error) {
+	if err != nil {
+		b.errs = append(b.errs, err)
+	}
+}
+
 // Build validates the topology: unique names, known parents and stores,
 // matching record types on every edge, no cycle, sinks with a parent and a
 // topic, and a dead-letter sink for every source when errors go to one.
+// Problems recorded while adding (with AddError, or missing serdes) are
+// all reported together; the shape is checked once there are none.
 func (b *Builder) Build() (*Topology, error) {
 	if len(b.errs) > 0 {
 		return nil, errors.Join(b.errs...)
@@ -95,7 +110,7 @@ type Source[K, V any] struct {
 // AddSource adds a source node reading src.Topics.
 func AddSource[K, V any](b *Builder, name string, src Source[K, V]) {
 	if src.Keys == nil || src.Values == nil {
-		b.errs = append(b.errs, errors.New("source "+quote(name)+" needs key and value serdes"))
+		b.AddError(fmt.Errorf("source %q needs key and value serdes", name))
 		return
 	}
 	b.nodes = append(b.nodes, &sourceNode[K, V]{name: name, spec: src})
@@ -119,7 +134,7 @@ type Sink[K, V any] struct {
 // AddSink adds a sink node writing to sink.Topic.
 func AddSink[K, V any](b *Builder, name string, sink Sink[K, V], parents ...string) {
 	if sink.Keys == nil || sink.Values == nil {
-		b.errs = append(b.errs, errors.New("sink "+quote(name)+" needs key and value serdes"))
+		b.AddError(fmt.Errorf("sink %q needs key and value serdes", name))
 		return
 	}
 	b.nodes = append(b.nodes, &sinkNode[K, V]{name: name, parents: parents, spec: sink})
@@ -154,7 +169,7 @@ type Store[K, V any] struct {
 // AddStore declares a key-value store and connects it to processors.
 func AddStore[K, V any](b *Builder, s Store[K, V], processors ...string) {
 	if s.Keys == nil || s.Values == nil {
-		b.errs = append(b.errs, errors.New("store "+quote(s.Name)+" needs key and value serdes"))
+		b.AddError(fmt.Errorf("store %q needs key and value serdes", s.Name))
 		return
 	}
 	b.stores = append(b.stores, &topo.StoreSpec{
@@ -180,13 +195,11 @@ func GetKeyValueStore[K, V any, KOut, VOut any](ctx ProcessorContext[KOut, VOut]
 	}
 	keys, ok := spec.Keys.(serde.Serde[K])
 	if !ok {
-		return nil, errors.New("store " + quote(name) + " holds keys of type " + spec.KeyType.String() + ", not " + reflect.TypeFor[K]().String())
+		return nil, fmt.Errorf("store %q holds keys of type %s, not %s", name, spec.KeyType, reflect.TypeFor[K]())
 	}
 	values, ok := spec.Values.(serde.Serde[V])
 	if !ok {
-		return nil, errors.New("store " + quote(name) + " holds values of type " + spec.ValueType.String() + ", not " + reflect.TypeFor[V]().String())
+		return nil, fmt.Errorf("store %q holds values of type %s, not %s", name, spec.ValueType, reflect.TypeFor[V]())
 	}
 	return store.Typed(raw, keys, values), nil
 }
-
-func quote(s string) string { return `"` + s + `"` }

@@ -25,7 +25,6 @@ type StreamsBuilder struct {
 	b    *exactly.Builder
 	seq  int
 	opts Options
-	err  error // the first error of an operation, reported by Build
 }
 
 // Options configure a StreamsBuilder.
@@ -73,11 +72,10 @@ func NewStreamsBuilder(opts ...Options) *StreamsBuilder {
 // processors or dead-letter sinks.
 func (sb *StreamsBuilder) Builder() *exactly.Builder { return sb.b }
 
-// Build validates and returns the topology.
+// Build validates and returns the topology. It reports every problem at
+// once: those of the operations (invalid windows, a repartition without
+// Options.ApplicationID) with those of the topology's shape.
 func (sb *StreamsBuilder) Build() (*exactly.Topology, error) {
-	if sb.err != nil {
-		return nil, sb.err
-	}
 	return sb.b.Build()
 }
 
@@ -235,9 +233,7 @@ func (s KStream[K, V]) Merge(other KStream[K, V]) KStream[K, V] {
 // GroupByKey does this by itself after a key change.
 func (s KStream[K, V]) Repartition(name string) KStream[K, V] {
 	if s.sb.opts.ApplicationID == "" {
-		if s.sb.err == nil {
-			s.sb.err = fmt.Errorf("repartition %q: set Options.ApplicationID to the application's id; repartition topics are named after it", name)
-		}
+		s.sb.b.AddError(fmt.Errorf("repartition %q: set Options.ApplicationID to the application's id; repartition topics are named after it", name))
 		return s
 	}
 	topic := RepartitionTopic(s.sb.opts.ApplicationID, name)

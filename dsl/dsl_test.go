@@ -84,11 +84,8 @@ func oracle(events []event, w dsl.TimeWindows) oracleResult {
 func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, dsl.Metrics) {
 	m := dsl.NewMetrics()
 	sb := dsl.NewStreamsBuilder(dsl.Options{Metrics: m})
-	counts, err := dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.WindowOptions{EmitFinal: emitFinal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	counts.To("click-counts")
+	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.WindowOptions{EmitFinal: emitFinal}).
+		To("click-counts")
 	top, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +372,7 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 			sb := dsl.NewStreamsBuilder(dsl.Options{Metrics: m})
 			clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
 			views := dsl.Stream(sb, "views", serde.String, serde.String)
-			joined, err := dsl.JoinStreams(clicks, views, w, kind, "click-view",
+			joined := dsl.JoinStreams(clicks, views, w, kind, "click-view",
 				func(_ string, j dsl.Joined[string, string]) string {
 					l, r := "-", "-"
 					if j.HasLeft {
@@ -386,9 +383,6 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 					}
 					return l + "+" + r
 				}, serde.String)
-			if err != nil {
-				t.Fatal(err)
-			}
 			joined.To("joined")
 			top, err := sb.Build()
 			if err != nil {

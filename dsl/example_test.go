@@ -14,11 +14,8 @@ import (
 func Example_windowedCount() {
 	sb := dsl.NewStreamsBuilder()
 	orders := dsl.Stream(sb, "orders", serde.String, serde.String) // key: customer id
-	counts, err := dsl.WindowedCount(orders.GroupByKey(), dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
+	counts := dsl.WindowedCount(orders.GroupByKey(), dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
 		"orders-per-customer", dsl.WindowOptions{EmitFinal: true})
-	if err != nil {
-		panic(err)
-	}
 	counts.Filter(func(_ dsl.Windowed[string], n int64) bool { return n >= 3 }).To("suspicious-customers")
 	topology, err := sb.Build()
 	if err != nil {

@@ -224,12 +224,13 @@ func (p *joinSide[K, V, VR]) Close() error { return nil }
 // are emitted alone once their window closes, so no spurious unpaired
 // result precedes a pair. Records later than their window's end + grace
 // are dropped (dropped_records_total{reason="late"}). name names the
-// join's three stores (name-left, name-right, name-closing).
+// join's three stores (name-left, name-right, name-closing). Invalid
+// windows are reported by Build.
 func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w JoinWindows, kind JoinKind, name string,
-	join func(K, Joined[V1, V2]) VR, values serde.Serde[VR]) (KStream[K, VR], error) {
+	join func(K, Joined[V1, V2]) VR, values serde.Serde[VR]) KStream[K, VR] {
 	sb := left.sb
 	if w.TimeDifference < 0 || w.Grace < 0 {
-		return KStream[K, VR]{}, fmt.Errorf("join %s: time difference and grace must not be negative", name)
+		sb.b.AddError(fmt.Errorf("join %q: time difference and grace must not be negative", name))
 	}
 	stores := [3]string{name + "-left", name + "-right", name + "-closing"}
 	dropped := func() {}
@@ -278,5 +279,5 @@ func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w
 		ctx.Forward(rec)
 		return nil
 	}).Supplier(), ln, rn)
-	return KStream[K, VR]{sb: sb, node: merged, keys: left.keys, values: values}, nil
+	return KStream[K, VR]{sb: sb, node: merged, keys: left.keys, values: values}
 }

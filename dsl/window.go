@@ -214,11 +214,12 @@ func (p *windowAggregator[K, V, A]) Close() error { return nil }
 // window has closed (stream time past its end + grace) are dropped and
 // counted in dropped_records_total{reason="late"}, once per window they
 // miss. The stores (storeName and storeName-closing) keep only open
-// windows: retention is size + grace.
-func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, storeName string, init func() A, add func(K, V, A) A, values serde.Serde[A], opts WindowOptions) (KStream[Windowed[K], A], error) {
+// windows: retention is size + grace. Invalid windows are reported by
+// Build.
+func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, storeName string, init func() A, add func(K, V, A) A, values serde.Serde[A], opts WindowOptions) KStream[Windowed[K], A] {
 	s := g.s
 	if err := w.validate(); err != nil {
-		return KStream[Windowed[K], A]{}, fmt.Errorf("windowed aggregate %s: %w", storeName, err)
+		s.sb.b.AddError(fmt.Errorf("windowed aggregate %q: %w", storeName, err))
 	}
 	name := s.sb.name("KSTREAM-WINDOWED-AGGREGATE")
 	names := [2]string{storeName, storeName + "-closing"}
@@ -232,10 +233,10 @@ func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, store
 	}, s.node)
 	exactly.AddStore(s.sb.b, exactly.Store[[]byte, A]{Name: names[0], Keys: serde.Bytes, Values: values, Persistent: opts.Persistent}, name)
 	exactly.AddStore(s.sb.b, exactly.Store[[]byte, []byte]{Name: names[1], Keys: serde.Bytes, Values: serde.Bytes, Persistent: opts.Persistent}, name)
-	return KStream[Windowed[K], A]{sb: s.sb, node: name, keys: WindowedSerde(s.keys), values: values}, nil
+	return KStream[Windowed[K], A]{sb: s.sb, node: name, keys: WindowedSerde(s.keys), values: values}
 }
 
 // WindowedCount counts each key's records per window.
-func WindowedCount[K, V any](g KGroupedStream[K, V], w TimeWindows, storeName string, opts WindowOptions) (KStream[Windowed[K], int64], error) {
+func WindowedCount[K, V any](g KGroupedStream[K, V], w TimeWindows, storeName string, opts WindowOptions) KStream[Windowed[K], int64] {
 	return WindowedAggregate(g, w, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, opts)
 }

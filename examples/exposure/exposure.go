@@ -79,11 +79,7 @@ func SuspiciousOrderCounts(applicationID string, metrics dsl.Metrics) (*exactly.
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: applicationID, Metrics: metrics})
 	orders := dsl.Stream(sb, OrdersTopic, serde.String, serde.JSON[OrderSubmitted]())
 	byCustomer := dsl.GroupBy(orders, func(_ string, o OrderSubmitted) string { return o.CustomerID }, serde.String)
-	counts, err := dsl.WindowedCount(byCustomer, dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
-		"suspicious-order-counts", dsl.WindowOptions{EmitFinal: true, Persistent: true})
-	if err != nil {
-		return nil, err
-	}
-	counts.To(SuspiciousTopic)
+	dsl.WindowedCount(byCustomer, dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
+		"suspicious-order-counts", dsl.WindowOptions{EmitFinal: true, Persistent: true}).To(SuspiciousTopic)
 	return sb.Build()
 }

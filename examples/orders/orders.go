@@ -169,17 +169,15 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	exactly.AddProcessor(b, NodeDecode, func() exactly.Processor[[]byte, decoded, string, Event] {
 		return &decodeProcessor{}
 	}, NodeSource)
-	if err := dedup.Add(b, NodeDedup, dedup.Options[string, Event]{
+	dedup.Add(b, NodeDedup, dedup.Options[string, Event]{
 		ID:            func(_ string, e Event) string { return e.Metadata.EventID },
 		TTL:           opts.DedupTTL,
 		SweepInterval: opts.SweepInterval,
 		StoreName:     DedupStore,
 		Persistent:    opts.Persistent,
 		Metrics:       opts.Metrics.Dedup,
-	}, NodeDecode); err != nil {
-		return nil, fmt.Errorf("orders topology: %w", err)
-	}
-	if err := reorder.Add(b, NodeReorder, reorder.Options[string, Event]{
+	}, NodeDecode)
+	reorder.Add(b, NodeReorder, reorder.Options[string, Event]{
 		Keys:    serde.String,
 		Values:  serde.JSON[Event](),
 		EventID: func(e Event) string { return e.Metadata.EventID },
@@ -196,9 +194,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		KeyStoreName:  KeyStateStore,
 		Persistent:    opts.Persistent,
 		Metrics:       opts.Metrics.Reorder,
-	}, NodeDedup); err != nil {
-		return nil, fmt.Errorf("orders topology: %w", err)
-	}
+	}, NodeDedup)
 	b.Connect(NodeReorder, ProjectionStore)
 	exactly.AddProcessor(b, NodeApply, func() exactly.Processor[string, Event, string, Projection] {
 		return &applyProcessor{}

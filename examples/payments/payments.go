@@ -162,9 +162,7 @@ func DirectTopology(opts Options) (*exactly.Topology, error) {
 	opts = opts.withDefaults()
 	b := exactly.NewBuilder()
 	addDecode(b, opts)
-	if err := addCharge(b, opts, NodeDecode); err != nil {
-		return nil, err
-	}
+	addCharge(b, opts, NodeDecode)
 	exactly.AddDeadLetterSink(b, NodeDeadLetters, opts.DeadLetterTopic, NodeSource, NodeDecode, NodeCharge)
 	return b.Build()
 }
@@ -195,9 +193,7 @@ func CallerTopology(opts Options) (*exactly.Topology, error) {
 	b := exactly.NewBuilder()
 	exactly.AddSource(b, NodePendingSrc, exactly.Source[string, PaymentOrder]{Topics: []string{opts.PendingTopic}, Keys: serde.String, Values: serde.JSON[PaymentOrder]()})
 	b.OnDeserializationError(exactly.DeadLetterOnError)
-	if err := addCharge(b, opts, NodePendingSrc); err != nil {
-		return nil, err
-	}
+	addCharge(b, opts, NodePendingSrc)
 	exactly.AddDeadLetterSink(b, NodeDeadLetters, opts.DeadLetterTopic, NodePendingSrc, NodeCharge)
 	return b.Build()
 }
@@ -208,11 +204,11 @@ func addDecode(b *exactly.Builder, opts Options) {
 	exactly.AddProcessor(b, NodeDecode, exactly.ProcessorFunc[string, []byte, string, PaymentOrder](decode).Supplier(), NodeSource)
 }
 
-func addCharge(b *exactly.Builder, opts Options, parent string) error {
+func addCharge(b *exactly.Builder, opts Options, parent string) {
 	if opts.Gateway == nil {
-		return errors.New("payments: Options.Gateway is required: the client of the payment gateway")
+		b.AddError(errors.New("payments: Options.Gateway is required: the client of the payment gateway"))
 	}
-	if err := sideeffect.Add(b, NodeCharge, sideeffect.Options[string, PaymentOrder, PaymentProcessed]{
+	sideeffect.Add(b, NodeCharge, sideeffect.Options[string, PaymentOrder, PaymentProcessed]{
 		IdempotencyKey: func(_ string, o PaymentOrder) string { return IdempotencyKey(o.OrderID) },
 		Call:           Charger(opts.Gateway),
 		Retry:          opts.Retry,
@@ -223,11 +219,8 @@ func addCharge(b *exactly.Builder, opts Options, parent string) error {
 		Keys:           serde.String,
 		Values:         serde.JSON[PaymentOrder](),
 		Metrics:        opts.Metrics,
-	}, parent); err != nil {
-		return err
-	}
+	}, parent)
 	exactly.AddSink(b, NodeOutput, exactly.Sink[string, PaymentProcessed]{Topic: opts.OutputTopic, Keys: serde.String, Values: serde.JSON[PaymentProcessed]()}, NodeCharge)
-	return nil
 }
 
 // Charger returns the call that charges an order through gw: a 402 is the

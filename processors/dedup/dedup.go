@@ -122,14 +122,13 @@ func (m Metrics) Collectors() []prometheus.Collector {
 
 // Add adds a dedup processor called name, taking Record[K, V] from parents
 // and forwarding the first copy of each event unchanged, and declares its
-// store, with TTL, connected to it. It reports invalid options at once; the
-// builder's Build reports the topology's other problems.
-func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents ...string) error {
-	if opts.ID == nil {
-		return fmt.Errorf("dedup %q: Options.ID is required", name)
-	}
-	if opts.TTL < 0 || opts.SweepInterval < 0 {
-		return fmt.Errorf("dedup %q: TTL and SweepInterval must not be negative", name)
+// store, with TTL, connected to it. Invalid options are recorded on b
+// (exactly.Builder.AddError), so Build reports them with the topology's
+// other problems.
+func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents ...string) {
+	if err := opts.check(name); err != nil {
+		b.AddError(err)
+		return
 	}
 	if opts.TTL == 0 {
 		opts.TTL = DefaultTTL
@@ -150,7 +149,18 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 		Persistent: opts.Persistent,
 		TTL:        opts.TTL,
 	}, name)
-	return nil
+}
+
+// check reports every problem of opts, each naming the processor.
+func (opts Options[K, V]) check(name string) error {
+	var errs []error
+	if opts.ID == nil {
+		errs = append(errs, fmt.Errorf("dedup %q: Options.ID is required", name))
+	}
+	if opts.TTL < 0 || opts.SweepInterval < 0 {
+		errs = append(errs, fmt.Errorf("dedup %q: TTL and SweepInterval must not be negative", name))
+	}
+	return errors.Join(errs...)
 }
 
 // contentHashSize is how many bytes of the SHA-256 of an event's content

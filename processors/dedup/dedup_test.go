@@ -22,9 +22,7 @@ func topology(t *testing.T, opts dedup.Options[string, string]) *exactly.Topolog
 	b := exactly.NewBuilder()
 	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"events"}, Keys: serde.String, Values: serde.String})
 	opts.ID = func(_, v string) string { id, _, _ := strings.Cut(v, ":"); return id }
-	if err := dedup.Add(b, "dedup", opts, "in"); err != nil {
-		t.Fatal(err)
-	}
+	dedup.Add(b, "dedup", opts, "in")
 	exactly.AddSink(b, "out", exactly.Sink[string, string]{Topic: "out", Keys: serde.String, Values: serde.String}, "dedup")
 	exactly.AddDeadLetterSink(b, "dlq", "events-dlq", "in", "dedup")
 	top, err := b.Build()
@@ -179,8 +177,11 @@ func TestTheDecisionCommitsWithTheTransaction(t *testing.T) {
 	}
 }
 
-func TestAddRejectsOptionsWithoutAnID(t *testing.T) {
-	if err := dedup.Add(exactly.NewBuilder(), "dedup", dedup.Options[string, string]{}, "in"); err == nil {
-		t.Fatal("Add accepted options without ID")
+func TestBuildRejectsOptionsWithoutAnID(t *testing.T) {
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"events"}, Keys: serde.String, Values: serde.String})
+	dedup.Add(b, "dedup", dedup.Options[string, string]{}, "in")
+	if _, err := b.Build(); err == nil || !strings.Contains(err.Error(), `dedup "dedup": Options.ID is required`) {
+		t.Fatalf("Build: %v, want an error naming the processor and Options.ID", err)
 	}
 }

@@ -208,22 +208,13 @@ func (m Metrics) Collectors() []prometheus.Collector {
 // Add adds a reorder processor called name, taking Record[K, V] from
 // parents and forwarding each record, unchanged, once it is ready, and
 // declares its store, connected to it. Connect a dead-letter sink to it for
-// expired events. It reports invalid options at once; the builder's Build
-// reports the topology's other problems.
-func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents ...string) error {
-	switch {
-	case opts.Keys == nil || opts.Values == nil:
-		return fmt.Errorf("reorder %q: Options.Keys and Options.Values are required", name)
-	case opts.EventID == nil:
-		return fmt.Errorf("reorder %q: Options.EventID is required", name)
-	case opts.Opens == nil && opts.Ready == nil && opts.Sequence == nil:
-		return fmt.Errorf("reorder %q: set at least one of Options.Opens, Options.Ready and Options.Sequence", name)
-	case opts.BufferTTL < 0 || opts.SweepInterval < 0 || opts.KeyStateTTL < 0:
-		return fmt.Errorf("reorder %q: BufferTTL, SweepInterval and KeyStateTTL must not be negative", name)
-	case opts.Recall != nil && opts.Opens == nil && opts.Sequence == nil:
-		return fmt.Errorf("reorder %q: Options.Recall needs Options.Opens or Options.Sequence, whose state it recalls", name)
-	case opts.KeyStateTTL > 0 && opts.Recall == nil:
-		return fmt.Errorf("reorder %q: Options.KeyStateTTL needs Options.Recall: a key state forgotten without it would hold the key's later events for ever", name)
+// expired events. Invalid options are recorded on b
+// (exactly.Builder.AddError), so Build reports them with the topology's
+// other problems.
+func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents ...string) {
+	if err := opts.check(name); err != nil {
+		b.AddError(err)
+		return
 	}
 	if opts.BufferTTL == 0 {
 		opts.BufferTTL = DefaultBufferTTL
@@ -259,7 +250,33 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 			TTL:        opts.KeyStateTTL,
 		}, name)
 	}
-	return nil
+}
+
+// check reports every problem of opts, each naming the processor.
+func (opts Options[K, V]) check(name string) error {
+	var errs []error
+	problem := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("reorder %q: "+format, append([]any{name}, args...)...))
+	}
+	if opts.Keys == nil || opts.Values == nil {
+		problem("Options.Keys and Options.Values are required")
+	}
+	if opts.EventID == nil {
+		problem("Options.EventID is required")
+	}
+	if opts.Opens == nil && opts.Ready == nil && opts.Sequence == nil {
+		problem("set at least one of Options.Opens, Options.Ready and Options.Sequence")
+	}
+	if opts.BufferTTL < 0 || opts.SweepInterval < 0 || opts.KeyStateTTL < 0 {
+		problem("BufferTTL, SweepInterval and KeyStateTTL must not be negative")
+	}
+	if opts.Recall != nil && opts.Opens == nil && opts.Sequence == nil {
+		problem("Options.Recall needs Options.Opens or Options.Sequence, whose state it recalls")
+	}
+	if opts.KeyStateTTL > 0 && opts.Recall == nil {
+		problem("Options.KeyStateTTL needs Options.Recall: a key state forgotten without it would hold the key's later events for ever")
+	}
+	return errors.Join(errs...)
 }
 
 type processor[K, V any] struct {

@@ -49,9 +49,7 @@ func buildAround(t *testing.T, opts reorder.Options[string, event], before, extr
 	if before != nil {
 		parent = before(b)
 	}
-	if err := reorder.Add(b, "reorder", base(opts), parent); err != nil {
-		t.Fatal(err)
-	}
+	reorder.Add(b, "reorder", base(opts), parent)
 	parent = "reorder"
 	if extra != nil {
 		parent = extra(b)
@@ -400,7 +398,7 @@ func TestTheBufferCommitsAndAbortsWithTheTransaction(t *testing.T) {
 	}
 }
 
-func TestAddRejectsIncompleteOptions(t *testing.T) {
+func TestBuildRejectsIncompleteOptions(t *testing.T) {
 	for name, opts := range map[string]reorder.Options[string, event]{
 		"no condition":                 base(reorder.Options[string, event]{}),
 		"no serdes":                    {EventID: func(e event) string { return e.ID }, Opens: func(event) bool { return true }},
@@ -413,8 +411,11 @@ func TestAddRejectsIncompleteOptions(t *testing.T) {
 			Recall: func(exactly.ProcessorContext[string, event]) (reorder.RecallFunc[string], error) { return nil, nil },
 		}),
 	} {
-		if err := reorder.Add(exactly.NewBuilder(), "r", opts, "in"); err == nil {
-			t.Errorf("%s: Add accepted the options", name)
+		b := exactly.NewBuilder()
+		exactly.AddSource(b, "in", exactly.Source[string, event]{Topics: []string{"events"}, Keys: serde.String, Values: serde.JSON[event]()})
+		reorder.Add(b, "r", opts, "in")
+		if _, err := b.Build(); err == nil || !strings.Contains(err.Error(), `reorder "r": `) {
+			t.Errorf("%s: Build: %v, want an error naming the processor", name, err)
 		}
 	}
 }

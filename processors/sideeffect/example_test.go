@@ -19,7 +19,7 @@ func ExampleAdd() {
 	}
 	b := exactly.NewBuilder()
 	exactly.AddSource(b, "shipments", exactly.Source[string, shipment]{Topics: []string{"shipments"}, Keys: serde.String, Values: serde.JSON[shipment]()})
-	err := sideeffect.Add(b, "notify", sideeffect.Options[string, shipment, string]{
+	sideeffect.Add(b, "notify", sideeffect.Options[string, shipment, string]{
 		IdempotencyKey: func(_ string, s shipment) string { return sideeffect.KeyFrom("shipment-notification", s.ID) },
 		Call: func(ctx context.Context, key, _ string, s shipment) (string, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://127.0.0.1:9/notify?tracking="+s.Tracking, nil)
@@ -44,9 +44,6 @@ func ExampleAdd() {
 		Keys:        serde.String,
 		Values:      serde.JSON[shipment](),
 	}, "shipments")
-	if err != nil {
-		panic(err)
-	}
 	exactly.AddSink(b, "notified", exactly.Sink[string, string]{Topic: "shipments-notified", Keys: serde.String, Values: serde.String}, "notify")
 	exactly.AddDeadLetterSink(b, "dlq", "shipments-dlq", "notify")
 	if _, err := b.Build(); err != nil {

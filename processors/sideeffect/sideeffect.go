@@ -58,6 +58,7 @@ package sideeffect
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -150,20 +151,16 @@ type Options[K, V, R any] struct {
 // parents and forwarding Record[K, R] (the input's key, timestamp and
 // headers, the call's result) for each event whose call succeeded, and
 // declares its stores, connected to it. Connect a dead-letter sink under it
-// (exactly.AddDeadLetterSink) to receive permanent failures. It reports
-// invalid options at once; Build reports the topology's other problems.
-func Add[K, V, R any](b *exactly.Builder, name string, opts Options[K, V, R], parents ...string) error {
-	if opts.IdempotencyKey == nil || opts.Call == nil {
-		return fmt.Errorf("sideeffect %q: Options.IdempotencyKey and Options.Call are required", name)
-	}
-	if opts.KeyTTL < 0 || opts.SweepInterval < 0 || opts.Concurrency < 0 || opts.MaxBatch < 0 || opts.FlushInterval < 0 {
-		return fmt.Errorf("sideeffect %q: durations, Concurrency and MaxBatch must not be negative", name)
+// (exactly.AddDeadLetterSink) to receive permanent failures. Invalid
+// options are recorded on b (exactly.Builder.AddError), so Build reports
+// them with the topology's other problems.
+func Add[K, V, R any](b *exactly.Builder, name string, opts Options[K, V, R], parents ...string) {
+	if err := opts.check(name); err != nil {
+		b.AddError(err)
+		return
 	}
 	if opts.Concurrency == 0 {
 		opts.Concurrency = 1
-	}
-	if opts.Concurrency > 1 && (opts.Keys == nil || opts.Values == nil) {
-		return fmt.Errorf("sideeffect %q: Concurrency %d needs Options.Keys and Options.Values to keep pending events in a store", name, opts.Concurrency)
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 4 * opts.Concurrency
@@ -194,7 +191,21 @@ func Add[K, V, R any](b *exactly.Builder, name string, opts Options[K, V, R], pa
 			Persistent: opts.Persistent,
 		}, name)
 	}
-	return nil
+}
+
+// check reports every problem of opts, each naming the processor.
+func (opts Options[K, V, R]) check(name string) error {
+	var errs []error
+	if opts.IdempotencyKey == nil || opts.Call == nil {
+		errs = append(errs, fmt.Errorf("sideeffect %q: Options.IdempotencyKey and Options.Call are required", name))
+	}
+	if opts.KeyTTL < 0 || opts.SweepInterval < 0 || opts.Concurrency < 0 || opts.MaxBatch < 0 || opts.FlushInterval < 0 {
+		errs = append(errs, fmt.Errorf("sideeffect %q: durations, Concurrency and MaxBatch must not be negative", name))
+	}
+	if opts.Concurrency > 1 && (opts.Keys == nil || opts.Values == nil) {
+		errs = append(errs, fmt.Errorf("sideeffect %q: Concurrency %d needs Options.Keys and Options.Values to keep pending events in a store", name, opts.Concurrency))
+	}
+	return errors.Join(errs...)
 }
 
 // The values of the key store: what became of the event with that key.

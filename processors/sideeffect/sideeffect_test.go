@@ -83,9 +83,7 @@ func start(t testing.TB, gwOpts gateway.Options, opts sideeffect.Options[string,
 	}
 	b := exactly.NewBuilder()
 	exactly.AddSource(b, "in", exactly.Source[string, order]{Topics: []string{"orders"}, Keys: serde.String, Values: serde.JSON[order]()})
-	if err := sideeffect.Add(b, "charge", opts, "in"); err != nil {
-		t.Fatal(err)
-	}
+	sideeffect.Add(b, "charge", opts, "in")
 	exactly.AddSink(b, "out", exactly.Sink[string, paid]{Topic: "paid", Keys: serde.String, Values: serde.JSON[paid]()}, "charge")
 	exactly.AddDeadLetterSink(b, "dlq", "orders-dlq", "in", "charge")
 	top, err := b.Build()
@@ -461,18 +459,21 @@ func TestKeyFromIsDeterministicAndUnambiguous(t *testing.T) {
 	}
 }
 
-func TestAddRejectsIncompleteOptions(t *testing.T) {
+func TestBuildRejectsIncompleteOptions(t *testing.T) {
 	b := exactly.NewBuilder()
-	if err := sideeffect.Add(b, "x", sideeffect.Options[string, order, paid]{}); err == nil {
-		t.Error("no IdempotencyKey and Call accepted")
-	}
-	err := sideeffect.Add(b, "x", sideeffect.Options[string, order, paid]{
+	exactly.AddSource(b, "in", exactly.Source[string, order]{Topics: []string{"orders"}, Keys: serde.String, Values: serde.JSON[order]()})
+	sideeffect.Add(b, "x", sideeffect.Options[string, order, paid]{}, "in")
+	sideeffect.Add(b, "y", sideeffect.Options[string, order, paid]{
 		IdempotencyKey: func(string, order) string { return "k" },
 		Call:           func(context.Context, string, string, order) (paid, error) { return paid{}, nil },
 		Concurrency:    2,
-	})
-	if err == nil || !strings.Contains(err.Error(), "Keys") {
-		t.Errorf("Concurrency without serdes: %v, want an error naming Keys", err)
+	}, "in")
+	_, err := b.Build()
+	if err == nil || !strings.Contains(err.Error(), `sideeffect "x": Options.IdempotencyKey and Options.Call are required`) {
+		t.Errorf("no IdempotencyKey and Call: Build gave %v, want an error naming x", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), `sideeffect "y": Concurrency 2 needs Options.Keys`) {
+		t.Errorf("Concurrency without serdes: Build gave %v, want an error naming y and Keys", err)
 	}
 }
 
