@@ -182,7 +182,7 @@ func checkCrashRun(t *testing.T, brokers []string, out []countOut, records, keys
 	// uninterrupted run would have them.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rep, err := verify.Replay(ctx, countingApp(t, true), verify.Brokers(brokers...), verify.ApplicationID("crash"), verify.Timeout(2*time.Minute))
+	rep, err := verify.Replay(ctx, countingApp(t, true), verify.ReplayConfig{Brokers: brokers, ApplicationID: "crash", Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

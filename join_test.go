@@ -25,8 +25,8 @@ func TestJoinPartitionsAreCoLocatedAcrossInstances(t *testing.T) {
 	}
 	defer c.Close()
 	brokers := c.ListenAddrs()
-	sb := dsl.NewStreamsBuilder()
-	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store")
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store", dsl.Materialized{})
 	dsl.Join(dsl.Stream(sb, "orders", serde.String, serde.String), customers,
 		func(_ string, order, name string) string { return order + "@" + name }, serde.String).To("enriched")
 	top, err := sb.Build()

@@ -200,7 +200,7 @@ func TestSigkilledExposureInstancesDecideEachCustomerOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rep, err := verify.Replay(ctx, top, verify.Brokers(brokers...), verify.ApplicationID("risk"), verify.Timeout(2*time.Minute))
+	rep, err := verify.Replay(ctx, top, verify.ReplayConfig{Brokers: brokers, ApplicationID: "risk", Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

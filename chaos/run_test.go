@@ -94,7 +94,7 @@ func ordersRun(t *testing.T, seed uint64, ordersCount int) chaos.Config {
 		// kfake loses abort markers when killed with transactions open.
 		QuiesceBrokerKills: true,
 		Verifiers: []chaos.Verifier{
-			chaos.Replay(top, verify.Timeout(2*time.Minute)),
+			chaos.Replay(top, verify.ReplayConfig{Timeout: 2 * time.Minute}),
 			chaos.OrdersAudit(verify.Config{Options: opts, Timeout: 2 * time.Minute}),
 		},
 		Dir: t.TempDir(),

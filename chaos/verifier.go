@@ -57,12 +57,12 @@ type Verdict struct {
 // Replay checks the run with verify.Replay: the committed output must
 // equal what topology produces when the committed input is replayed
 // through it in one uninterrupted pass. The topology must be the one the
-// instances ran, configured as they configured it. Options are passed to
-// verify.Replay after the target's brokers and application id.
-func Replay(topology *exactly.Topology, opts ...verify.ReplayOption) Verifier {
+// instances ran, configured as they configured it. cfg.Brokers and
+// cfg.ApplicationID are replaced by the target's.
+func Replay(topology *exactly.Topology, cfg verify.ReplayConfig) Verifier {
 	return VerifierFunc(func(ctx context.Context, t Target) (Verdict, error) {
-		opts := append([]verify.ReplayOption{verify.Brokers(t.Brokers...), verify.ApplicationID(t.ApplicationID)}, opts...)
-		rep, err := verify.Replay(ctx, topology, opts...)
+		cfg.Brokers, cfg.ApplicationID = t.Brokers, t.ApplicationID
+		rep, err := verify.Replay(ctx, topology, cfg)
 		if err != nil {
 			return Verdict{}, fmt.Errorf("replay verifier: %w", err)
 		}

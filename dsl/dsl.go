@@ -13,7 +13,6 @@ package dsl
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/serde"
@@ -59,13 +58,10 @@ func (m Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.DroppedRecords}
 }
 
-// NewStreamsBuilder returns an empty builder.
-func NewStreamsBuilder(opts ...Options) *StreamsBuilder {
-	sb := &StreamsBuilder{b: exactly.NewBuilder()}
-	if len(opts) > 0 {
-		sb.opts = opts[0]
-	}
-	return sb
+// NewStreamsBuilder returns an empty builder; the zero Options are the
+// defaults.
+func NewStreamsBuilder(opts Options) *StreamsBuilder {
+	return &StreamsBuilder{b: exactly.NewBuilder(), opts: opts}
 }
 
 // Builder returns the underlying Processor API builder, to mix in custom
@@ -102,15 +98,18 @@ type KeyValue[K, V any] struct {
 }
 
 // Stream reads topic as a stream. Its records carry event time from the
-// Kafka record timestamp unless timestamp is given.
-func Stream[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], timestamp ...func(exactly.Record[K, V]) (time.Time, error)) KStream[K, V] {
+// Kafka record timestamp; see StreamFrom for another timestamp or several
+// topics.
+func Stream[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V]) KStream[K, V] {
+	return StreamFrom(sb, exactly.Source[K, V]{Topics: []string{topic}, Keys: keys, Values: values})
+}
+
+// StreamFrom reads a source declared in full: its topics (co-partitioned),
+// serdes and event-time extractor, as exactly.AddSource takes them.
+func StreamFrom[K, V any](sb *StreamsBuilder, src exactly.Source[K, V]) KStream[K, V] {
 	name := sb.name("KSTREAM-SOURCE")
-	src := exactly.Source[K, V]{Topics: []string{topic}, Keys: keys, Values: values}
-	if len(timestamp) > 0 {
-		src.Timestamp = timestamp[0]
-	}
 	exactly.AddSource(sb.b, name, src)
-	return KStream[K, V]{sb: sb, node: name, keys: keys, values: values}
+	return KStream[K, V]{sb: sb, node: name, keys: src.Keys, values: src.Values}
 }
 
 // Node is the name of the stream's last node in the topology, for

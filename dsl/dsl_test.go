@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
@@ -177,7 +178,7 @@ func TestWindowStoreStaysBounded(t *testing.T) {
 }
 
 func TestStatelessOperations(t *testing.T) {
-	sb := dsl.NewStreamsBuilder()
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	words := dsl.FlatMap(dsl.Stream(sb, "lines", serde.String, serde.String),
 		func(_ string, line string) []dsl.KeyValue[string, string] {
 			var out []dsl.KeyValue[string, string]
@@ -212,10 +213,10 @@ func TestStatelessOperations(t *testing.T) {
 }
 
 func TestAggregationsIntoTables(t *testing.T) {
-	sb := dsl.NewStreamsBuilder()
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	amounts := dsl.Stream(sb, "payments", serde.String, serde.Int64)
-	dsl.Count(amounts.GroupByKey(), "payment-counts").ToStream().To("counts")
-	dsl.Reduce(amounts.GroupByKey(), "max-payment", func(acc, v int64) int64 { return max(acc, v) }).ToStream().To("max")
+	dsl.Count(amounts.GroupByKey(), "payment-counts", dsl.Materialized{}).ToStream().To("counts")
+	dsl.Reduce(amounts.GroupByKey(), "max-payment", func(acc, v int64) int64 { return max(acc, v) }, dsl.Materialized{}).ToStream().To("max")
 	top, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -241,8 +242,8 @@ func TestAggregationsIntoTables(t *testing.T) {
 func TestStreamTableJoinsMatchBruteForce(t *testing.T) {
 	for seed := range uint64(10) {
 		rng := rand.New(rand.NewPCG(seed, 11))
-		sb := dsl.NewStreamsBuilder()
-		customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store")
+		sb := dsl.NewStreamsBuilder(dsl.Options{})
+		customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store", dsl.Materialized{})
 		orders := dsl.Stream(sb, "orders", serde.String, serde.Int64)
 		dsl.Join(orders, customers, func(_ string, amount int64, name string) string {
 			return fmt.Sprint(name, ":", amount)
@@ -294,8 +295,8 @@ func TestStreamTableJoinsMatchBruteForce(t *testing.T) {
 }
 
 func TestJoinOfTopicsWithDifferentPartitionCountsIsRefusedNamingBoth(t *testing.T) {
-	sb := dsl.NewStreamsBuilder()
-	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store")
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store", dsl.Materialized{})
 	dsl.Join(dsl.Stream(sb, "orders", serde.String, serde.Int64), customers, func(_ string, a int64, n string) string { return n }, serde.String).To("out")
 	top, err := sb.Build()
 	if err != nil {
@@ -426,5 +427,40 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 			}
 			d.Close()
 		}
+	}
+}
+
+func TestStreamFromTakesEventTimeFromTheExtractor(t *testing.T) {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	clicks := dsl.StreamFrom(sb, exactly.Source[string, int64]{
+		Topics: []string{"clicks"}, Keys: serde.String, Values: serde.Int64,
+		Timestamp: func(rec exactly.Record[string, int64]) (time.Time, error) { return time.UnixMilli(rec.Value), nil },
+	})
+	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(10*time.Second, 0), "per-window", dsl.WindowOptions{}).To("counts")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.Int64)
+	for _, ms := range []int64{1_000, 12_000, 15_000} { // the Kafka timestamps all say 0
+		if err := in.PipeInput("k", ms, time.UnixMilli(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := testdriver.CreateOutputTopic(d, "counts", dsl.WindowedSerde(serde.String), serde.Int64).ReadRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]int64{} // window start → latest count
+	for _, r := range recs {
+		got[r.Key.Start.UnixMilli()] = r.Value
+	}
+	if want := map[int64]int64{0: 1, 10_000: 2}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("counts by window start %v, want %v", got, want)
 	}
 }

@@ -12,7 +12,7 @@ import (
 // Suspicious-order counts: orders per customer in 5-minute windows, with a
 // 2-minute grace for late orders, one final count per window.
 func Example_windowedCount() {
-	sb := dsl.NewStreamsBuilder()
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	orders := dsl.Stream(sb, "orders", serde.String, serde.String) // key: customer id
 	counts := dsl.WindowedCount(orders.GroupByKey(), dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
 		"orders-per-customer", dsl.WindowOptions{EmitFinal: true})

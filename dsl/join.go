@@ -32,15 +32,11 @@ func (p *tableMaterializer[K, V]) Close() error { return nil }
 // materialized in the store called storeName. A tombstone reaches the
 // value serde as nil bytes; with serdes that reject it, it is a
 // deserialization error, handled as the builder says.
-func Table[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], storeName string, m ...Materialized) KTable[K, V] {
+func Table[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], storeName string, m Materialized) KTable[K, V] {
 	src := Stream(sb, topic, keys, values)
 	name := sb.name("KTABLE-SOURCE")
 	exactly.AddProcessor(sb.b, name, func() exactly.Processor[K, V, K, V] { return &tableMaterializer[K, V]{store: storeName} }, src.node)
-	var mat Materialized
-	if len(m) > 0 {
-		mat = m[0]
-	}
-	exactly.AddStore(sb.b, exactly.Store[K, V]{Name: storeName, Keys: keys, Values: values, Persistent: mat.Persistent}, name)
+	exactly.AddStore(sb.b, exactly.Store[K, V]{Name: storeName, Keys: keys, Values: values, Persistent: m.Persistent}, name)
 	return KTable[K, V]{sb: sb, node: name, keys: keys, values: values, Store: storeName}
 }
 

@@ -37,7 +37,8 @@ func (t KTable[K, V]) ToStream() KStream[K, V] {
 	return KStream[K, V]{sb: t.sb, node: t.node, keys: t.keys, values: t.values}
 }
 
-// Materialized chooses how an aggregation's store is kept.
+// Materialized chooses how the store of a table or aggregation is kept;
+// the zero value is the default: in memory, logged to its changelog.
 type Materialized struct {
 	// Persistent keeps the store on disk (Pebble) instead of in memory.
 	Persistent bool
@@ -81,33 +82,29 @@ func (p *aggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 func (p *aggregator[K, V, A]) Close() error { return nil }
 
 // Aggregate folds each key's records into a value, starting from init,
-// kept in the store called storeName (logged to its changelog).
-func Aggregate[K, V, A any](g KGroupedStream[K, V], storeName string, init func() A, add func(K, V, A) A, values serde.Serde[A], m ...Materialized) KTable[K, A] {
+// kept in the store called storeName as m says.
+func Aggregate[K, V, A any](g KGroupedStream[K, V], storeName string, init func() A, add func(K, V, A) A, values serde.Serde[A], m Materialized) KTable[K, A] {
 	return aggregate(g, storeName, init, add, nil, values, m)
 }
 
-func aggregate[K, V, A any](g KGroupedStream[K, V], storeName string, init func() A, add func(K, V, A) A, first func(K, V) A, values serde.Serde[A], m []Materialized) KTable[K, A] {
+func aggregate[K, V, A any](g KGroupedStream[K, V], storeName string, init func() A, add func(K, V, A) A, first func(K, V) A, values serde.Serde[A], m Materialized) KTable[K, A] {
 	s := g.s
 	name := s.sb.name("KSTREAM-AGGREGATE")
 	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, K, A] {
 		return &aggregator[K, V, A]{store: storeName, init: init, add: add, first: first}
 	}, s.node)
-	var mat Materialized
-	if len(m) > 0 {
-		mat = m[0]
-	}
-	exactly.AddStore(s.sb.b, exactly.Store[K, A]{Name: storeName, Keys: s.keys, Values: values, Persistent: mat.Persistent}, name)
+	exactly.AddStore(s.sb.b, exactly.Store[K, A]{Name: storeName, Keys: s.keys, Values: values, Persistent: m.Persistent}, name)
 	return KTable[K, A]{sb: s.sb, node: name, keys: s.keys, values: values, Store: storeName}
 }
 
 // Count counts each key's records.
-func Count[K, V any](g KGroupedStream[K, V], storeName string, m ...Materialized) KTable[K, int64] {
-	return Aggregate(g, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, m...)
+func Count[K, V any](g KGroupedStream[K, V], storeName string, m Materialized) KTable[K, int64] {
+	return Aggregate(g, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, m)
 }
 
 // Reduce combines each key's records pairwise: the first record's value
 // is the start, each later one is folded in with reduce.
-func Reduce[K, V any](g KGroupedStream[K, V], storeName string, reduce func(acc, v V) V, m ...Materialized) KTable[K, V] {
+func Reduce[K, V any](g KGroupedStream[K, V], storeName string, reduce func(acc, v V) V, m Materialized) KTable[K, V] {
 	return aggregate(g, storeName, func() V { var zero V; return zero }, func(_ K, v V, acc V) V { return reduce(acc, v) },
 		func(_ K, v V) V { return v }, g.s.values, m)
 }

@@ -28,7 +28,7 @@ func BenchmarkInbox(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := context.Background()
 			pool := newPool(b)
-			in := New(pool, "bench")
+			in := New(pool, "bench", Options{})
 			ids := make([]string, bc.batch)
 			n := 0
 			start := time.Now()
@@ -81,7 +81,7 @@ func BenchmarkConsumer(b *testing.B) {
 				brokers := newBroker(b, ids)
 				seen := newTally(len(ids))
 				var first time.Time // the group join is not part of the rate
-				cfg := ConsumerConfig{Inbox: New(pool, "bench"), BatchSize: bc.batch,
+				cfg := ConsumerConfig{Inbox: New(pool, "bench", Options{}), BatchSize: bc.batch,
 					OnResult: func(r *kgo.Record, res Result) {
 						if first.IsZero() {
 							first = time.Now()

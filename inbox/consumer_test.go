@@ -122,7 +122,7 @@ func TestConsumerKilledBetweenDBCommitAndOffsetCommitRedeliversWithoutSecondEffe
 			pool := newPool(t)
 			ids := seq(300, "e-%d")
 			brokers := newBroker(t, ids)
-			in := New(pool, "payments")
+			in := New(pool, "payments", Options{})
 
 			// First instance: processes one poll, commits it to the
 			// database, and dies before committing offsets.
@@ -165,7 +165,7 @@ func TestTwoConsumersDeliveringThe500SameEventsConcurrentlyRun500Effects(t *test
 	pool := newPool(t)
 	ids := seq(500, "e-%d")
 	brokers := newBroker(t, ids)
-	in := New(pool, "payments")
+	in := New(pool, "payments", Options{})
 	// Two Kafka groups read the whole topic, so every event reaches the
 	// inbox twice, at about the same time.
 	var wg sync.WaitGroup
@@ -208,7 +208,7 @@ func TestBatchedConsumerWithDuplicatesInsideOneBatchRunsOneEffectEach(t *testing
 			}
 			brokers := newBroker(t, ids)
 			seen := newTally(len(ids))
-			cfg := ConsumerConfig{Inbox: New(pool, "payments"), BatchSize: 50, OnResult: seen.onResult, Kafka: kafkaOpts(brokers, "payments")}
+			cfg := ConsumerConfig{Inbox: New(pool, "payments", Options{}), BatchSize: 50, OnResult: seen.onResult, Kafka: kafkaOpts(brokers, "payments")}
 			if bulk {
 				cfg.BulkHandler = bulkEffectHandler
 			} else {
@@ -231,7 +231,7 @@ func TestBatchedConsumerWithDuplicatesInsideOneBatchRunsOneEffectEach(t *testing
 }
 
 func TestConsumerRequiresAConsumerGroup(t *testing.T) {
-	_, err := NewConsumer(ConsumerConfig{Inbox: New((*pgxpool.Pool)(nil), "g"), Handler: effectHandler, Kafka: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}})
+	_, err := NewConsumer(ConsumerConfig{Inbox: New((*pgxpool.Pool)(nil), "g", Options{}), Handler: effectHandler, Kafka: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}})
 	if err == nil {
 		t.Fatal("NewConsumer without kgo.ConsumerGroup succeeded")
 	}
@@ -260,7 +260,7 @@ func TestConsumerRetriesThroughAPostgreSQLCrashAndRunsEachEffectOnce(t *testing.
 	seen := newTally(len(ids))
 	restarted := make(chan struct{})
 	var crashOnce sync.Once
-	c, err := NewConsumer(ConsumerConfig{Inbox: New(pool, "payments"), Handler: effectHandler, BatchSize: 10,
+	c, err := NewConsumer(ConsumerConfig{Inbox: New(pool, "payments", Options{}), Handler: effectHandler, BatchSize: 10,
 		OnResult: func(r *kgo.Record, res Result) {
 			seen.onResult(r, res)
 			if seen.seen.Load() >= 500 {

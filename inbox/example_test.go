@@ -25,7 +25,7 @@ func Example() {
 	if err := inbox.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
-	in := inbox.New(pool, "payments")
+	in := inbox.New(pool, "payments", inbox.Options{})
 	go in.RunRetention(ctx, 14*24*time.Hour, time.Hour, func(err error) { log.Print(err) })
 
 	consumer, err := inbox.NewConsumer(inbox.ConsumerConfig{
@@ -60,7 +60,7 @@ func ExampleInbox_Process() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	in := inbox.New(pool, "charge-api")
+	in := inbox.New(pool, "charge-api", inbox.Options{})
 	result, err := in.Process(ctx, "request-42", func(ctx context.Context, tx pgx.Tx) ([]byte, error) {
 		var chargeID string
 		err := tx.QueryRow(ctx, `INSERT INTO charges (order_id) VALUES ('o-1') RETURNING id::text`).Scan(&chargeID)

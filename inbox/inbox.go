@@ -81,27 +81,19 @@ type Inbox struct {
 	metrics *metrics
 }
 
-// Option configures an Inbox.
-type Option func(*Inbox)
-
-// WithMetrics registers the inbox's counters with reg:
-// inbox_events_processed_total and inbox_duplicates_skipped_total, labelled
-// by consumer_group. Without it nothing is registered.
-func WithMetrics(reg prometheus.Registerer) Option {
-	return func(in *Inbox) { in.metrics = newMetrics(reg, in.group) }
+// Options configure an Inbox; the zero value is the default.
+type Options struct {
+	// Registerer receives the inbox's counters,
+	// inbox_events_processed_total and inbox_duplicates_skipped_total,
+	// labelled by consumer_group; nil registers nothing. Inboxes of one
+	// group registered with one registry share their counters.
+	Registerer prometheus.Registerer
 }
 
 // New returns an inbox that records event ids under consumerGroup. Groups are
 // independent: the same event id processed by two groups runs both effects.
-func New(db DB, consumerGroup string, opts ...Option) *Inbox {
-	in := &Inbox{db: db, group: consumerGroup}
-	for _, opt := range opts {
-		opt(in)
-	}
-	if in.metrics == nil {
-		in.metrics = newMetrics(nil, consumerGroup)
-	}
-	return in
+func New(db DB, consumerGroup string, opts Options) *Inbox {
+	return &Inbox{db: db, group: consumerGroup, metrics: newMetrics(opts.Registerer, consumerGroup)}
 }
 
 // ConsumerGroup returns the group the inbox records ids under.

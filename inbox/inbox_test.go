@@ -71,7 +71,7 @@ func TestThreeDeliveriesRunOneEffectAndReturnStoredResponseTwice(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
 	reg := prometheus.NewRegistry()
-	in := New(pool, "payments", WithMetrics(reg))
+	in := New(pool, "payments", Options{Registerer: reg})
 	var results []Result
 	for range 3 {
 		r, err := in.Process(ctx, "e-1", recordEffect("e-1"))
@@ -118,7 +118,7 @@ func TestConsumerGroupsAreIndependent(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
 	for _, group := range []string{"a", "b"} {
-		if _, err := New(pool, group).Process(ctx, "e-1", recordEffect("e-1")); err != nil {
+		if _, err := New(pool, group, Options{}).Process(ctx, "e-1", recordEffect("e-1")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,7 +130,7 @@ func TestConsumerGroupsAreIndependent(t *testing.T) {
 func TestFailedEffectRecordsNothingAndRunsAgain(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	in := New(pool, "payments")
+	in := New(pool, "payments", Options{})
 	boom := errors.New("gateway down")
 	_, err := in.Process(ctx, "e-1", func(ctx context.Context, tx pgx.Tx) ([]byte, error) {
 		if _, err := recordEffect("e-1")(ctx, tx); err != nil {
@@ -153,7 +153,7 @@ func TestFailedEffectRecordsNothingAndRunsAgain(t *testing.T) {
 func TestConcurrentDuplicatesOf500EventsRun500Effects(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	in := New(pool, "payments")
+	in := New(pool, "payments", Options{})
 	const n = 500
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -196,7 +196,7 @@ func TestConcurrentDuplicatesOf500EventsRun500Effects(t *testing.T) {
 func TestBatchWithDuplicatesInsideRunsOneEffectEach(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	in := New(pool, "payments")
+	in := New(pool, "payments", Options{})
 	if _, err := in.Process(ctx, "d", recordEffect("d")); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestBatchWithDuplicatesInsideRunsOneEffectEach(t *testing.T) {
 func TestConcurrentOverlappingBatchesRunOneEffectEach(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	in := New(pool, "payments")
+	in := New(pool, "payments", Options{})
 	const n, batch = 600, 50
 	ids := make([]string, n)
 	for i := range ids {
@@ -273,7 +273,7 @@ func TestConcurrentOverlappingBatchesRunOneEffectEach(t *testing.T) {
 func TestDeleteOlderThanRemovesOnlyExpiredKeysOfTheGroup(t *testing.T) {
 	ctx := context.Background()
 	pool := newPool(t)
-	in, other := New(pool, "payments"), New(pool, "other")
+	in, other := New(pool, "payments", Options{}), New(pool, "other", Options{})
 	for i := range 30 {
 		id := fmt.Sprintf("e-%d", i)
 		for _, x := range []*Inbox{in, other} {
@@ -309,7 +309,7 @@ func TestDeleteOlderThanRemovesOnlyExpiredKeysOfTheGroup(t *testing.T) {
 
 func TestEmptyEventIDIsRejected(t *testing.T) {
 	pool := newPool(t)
-	in := New(pool, "payments")
+	in := New(pool, "payments", Options{})
 	if _, err := in.Process(context.Background(), "", recordEffect("")); !errors.Is(err, ErrEmptyEventID) {
 		t.Fatalf("err = %v, want ErrEmptyEventID", err)
 	}

@@ -139,7 +139,7 @@ func TestOrdersAuditPassesOnAnHonestRunAndCatchesTampering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replayed, err := verify.Replay(context.Background(), top, verify.Brokers(brokers...), verify.ApplicationID("orders"), verify.Timeout(30*time.Second))
+	replayed, err := verify.Replay(context.Background(), top, verify.ReplayConfig{Brokers: brokers, ApplicationID: "orders", Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

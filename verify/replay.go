@@ -16,9 +16,42 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// ReplayOption configures Replay.
-type ReplayOption func(*replayConfig)
+// ReplayConfig configures Replay. Brokers and ApplicationID are required;
+// every other field's zero value takes its default.
+type ReplayConfig struct {
+	// Brokers are the seed brokers of the cluster the application ran on.
+	Brokers []string
+	// ClientOptions are added to every franz-go client the verifier opens
+	// (TLS, SASL, client id). Options that choose what to consume are
+	// overridden.
+	ClientOptions []kgo.Opt
+	// ApplicationID names the application that ran the topology: the
+	// consumer group whose committed offsets mark the committed input, and
+	// the prefix of the changelog topics.
+	ApplicationID string
+	// InputTopics limits the replay to the sub-topologies that read one of
+	// them. By default the inputs are derived from the topology: every
+	// sub-topology is replayed, from its source topics, repartition topics
+	// included. Topics written by a sub-topology left out are not compared.
+	InputTopics []string
+	// Timeout bounds the whole verification, reads and replay included;
+	// default one minute.
+	Timeout time.Duration
+	// WaitForTransactions is how long the verifier waits for transactions
+	// still open on the topology's topics to end before it reports them as
+	// left open; default two seconds, negative for no wait. It never waits
+	// longer.
+	WaitForTransactions time.Duration
+	// IgnoreHeaders are left out of the record comparison, besides
+	// exactly.HeaderErrorMessage, which always is: it carries the text of
+	// the error that dead-lettered a record, which for a panic includes a
+	// stack trace that differs from run to run.
+	IgnoreHeaders []string
+	// SkipChangelogs turns off the comparison of changelog topics.
+	SkipChangelogs bool
+}
 
+// replayConfig is a ReplayConfig with its defaults applied.
 type replayConfig struct {
 	brokers       []string
 	clientOpts    []kgo.Opt
@@ -30,62 +63,37 @@ type replayConfig struct {
 	changelogs    bool
 }
 
-// Brokers sets the seed brokers of the cluster the application ran on;
-// required.
-func Brokers(seeds ...string) ReplayOption {
-	return func(c *replayConfig) { c.brokers = append(c.brokers, seeds...) }
+func (c ReplayConfig) withDefaults() (replayConfig, error) {
+	if len(c.Brokers) == 0 {
+		return replayConfig{}, fmt.Errorf("%w: set ReplayConfig.Brokers to the cluster's seed brokers", ErrReplayConfig)
+	}
+	if c.ApplicationID == "" {
+		return replayConfig{}, fmt.Errorf("%w: set ReplayConfig.ApplicationID to the application id (its consumer group and changelog prefix)", ErrReplayConfig)
+	}
+	out := replayConfig{
+		brokers:       c.Brokers,
+		clientOpts:    c.ClientOptions,
+		applicationID: c.ApplicationID,
+		inputTopics:   c.InputTopics,
+		timeout:       c.Timeout,
+		settle:        c.WaitForTransactions,
+		ignoreHeaders: append([]string{exactly.HeaderErrorMessage}, c.IgnoreHeaders...),
+		changelogs:    !c.SkipChangelogs,
+	}
+	if out.timeout <= 0 {
+		out.timeout = time.Minute
+	}
+	switch {
+	case out.settle == 0:
+		out.settle = 2 * time.Second
+	case out.settle < 0:
+		out.settle = 0
+	}
+	return out, nil
 }
 
-// ClientOptions adds options to every franz-go client the verifier opens
-// (TLS, SASL, client id). Options that choose what to consume are
-// overridden.
-func ClientOptions(opts ...kgo.Opt) ReplayOption {
-	return func(c *replayConfig) { c.clientOpts = append(c.clientOpts, opts...) }
-}
-
-// ApplicationID names the application that ran the topology; required. It
-// is the consumer group whose committed offsets mark the committed input,
-// and the prefix of the changelog topics.
-func ApplicationID(id string) ReplayOption {
-	return func(c *replayConfig) { c.applicationID = id }
-}
-
-// InputTopics limits the replay to the sub-topologies that read one of
-// topics. By default the inputs are derived from the topology: every
-// sub-topology is replayed, from its source topics, repartition topics
-// included. Topics written by a sub-topology left out are not compared.
-func InputTopics(topics ...string) ReplayOption {
-	return func(c *replayConfig) { c.inputTopics = append(c.inputTopics, topics...) }
-}
-
-// Timeout bounds the whole verification, reads and replay included; the
-// default is one minute.
-func Timeout(d time.Duration) ReplayOption {
-	return func(c *replayConfig) { c.timeout = d }
-}
-
-// WaitForTransactions sets how long the verifier waits for transactions
-// still open on the topology's topics to end before it reports them as
-// left open; the default is two seconds. It never waits longer.
-func WaitForTransactions(d time.Duration) ReplayOption {
-	return func(c *replayConfig) { c.settle = d }
-}
-
-// IgnoreHeaders leaves headers out of the record comparison. By default
-// only exactly.error.message is left out: it carries the text of the
-// error that dead-lettered a record, which for a panic includes a stack
-// trace that differs from run to run.
-func IgnoreHeaders(keys ...string) ReplayOption {
-	return func(c *replayConfig) { c.ignoreHeaders = append(c.ignoreHeaders, keys...) }
-}
-
-// SkipChangelogs turns off the comparison of changelog topics.
-func SkipChangelogs() ReplayOption {
-	return func(c *replayConfig) { c.changelogs = false }
-}
-
-// ErrReplayConfig is wrapped by the errors Replay returns for options it
-// cannot work with.
+// ErrReplayConfig is wrapped by the errors Replay returns for a
+// configuration it cannot work with.
 var ErrReplayConfig = errors.New("verify: replay configuration")
 
 // Replay checks that what an application committed to Kafka equals what
@@ -148,19 +156,10 @@ var ErrReplayConfig = errors.New("verify: replay configuration")
 // bounded by Timeout. An error is returned when the verification could not
 // be carried out (cluster unreachable, bad options); findings are in the
 // report.
-func Replay(ctx context.Context, topology *exactly.Topology, opts ...ReplayOption) (*ReplayReport, error) {
-	cfg := replayConfig{timeout: time.Minute, settle: 2 * time.Second, ignoreHeaders: []string{exactly.HeaderErrorMessage}, changelogs: true}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if len(cfg.brokers) == 0 {
-		return nil, fmt.Errorf("%w: give the cluster's seed brokers with verify.Brokers", ErrReplayConfig)
-	}
-	if cfg.applicationID == "" {
-		return nil, fmt.Errorf("%w: give the application id with verify.ApplicationID (its consumer group and changelog prefix)", ErrReplayConfig)
-	}
-	if cfg.timeout <= 0 {
-		cfg.timeout = time.Minute
+func Replay(ctx context.Context, topology *exactly.Topology, c ReplayConfig) (*ReplayReport, error) {
+	cfg, err := c.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()

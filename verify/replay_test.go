@@ -124,12 +124,12 @@ func waitConsumed(t *testing.T, brokers []string, group, topic string, want int6
 	}
 }
 
-func replay(t *testing.T, top *exactly.Topology, brokers []string, applicationID string, opts ...verify.ReplayOption) *verify.ReplayReport {
+func replay(t *testing.T, top *exactly.Topology, brokers []string, applicationID string, inputTopics ...string) *verify.ReplayReport {
 	t.Helper()
-	rep, err := verify.Replay(deadline(t), top, append([]verify.ReplayOption{
-		verify.Brokers(brokers...), verify.ApplicationID(applicationID), verify.Timeout(30 * time.Second),
-		verify.WaitForTransactions(300 * time.Millisecond),
-	}, opts...)...)
+	rep, err := verify.Replay(deadline(t), top, verify.ReplayConfig{
+		Brokers: brokers, ApplicationID: applicationID, Timeout: 30 * time.Second,
+		WaitForTransactions: 300 * time.Millisecond, InputTopics: inputTopics,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +422,7 @@ func TestReplayFollowsARepartitionTopicSubtopologyBySubtopology(t *testing.T) {
 		t.Fatalf("no decision committed or no repartition topic compared: the test proves little\n%s", rep)
 	}
 
-	only := replay(t, top, brokers, app, verify.InputTopics(repartition))
+	only := replay(t, top, brokers, app, repartition)
 	skipped := map[string]string{}
 	for _, tc := range only.Topics {
 		skipped[tc.Topic] = tc.Skipped
@@ -431,7 +431,7 @@ func TestReplayFollowsARepartitionTopicSubtopologyBySubtopology(t *testing.T) {
 		skipped[repartition] == "" || skipped[exposure.DecisionsTopic] != "" {
 		t.Fatalf("InputTopics(%s) must replay the downstream sub-topology alone and compare only what it writes:\n%s", repartition, only)
 	}
-	if _, err := verify.Replay(deadline(t), top, verify.Brokers(brokers...), verify.ApplicationID(app), verify.InputTopics("nonsense")); !errors.Is(err, verify.ErrReplayConfig) {
+	if _, err := verify.Replay(deadline(t), top, verify.ReplayConfig{Brokers: brokers, ApplicationID: app, InputTopics: []string{"nonsense"}}); !errors.Is(err, verify.ErrReplayConfig) {
 		t.Fatalf("InputTopics(nonsense): %v, want ErrReplayConfig", err)
 	}
 

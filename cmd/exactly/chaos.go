@@ -225,7 +225,7 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 			cfg.Input = chaos.OrdersInput(input, o.Seed, o.Orders, o.Partitions)
 		}
 		cfg.Verifiers = []chaos.Verifier{
-			chaos.Replay(top, verify.Timeout(o.VerifyTimeout)),
+			chaos.Replay(top, verify.ReplayConfig{Timeout: o.VerifyTimeout}),
 			chaos.OrdersAudit(verify.Config{Options: opts, Timeout: o.VerifyTimeout}),
 		}
 		if len(command) == 0 {
@@ -249,7 +249,7 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 				return cfg, err
 			}
 			cfg.Topics = append(cfg.Topics, chaos.Topic{Name: output})
-			cfg.Verifiers = []chaos.Verifier{chaos.Replay(top, verify.Timeout(o.VerifyTimeout))}
+			cfg.Verifiers = []chaos.Verifier{chaos.Replay(top, verify.ReplayConfig{Timeout: o.VerifyTimeout})}
 		} else if o.VerifyCommand == "" {
 			return cfg, errors.New("--topology custom needs --verify-command: a program that checks your application's committed output and exits 0 when it holds")
 		}

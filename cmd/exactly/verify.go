@@ -121,7 +121,7 @@ input).`,
 			if err != nil {
 				return err
 			}
-			rep, err := verify.Replay(cmd.Context(), top, verify.Brokers(c.Brokers...), verify.ApplicationID(c.ApplicationID), verify.Timeout(c.Deadline))
+			rep, err := verify.Replay(cmd.Context(), top, verify.ReplayConfig{Brokers: c.Brokers, ApplicationID: c.ApplicationID, Timeout: c.Deadline})
 			if err != nil {
 				return err
 			}

@@ -167,7 +167,7 @@ func TestOrdersOverHTTPEndInProjectionsAndPaymentsThatMatchTheOrdersTable(t *tes
 	projectionProc := startChild(t, "projection", dsn, projectionState, brokers)
 
 	payments, err := inbox.NewConsumer(inbox.ConsumerConfig{
-		Inbox:     inbox.New(pool, "payments"),
+		Inbox:     inbox.New(pool, "payments", inbox.Options{}),
 		BatchSize: 20,
 		Handler: func(ctx context.Context, tx pgx.Tx, r *kgo.Record) ([]byte, error) {
 			return ChargePayment(ctx, tx, r.Value)

@@ -35,7 +35,7 @@ func effectsThroughInbox(t *testing.T, dsn string, brokers []string, total int) 
 	}
 	var dups atomic.Int64
 	c, err := inbox.NewConsumer(inbox.ConsumerConfig{
-		Inbox:     inbox.New(pool, "projection"),
+		Inbox:     inbox.New(pool, "projection", inbox.Options{}),
 		BatchSize: 100,
 		Handler: func(ctx context.Context, tx pgx.Tx, r *kgo.Record) ([]byte, error) {
 			_, err := tx.Exec(ctx, `INSERT INTO effects (event_id) VALUES ($1)`, header(r, "id"))
