@@ -15,53 +15,45 @@ import (
 	"fmt"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // StreamsBuilder builds a topology from streams and tables.
 type StreamsBuilder struct {
-	b    *exactly.Builder
-	seq  int
-	opts Options
+	b       *exactly.Builder
+	seq     int
+	opts    Options
+	dropped *prometheus.CounterVec
 }
 
-// Options configure a StreamsBuilder.
+// Options configure a StreamsBuilder; the zero value is the default.
 type Options struct {
 	// ApplicationID names the repartition topics,
 	// <ApplicationID>-<name>-repartition; it must equal the application's
 	// Config.ApplicationID. Required when a grouping follows a key change.
 	ApplicationID string
-	// Metrics receive the DSL's metrics (optional).
-	Metrics Metrics
-}
-
-// Metrics are the DSL's metrics; pass them to NewStreamsBuilder and
-// register Collectors() where /metrics is served.
-type Metrics struct {
-	// DroppedRecords counts records a windowed aggregation dropped, by
-	// reason ("late": after window end + grace).
-	DroppedRecords *prometheus.CounterVec
-}
-
-// NewMetrics returns unregistered metrics named dropped_records_total.
-func NewMetrics() Metrics {
-	return Metrics{DroppedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dropped_records_total", Help: "Records dropped by windowed aggregations, by reason."}, []string{"reason"})}
-}
-
-// Collectors returns the metrics to register.
-func (m Metrics) Collectors() []prometheus.Collector {
-	if m.DroppedRecords == nil {
-		return nil
-	}
-	return []prometheus.Collector{m.DroppedRecords}
+	// Registerer receives the DSL's metrics: dropped_records_total, the
+	// records windowed aggregations and joins dropped, by reason ("late":
+	// after window end + grace). Nil registers nothing. Building again
+	// against the same registry reuses the series;
+	// prometheus.WrapRegistererWith adds labels of the application's own.
+	Registerer prometheus.Registerer
 }
 
 // NewStreamsBuilder returns an empty builder; the zero Options are the
 // defaults.
 func NewStreamsBuilder(opts Options) *StreamsBuilder {
-	return &StreamsBuilder{b: exactly.NewBuilder(), opts: opts}
+	sb := &StreamsBuilder{b: exactly.NewBuilder(), opts: opts}
+	var err error
+	sb.dropped, err = metrics.Register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dropped_records_total", Help: "Records dropped by windowed aggregations and joins, by reason.",
+	}, []string{"reason"}))
+	if err != nil {
+		sb.b.AddError(fmt.Errorf("dsl: register metrics: %w", err))
+	}
+	return sb
 }
 
 // Builder returns the underlying Processor API builder, to mix in custom

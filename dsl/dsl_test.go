@@ -12,7 +12,7 @@ import (
 	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 type event struct {
@@ -82,9 +82,26 @@ func oracle(events []event, w dsl.TimeWindows) oracleResult {
 	return res
 }
 
-func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, dsl.Metrics) {
-	m := dsl.NewMetrics()
-	sb := dsl.NewStreamsBuilder(dsl.Options{Metrics: m})
+// lateDrops is dropped_records_total{reason="late"} in reg.
+func lateDrops(t *testing.T, reg *prometheus.Registry) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			if f.GetName() == "dropped_records_total" && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == "late" {
+				return int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return 0
+}
+
+func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, *prometheus.Registry) {
+	m := prometheus.NewRegistry()
+	sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: m})
 	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.WindowOptions{EmitFinal: emitFinal}).
 		To("click-counts")
 	top, err := sb.Build()
@@ -145,7 +162,7 @@ func TestWindowedCountsMatchBruteForce(t *testing.T) {
 					if fmt.Sprint(got) != fmt.Sprint(expect) {
 						t.Fatalf("seed %d: windows differ\n got %v\nwant %v", seed, got, expect)
 					}
-					if dropped := testutil.ToFloat64(m.DroppedRecords.WithLabelValues("late")); int(dropped) != want.dropped {
+					if dropped := lateDrops(t, m); dropped != want.dropped {
 						t.Fatalf("seed %d: dropped %v, want %d", seed, dropped, want.dropped)
 					}
 					if want.dropped == 0 {
@@ -369,8 +386,8 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 	for _, kind := range []dsl.JoinKind{dsl.JoinInner, dsl.JoinLeft, dsl.JoinOuter} {
 		for seed := range uint64(8) {
 			rng := rand.New(rand.NewPCG(seed, uint64(kind)+20))
-			m := dsl.NewMetrics()
-			sb := dsl.NewStreamsBuilder(dsl.Options{Metrics: m})
+			m := prometheus.NewRegistry()
+			sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: m})
 			clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
 			views := dsl.Stream(sb, "views", serde.String, serde.String)
 			joined := dsl.JoinStreams(clicks, views, w, kind, "click-view",
@@ -422,7 +439,7 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Fatalf("kind %d seed %d: join differs\n got %d %v\nwant %d %v", kind, seed, len(got), got, len(want), want)
 			}
-			if dropped := int(testutil.ToFloat64(m.DroppedRecords.WithLabelValues("late"))); dropped != wantDropped || dropped == 0 {
+			if dropped := lateDrops(t, m); dropped != wantDropped || dropped == 0 {
 				t.Fatalf("kind %d seed %d: dropped %d, want %d (and some)", kind, seed, dropped, wantDropped)
 			}
 			d.Close()

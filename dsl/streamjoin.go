@@ -233,10 +233,7 @@ func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w
 		sb.b.AddError(fmt.Errorf("join %q: time difference and grace must not be negative", name))
 	}
 	stores := [3]string{name + "-left", name + "-right", name + "-closing"}
-	dropped := func() {}
-	if c := sb.opts.Metrics.DroppedRecords; c != nil {
-		dropped = c.WithLabelValues("late").Inc
-	}
+	dropped := sb.dropped.WithLabelValues("late").Inc
 	// emit decodes both sides from their bytes, whichever side is "self".
 	emitFor := func(selfIsLeft bool) func(ctx exactly.ProcessorContext[K, VR], k K, self, other []byte, hasSelf, hasOther bool, ts int64) error {
 		return func(ctx exactly.ProcessorContext[K, VR], k K, self, other []byte, hasSelf, hasOther bool, ts int64) error {

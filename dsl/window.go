@@ -223,11 +223,7 @@ func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, store
 	}
 	name := s.sb.name("KSTREAM-WINDOWED-AGGREGATE")
 	names := [2]string{storeName, storeName + "-closing"}
-	dropped := func() {}
-	if c := s.sb.opts.Metrics.DroppedRecords; c != nil {
-		late := c.WithLabelValues("late")
-		dropped = late.Inc
-	}
+	dropped := s.sb.dropped.WithLabelValues("late").Inc
 	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, Windowed[K], A] {
 		return &windowAggregator[K, V, A]{w: w, opts: opts, keys: s.keys, init: init, add: add, names: names, dropped: dropped}
 	}, s.node)

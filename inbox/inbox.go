@@ -78,7 +78,7 @@ type Result struct {
 type Inbox struct {
 	db      DB
 	group   string
-	metrics *metrics
+	metrics *counters
 }
 
 // Options configure an Inbox; the zero value is the default.

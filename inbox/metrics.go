@@ -1,22 +1,20 @@
 package inbox
 
 import (
-	"errors"
-
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-type metrics struct {
+type counters struct {
 	processed  prometheus.Counter
 	duplicates prometheus.Counter
 }
 
 // newMetrics creates the inbox counters for group and registers them with
-// reg, if reg is not nil. An inbox of the same group registered before shares
-// its counters.
-func newMetrics(reg prometheus.Registerer, group string) *metrics {
+// reg (see Options.Registerer).
+func newMetrics(reg prometheus.Registerer, group string) *counters {
 	labels := prometheus.Labels{"consumer_group": group}
-	m := &metrics{
+	m := &counters{
 		processed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name:        "inbox_events_processed_total",
 			Help:        "Events whose effect ran and committed.",
@@ -28,23 +26,9 @@ func newMetrics(reg prometheus.Registerer, group string) *metrics {
 			ConstLabels: labels,
 		}),
 	}
-	if reg != nil {
-		m.processed = register(reg, m.processed)
-		m.duplicates = register(reg, m.duplicates)
-	}
+	// A refused registration (a metric of the same name with other labels
+	// in the caller's registry) leaves the counters counting unexposed.
+	m.processed, _ = metrics.Register(reg, m.processed)
+	m.duplicates, _ = metrics.Register(reg, m.duplicates)
 	return m
-}
-
-func register(reg prometheus.Registerer, c prometheus.Counter) prometheus.Counter {
-	if err := reg.Register(c); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if errors.As(err, &already) {
-			if existing, ok := already.ExistingCollector.(prometheus.Counter); ok {
-				return existing
-			}
-		}
-		// An incompatible registration would be a programming error in the
-		// caller's registry; keep counting without exposing.
-	}
-	return c
 }

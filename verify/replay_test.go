@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/examples/counting"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/serde"
@@ -494,7 +493,7 @@ func TestReplayReportsAWallClockTopologyAsNotReplayable(t *testing.T) {
 func TestReplayOfWindowedCountsWithGraceMatchesAcrossRestarts(t *testing.T) {
 	brokers := newReplayCluster(t, 3, exposure.OrdersTopic, exposure.SuspiciousTopic)
 	const app = "suspicious"
-	top, err := exposure.SuspiciousOrderCounts(app, dsl.Metrics{})
+	top, err := exposure.SuspiciousOrderCounts(app, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

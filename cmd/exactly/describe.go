@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/examples/orders"
 )
@@ -22,7 +21,7 @@ var describable = map[string]func(applicationID string) (*exactly.Topology, erro
 		return exposure.CustomerExposure(applicationID, 1_000_000)
 	},
 	"suspicious-orders": func(applicationID string) (*exactly.Topology, error) {
-		return exposure.SuspiciousOrderCounts(applicationID, dsl.Metrics{})
+		return exposure.SuspiciousOrderCounts(applicationID, nil)
 	},
 }
 

@@ -137,9 +137,8 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 	if c.ClientID != "" {
 		client.Headers = http.Header{headerClientID: {c.ClientID}}
 	}
-	metrics := sideeffect.NewMetrics(nil)
-	reg := newRegistry(metrics.Collectors()...)
-	opts := payments.Options{Gateway: client, Concurrency: c.Concurrency, Persistent: true, Retry: sideeffect.Retry{For: c.RetryFor}, Metrics: metrics}
+	reg := newRegistry()
+	opts := payments.Options{Gateway: client, Concurrency: c.Concurrency, Persistent: true, Retry: sideeffect.Retry{For: c.RetryFor}, Registerer: reg}
 	var top *exactly.Topology
 	var err error
 	switch c.Role {

@@ -163,14 +163,13 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}
 
-	metrics := orders.NewMetrics(nil)
-	reg := newRegistry(metrics.Collectors()...)
+	reg := newRegistry()
 	topology, err := orders.Topology(orders.Options{
 		InputTopic:      c.InputTopic,
 		OutputTopic:     c.OutputTopic,
 		DeadLetterTopic: c.DLQTopic,
 		Persistent:      c.Persistent,
-		Metrics:         metrics,
+		Registerer:      reg,
 	})
 	if err != nil {
 		return err

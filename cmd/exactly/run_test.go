@@ -109,7 +109,7 @@ func TestRunOrdersServesProjectionsMetricsAndStatus(t *testing.T) {
 	}
 
 	status, metrics := get(t, base+"/metrics")
-	for _, name := range []string{"exactly_records_processed_total", "duplicates_skipped_total 1", "buffer_size 1", "go_goroutines"} {
+	for _, name := range []string{"exactly_records_processed_total", `duplicates_skipped_total{processor="dedup"} 1`, `buffer_size{processor="reorder"} 1`, "go_goroutines"} {
 		if status != http.StatusOK || !strings.Contains(metrics, name) {
 			t.Errorf("/metrics (status %d) lacks %q", status, name)
 		}

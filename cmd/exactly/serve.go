@@ -12,12 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// newRegistry returns the registry an instance serves on /metrics: the Go
-// and process collectors plus cs.
-func newRegistry(cs ...prometheus.Collector) *prometheus.Registry {
+// newRegistry returns the registry an instance serves on /metrics, with
+// the Go and process collectors; the runtime and the topology's processors
+// register their own.
+func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(cs...)
 	return reg
 }
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/verify"
@@ -44,7 +43,7 @@ var replayable = map[string]func(c verifyConfig) (*exactly.Topology, error){
 		return exposure.CustomerExposure(c.ApplicationID, c.ThresholdCents)
 	},
 	"suspicious-orders": func(c verifyConfig) (*exactly.Topology, error) {
-		return exposure.SuspiciousOrderCounts(c.ApplicationID, dsl.Metrics{})
+		return exposure.SuspiciousOrderCounts(c.ApplicationID, nil)
 	},
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/serde"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The topics of the examples.
@@ -73,10 +74,10 @@ func CustomerExposure(applicationID string, thresholdCents int64) (*exactly.Topo
 
 // SuspiciousOrderCounts counts each customer's orders in 5-minute windows
 // with a 2-minute grace (store "suspicious-order-counts") and emits each
-// window's final count. Late orders are counted in dropped_records_total of
-// metrics.
-func SuspiciousOrderCounts(applicationID string, metrics dsl.Metrics) (*exactly.Topology, error) {
-	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: applicationID, Metrics: metrics})
+// window's final count. Late orders are counted in dropped_records_total,
+// registered with reg (nil: nowhere).
+func SuspiciousOrderCounts(applicationID string, reg prometheus.Registerer) (*exactly.Topology, error) {
+	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: applicationID, Registerer: reg})
 	orders := dsl.Stream(sb, OrdersTopic, serde.String, serde.JSON[OrderSubmitted]())
 	byCustomer := dsl.GroupBy(orders, func(_ string, o OrderSubmitted) string { return o.CustomerID }, serde.String)
 	dsl.WindowedCount(byCustomer, dsl.TumblingWindows(5*time.Minute, 2*time.Minute),

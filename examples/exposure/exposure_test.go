@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const app = "risk"
@@ -94,7 +94,7 @@ func TestEachCustomerCrossesOnceWithADeterministicDecision(t *testing.T) {
 }
 
 func TestSuspiciousCountsDescribeTheirRepartitionAndStores(t *testing.T) {
-	top, err := exposure.SuspiciousOrderCounts(app, dsl.NewMetrics())
+	top, err := exposure.SuspiciousOrderCounts(app, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

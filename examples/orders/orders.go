@@ -105,8 +105,11 @@ type Options struct {
 	Persistent bool
 	// Decoder sets the size and timestamp limits of input records.
 	Decoder Decoder
-	// Metrics receives the dedup and reorder metrics; see NewMetrics.
-	Metrics Metrics
+	// Registerer receives the metrics of the dedup and reorder processors
+	// (duplicates_skipped_total, duplicates_conflicting_total,
+	// events_buffered_total, buffer_size, events_expired_total); nil
+	// registers nothing.
+	Registerer prometheus.Registerer
 }
 
 func (o Options) withDefaults() Options {
@@ -130,25 +133,6 @@ func (o Options) withDefaults() Options {
 	}
 	o.Decoder = o.Decoder.withDefaults()
 	return o
-}
-
-// Metrics are the metrics of the topology's ready processors.
-type Metrics struct {
-	Dedup   dedup.Metrics
-	Reorder reorder.Metrics
-}
-
-// NewMetrics returns unregistered metrics with the product's names
-// (duplicates_skipped_total, duplicates_conflicting_total,
-// events_buffered_total, buffer_size, events_expired_total); register
-// Collectors() with the registry that serves /metrics.
-func NewMetrics(constLabels prometheus.Labels) Metrics {
-	return Metrics{Dedup: dedup.NewMetrics(constLabels), Reorder: reorder.NewMetrics(constLabels)}
-}
-
-// Collectors returns every non-nil metric, for registering.
-func (m Metrics) Collectors() []prometheus.Collector {
-	return append(m.Dedup.Collectors(), m.Reorder.Collectors()...)
 }
 
 // Topology builds the orders topology. Every failure goes to the dead-letter
@@ -175,7 +159,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		SweepInterval: opts.SweepInterval,
 		StoreName:     DedupStore,
 		Persistent:    opts.Persistent,
-		Metrics:       opts.Metrics.Dedup,
+		Registerer:    opts.Registerer,
 	}, NodeDecode)
 	reorder.Add(b, NodeReorder, reorder.Options[string, Event]{
 		Keys:    serde.String,
@@ -193,7 +177,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		StoreName:     BufferStore,
 		KeyStoreName:  KeyStateStore,
 		Persistent:    opts.Persistent,
-		Metrics:       opts.Metrics.Reorder,
+		Registerer:    opts.Registerer,
 	}, NodeDedup)
 	b.Connect(NodeReorder, ProjectionStore)
 	exactly.AddProcessor(b, NodeApply, func() exactly.Processor[string, Event, string, Projection] {

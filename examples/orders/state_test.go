@@ -7,6 +7,7 @@ import (
 
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/testdriver"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The steady stream of the bounded-state test: orders created at a
@@ -126,8 +127,8 @@ func TestEventsOfOrdersTheBufferForgotAreAppliedAsBefore(t *testing.T) {
 		input = append(input, r)
 		return r
 	}
-	m := orders.NewMetrics(nil)
-	opts := orders.Options{BufferTTL: time.Hour, Metrics: m}
+	reg := prometheus.NewRegistry()
+	opts := orders.Options{BufferTTL: time.Hour, Registerer: reg}
 	d := newDriver(t, opts, testdriver.Config{})
 	keyStates := func() int64 {
 		t.Helper()
@@ -149,7 +150,7 @@ func TestEventsOfOrdersTheBufferForgotAreAppliedAsBefore(t *testing.T) {
 	}
 	pipe(t, d, event("o-plain", 2, orders.TypeOrderShipped, 3*time.Hour+time.Minute, false))
 	pipe(t, d, event("o-seq", 4, orders.TypeOrderShipped, 3*time.Hour+2*time.Minute, true)) // 3 is missing
-	if got := metric(m.Reorder.Size); got != 1 {
+	if got := metric(t, reg, "buffer_size"); got != 1 {
 		t.Fatalf("buffer_size %v, want 1: only o-seq's event 4 waits", got)
 	}
 	pipe(t, d, event("o-seq", 3, orders.TypeOrderUpdated, 3*time.Hour+90*time.Second, true)) // earlier than 4, so LastEventID tells the order applied

@@ -46,6 +46,7 @@ import (
 	"github.com/exactly-go/exactly/processors/sideeffect"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Default topic names.
@@ -127,8 +128,9 @@ type Options struct {
 	Retry sideeffect.Retry
 	// Persistent keeps the stores on disk (Pebble).
 	Persistent bool
-	// Metrics receives the charge processor's metrics.
-	Metrics sideeffect.Metrics
+	// Registerer receives the charge processor's metrics (see
+	// sideeffect.Options.Registerer); nil registers nothing.
+	Registerer prometheus.Registerer
 }
 
 func (o Options) withDefaults() Options {
@@ -218,7 +220,7 @@ func addCharge(b *exactly.Builder, opts Options, parent string) {
 		Concurrency:    opts.Concurrency,
 		Keys:           serde.String,
 		Values:         serde.JSON[PaymentOrder](),
-		Metrics:        opts.Metrics,
+		Registerer:     opts.Registerer,
 	}, parent)
 	exactly.AddSink(b, NodeOutput, exactly.Sink[string, PaymentProcessed]{Topic: opts.OutputTopic, Keys: serde.String, Values: serde.JSON[PaymentProcessed]()}, NodeCharge)
 }

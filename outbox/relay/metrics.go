@@ -17,7 +17,10 @@ type metrics struct {
 	oldest   time.Time // commit time of the oldest unacknowledged row; zero when none
 }
 
-func newMetrics(reg prometheus.Registerer, mode Mode) *metrics {
+// newMetrics creates the relay's metrics and registers them with reg (nil:
+// nowhere). A registry holds one relay of each mode: the lag gauges read
+// the relay that registered them.
+func newMetrics(reg prometheus.Registerer, mode Mode) (*metrics, error) {
 	labels := prometheus.Labels{"mode": string(mode)}
 	m := &metrics{
 		rows: prometheus.NewCounter(prometheus.CounterOpts{
@@ -35,7 +38,7 @@ func newMetrics(reg prometheus.Registerer, mode Mode) *metrics {
 		}),
 	}
 	if reg == nil {
-		return m
+		return m, nil
 	}
 	lagBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "outbox_relay_lag_bytes", ConstLabels: labels,
@@ -57,9 +60,11 @@ func newMetrics(reg prometheus.Registerer, mode Mode) *metrics {
 		return time.Since(m.oldest).Seconds()
 	})
 	for _, c := range []prometheus.Collector{m.rows, m.restarts, m.latency, lagBytes, lagSeconds} {
-		reg.MustRegister(c)
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
-	return m
+	return m, nil
 }
 
 func (m *metrics) setLag(bytes float64, oldest time.Time) {

@@ -109,9 +109,11 @@ type Config struct {
 	// outbox_relay_lag_bytes, outbox_relay_lag_seconds,
 	// outbox_relay_publish_latency_seconds,
 	// outbox_relay_session_restarts_total, labelled by mode); nil registers
-	// nothing. One relay per registry.
+	// nothing. A registry holds one relay of each mode: New refuses a
+	// second.
 	Registerer prometheus.Registerer
-	// Logger receives reconnects and failures. Default slog.Default().
+	// Logger receives reconnects and failures; nil logs to
+	// slog.Default(). Pass slog.New(slog.DiscardHandler) to silence it.
 	Logger *slog.Logger
 }
 
@@ -180,9 +182,12 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: kafka client: %w", err)
 	}
-	r := &Relay{cfg: cfg, client: client, log: cfg.Logger.With("relay", string(cfg.Mode), "table", cfg.Table)}
-	r.metrics = newMetrics(cfg.Registerer, cfg.Mode)
-	return r, nil
+	m, err := newMetrics(cfg.Registerer, cfg.Mode)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("relay: register metrics: %w (a registry holds one relay of each mode)", err)
+	}
+	return &Relay{cfg: cfg, client: client, metrics: m, log: cfg.Logger.With("relay", string(cfg.Mode), "table", cfg.Table)}, nil
 }
 
 // Run relays until ctx is done, then closes the producer and returns ctx's

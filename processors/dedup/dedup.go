@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,50 +75,37 @@ type Options[K, V any] struct {
 	// sinks among the processor's children, with reason
 	// ReasonConflictingDuplicate, instead of dropping them after counting.
 	DeadLetterConflicts bool
-	// Metrics receives the counts; nil counters are not updated.
-	Metrics Metrics
+	// Registerer receives the processor's counters, labelled
+	// processor=<name>: duplicates_skipped_total (every duplicate skipped,
+	// conflicting or not) and duplicates_conflicting_total (those whose
+	// content differed from the first copy). They count decisions as they
+	// are made, including those of a transaction that later aborted and
+	// was redone; the committed truth is in the output topics. Nil
+	// registers nothing. Building the topology again against the same
+	// registry reuses the series; prometheus.WrapRegistererWith adds
+	// labels of the application's own.
+	Registerer prometheus.Registerer
 }
 
-// Metrics are the counters a dedup processor updates. They count decisions
-// as they are made, including those of a transaction that later aborted and
-// was redone; the committed truth is in the output topics.
-type Metrics struct {
-	// Skipped counts every duplicate skipped, conflicting or not
-	// (duplicates_skipped_total).
-	Skipped prometheus.Counter
-	// Conflicting counts the skipped duplicates whose content differed
-	// from the first copy (duplicates_conflicting_total).
-	Conflicting prometheus.Counter
+// counters are the metrics of one dedup processor, shared by its tasks.
+type counters struct {
+	skipped     prometheus.Counter
+	conflicting prometheus.Counter
 }
 
-// NewMetrics returns unregistered counters named duplicates_skipped_total
-// and duplicates_conflicting_total with the given constant labels; register
-// them with the registry that serves /metrics. Processors of one application
-// may share them: the counters are safe for concurrent use.
-func NewMetrics(constLabels prometheus.Labels) Metrics {
-	return Metrics{
-		Skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name:        "duplicates_skipped_total",
-			Help:        "Events skipped because their id had already been processed.",
-			ConstLabels: constLabels,
-		}),
-		Conflicting: prometheus.NewCounter(prometheus.CounterOpts{
-			Name:        "duplicates_conflicting_total",
-			Help:        "Skipped duplicates whose content differed from the first copy.",
-			ConstLabels: constLabels,
-		}),
-	}
-}
-
-// Collectors returns the non-nil counters, for registering.
-func (m Metrics) Collectors() []prometheus.Collector {
-	var cs []prometheus.Collector
-	for _, c := range []prometheus.Counter{m.Skipped, m.Conflicting} {
-		if c != nil {
-			cs = append(cs, c)
-		}
-	}
-	return cs
+func newCounters(reg prometheus.Registerer, name string) (counters, error) {
+	labels := prometheus.Labels{"processor": name}
+	skipped, err1 := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "duplicates_skipped_total",
+		Help:        "Events skipped because their id had already been processed.",
+		ConstLabels: labels,
+	}))
+	conflicting, err2 := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "duplicates_conflicting_total",
+		Help:        "Skipped duplicates whose content differed from the first copy.",
+		ConstLabels: labels,
+	}))
+	return counters{skipped: skipped, conflicting: conflicting}, errors.Join(err1, err2)
 }
 
 // Add adds a dedup processor called name, taking Record[K, V] from parents
@@ -130,6 +118,11 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 		b.AddError(err)
 		return
 	}
+	counters, err := newCounters(opts.Registerer, name)
+	if err != nil {
+		b.AddError(fmt.Errorf("dedup %q: register metrics: %w", name, err))
+		return
+	}
 	if opts.TTL == 0 {
 		opts.TTL = DefaultTTL
 	}
@@ -140,7 +133,7 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 		opts.StoreName = name + "-store"
 	}
 	exactly.AddProcessor(b, name, func() exactly.Processor[K, V, K, V] {
-		return &processor[K, V]{opts: opts}
+		return &processor[K, V]{opts: opts, counters: counters}
 	}, parents...)
 	exactly.AddStore(b, exactly.Store[string, []byte]{
 		Name:       opts.StoreName,
@@ -168,9 +161,10 @@ func (opts Options[K, V]) check(name string) error {
 const contentHashSize = 16
 
 type processor[K, V any] struct {
-	opts Options[K, V]
-	ctx  exactly.ProcessorContext[K, V]
-	seen store.KeyValueStore[string, []byte]
+	opts     Options[K, V]
+	counters counters
+	ctx      exactly.ProcessorContext[K, V]
+	seen     store.KeyValueStore[string, []byte]
 }
 
 func (p *processor[K, V]) Init(ctx exactly.ProcessorContext[K, V]) error {
@@ -207,11 +201,11 @@ func (p *processor[K, V]) Process(rec exactly.Record[K, V]) error {
 		return fmt.Errorf("dedup %q: look up event %s: %w", p.ctx.NodeName(), id, err)
 	}
 	if seen {
-		inc(p.opts.Metrics.Skipped)
+		p.counters.skipped.Inc()
 		if bytes.Equal(first, sum) {
 			return nil
 		}
-		inc(p.opts.Metrics.Conflicting)
+		p.counters.conflicting.Inc()
 		if !p.opts.DeadLetterConflicts {
 			return nil
 		}
@@ -246,9 +240,3 @@ func (p *processor[K, V]) contentHash(value V) ([]byte, error) {
 }
 
 func (p *processor[K, V]) Close() error { return nil }
-
-func inc(c prometheus.Counter) {
-	if c != nil {
-		c.Inc()
-	}
-}

@@ -10,7 +10,6 @@ import (
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 var t0 = time.UnixMilli(1732260000000)
@@ -42,12 +41,24 @@ func newDriver(t *testing.T, top *exactly.Topology, cfg testdriver.Config) *test
 	return d
 }
 
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		panic(err)
+// metricValue is the value of the series of the metric called name in reg
+// whose processor label is processor.
+func metricValue(t *testing.T, reg *prometheus.Registry, name, processor string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if f.GetName() == name && l.GetName() == "processor" && l.GetValue() == processor {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func values(t *testing.T, d *testdriver.Driver, topic string) []string {
@@ -71,8 +82,8 @@ func pipe(t *testing.T, in *testdriver.InputTopic[string, string], value string,
 }
 
 func TestForwardsFirstCopyOnlyAndCountsDuplicatesAndConflictsApart(t *testing.T) {
-	m := dedup.NewMetrics(nil)
-	d := newDriver(t, topology(t, dedup.Options[string, string]{Metrics: m}), testdriver.Config{})
+	reg := prometheus.NewRegistry()
+	d := newDriver(t, topology(t, dedup.Options[string, string]{Registerer: reg}), testdriver.Config{})
 	in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
 	for i, v := range []string{"a:1", "b:1", "a:1", "a:2", "c:1", "b:1", "a:1"} {
 		pipe(t, in, v, t0.Add(time.Duration(i)*time.Second))
@@ -80,7 +91,7 @@ func TestForwardsFirstCopyOnlyAndCountsDuplicatesAndConflictsApart(t *testing.T)
 	if got, want := strings.Join(values(t, d, "out"), " "), "a:1 b:1 c:1"; got != want {
 		t.Fatalf("forwarded %q, want %q", got, want)
 	}
-	if s, c := counterValue(m.Skipped), counterValue(m.Conflicting); s != 4 || c != 1 {
+	if s, c := metricValue(t, reg, "duplicates_skipped_total", "dedup"), metricValue(t, reg, "duplicates_conflicting_total", "dedup"); s != 4 || c != 1 {
 		t.Fatalf("skipped %v conflicting %v, want 4 and 1", s, c)
 	}
 	if dl := values(t, d, "events-dlq"); len(dl) != 0 {
@@ -114,8 +125,8 @@ func TestConflictingDuplicatesGoToTheDeadLetterSinkWhenAsked(t *testing.T) {
 // TTL: an id is recognised until TTL of stream time has passed since it was
 // first seen, and the sweep then deletes it (a tombstone in the changelog).
 func TestIDsAreForgottenAfterTheirTTLOfStreamTime(t *testing.T) {
-	m := dedup.NewMetrics(nil)
-	d := newDriver(t, topology(t, dedup.Options[string, string]{TTL: time.Hour, Metrics: m}), testdriver.Config{})
+	reg := prometheus.NewRegistry()
+	d := newDriver(t, topology(t, dedup.Options[string, string]{TTL: time.Hour, Registerer: reg}), testdriver.Config{})
 	in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
 	pipe(t, in, "a:1", t0)
 	pipe(t, in, "a:1", t0.Add(59*time.Minute)) // still remembered
@@ -124,7 +135,7 @@ func TestIDsAreForgottenAfterTheirTTLOfStreamTime(t *testing.T) {
 	if got, want := strings.Join(values(t, d, "out"), " "), "a:1 b:1 a:1"; got != want {
 		t.Fatalf("forwarded %q, want %q", got, want)
 	}
-	if s := counterValue(m.Skipped); s != 1 {
+	if s := metricValue(t, reg, "duplicates_skipped_total", "dedup"); s != 1 {
 		t.Fatalf("skipped %v, want 1", s)
 	}
 	changelog, err := testdriver.CreateOutputTopic(d, "test-dedup-store-changelog", serde.String, serde.Bytes).ReadRecords()
@@ -183,5 +194,35 @@ func TestBuildRejectsOptionsWithoutAnID(t *testing.T) {
 	dedup.Add(b, "dedup", dedup.Options[string, string]{}, "in")
 	if _, err := b.Build(); err == nil || !strings.Contains(err.Error(), `dedup "dedup": Options.ID is required`) {
 		t.Fatalf("Build: %v, want an error naming the processor and Options.ID", err)
+	}
+}
+
+// An application may build its topology more than once against one
+// registry (a restart in a test, a second instance in one process): the
+// processor's series are registered once and shared, and processors of
+// other names keep series of their own.
+func TestBuildingTwiceAgainstOneRegistrySharesTheSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for range 2 {
+		d := newDriver(t, topology(t, dedup.Options[string, string]{Registerer: reg}), testdriver.Config{})
+		in := testdriver.CreateInputTopic(d, "events", serde.String, serde.String)
+		pipe(t, in, "a:1", t0)
+		pipe(t, in, "a:1", t0)
+	}
+	b := exactly.NewBuilder()
+	exactly.AddSource(b, "in", exactly.Source[string, string]{Topics: []string{"events"}, Keys: serde.String, Values: serde.String})
+	dedup.Add(b, "other", dedup.Options[string, string]{ID: func(_, v string) string { return v }, Registerer: reg}, "in")
+	exactly.AddSink(b, "out", exactly.Sink[string, string]{Topic: "out", Keys: serde.String, Values: serde.String}, "other")
+	if _, err := b.Build(); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, reg, "duplicates_skipped_total", "dedup"); got != 2 {
+		t.Fatalf("dedup skipped %v over two builds, want 2 in one series", got)
+	}
+	families, _ := reg.Gather()
+	for _, f := range families {
+		if f.GetName() == "duplicates_skipped_total" && len(f.GetMetric()) != 2 {
+			t.Fatalf("%d series of duplicates_skipped_total, want one per processor name", len(f.GetMetric()))
+		}
 	}
 }

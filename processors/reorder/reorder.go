@@ -59,6 +59,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -157,52 +158,38 @@ type Options[K, V any] struct {
 	KeyStoreName string
 	// Persistent keeps the store on disk (Pebble) rather than in memory.
 	Persistent bool
-	// Metrics receives the counts; nil metrics are not updated.
-	Metrics Metrics
+	// Registerer receives the processor's metrics, labelled
+	// processor=<name>: events_buffered_total (events put in the buffer),
+	// buffer_size (events waiting, summed over the tasks of this process)
+	// and events_expired_total (events dead-lettered after the buffer
+	// TTL). The counters count decisions as they are made, including those
+	// of a transaction that later aborted and was redone; the gauge is
+	// corrected from the store at every change and every sweep, so it
+	// converges on the committed size. Nil registers nothing. Building the
+	// topology again against the same registry reuses the series;
+	// prometheus.WrapRegistererWith adds labels of the application's own.
+	Registerer prometheus.Registerer
 }
 
-// Metrics are the metrics a reorder processor updates. The counters count
-// decisions as they are made, including those of a transaction that later
-// aborted and was redone. The gauge is corrected from the store at every
-// change and every sweep, so it converges on the committed size.
-type Metrics struct {
-	// Buffered counts events put in the buffer (events_buffered_total).
-	Buffered prometheus.Counter
-	// Size is the number of events waiting, summed over the tasks of this
-	// process (buffer_size).
-	Size prometheus.Gauge
-	// Expired counts events dead-lettered after the buffer TTL
-	// (events_expired_total).
-	Expired prometheus.Counter
+// gauges are the metrics of one reorder processor, shared by its tasks.
+type gauges struct {
+	buffered prometheus.Counter
+	size     prometheus.Gauge
+	expired  prometheus.Counter
 }
 
-// NewMetrics returns unregistered metrics named events_buffered_total,
-// buffer_size and events_expired_total with the given constant labels;
-// register them with the registry that serves /metrics. Processors of one
-// application may share them: they are safe for concurrent use.
-func NewMetrics(constLabels prometheus.Labels) Metrics {
-	return Metrics{
-		Buffered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "events_buffered_total", Help: "Events held back until they were ready.", ConstLabels: constLabels,
-		}),
-		Size: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "buffer_size", Help: "Events waiting in reorder buffers.", ConstLabels: constLabels,
-		}),
-		Expired: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "events_expired_total", Help: "Events dead-lettered after waiting longer than the buffer TTL.", ConstLabels: constLabels,
-		}),
-	}
-}
-
-// Collectors returns the non-nil metrics, for registering.
-func (m Metrics) Collectors() []prometheus.Collector {
-	var cs []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.Buffered, m.Size, m.Expired} {
-		if c != nil {
-			cs = append(cs, c)
-		}
-	}
-	return cs
+func newGauges(reg prometheus.Registerer, name string) (gauges, error) {
+	labels := prometheus.Labels{"processor": name}
+	buffered, err1 := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "events_buffered_total", Help: "Events held back until they were ready.", ConstLabels: labels,
+	}))
+	size, err2 := metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "buffer_size", Help: "Events waiting in reorder buffers.", ConstLabels: labels,
+	}))
+	expired, err3 := metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "events_expired_total", Help: "Events dead-lettered after waiting longer than the buffer TTL.", ConstLabels: labels,
+	}))
+	return gauges{buffered: buffered, size: size, expired: expired}, errors.Join(err1, err2, err3)
 }
 
 // Add adds a reorder processor called name, taking Record[K, V] from
@@ -214,6 +201,11 @@ func (m Metrics) Collectors() []prometheus.Collector {
 func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents ...string) {
 	if err := opts.check(name); err != nil {
 		b.AddError(err)
+		return
+	}
+	gauges, err := newGauges(opts.Registerer, name)
+	if err != nil {
+		b.AddError(fmt.Errorf("reorder %q: register metrics: %w", name, err))
 		return
 	}
 	if opts.BufferTTL == 0 {
@@ -233,7 +225,7 @@ func Add[K, V any](b *exactly.Builder, name string, opts Options[K, V], parents 
 	}
 	tracksKeys := opts.Opens != nil || opts.Sequence != nil
 	exactly.AddProcessor(b, name, func() exactly.Processor[K, V, K, V] {
-		return &processor[K, V]{opts: opts, tracksKeys: tracksKeys}
+		return &processor[K, V]{opts: opts, tracksKeys: tracksKeys, metrics: gauges}
 	}, parents...)
 	exactly.AddStore(b, exactly.Store[[]byte, []byte]{
 		Name:       opts.StoreName,
@@ -282,6 +274,7 @@ func (opts Options[K, V]) check(name string) error {
 type processor[K, V any] struct {
 	opts       Options[K, V]
 	tracksKeys bool
+	metrics    gauges
 	ctx        exactly.ProcessorContext[K, V]
 	buf        store.KeyValueStore[[]byte, []byte]
 	keys       store.KeyValueStore[[]byte, KeyState] // nil unless tracksKeys
@@ -329,10 +322,8 @@ func (p *processor[K, V]) Init(ctx exactly.ProcessorContext[K, V]) error {
 }
 
 func (p *processor[K, V]) Close() error {
-	if p.opts.Metrics.Size != nil {
-		p.opts.Metrics.Size.Sub(float64(p.contributed))
-		p.contributed = 0
-	}
+	p.metrics.size.Sub(float64(p.contributed))
+	p.contributed = 0
 	return nil
 }
 
@@ -510,9 +501,7 @@ func (p *processor[K, V]) buffer(kb []byte, rec exactly.Record[K, V]) error {
 	if err := p.buf.Put(expiryKey(e.expiresAt, key), []byte{}); err != nil {
 		return p.errorf("index buffered event: %w", err)
 	}
-	if m := p.opts.Metrics.Buffered; m != nil {
-		m.Inc()
-	}
+	p.metrics.buffered.Inc()
 	return p.addCount(1)
 }
 
@@ -570,9 +559,7 @@ func (p *processor[K, V]) sweep(now time.Time) error {
 		}
 		expired++
 	}
-	if m := p.opts.Metrics.Expired; m != nil && expired > 0 {
-		m.Add(float64(expired))
-	}
+	p.metrics.expired.Add(float64(expired))
 	if expired > 0 {
 		return p.addCount(-expired)
 	}
@@ -649,8 +636,8 @@ func (p *processor[K, V]) addCount(delta int) error {
 }
 
 func (p *processor[K, V]) syncGauge(n int64) {
-	if g := p.opts.Metrics.Size; g != nil && n != p.contributed {
-		g.Add(float64(n - p.contributed))
+	if n != p.contributed {
+		p.metrics.size.Add(float64(n - p.contributed))
 		p.contributed = n
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/exactly-go/exactly/store"
 	"github.com/exactly-go/exactly/testdriver"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 var t0 = time.UnixMilli(1732260000000)
@@ -311,20 +310,30 @@ func headers(rec exactly.Record[[]byte, []byte]) map[string]string {
 	return m
 }
 
-func value(c prometheus.Collector) float64 {
-	var m dto.Metric
-	if err := c.(prometheus.Metric).Write(&m); err != nil {
-		panic(err)
+// value is the value of the metric called name in reg (the processor's
+// only series).
+func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if m.Gauge != nil {
-		return m.Gauge.GetValue()
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			m := f.GetMetric()[0]
+			if m.Gauge != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
 	}
-	return m.GetCounter().GetValue()
+	t.Fatalf("no single series of %s", name)
+	return 0
 }
 
 func TestEventsWaitingLongerThanTheTTLAreDeadLetteredWithTheirOriginalRecord(t *testing.T) {
-	m := reorder.NewMetrics(nil)
-	opts := reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }, BufferTTL: time.Hour, Metrics: m}
+	reg := prometheus.NewRegistry()
+	opts := reorder.Options[string, event]{Opens: func(e event) bool { return e.Open }, BufferTTL: time.Hour, Registerer: reg}
 	h := start(t, build(t, opts, nil), testdriver.Config{})
 	h.pipe("k", event{ID: "keep"}, at(0)) // offset 0
 	raw := []byte(`{"id":"orphan","extra":"kept as sent"}`)
@@ -332,7 +341,7 @@ func TestEventsWaitingLongerThanTheTTLAreDeadLetteredWithTheirOriginalRecord(t *
 		t.Fatal(err)
 	}
 	h.pipe("k", event{ID: "late"}, at(50)) // offset 2, buffered at stream time 50m
-	if g := value(m.Size); g != 3 {
+	if g := value(t, reg, "buffer_size"); g != 3 {
 		t.Fatalf("buffer_size %v, want 3", g)
 	}
 	dlq := testdriver.CreateOutputTopic(h.d, "events-dlq", serde.Bytes, serde.Bytes)
@@ -362,7 +371,7 @@ func TestEventsWaitingLongerThanTheTTLAreDeadLetteredWithTheirOriginalRecord(t *
 	if got, want := h.released(), "x/tick x/tick2 k/open k/late"; got != want {
 		t.Fatalf("released %q, want %q (expired events are not released)", got, want)
 	}
-	if b, e, s := value(m.Buffered), value(m.Expired), value(m.Size); b != 3 || e != 2 || s != 0 {
+	if b, e, s := value(t, reg, "events_buffered_total"), value(t, reg, "events_expired_total"), value(t, reg, "buffer_size"); b != 3 || e != 2 || s != 0 {
 		t.Fatalf("buffered %v expired %v size %v, want 3, 2, 0", b, e, s)
 	}
 }

@@ -65,6 +65,7 @@ import (
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Call performs the side effect for one event. It may be called more than
@@ -143,8 +144,19 @@ type Options[K, V, R any] struct {
 	// Values serializes the values of pending events; required when
 	// Concurrency > 1. Both must read back what they wrote.
 	Values serde.Serde[V]
-	// Metrics receives the counts; see NewMetrics.
-	Metrics Metrics
+	// Registerer receives the processor's metrics, labelled
+	// processor=<name>: sideeffect_calls_total (attempts by outcome:
+	// success, transient, permanent), sideeffect_retries_total (backoffs
+	// after a transient failure), sideeffect_skipped_total (events whose
+	// key was already recorded), sideeffect_dead_letters_total (by
+	// reason), sideeffect_call_duration_seconds (each attempt) and
+	// sideeffect_calls_in_flight. They count what happened, including
+	// calls made in a transaction that later aborted (those are exactly
+	// the calls the idempotency key protects); the committed truth is in
+	// the output and dead-letter topics. Nil registers nothing. Building
+	// the topology again against the same registry reuses the series;
+	// prometheus.WrapRegistererWith adds labels of the application's own.
+	Registerer prometheus.Registerer
 }
 
 // Add adds a side-effect processor called name, taking Record[K, V] from
@@ -157,6 +169,11 @@ type Options[K, V, R any] struct {
 func Add[K, V, R any](b *exactly.Builder, name string, opts Options[K, V, R], parents ...string) {
 	if err := opts.check(name); err != nil {
 		b.AddError(err)
+		return
+	}
+	metrics, err := newCollectors(opts.Registerer, name)
+	if err != nil {
+		b.AddError(fmt.Errorf("sideeffect %q: register metrics: %w", name, err))
 		return
 	}
 	if opts.Concurrency == 0 {
@@ -179,7 +196,7 @@ func Add[K, V, R any](b *exactly.Builder, name string, opts Options[K, V, R], pa
 	}
 	opts.Retry = opts.Retry.withDefaults()
 	exactly.AddProcessor(b, name, func() exactly.Processor[K, V, K, R] {
-		return &processor[K, V, R]{opts: opts, metrics: opts.Metrics}
+		return &processor[K, V, R]{opts: opts, metrics: metrics}
 	}, parents...)
 	exactly.AddStore(b, exactly.Store[string, string]{
 		Name: opts.KeyStore, Keys: serde.String, Values: serde.String,
@@ -216,7 +233,7 @@ const (
 
 type processor[K, V, R any] struct {
 	opts    Options[K, V, R]
-	metrics Metrics
+	metrics collectors
 	ctx     exactly.ProcessorContext[K, R]
 	keys    store.KeyValueStore[string, string]
 	pending store.KeyValueStore[[]byte, []byte]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ type harness struct {
 	in      *testdriver.InputTopic[string, order]
 	out     *testdriver.OutputTopic[string, paid]
 	dlq     *testdriver.OutputTopic[[]byte, []byte]
-	metrics sideeffect.Metrics
+	metrics *prometheus.Registry
 }
 
 // start runs in -> charge -> out (dead letters of both to in-dlq) in the
@@ -73,11 +74,11 @@ func start(t testing.TB, gwOpts gateway.Options, opts sideeffect.Options[string,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
-	h := &harness{t: t, gw: gw, metrics: sideeffect.NewMetrics(nil)}
+	h := &harness{t: t, gw: gw, metrics: prometheus.NewRegistry()}
 	opts.IdempotencyKey = func(_ string, o order) string { return sideeffect.KeyFrom("payments", o.OrderID) }
 	opts.Call = charge(&gateway.Client{BaseURL: gw.URL})
 	opts.Keys, opts.Values = serde.String, serde.JSON[order]()
-	opts.Metrics = h.metrics
+	opts.Registerer = h.metrics
 	if opts.Retry.Initial == 0 {
 		opts.Retry.Initial = time.Millisecond
 	}
@@ -137,7 +138,7 @@ func TestDuplicateEventsCallTheGatewayOnce(t *testing.T) {
 	if got := h.paid(); len(got) != 1 || got[0].Value.TransactionID != h.gw.Charges()[0].TransactionID {
 		t.Fatalf("output %+v, want one record with the charge's transaction", got)
 	}
-	if n := value(h.metrics.Skipped); n != 3 {
+	if n := h.metric("sideeffect_skipped_total"); n != 3 {
 		t.Errorf("skipped %v, want 3", n)
 	}
 }
@@ -162,10 +163,10 @@ func TestTransientErrorsThenSuccessRecordKeyOnce(t *testing.T) {
 	if got := h.paid(); len(got) != 1 {
 		t.Fatalf("%d outputs, want 1", len(got))
 	}
-	if n := value(h.metrics.Calls.WithLabelValues("transient")); n != 2 {
+	if n := h.metric("sideeffect_calls_total", "outcome", "transient"); n != 2 {
 		t.Errorf("transient calls %v, want 2", n)
 	}
-	if n := value(h.metrics.Retries); n != 2 {
+	if n := h.metric("sideeffect_retries_total"); n != 2 {
 		t.Errorf("retries %v, want 2", n)
 	}
 }
@@ -500,13 +501,27 @@ func count(t *testing.T, s store.ReadOnlyKeyValueStore[string, string]) int {
 	return n
 }
 
-func value(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
+// metric is the value of the series of the metric called name whose labels
+// include the pairs in labels.
+func (h *harness) metric(name string, labels ...string) float64 {
+	h.t.Helper()
+	families, err := h.metrics.Gather()
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	if d.Counter != nil {
-		return d.Counter.GetValue()
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == labels[i] && l.GetValue() == labels[i+1] }) {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
 	}
-	return d.Gauge.GetValue()
+	return 0
 }
