@@ -136,8 +136,9 @@ type Config struct {
 	// Progress receives a progress bar (on a terminal) or a progress line
 	// every few seconds; nil shows nothing.
 	Progress io.Writer
-	// Logger receives the harness's events as they happen; nil logs them
-	// only to events.log.
+	// Logger receives the harness's events as they happen, besides
+	// events.log; nil logs them to slog.Default(). Pass
+	// slog.New(slog.DiscardHandler) to keep them to events.log.
 	Logger *slog.Logger
 }
 
@@ -195,7 +196,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.CatchUp = 3 * time.Minute
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.Default()
 	}
 	var errs []error
 	switch {

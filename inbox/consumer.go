@@ -58,7 +58,8 @@ type ConsumerConfig struct {
 	// BlockRebalanceOnPoll: offsets are committed only after the database
 	// commit, and no rebalance happens between the two.
 	Kafka []kgo.Opt
-	// Logger receives retries and commit failures. Default slog.Default().
+	// Logger receives retries and commit failures; nil logs to
+	// slog.Default(). Pass slog.New(slog.DiscardHandler) to silence it.
 	Logger *slog.Logger
 }
 

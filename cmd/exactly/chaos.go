@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -202,6 +203,8 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 		Duration: o.Duration, Seed: o.Seed, Kills: o.Kills, Zombies: o.Zombies, BrokerRestarts: o.BrokerRestarts, Churn: o.Churn,
 		RestartDelay: o.RestartDelay, ZombieFor: o.ZombieFor, BrokerDowntime: o.BrokerDowntime, CatchUp: o.CatchUp, Dir: o.Dir,
 		QuiesceBrokerKills: o.Quiesce,
+		// The progress line reports the run; its events go to events.log.
+		Logger: slog.New(slog.DiscardHandler),
 	}
 	if len(o.Brokers) == 0 {
 		cfg.BrokerCommand = []string{exe, "broker", "--listen", "{listen}", "--data-dir", "{data-dir}"}

@@ -106,7 +106,10 @@ type Config struct {
 	// MaxPollRecords bounds the records processed between two checks of the
 	// commit interval; default 10000.
 	MaxPollRecords int
-	Logger         *slog.Logger
+	// Logger receives the runtime's log and franz-go's (one level lower);
+	// nil logs to slog.Default(). Pass slog.New(slog.DiscardHandler) to
+	// silence it.
+	Logger *slog.Logger
 	// Registerer receives the runtime's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
 	// ClientOptions are appended to every franz-go client's options.
@@ -184,7 +187,7 @@ func (c *Config) withDefaults() (Config, error) {
 		out.MaxPollRecords = 10000
 	}
 	if out.Logger == nil {
-		out.Logger = slog.New(slog.DiscardHandler)
+		out.Logger = slog.Default()
 	}
 	if out.SASL != nil {
 		switch out.SASL.Mechanism {
