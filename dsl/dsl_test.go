@@ -10,6 +10,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/dsl"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,18 +86,11 @@ func oracle(events []event, w dsl.TimeWindows) oracleResult {
 // lateDrops is dropped_records_total{reason="late"} in reg.
 func lateDrops(t *testing.T, reg *prometheus.Registry) int {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := metrics.Sum(reg, "dropped_records_total", "reason", "late")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			if f.GetName() == "dropped_records_total" && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == "late" {
-				return int(m.GetCounter().GetValue())
-			}
-		}
-	}
-	return 0
+	return int(v)
 }
 
 func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, *prometheus.Registry) {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/internal/pgtest"
 )
 
@@ -101,17 +102,11 @@ func TestThreeDeliveriesRunOneEffectAndReturnStoredResponseTwice(t *testing.T) {
 // counterValue reads the counter called name from reg.
 func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := metrics.Sum(reg, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return v
 }
 
 func TestConsumerGroupsAreIndependent(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
 	"github.com/prometheus/client_golang/prometheus"
@@ -128,19 +129,11 @@ func runAll(t *testing.T, records []orders.InputRecord, opts orders.Options, par
 // metric sums the series of the metric called name in reg.
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := metrics.Sum(reg, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			if f.GetName() == name {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return v
 }
 
 // TestGeneratedStreamCommitsWhatTheOracleExpects runs a realistic stream

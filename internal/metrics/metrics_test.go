@@ -59,3 +59,28 @@ func TestAnIncompatibleCollectorIsRefused(t *testing.T) {
 		t.Fatal("a metric of the same name with other label names was accepted")
 	}
 }
+
+func TestSumAddsTheSeriesWithTheGivenLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	calls := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "calls_total", Help: "Calls."}, []string{"outcome", "processor"})
+	reg.MustRegister(calls)
+	calls.WithLabelValues("success", "a").Add(2)
+	calls.WithLabelValues("success", "b").Add(3)
+	calls.WithLabelValues("failure", "a").Add(5)
+	for _, c := range []struct {
+		labels []string
+		want   float64
+	}{
+		{nil, 10},
+		{[]string{"outcome", "success"}, 5},
+		{[]string{"outcome", "success", "processor", "a"}, 2},
+		{[]string{"outcome", "none"}, 0},
+	} {
+		if got, err := Sum(reg, "calls_total", c.labels...); err != nil || got != c.want {
+			t.Errorf("Sum(%v) = %v, %v; want %v", c.labels, got, err, c.want)
+		}
+	}
+	if got, _ := Sum(reg, "absent_total"); got != 0 {
+		t.Errorf("an absent metric sums to %v", got)
+	}
+}

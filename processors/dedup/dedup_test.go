@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/processors/dedup"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
@@ -45,20 +46,11 @@ func newDriver(t *testing.T, top *exactly.Topology, cfg testdriver.Config) *test
 // whose processor label is processor.
 func metricValue(t *testing.T, reg *prometheus.Registry, name, processor string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := metrics.Sum(reg, name, "processor", processor)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if f.GetName() == name && l.GetName() == "processor" && l.GetValue() == processor {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return v
 }
 
 func values(t *testing.T, d *testdriver.Driver, topic string) []string {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/processors/reorder"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
@@ -310,25 +311,14 @@ func headers(rec exactly.Record[[]byte, []byte]) map[string]string {
 	return m
 }
 
-// value is the value of the metric called name in reg (the processor's
-// only series).
+// value is the value of the metric called name in reg.
 func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := metrics.Sum(reg, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			m := f.GetMetric()[0]
-			if m.Gauge != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no single series of %s", name)
-	return 0
+	return v
 }
 
 func TestEventsWaitingLongerThanTheTTLAreDeadLetteredWithTheirOriginalRecord(t *testing.T) {

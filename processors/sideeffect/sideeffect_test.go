@@ -6,19 +6,18 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/processors/sideeffect"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
 	"github.com/exactly-go/exactly/testdriver"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 var t0 = time.UnixMilli(1732260000000)
@@ -505,23 +504,9 @@ func count(t *testing.T, s store.ReadOnlyKeyValueStore[string, string]) int {
 // include the pairs in labels.
 func (h *harness) metric(name string, labels ...string) float64 {
 	h.t.Helper()
-	families, err := h.metrics.Gather()
+	v, err := metrics.Sum(h.metrics, name, labels...)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == labels[i] && l.GetValue() == labels[i+1] }) {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return v
 }
