@@ -47,7 +47,6 @@ type Runner struct {
 	queryable map[topo.TaskID]*queryTarget
 	openDirs  map[string]chan struct{} // task directories open in this process; closed on release
 	lock      *os.File
-	running   bool
 	ready     chan struct{}
 }
 
