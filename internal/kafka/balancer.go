@@ -211,6 +211,8 @@ type routingBalancer struct {
 	generation int32
 }
 
+// SetBalanceInfo learns the generation being balanced, and passes the info
+// on to the inner balancer.
 func (r *routingBalancer) SetBalanceInfo(info kgo.BalanceInfo) {
 	r.generation = info.Generation
 	if ib, ok := r.inner.(kgo.GroupMemberBalancerInfo); ok {
@@ -224,6 +226,7 @@ func (r *routingBalancer) Balance(topics map[string]int32) kgo.IntoSyncAssignmen
 	return plan
 }
 
+// BalanceOrError balances with the inner balancer and adds the routing.
 func (r *routingBalancer) BalanceOrError(topics map[string]int32) (kgo.IntoSyncAssignment, error) {
 	var plan kgo.IntoSyncAssignment
 	if ib, ok := r.inner.(kgo.GroupMemberBalancerOrError); ok {
@@ -245,6 +248,8 @@ type routingPlan struct {
 	r     *routingBalancer
 }
 
+// IntoSyncAssignment hands every member its assignment with the whole
+// assignment by advertised host in its user data.
 func (p routingPlan) IntoSyncAssignment() []kmsg.SyncGroupRequestGroupAssignment {
 	out := p.inner.IntoSyncAssignment()
 	assignments := make([]*kmsg.ConsumerMemberAssignment, len(out))

@@ -36,6 +36,7 @@ type NotLocalError struct {
 	Host string
 }
 
+// Error names the store, the partition and the holder's address.
 func (e *NotLocalError) Error() string {
 	if e.Host == "" {
 		return fmt.Sprintf("store %s partition %d is not held by this instance, and no instance that advertises an application server holds it (rebalancing, or ApplicationServer unset)", e.Store, e.Partition)

@@ -169,3 +169,37 @@ func TestRoutingEncodingIsVersionedAndOnlyGrows(t *testing.T) {
 		t.Fatal("truncated data decoded without error")
 	}
 }
+
+// TestNewestGenerationAmongWorkersRoutes proves an instance with several
+// workers routes by the newest assignment any of them received, and that a
+// task counts as local while any worker holds it.
+func TestNewestGenerationAmongWorkersRoutes(t *testing.T) {
+	var rt routes
+	task := topo.TaskID{Subtopology: 0, Partition: 3}
+	info := func(gen int32, host string) *assignmentInfo {
+		return &assignmentInfo{Generation: gen, Hosts: map[string]hostTasks{host: {Active: []topo.TaskID{task}}}}
+	}
+	rt.update(1, []topo.TaskID{task}, info(5, "here:1"))
+	if host, standbys := rt.hostsOf(task); host != "here:1" || len(standbys) != 0 || !rt.assignedHere(task) {
+		t.Fatalf("after generation 5: host %q, standbys %v, local %v", host, standbys, rt.assignedHere(task))
+	}
+	rt.update(0, nil, info(6, "there:2"))
+	rt.update(1, nil, info(4, "stale:3")) // a late answer of an older generation
+	if host, _ := rt.hostsOf(task); host != "there:2" || rt.assignedHere(task) {
+		t.Fatalf("after generation 6: host %q, local %v; want there:2, not local", host, rt.assignedHere(task))
+	}
+	if got := rt.local(); len(got) != 0 {
+		t.Fatalf("local tasks = %v; want none", got)
+	}
+}
+
+// TestApplicationServerMustBeHostPort proves a malformed advertised address
+// is refused before anything connects.
+func TestApplicationServerMustBeHostPort(t *testing.T) {
+	for addr, ok := range map[string]bool{"": true, "10.0.0.5:8080": true, "orders-1.orders:8080": true, "10.0.0.5": false, "http://x:1": false} {
+		cfg := Config{Brokers: []string{"127.0.0.1:1"}, ApplicationID: "a", ApplicationServer: addr}
+		if _, err := cfg.withDefaults(); (err == nil) != ok {
+			t.Errorf("ApplicationServer %q: err = %v; want ok=%v", addr, err, ok)
+		}
+	}
+}
