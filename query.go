@@ -50,7 +50,11 @@ func KeyMetadata[K any](app *App, store string, key K) (KeyQueryMetadata, error)
 	if err != nil {
 		return KeyQueryMetadata{}, err
 	}
-	return KeyQueryMetadata{ActiveHost: m.ActiveHost, StandbyHosts: m.StandbyHosts, Partition: m.Partition}, nil
+	standbys := m.StandbyHosts
+	if standbys == nil {
+		standbys = []string{}
+	}
+	return KeyQueryMetadata{ActiveHost: m.ActiveHost, StandbyHosts: standbys, Partition: m.Partition}, nil
 }
 
 // KeyValue is one entry of a store.
@@ -155,9 +159,9 @@ type InstanceMetadata struct {
 // ApplicationServer, sorted by host, as the latest rebalance told this
 // instance. It sends no request.
 func (a *App) Instances() []InstanceMetadata {
-	var out []InstanceMetadata
+	out := []InstanceMetadata{}
 	for _, h := range a.runner.Hosts() {
-		m := InstanceMetadata{Host: h.Host}
+		m := InstanceMetadata{Host: h.Host, ActiveTasks: []string{}, StandbyTasks: []string{}}
 		for _, id := range h.Active {
 			m.ActiveTasks = append(m.ActiveTasks, id.String())
 		}
@@ -180,7 +184,7 @@ type TaskMetadata struct {
 
 // LocalTasks returns the tasks this instance's workers hold, in order.
 func (a *App) LocalTasks() []TaskMetadata {
-	var out []TaskMetadata
+	out := []TaskMetadata{}
 	for _, t := range a.runner.LocalTasks() {
 		out = append(out, TaskMetadata{ID: t.ID.String(), Restoring: t.Restoring})
 	}

@@ -284,6 +284,19 @@ func TestAnyInstanceAnswersEveryKeyWithoutAskingTheBrokers(t *testing.T) {
 		}
 	}
 
+	for path, want := range map[string]int{
+		"/stores/no-such-store/keys/k1":             http.StatusNotFound,
+		"/stores/no-such-store/keys":                http.StatusNotFound,
+		"/stores/counts/keys?limit=0":               http.StatusBadRequest,
+		"/stores/counts/keys?limit=5000":            http.StatusBadRequest,
+		"/stores/counts/keys?from=k1":               http.StatusBadRequest,
+		"/stores/counts/keys?from=k1&to=k2&limit=1": http.StatusOK,
+	} {
+		if status, _, body := get(t, a.base+path); status != want {
+			t.Errorf("GET %s = %d %s; want %d", path, status, body, want)
+		}
+	}
+
 	var inst httpquery.Instances
 	_, _, body := get(t, a.base+"/instances")
 	if err := json.Unmarshal([]byte(body), &inst); err != nil || len(inst.Instances) != 2 || inst.Self != a.app.ApplicationServer() {
