@@ -422,7 +422,7 @@ func TestScrapesAndQueriesWhileTasksMove(t *testing.T) {
 			}
 			_, found, err := exactly.Query[string, int64](context.Background(), app, "counts", fmt.Sprint("k", i%keys))
 			var notLocal *exactly.NotLocalError
-			if err != nil && !errors.As(err, &notLocal) {
+			if err != nil && !errors.As(err, &notLocal) && !errors.Is(err, exactly.ErrRestoring) {
 				select {
 				case errs <- fmt.Errorf("query: %w", err):
 				default:
