@@ -17,7 +17,9 @@ import (
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // at is t0 plus seconds, in epoch milliseconds.
-func at(seconds float64) int64 { return t0.Add(time.Duration(seconds * float64(time.Second))).UnixMilli() }
+func at(seconds float64) int64 {
+	return t0.Add(time.Duration(seconds * float64(time.Second))).UnixMilli()
+}
 
 type harness struct {
 	t      *testing.T
