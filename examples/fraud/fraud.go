@@ -21,7 +21,7 @@
 // alone, so a replay or a restart after a crash gives the same ids.
 //
 // The main function is a complete service: flags, SIGINT/SIGTERM handling
-// with a graceful stop (commit, close stores, leave the group), /metrics,
+// with a graceful stop (commit, close the stores, leave the group), /metrics,
 // /healthz and /readyz over HTTP, and a log line once the instance has
 // joined its group and restored its stores. Against the embedded broker:
 //

@@ -28,15 +28,14 @@ import (
 
 // config is the service's configuration, one field per flag.
 type config struct {
-	Brokers           []string
-	ApplicationID     string
-	InstanceID        string
-	StateDir          string
-	HTTP              string
-	Partitions        int
-	SessionTimeout    time.Duration
-	LeaveGroupOnClose bool
-	Rules             Options
+	Brokers        []string
+	ApplicationID  string
+	InstanceID     string
+	StateDir       string
+	HTTP           string
+	Partitions     int
+	SessionTimeout time.Duration
+	Rules          Options
 	// Produce, when positive, makes the command produce that many sample
 	// transactions and exit instead of running the detector.
 	Produce int
@@ -49,12 +48,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers, host:port[,host:port]")
 	fs.StringVar(&c.ApplicationID, "application-id", "fraud", "consumer group and prefix of the internal topics; instances with the same id share the partitions")
-	fs.StringVar(&c.InstanceID, "instance-id", "", "static group membership id: a restarted instance with the same id takes its partitions back without a rebalance")
+	fs.StringVar(&c.InstanceID, "instance-id", "", "static group membership id: a stopped instance's partitions wait for it for the session timeout, and a restart with the same id takes them back without a rebalance")
 	fs.StringVar(&c.StateDir, "state-dir", filepath.Join(os.TempDir(), "fraud-state"), "directory of the persistent stores; one running instance per directory")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8090", `listen address of /metrics, /healthz and /readyz; "" turns HTTP off`)
 	fs.IntVar(&c.Partitions, "partitions", 4, "partitions of the transactions topic when it has to be created")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", 10*time.Second, "how long the group waits for a silent instance before moving its partitions")
-	fs.BoolVar(&c.LeaveGroupOnClose, "leave-group-on-close", false, "with -instance-id, leave the group on a graceful stop so the partitions move at once (otherwise they wait for the session timeout, for the same instance to return)")
 	fs.Int64Var(&c.Rules.VelocityThreshold, "velocity-threshold", c.Rules.VelocityThreshold, "transactions of one card within one velocity window that raise an alert")
 	fs.DurationVar(&c.Rules.VelocityWindow, "velocity-window", c.Rules.VelocityWindow, "size of the tumbling velocity windows, in event time")
 	fs.DurationVar(&c.Rules.Grace, "grace", c.Rules.Grace, "how late after a window's end a transaction still counts")
@@ -95,9 +93,9 @@ func main() {
 }
 
 // run runs the detector until ctx ends, then stops gracefully: the
-// application commits what it processed, closes its stores and leaves or
-// keeps its group membership. listening, if not nil, is told the HTTP
-// address once it is bound.
+// application commits what it processed, closes its stores and leaves the
+// group (a static member keeps its partitions for the session timeout).
+// listening, if not nil, is told the HTTP address once it is bound.
 func run(ctx context.Context, c config, log *slog.Logger, listening func(net.Addr)) error {
 	log = log.With("application", c.ApplicationID)
 	if c.InstanceID != "" {
@@ -119,15 +117,14 @@ func run(ctx context.Context, c config, log *slog.Logger, listening func(net.Add
 		return err
 	}
 	app, err := exactly.New(topology, exactly.Config{
-		Brokers:           c.Brokers,
-		ApplicationID:     c.ApplicationID,
-		InstanceID:        c.InstanceID,
-		StateDir:          c.StateDir,
-		SessionTimeout:    c.SessionTimeout,
-		LeaveGroupOnClose: c.LeaveGroupOnClose,
-		CreateTopics:      true, // the alerts and dead-letter topics
-		Registerer:        reg,
-		Logger:            log,
+		Brokers:        c.Brokers,
+		ApplicationID:  c.ApplicationID,
+		InstanceID:     c.InstanceID,
+		StateDir:       c.StateDir,
+		SessionTimeout: c.SessionTimeout,
+		CreateTopics:   true, // the alerts and dead-letter topics
+		Registerer:     reg,
+		Logger:         log,
 	})
 	if err != nil {
 		return err
