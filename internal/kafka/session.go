@@ -137,5 +137,17 @@ func (w *worker) closeSession(ctx context.Context) {
 	if err := w.cl.LeaveGroupContext(leaveCtx); err != nil {
 		w.log.Warn("leaving the group failed; the broker expires this member after the session timeout", "err", err)
 	}
+	if id := w.instanceID(); id != "" {
+		// franz-go keeps a static member in the group when it leaves (so
+		// that a restart takes its partitions back); a LeaveGroup naming
+		// the instance id hands them over now.
+		resp, err := w.adm.LeaveGroup(leaveCtx, kadm.LeaveGroup(w.r.cfg.ApplicationID).InstanceIDs(id))
+		if err == nil {
+			err = resp.Error()
+		}
+		if err != nil {
+			w.log.Warn("leaving the group as a static member failed; the broker expires this member after the session timeout", "instance_id", id, "err", err)
+		}
+	}
 	w.cl.Close()
 }

@@ -105,8 +105,8 @@ func (w *worker) clientOptions() []kgo.Opt {
 	if crashpoint.Armed() {
 		opts = append(opts, kgo.WithHooks(protocolCrashHooks{}))
 	}
-	if cfg.InstanceID != "" {
-		opts = append(opts, kgo.InstanceID(fmt.Sprintf("%s-%d", cfg.InstanceID, w.index)))
+	if id := w.instanceID(); id != "" {
+		opts = append(opts, kgo.InstanceID(id))
 	}
 	if w.eos {
 		opts = append(opts,
@@ -115,6 +115,14 @@ func (w *worker) clientOptions() []kgo.Opt {
 		)
 	}
 	return opts
+}
+
+// instanceID is the worker's static group instance id ("": dynamic).
+func (w *worker) instanceID() string {
+	if w.r.cfg.InstanceID == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s-%d", w.r.cfg.InstanceID, w.index)
 }
 
 // errStalled ends a session the watchdog found stalled.
