@@ -36,7 +36,7 @@ func TestInternalTopicsNameEveryIntermediateAndChangelogTopic(t *testing.T) {
 
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "risk"})
 	byCustomer := dsl.SelectKey(dsl.Stream(sb, "orders", serde.String, serde.Int64), func(k string, _ int64) string { return k }, serde.String)
-	dsl.Count(byCustomer.GroupByKey(), "counts").ToStream().To("counted")
+	dsl.Count(byCustomer.GroupByKey(), "counts", dsl.Materialized{}).ToStream().To("counted")
 	top, err = sb.Build()
 	if err != nil {
 		t.Fatal(err)

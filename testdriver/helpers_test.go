@@ -22,7 +22,7 @@ func repartitionedCounts(t *testing.T) *exactly.Topology {
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "test"})
 	words := dsl.Stream(sb, "words", serde.String, serde.String)
 	byLetter := dsl.SelectKey(words, func(_, w string) string { return w[:1] }, serde.String)
-	dsl.Count(byLetter.GroupByKey(), "letter-counts-store").ToStream().To("letter-counts")
+	dsl.Count(byLetter.GroupByKey(), "letter-counts-store", dsl.Materialized{}).ToStream().To("letter-counts")
 	top, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)

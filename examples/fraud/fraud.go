@@ -44,6 +44,7 @@ import (
 	"github.com/exactly-go/exactly/dsl"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The topics of the detector.
@@ -128,8 +129,9 @@ type Options struct {
 	TravelWindow time.Duration
 	// Persistent keeps the stores on disk (Pebble) instead of in memory.
 	Persistent bool
-	// Metrics receive the DSL's metrics (dropped_records_total).
-	Metrics dsl.Metrics
+	// Registerer receives the DSL's metrics (dropped_records_total); nil
+	// registers nothing.
+	Registerer prometheus.Registerer
 }
 
 func (o Options) withDefaults() Options {
@@ -180,22 +182,21 @@ func eventTime(rec exactly.Record[string, Transaction]) (time.Time, error) {
 // the same source; both write to fraud-alerts.
 func Topology(opts Options) (*exactly.Topology, error) {
 	opts = opts.withDefaults()
-	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: opts.ApplicationID, Metrics: opts.Metrics})
+	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: opts.ApplicationID, Registerer: opts.Registerer})
 	b := sb.Builder()
 	b.OnDeserializationError(exactly.DeadLetterOnError)
 	b.OnProcessingError(exactly.DeadLetterOnError)
 
-	transactions := dsl.Stream(sb, TransactionsTopic, serde.String, serde.JSON[Transaction](), eventTime)
+	transactions := dsl.StreamFrom(sb, exactly.Source[string, Transaction]{
+		Topics: []string{TransactionsTopic}, Keys: serde.String, Values: serde.JSON[Transaction](), Timestamp: eventTime,
+	})
 
 	// Velocity, in the DSL. Transactions are keyed by card, so the
 	// grouping needs no repartition. In update mode a window's count
 	// passes the threshold exactly once, the moment it is reached.
 	valid := transactions.Filter(func(card string, t Transaction) bool { return Validate(card, t) == nil })
-	counts, err := dsl.WindowedCount(valid.GroupByKey(), dsl.TumblingWindows(opts.VelocityWindow, opts.Grace),
+	counts := dsl.WindowedCount(valid.GroupByKey(), dsl.TumblingWindows(opts.VelocityWindow, opts.Grace),
 		VelocityStore, dsl.WindowOptions{Persistent: opts.Persistent})
-	if err != nil {
-		return nil, err
-	}
 	threshold := opts.VelocityThreshold
 	crossed := counts.Filter(func(_ dsl.Windowed[string], n int64) bool { return n == threshold })
 	dsl.Map(crossed, func(w dsl.Windowed[string], n int64) (string, Alert) {

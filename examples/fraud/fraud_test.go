@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/dsl"
+	"github.com/exactly-go/exactly/internal/metrics"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -78,8 +78,8 @@ func (h *harness) readAlerts() []Alert {
 }
 
 func TestVelocityAlertsOncePerWindowWhenTheThresholdIsReached(t *testing.T) {
-	m := dsl.NewMetrics()
-	h := start(t, Options{VelocityThreshold: 3, VelocityWindow: time.Minute, Grace: 10 * time.Second, Metrics: m}, testdriver.Config{})
+	reg := prometheus.NewRegistry()
+	h := start(t, Options{VelocityThreshold: 3, VelocityWindow: time.Minute, Grace: 10 * time.Second, Registerer: reg}, testdriver.Config{})
 	h.use("c-1", "DE", at(1))
 	h.use("c-1", "DE", at(20))
 	h.use("c-2", "DE", at(21)) // another card counts apart
@@ -104,7 +104,7 @@ func TestVelocityAlertsOncePerWindowWhenTheThresholdIsReached(t *testing.T) {
 	if len(got) != 1 || got[0].CardID != "c-3" || got[0].WindowStart != at(0) || got[0].Count != 3 {
 		t.Fatalf("alerts %+v, want c-3's first window at the third transaction", got)
 	}
-	if dropped := testutil.ToFloat64(m.DroppedRecords.WithLabelValues("late")); dropped != 1 {
+	if dropped, err := metrics.Sum(reg, "dropped_records_total", "reason", "late"); err != nil || dropped != 1 {
 		t.Fatalf("dropped_records_total %v, want 1", dropped)
 	}
 }

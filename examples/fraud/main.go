@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
-	"github.com/exactly-go/exactly/dsl"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -110,8 +109,7 @@ func run(ctx context.Context, c config, log *slog.Logger, listening func(net.Add
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	c.Rules.Metrics = dsl.NewMetrics()
-	reg.MustRegister(c.Rules.Metrics.Collectors()...)
+	c.Rules.Registerer = reg
 	topology, err := Topology(c.Rules)
 	if err != nil {
 		return err
