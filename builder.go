@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"time"
 
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
@@ -161,7 +162,7 @@ func AddStore[K, V any](b *Builder, s Store[K, V], processors ...string) {
 		Name:       s.Name,
 		Persistent: s.Persistent,
 		Logged:     !s.DisableChangelog,
-		Options:    store.Options{TTL: s.TTL, Expiring: s.Expiring},
+		Options:    engine.Options{TTL: s.TTL, Expiring: s.Expiring},
 		Keys:       s.Keys,
 		Values:     s.Values,
 		KeyType:    reflect.TypeFor[K](),
@@ -186,7 +187,7 @@ func GetKeyValueStore[K, V any, KOut, VOut any](ctx ProcessorContext[KOut, VOut]
 	if !ok {
 		return nil, errors.New("store " + quote(name) + " holds values of type " + spec.ValueType.String() + ", not " + reflect.TypeFor[V]().String())
 	}
-	return store.Typed(raw, keys, values), nil
+	return engine.Typed(raw, keys, values), nil
 }
 
 func quote(s string) string { return `"` + s + `"` }

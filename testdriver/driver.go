@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -79,7 +79,7 @@ type entry struct {
 
 type liveTask struct {
 	task       *task.Task
-	persistent *store.Pebble
+	persistent *engine.Pebble
 	// positions are indexes into each input partition's log of the next
 	// record to process (equal to offsets unless PipeRaw left gaps).
 	positions map[task.TopicPartition]int64
@@ -231,7 +231,7 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 	}
 	for _, name := range d.topo.Subtopologies()[id.Subtopology].Stores {
 		if spec, _ := d.topo.Store(name); spec.Persistent && lt.persistent == nil {
-			p, err := store.OpenPebble(filepath.Join(d.stateDir, id.String()))
+			p, err := engine.OpenPebble(filepath.Join(d.stateDir, id.String()))
 			if err != nil {
 				return nil, err
 			}
@@ -286,9 +286,9 @@ func (d *Driver) restore(lt *liveTask, id topo.TaskID, name string) error {
 	if from >= int64(len(log)) {
 		return nil
 	}
-	changes := make([]store.Change, 0, int64(len(log))-from)
+	changes := make([]engine.Change, 0, int64(len(log))-from)
 	for _, e := range log[from:] {
-		changes = append(changes, store.Change{Key: e.raw.Key, Value: e.raw.Value})
+		changes = append(changes, engine.Change{Key: e.raw.Key, Value: e.raw.Value})
 	}
 	return lt.task.Restore(name, changes, int64(len(log)))
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/internal/crashpoint"
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )

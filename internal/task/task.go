@@ -15,8 +15,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 )
 
 // UnknownTime is the stream time of a task that has seen no record.

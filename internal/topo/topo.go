@@ -9,7 +9,7 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/exactly-go/exactly/store"
+	"github.com/exactly-go/exactly/internal/store"
 )
 
 // Kind is the role of a node.
