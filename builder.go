@@ -76,9 +76,9 @@ type Topology struct{ t *topo.Topology }
 // topics are named for applicationID.
 func (t *Topology) Describe(applicationID string) string { return t.t.Describe(applicationID) }
 
-// Internal returns the type-erased topology for the runtime packages of
-// this module; it is not meant for applications.
-func (t *Topology) Internal() *topo.Topology { return t.t }
+func init() {
+	topo.Of = func(t any) *topo.Topology { return t.(*Topology).t }
+}
 
 // Source declares a source node.
 type Source[K, V any] struct {

@@ -99,7 +99,7 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 	}
 	d := &Driver{
 		cfg:          cfg,
-		topo:         t.Internal(),
+		topo:         topo.Of(t),
 		topics:       map[string]*topicLog{},
 		partitioners: map[string]kgo.TopicPartitioner{},
 		commits:      map[topo.TaskID]*committed{},

@@ -173,7 +173,7 @@ func Replay(ctx context.Context, topology *exactly.Topology, opts ...ReplayOptio
 	r := &replayRun{
 		cfg:        cfg,
 		topology:   topology,
-		top:        topology.Internal(),
+		top:        topo.Of(topology),
 		clientOpts: clientOpts,
 		adm:        kadm.NewClient(cl),
 		rep:        &ReplayReport{ApplicationID: cfg.applicationID},
