@@ -47,7 +47,6 @@ type Runner struct {
 	queryable map[topo.TaskID]*queryTarget
 	openDirs  map[string]chan struct{} // task directories open in this process; closed on release
 	lock      *os.File
-	running   bool
 	ready     chan struct{}
 }
 
@@ -55,7 +54,7 @@ type Runner struct {
 func New(t *topo.Topology, cfg Config) (*Runner, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(os.TempDir(), "exactly-state")
@@ -139,6 +138,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	})
 	admCl.Close()
 	if err != nil {
+		if ce := configFetchError(err); ce != nil {
+			return ce
+		}
 		return err
 	}
 
@@ -314,7 +316,7 @@ func (r *Runner) lockStateDir() error {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return fmt.Errorf("state directory %s is in use by another instance (lock %s: %v): give each instance its own StateDir", r.stateDir, path, err)
+		return fmt.Errorf("%w: %s (lock %s: %v): give each instance its own StateDir", ErrStateDirLocked, r.stateDir, path, err)
 	}
 	r.mu.Lock()
 	r.lock = f

@@ -110,7 +110,7 @@ func (w *worker) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		var ce *configError
+		var ce *ConfigError
 		if isFatal(err) || errors.As(err, &ce) {
 			return err
 		}
@@ -191,13 +191,13 @@ func (w *worker) session(parent context.Context) (err error) {
 	if w.eos {
 		w.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
 		if err != nil {
-			return &configError{fmt.Errorf("create transactional session: %w", err)}
+			return &ConfigError{fmt.Errorf("create transactional session: %w", err)}
 		}
 		w.cl = w.sess.Client()
 	} else {
 		w.cl, err = kgo.NewClient(w.clientOptions()...)
 		if err != nil {
-			return &configError{fmt.Errorf("create client: %w", err)}
+			return &ConfigError{fmt.Errorf("create client: %w", err)}
 		}
 	}
 	w.adm = kadm.NewClient(w.cl)
