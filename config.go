@@ -142,11 +142,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 
 	// ClientOptions are added to the options of every franz-go client the
-	// instance creates, for what Config does not cover
-	// (a dialer, buffer sizes, a request timeout). Default none. An option
-	// that changes group membership, isolation, offset commits or
-	// transactions breaks the processing guarantee: leave those to the
-	// runtime.
+	// instance creates, for what Config does not cover (a dialer, buffer
+	// sizes, a request timeout); default none. An option that changes group
+	// membership, isolation, offset commits or transactions breaks the
+	// processing guarantee: leave those to the runtime.
 	ClientOptions []kgo.Opt
 
 	// OnFatalError chooses what the instance does when a worker fails in a
