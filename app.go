@@ -70,13 +70,15 @@ func (a *App) Close() error {
 }
 
 // NotLocalError is returned by queries for a key whose partition another
-// instance holds; Owner names it when the group says.
+// instance holds; Host is that instance's Config.ApplicationServer when
+// the latest rebalance named one.
 type NotLocalError = kafka.NotLocalError
 
 // Query reads key from the committed contents of store as held by this
 // instance (interactive queries). A key whose partition another instance
-// holds gives a *NotLocalError naming the owner. Writes still in an open
-// transaction are never visible.
+// holds gives a *NotLocalError with the holder's address; a key of a
+// partition this instance is restoring gives ErrRestoring. Writes still in
+// an open transaction are never visible. No request leaves the process.
 func Query[K, V any](ctx context.Context, app *App, store string, key K) (V, bool, error) {
 	var zero V
 	spec, ok := app.topology.Store(store)

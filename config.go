@@ -67,6 +67,16 @@ type Config struct {
 	// See LeaveGroupOnClose.
 	InstanceID string
 
+	// ApplicationServer is the host:port at which this instance answers
+	// interactive queries (Kafka Streams' application.server); default
+	// none. It is advertised to the group at every join, so that after each
+	// rebalance every instance knows every instance's address and tasks
+	// without asking the brokers: [KeyMetadata] and *[NotLocalError] name the
+	// instance holding a key. Without it this instance is not advertised,
+	// and keys it holds cannot be routed to it. New refuses a value that is
+	// not host:port with a *ConfigError.
+	ApplicationServer string
+
 	// ClientID is the client id sent to the brokers, for their logs and
 	// quotas; default ApplicationID.
 	ClientID string
@@ -201,6 +211,7 @@ func (c Config) runtimeConfig() kafka.Config {
 		StateDir:              c.StateDir,
 		Workers:               c.Workers,
 		InstanceID:            c.InstanceID,
+		ApplicationServer:     c.ApplicationServer,
 		ClientID:              c.ClientID,
 		TLS:                   c.TLS,
 		SessionTimeout:        c.SessionTimeout,

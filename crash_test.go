@@ -40,7 +40,7 @@ func TestCrashChildInstance(t *testing.T) {
 		CommitInterval:     100 * time.Millisecond,
 		StateDir:           os.Getenv("EXACTLY_CHILD_STATE"),
 		InstanceID:         os.Getenv("EXACTLY_CHILD_INSTANCE"),
-		SessionTimeout:     2 * time.Second,
+		SessionTimeout:     childSessionTimeout,
 		RebalanceTimeout:   4 * time.Second,
 		TransactionTimeout: 3 * time.Second,
 		CreateTopics:       true,
@@ -65,6 +65,10 @@ func TestCrashChildInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// childSessionTimeout is the session timeout of the crash tests' instance
+// processes.
+const childSessionTimeout = 2 * time.Second
 
 type child struct {
 	slot int
@@ -240,7 +244,7 @@ func TestNamedCrashPointsKeepExactlyOnce(t *testing.T) {
 		{crashpoint.DuringEndTxn, 20},
 		{crashpoint.AfterEndTxn, 20},
 		{crashpoint.MidRestore, 2},
-		{crashpoint.InRebalance, 2},
+		{crashpoint.InRebalance, 3},
 	}
 	for _, p := range points {
 		t.Run(p.name, func(t *testing.T) { crashPointRun(t, p.name, p.maxHits) })
@@ -274,7 +278,13 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 		defer mu.Unlock()
 		var env []string
 		if crashed < crashes {
-			env = []string{"EXACTLY_CRASH_POINT=" + point, fmt.Sprint("EXACTLY_CRASH_AFTER=", 1+rng.IntN(maxHits))}
+			hit := 1 + rng.IntN(maxHits)
+			if point == crashpoint.InRebalance {
+				// Not the first assignment of a new process, which has no
+				// work open: a later rebalance, while input flows.
+				hit = 2 + rng.IntN(maxHits-1)
+			}
+			env = []string{"EXACTLY_CRASH_POINT=" + point, fmt.Sprint("EXACTLY_CRASH_AFTER=", hit)}
 		}
 		ch, done := startChild(t, brokers, dir, slot, exactly.ExactlyOnceV2, env...), make(chan struct{})
 		running[slot], exited[slot] = ch, done
@@ -304,6 +314,7 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 		start(i)
 	}
 	defer stopAll(syscall.SIGKILL)
+	var rejoins sync.WaitGroup // instances coming back after the group expired them
 	// Input flows in small batches until the point was reached often
 	// enough, so that commits, restores and rebalances keep happening.
 	deadline := time.Now().Add(90 * time.Second)
@@ -327,13 +338,28 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 			mu.Lock()
 			victim, gone := running[slot], exited[slot]
 			mu.Unlock()
+			if victim.cmd.ProcessState != nil {
+				continue // away until its rejoin
+			}
 			victim.cmd.Process.Signal(syscall.SIGKILL)
 			<-gone
-			if victim.cmd.ProcessState.ExitCode() != crashpoint.ExitCode {
-				start(slot)
+			if victim.cmd.ProcessState.ExitCode() == crashpoint.ExitCode {
+				continue // restarted already
 			}
+			if point == crashpoint.MidRestore {
+				start(slot)
+				continue
+			}
+			// Back after the session timeout: the group moves the
+			// victim's tasks to the others, then some back to it, so
+			// that live members with transactions open are called back.
+			rejoins.Go(func() {
+				time.Sleep(childSessionTimeout + 500*time.Millisecond)
+				start(slot)
+			})
 		}
 	}
+	rejoins.Wait()
 	out := readCommitted(t, brokers, records, 120*time.Second)
 	stopAll(syscall.SIGTERM)
 	checkCrashRun(t, brokers, out, records, keys, exactly.ExactlyOnceV2)

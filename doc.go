@@ -98,8 +98,11 @@
 // Config.StateDir, and with static membership (Config.InstanceID) its own
 // id, so that a restarted instance gets its tasks back without a
 // rebalance. [Query] reads a key from a store of this instance; for a key
-// whose partition another instance holds it returns a *[NotLocalError]
-// naming the owner.
+// whose partition another instance holds it returns a *[NotLocalError] with
+// that instance's Config.ApplicationServer, and [KeyMetadata] says which
+// instance holds a key without reading it. The package
+// [github.com/exactly-go/exactly/httpquery] serves the stores over HTTP
+// from any instance, routing each key to the one that holds it.
 // [Topology.Describe] shows the sub-topologies, and so which topics must be
 // co-partitioned.
 package exactly

@@ -422,7 +422,7 @@ func TestScrapesAndQueriesWhileTasksMove(t *testing.T) {
 			}
 			_, found, err := exactly.Query[string, int64](context.Background(), app, "counts", fmt.Sprint("k", i%keys))
 			var notLocal *exactly.NotLocalError
-			if err != nil && !errors.As(err, &notLocal) {
+			if err != nil && !errors.As(err, &notLocal) && !errors.Is(err, exactly.ErrRestoring) {
 				select {
 				case errs <- fmt.Errorf("query: %w", err):
 				default:
@@ -917,4 +917,59 @@ func TestInstanceStartedBeforeItsBrokerWaitsForIt(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	checkExactlyOnce(t, out, 100, keys)
+}
+
+// TestStaticMemberLeavingOnCloseHandsItsTasksOver closes a static member
+// that has LeaveGroupOnClose set: the other instance must hold every task
+// long before the session timeout would have expired the member (franz-go
+// alone keeps a static member in the group when it leaves).
+func TestStaticMemberLeavingOnCloseHandsItsTasksOver(t *testing.T) {
+	brokers := newCluster(t, 4)
+	top := countingApp(t, false)
+	apps := make([]*exactly.App, 2)
+	done := make([]chan error, 2)
+	for i := range apps {
+		cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+		cfg.InstanceID = fmt.Sprint("static-", i)
+		cfg.SessionTimeout = time.Minute
+		cfg.RebalanceTimeout = 10 * time.Second
+		cfg.LeaveGroupOnClose = true
+		app, err := exactly.New(top, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps[i], done[i] = app, make(chan error, 1)
+		go func() { done[i] <- app.Run(context.Background()) }()
+		defer app.Close()
+	}
+	holds := func(app *exactly.App) int {
+		n := 0
+		for _, task := range app.LocalTasks() {
+			if !task.Restoring {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor := func(what string, limit time.Duration, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(limit)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, limit)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("the two instances share the 4 tasks", 30*time.Second, func() bool {
+		return holds(apps[0]) > 0 && holds(apps[1]) > 0 && holds(apps[0])+holds(apps[1]) == 4
+	})
+	if err := apps[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done[0]; err != nil {
+		t.Fatal(err)
+	}
+	// Well inside the one-minute session timeout.
+	waitFor("the remaining instance holds all 4 tasks", 20*time.Second, func() bool { return holds(apps[1]) == 4 })
 }

@@ -50,11 +50,20 @@ func exactlyBinary(t *testing.T) string {
 	return filepath.Join(binDir, "exactly")
 }
 
+// goTool is the go command that runs the tests: the one on PATH, or the
+// toolchain's own when PATH has none.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go") //lint:ignore SA1019 a fallback for a PATH without go
+}
+
 // goBuild builds pkg into out, in dir, offline.
 func goBuild(dir, out, pkg string, env ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), append([]string{"GOPROXY=off", "GOFLAGS=-mod=mod"}, env...)...)
 	var stderr bytes.Buffer

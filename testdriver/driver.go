@@ -5,6 +5,19 @@
 // models the broker the core relies on: records become visible only when
 // their commit happens, together with their changelog records and input
 // offsets, and a crash loses everything since the last commit.
+//
+// By default every piped record is processed and committed at once, and
+// so is whatever that commit makes visible to the topology's own sources
+// (repartition and other intermediate topics). With Config.ManualCommit a
+// Commit makes one hop's records visible and processes them, and the next
+// Commit commits their results; Drain commits until every hop is idle.
+//
+// Crash, CrashMidCommit and Restart model a killed process; RunWithCrashes
+// runs a sequence of steps under a seeded schedule of them, so that a test
+// can check that the committed output and stores equal those of an
+// uninterrupted run. While the application is crashed, every call that
+// needs it running returns ErrCrashed until Restart; the committed topics
+// stay readable, as a broker's do.
 package testdriver
 
 import (
@@ -44,6 +57,13 @@ type Config struct {
 	// be fed its own input, as a replay of a run on Kafka does with the
 	// committed repartition topics.
 	Subtopologies []int
+	// PersistentInMemory keeps persistent stores in memory instead of
+	// opening Pebble under StateDir. The memory outlives Crash as a disk
+	// would, so a restart still restores each store from its checkpoint
+	// and CrashMidCommit still leaves a store behind its changelog: only
+	// the time Pebble takes to open at every restart is saved. Leave it
+	// off where Pebble itself is under test.
+	PersistentInMemory bool
 	// DeadLetterMaxBytes bounds the key and value a dead letter carries; a
 	// larger record is dead-lettered without its value, as the Kafka runner
 	// does. 0 means the runner's bound (task.DefaultDeadLetterMaxBytes,
@@ -63,9 +83,39 @@ type Driver struct {
 	seq          int64
 	wall         int64
 	running      bool
-	stateDir     string
-	tempDir      bool
+	// failure is the error that crashed the application, if a task failed.
+	failure error
+	// scheduled is set while RunWithCrashes decides when commits happen.
+	scheduled bool
+	// disks hold each task's persistent stores under PersistentInMemory,
+	// across crashes.
+	disks    map[topo.TaskID]*engine.Memory
+	stateDir string
+	tempDir  bool
 }
+
+// ErrCrashed is returned, wrapped, by every call that needs the
+// application running (piping, committing, advancing the wall clock,
+// reading stores) while it is crashed: after Crash or CrashMidCommit, or
+// after an error failed a task, until Restart. The wrapping error names
+// the task's error when there was one.
+var ErrCrashed = errors.New("testdriver: the application is crashed; call Restart")
+
+// checkRunning returns nil while the application runs, and an error
+// wrapping ErrCrashed otherwise.
+func (d *Driver) checkRunning() error {
+	switch {
+	case d.running:
+		return nil
+	case d.failure != nil:
+		return fmt.Errorf("%w (it crashed on: %v)", ErrCrashed, d.failure)
+	default:
+		return ErrCrashed
+	}
+}
+
+// autoCommit reports whether the driver commits after every record.
+func (d *Driver) autoCommit() bool { return !d.cfg.ManualCommit && !d.scheduled }
 
 type topicLog struct {
 	partitions [][]*entry
@@ -78,8 +128,10 @@ type entry struct {
 }
 
 type liveTask struct {
-	task       *task.Task
-	persistent *engine.Pebble
+	task *task.Task
+	// pebble holds the task's persistent stores, unless they are in
+	// memory (Config.PersistentInMemory).
+	pebble *engine.Pebble
 	// positions are indexes into each input partition's log of the next
 	// record to process (equal to offsets unless PipeRaw left gaps).
 	positions map[task.TopicPartition]int64
@@ -103,13 +155,14 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 		topics:       map[string]*topicLog{},
 		partitioners: map[string]kgo.TopicPartitioner{},
 		commits:      map[topo.TaskID]*committed{},
+		disks:        map[topo.TaskID]*engine.Memory{},
 		wall:         cfg.WallClock.UnixMilli(),
 	}
 	if cfg.WallClock.IsZero() {
 		d.wall = 0
 	}
 	d.stateDir = cfg.StateDir
-	if d.stateDir == "" {
+	if d.stateDir == "" && !cfg.PersistentInMemory {
 		dir, err := os.MkdirTemp("", "exactly-testdriver-")
 		if err != nil {
 			return nil, err
@@ -230,12 +283,21 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 		},
 	}
 	for _, name := range d.topo.Subtopologies()[id.Subtopology].Stores {
-		if spec, _ := d.topo.Store(name); spec.Persistent && lt.persistent == nil {
+		if spec, _ := d.topo.Store(name); spec.Persistent && cfg.Persistent == nil {
+			if d.cfg.PersistentInMemory {
+				disk := d.disks[id]
+				if disk == nil {
+					disk = engine.NewMemory()
+					d.disks[id] = disk
+				}
+				cfg.Persistent = disk
+				continue
+			}
 			p, err := engine.OpenPebble(filepath.Join(d.stateDir, id.String()))
 			if err != nil {
 				return nil, err
 			}
-			lt.persistent, cfg.Persistent = p, p
+			lt.pebble, cfg.Persistent = p, p
 		}
 	}
 	tk, err := task.New(d.topo, cfg)
@@ -259,8 +321,8 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 }
 
 func (lt *liveTask) close(err error) error {
-	if lt.persistent != nil {
-		lt.persistent.Close()
+	if lt.pebble != nil {
+		lt.pebble.Close()
 	}
 	return err
 }
@@ -296,6 +358,12 @@ func (d *Driver) restore(lt *liveTask, id topo.TaskID, name string) error {
 // pump processes every visible record not yet processed, oldest append
 // first, committing after each one unless commits are manual.
 func (d *Driver) pump() error {
+	_, err := d.pumpCount()
+	return err
+}
+
+// pumpCount is pump, returning how many records it processed.
+func (d *Driver) pumpCount() (processed int, err error) {
 	for d.running {
 		var next *entry
 		var owner *liveTask
@@ -308,28 +376,56 @@ func (d *Driver) pump() error {
 			}
 		}
 		if next == nil {
-			return nil
+			return processed, nil
 		}
 		raw := next.raw
 		owner.positions[task.TopicPartition{Topic: raw.Topic, Partition: raw.Partition}]++
+		processed++
 		if err := owner.task.Process(&raw); err != nil {
-			d.Crash()
-			return err
+			d.fail(err)
+			return processed, err
 		}
-		if !d.cfg.ManualCommit {
+		if d.autoCommit() {
 			if err := d.commit(); err != nil {
-				return err
+				return processed, err
 			}
 		}
 	}
-	return nil
+	return processed, nil
+}
+
+// maxDrainCommits bounds Drain, so that a topology whose records flow in
+// a loop through its own topics fails instead of draining forever.
+const maxDrainCommits = 1000
+
+// Drain commits, then processes and commits what each commit made visible
+// to the topology's own sources (repartition and other intermediate
+// topics), until no task has a record left to process: after one call the
+// results of every piped record are committed, however many intermediate
+// topics they passed through. Without ManualCommit each pipe drains by
+// itself; with it, Commit moves records one hop and Drain moves them to
+// the end. It fires no wall-clock punctuator.
+func (d *Driver) Drain() error {
+	if err := d.checkRunning(); err != nil {
+		return err
+	}
+	for range maxDrainCommits {
+		if err := d.commit(); err != nil {
+			return err
+		}
+		n, err := d.pumpCount()
+		if err != nil || n == 0 {
+			return err
+		}
+	}
+	return fmt.Errorf("testdriver: Drain: records still flow after %d commits: does the topology write to a topic it reads, in a loop?", maxDrainCommits)
 }
 
 // Commit commits every task: outputs, changelog records and input offsets
 // become visible together, and stores apply their buffered writes.
 func (d *Driver) Commit() error {
-	if !d.running {
-		return errors.New("testdriver: the application is crashed; call Restart")
+	if err := d.checkRunning(); err != nil {
+		return err
 	}
 	if err := d.commit(); err != nil {
 		return err
@@ -344,8 +440,8 @@ func (d *Driver) commit() error { return d.commitThen(true) }
 // its buffered writes: the moment that leaves a persistent store behind its
 // changelog, for restore to catch up.
 func (d *Driver) CrashMidCommit() error {
-	if !d.running {
-		return errors.New("testdriver: the application is crashed; call Restart")
+	if err := d.checkRunning(); err != nil {
+		return err
 	}
 	if err := d.commitThen(false); err != nil {
 		return err
@@ -383,7 +479,7 @@ func (d *Driver) commitThen(apply bool) error {
 			continue
 		}
 		if err := lt.task.CompleteCommit(checkpoints); err != nil {
-			d.Crash()
+			d.fail(err)
 			return err
 		}
 	}
@@ -400,17 +496,17 @@ func compareTaskIDs(a, b topo.TaskID) int {
 // AdvanceWallClock moves the wall clock forward by by and fires the
 // wall-clock punctuators that come due.
 func (d *Driver) AdvanceWallClock(by time.Duration) error {
-	d.wall += by.Milliseconds()
-	if !d.running {
-		return nil
+	if err := d.checkRunning(); err != nil {
+		return err
 	}
+	d.wall += by.Milliseconds()
 	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskIDs) {
 		if err := d.tasks[id].task.AdvanceWallClock(d.wall); err != nil {
-			d.Crash()
+			d.fail(err)
 			return err
 		}
 	}
-	if !d.cfg.ManualCommit {
+	if d.autoCommit() {
 		if err := d.commit(); err != nil {
 			return err
 		}
@@ -420,23 +516,33 @@ func (d *Driver) AdvanceWallClock(by time.Duration) error {
 
 // Crash stops the application the way a killed process stops: nothing since
 // the last commit survives (no outputs, no store writes, no offsets), and
-// processors are not closed. Records piped while crashed wait in their
-// topics until Restart.
+// processors are not closed. Until Restart, calls that need the
+// application running return ErrCrashed. Crashing a crashed application
+// does nothing.
 func (d *Driver) Crash() {
+	if !d.running {
+		return
+	}
 	for _, lt := range d.tasks {
 		lt.close(nil)
 	}
 	d.tasks = nil
 	d.running = false
+	d.failure = nil
+}
+
+// fail crashes the application because a task failed with err.
+func (d *Driver) fail(err error) {
+	d.Crash()
+	d.failure = err
 }
 
 // Restart starts the application again after Crash: stores are rebuilt from
 // their checkpoints and changelogs, stream time and input positions come
 // from the last commit, and uncommitted input is processed again.
 func (d *Driver) Restart() error {
-	if d.running {
-		d.Crash()
-	}
+	d.Crash()
+	d.failure = nil
 	return d.start()
 }
 
@@ -459,12 +565,12 @@ func (d *Driver) Close() error {
 }
 
 // PipeBytes appends a raw record to topic, as any producer could, and
-// processes it unless the application is crashed. Use it for input no serde
-// would produce.
+// processes it. Use it for input no serde would produce. While the
+// application is crashed it appends nothing and returns ErrCrashed.
 func (d *Driver) PipeBytes(topic string, key, value []byte, timestamp time.Time, headers ...exactly.Header) error {
-	d.appendRecord(topic, d.partitionFor(topic, key), topo.Raw{Key: key, Value: value, Headers: headers, Timestamp: timestamp.UnixMilli()})
-	if !d.running {
-		return nil
+	if err := d.checkRunning(); err != nil {
+		return err
 	}
+	d.appendRecord(topic, d.partitionFor(topic, key), topo.Raw{Key: key, Value: value, Headers: headers, Timestamp: timestamp.UnixMilli()})
 	return d.pump()
 }

@@ -49,6 +49,7 @@ func (c *counter) Process(rec exactly.Record[string, string]) error {
 	}
 	if rec.Value == "panic" {
 		var m map[string]int
+		//lint:ignore SA5000 a runtime panic is what the test provokes
 		m["boom"]++
 	}
 	n, _, err := c.counts.Get(rec.Key)
@@ -157,16 +158,25 @@ func sameOutcome(t *testing.T, want, got outcome, label string) {
 // TestCrashAtRandomPointsChangesNothing runs the same input once without
 // interruption and many times with commits and crashes at random points: the
 // committed outputs (including punctuator output) and the stores must be the
-// same, with nothing duplicated and nothing lost.
+// same, with nothing duplicated and nothing lost. Persistent stores are
+// tried on Pebble (fewer runs: opening it at every restart is slow) and in
+// the driver's memory that outlives crashes.
 func TestCrashAtRandomPointsChangesNothing(t *testing.T) {
-	for _, persistent := range []bool{false, true} {
-		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
-			top := countingTopology(t, persistent, exactly.FailOnError)
+	for _, c := range []struct {
+		name                 string
+		persistent, inMemory bool
+		seeds                uint64
+	}{
+		{"in-memory stores", false, false, 25},
+		{"persistent stores on Pebble", true, false, 4},
+		{"persistent stores in memory", true, true, 25},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			top := countingTopology(t, c.persistent, exactly.FailOnError)
 			const partitions = 3
-			cfg := testdriver.Config{Partitions: map[string]int32{"input": partitions}}
-			for seed := range uint64(25) {
-				rng := rand.New(rand.NewPCG(seed, 7))
-				inputs := randomInputs(rng, 300)
+			cfg := testdriver.Config{Partitions: map[string]int32{"input": partitions}, PersistentInMemory: c.inMemory}
+			for seed := range c.seeds {
+				inputs := randomInputs(rand.New(rand.NewPCG(seed, 7)), 300)
 
 				clean := newDriver(t, top, cfg)
 				pipe := testdriver.CreateInputTopic(clean, "input", serde.String, serde.String)
@@ -177,40 +187,18 @@ func TestCrashAtRandomPointsChangesNothing(t *testing.T) {
 				}
 				want := collect(t, clean, partitions)
 
-				crashCfg := cfg
-				crashCfg.ManualCommit = true
-				d := newDriver(t, top, crashCfg)
+				d := newDriver(t, top, cfg)
 				pipe = testdriver.CreateInputTopic(d, "input", serde.String, serde.String)
-				crashes := 0
-				for _, in := range inputs {
-					if err := pipe.PipeInput(in.key, in.value, in.ts); err != nil {
-						t.Fatal(err)
-					}
-					switch r := rng.Float64(); {
-					case r < 0.15:
-						if err := d.Commit(); err != nil {
-							t.Fatal(err)
-						}
-					case r < 0.19:
-						if err := d.CrashMidCommit(); err != nil {
-							t.Fatal(err)
-						}
-						crashes++
-						if err := d.Restart(); err != nil {
-							t.Fatal(err)
-						}
-					case r < 0.24:
-						d.Crash()
-						crashes++
-						if err := d.Restart(); err != nil {
-							t.Fatal(err)
-						}
-					}
-				}
-				if err := d.Commit(); err != nil {
+				run, err := d.RunWithCrashes(testdriver.CrashSchedule{Seed: seed, Crash: 0.05, CrashMidCommit: 0.05}, len(inputs), func(i int) error {
+					return pipe.PipeInput(inputs[i].key, inputs[i].value, inputs[i].ts)
+				})
+				if err != nil {
 					t.Fatal(err)
 				}
-				sameOutcome(t, want, collect(t, d, partitions), fmt.Sprintf("seed %d (%d crashes)", seed, crashes))
+				if run.Crashes == 0 || run.MidCommitCrashes == 0 {
+					t.Fatalf("seed %d: %v: the schedule crashed too little", seed, run)
+				}
+				sameOutcome(t, want, collect(t, d, partitions), fmt.Sprintf("seed %d (%v)", seed, run))
 			}
 		})
 	}

@@ -12,12 +12,16 @@ import (
 )
 
 // PipeRaw appends rec to partition rec.Partition of rec.Topic at offset
-// rec.Offset, exactly as it was read from Kafka, and processes it unless
-// the application is crashed. Offsets within a partition must increase;
+// rec.Offset, exactly as it was read from Kafka, and processes it (while
+// the application is crashed it returns ErrCrashed). Offsets within a
+// partition must increase;
 // gaps are allowed (Kafka leaves them where transaction markers and aborted
 // records sit), and the task sees rec.Offset as the record's offset, in
 // dead letters as well. Use it to replay records read from a cluster.
 func (d *Driver) PipeRaw(rec exactly.SourceRecord) error {
+	if err := d.checkRunning(); err != nil {
+		return err
+	}
 	if n := d.partitionCount(rec.Topic); rec.Partition < 0 || rec.Partition >= n {
 		return fmt.Errorf("testdriver: %s has %d partitions, no partition %d: set Config.Partitions", rec.Topic, n, rec.Partition)
 	}
@@ -32,9 +36,6 @@ func (d *Driver) PipeRaw(rec exactly.SourceRecord) error {
 	d.appendAt(rec.Topic, rec.Partition, topo.Raw{
 		Offset: rec.Offset, Key: rec.Key, Value: rec.Value, Headers: rec.Headers, Timestamp: rec.Timestamp.UnixMilli(),
 	})
-	if !d.running {
-		return nil
-	}
 	return d.pump()
 }
 

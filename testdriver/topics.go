@@ -119,8 +119,8 @@ func (out *OutputTopic[K, V]) decode(raw *topo.Raw) (exactly.Record[K, V], error
 // (sub-topologies reading one-partition topics have partition 0). Reads
 // include the task's uncommitted writes, as the processors see them.
 func KeyValueStore[K, V any](d *Driver, name string, partition int32) (store.ReadOnlyKeyValueStore[K, V], error) {
-	if !d.running {
-		return nil, fmt.Errorf("testdriver: the application is crashed; call Restart")
+	if err := d.checkRunning(); err != nil {
+		return nil, err
 	}
 	for id, lt := range d.tasks {
 		if id.Partition != partition {
@@ -155,8 +155,8 @@ func (d *Driver) StoreNames() []string {
 // the partitions of its tasks and including their uncommitted writes: what
 // a test of bounded state compares as the input grows. It walks the store.
 func (d *Driver) StoreEntries(name string) (int64, error) {
-	if !d.running {
-		return 0, fmt.Errorf("testdriver: the application is crashed; call Restart")
+	if err := d.checkRunning(); err != nil {
+		return 0, err
 	}
 	if _, ok := d.topo.Store(name); !ok {
 		return 0, fmt.Errorf("testdriver: the topology has no store %q", name)

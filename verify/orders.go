@@ -182,12 +182,7 @@ func projectionUpdates(recs []*kgo.Record) (map[string][]orders.Projection, Chec
 	var dups []string
 	var bad []string
 	for _, r := range recs {
-		var eventID string
-		for _, h := range r.Headers {
-			if h.Key == orders.HeaderEventID {
-				eventID = string(h.Value)
-			}
-		}
+		eventID := header(r, orders.HeaderEventID)
 		pair := string(r.Key) + "\x00" + eventID
 		seen[pair]++
 		if seen[pair] == 2 && len(dups) < 5 {

@@ -5,9 +5,12 @@
 // nothing from aborted transactions visible, and no transaction left open.
 // It reads every topic read_committed, as a downstream consumer would.
 //
-// Two checks share these invariants. [Orders] is a domain audit of the
+// Three checks share these invariants. [Orders] is a domain audit of the
 // orders application: it recomputes the projections and dead letters from
-// the input with an oracle written apart from the topology. [Replay] works
+// the input with an oracle written apart from the topology. [Payments]
+// audits the payments application together with its gateway's charges:
+// every order charged once, reported once, declines dead-lettered.
+// [Replay] works
 // for any deterministic topology: it recomputes the output by replaying
 // the committed input through the topology itself in the test driver, so
 // it proves that crashes, restarts, rebalances and aborted transactions

@@ -21,6 +21,7 @@ import (
 	"github.com/exactly-go/exactly/internal/feed"
 	"github.com/exactly-go/exactly/internal/fleet"
 	"github.com/exactly-go/exactly/internal/progress"
+	"github.com/exactly-go/exactly/verify"
 )
 
 const (
@@ -192,7 +193,7 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 			producing = false
 		case <-time.After(300 * time.Millisecond):
 		}
-		rep, err := auditPayments(ctx, readOpts, input, gw, o.declineRate)
+		rep, err := auditPayments(ctx, brokers, input, gw, o.declineRate)
 		if err != nil {
 			return err
 		}
@@ -210,7 +211,7 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 	metricsSeen := scrapeMetrics(ctx, httpAddrs, paymentsDemoMetrics)
 	procs.Close(stopGrace)
 
-	rep, err := auditPayments(ctx, readOpts, input, gw, o.declineRate)
+	rep, err := auditPayments(ctx, brokers, input, gw, o.declineRate)
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,7 @@ func runPaymentsDemo(ctx context.Context, out io.Writer, o paymentsDemoOptions) 
 // read_committed, must hold exactly one record per order, however often the
 // validator was killed.
 func reportPending(ctx context.Context, out io.Writer, opts []kgo.Opt, kills *killPlan) error {
-	recs, err := payments.ReadCommitted(ctx, opts, payments.DefaultPendingTopic)
+	recs, err := verify.ReadCommitted(ctx, opts, payments.DefaultPendingTopic)
 	if err != nil {
 		return err
 	}
@@ -253,18 +254,8 @@ func reportPending(ctx context.Context, out io.Writer, opts []kgo.Opt, kills *ki
 // runs.
 var paymentsDemoMetrics = []string{"sideeffect_calls_total", "sideeffect_retries_total", "sideeffect_skipped_total", "sideeffect_dead_letters_total", "sideeffect_call_duration_seconds_count", "exactly_records_processed_total"}
 
-func auditPayments(ctx context.Context, opts []kgo.Opt, input []payments.InputRecord, gw *gateway.Server, declineRate float64) (*payments.Report, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	processed, err := payments.ReadCommitted(ctx, opts, payments.DefaultOutputTopic)
-	if err != nil {
-		return nil, err
-	}
-	dls, err := payments.ReadCommitted(ctx, opts, payments.DefaultDeadLetterTopic)
-	if err != nil {
-		return nil, err
-	}
-	return payments.Audit(input, gw.Charges(), processed, dls, declineRate), nil
+func auditPayments(ctx context.Context, brokers []string, input []payments.InputRecord, gw *gateway.Server, declineRate float64) (*verify.PaymentsReport, error) {
+	return verify.Payments(ctx, verify.PaymentsConfig{Brokers: brokers, Input: input, Charges: gw.Charges(), DeclineRate: declineRate, Timeout: 20 * time.Second})
 }
 
 func printPaymentsSetup(out io.Writer, o paymentsDemoOptions, brokers []string, gatewayURL string, input []payments.InputRecord, dir string) {
@@ -308,7 +299,7 @@ func printPaymentsSetup(out io.Writer, o paymentsDemoOptions, brokers []string, 
 	fmt.Fprintf(out, "logs        %s\n\n", dir)
 }
 
-func printPaymentsReport(out io.Writer, o paymentsDemoOptions, rep *payments.Report, st gateway.Stats, kills, failures int, strict bool) error {
+func printPaymentsReport(out io.Writer, o paymentsDemoOptions, rep *verify.PaymentsReport, st gateway.Stats, kills, failures int, strict bool) error {
 	fmt.Fprintf(out, "\nwhat happened\n")
 	fmt.Fprintf(out, "  processes killed with SIGKILL  %d (each between a charge and its commit)\n", kills)
 	if failures > 0 {

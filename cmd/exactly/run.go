@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
 	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/httpquery"
 )
 
 func init() { commands = append(commands, newRunCommand) }
@@ -51,13 +53,16 @@ type runOrdersConfig struct {
 	CommitInterval time.Duration
 	InstanceID     string
 	HTTP           string
-	Partitions     int32
-	CreateTopics   bool
-	InputTopic     string
-	OutputTopic    string
-	DLQTopic       string
-	SessionTimeout time.Duration
-	Persistent     bool
+	// ApplicationServer is the address advertised for queries; "" means
+	// the --http address when it names one host.
+	ApplicationServer string
+	Partitions        int32
+	CreateTopics      bool
+	InputTopic        string
+	OutputTopic       string
+	DLQTopic          string
+	SessionTimeout    time.Duration
+	Persistent        bool
 }
 
 func defaultRunOrdersConfig() runOrdersConfig {
@@ -93,9 +98,16 @@ changelog records and input offsets are one Kafka transaction: a crash or a
 rebalance never duplicates or loses an event's effect.
 
 HTTP (--http, loopback by default; "" turns it off):
-  GET /orders/{id}  the order's projection from this instance's committed
-                    state: 200 with JSON, 404 when unknown, 421 naming the
-                    instance that holds the order, 503 while restoring
+  GET /orders/{id}  the order's projection, from any instance: 200 with
+                    JSON, 404 when unknown, 503 with Retry-After while its
+                    partition restores or moves in a rebalance
+  GET /stores/{store}/keys/{key}
+                    the same lookup for any store (order-projection-store)
+  GET /stores/{store}/keys?from=&to=&limit=
+                    committed entries of this instance's partitions: a
+                    range (from inclusive, to exclusive) or, without from
+                    and to, all keys; at most limit (default 100)
+  GET /instances    every instance's advertised address and tasks
   GET /             live status page (throughput, lag, duplicates, buffer,
                     dead letters, transactions over time)
   GET /status.json  the numbers behind the status page
@@ -104,7 +116,15 @@ HTTP (--http, loopback by default; "" turns it off):
                     a worker is stalled (processed records uncommitted for
                     longer than the stall timeout) or after a fatal error
   GET /readyz       200 once the instance has joined the group and restored
-                    its stores and while it is healthy, 503 otherwise`,
+                    its stores and while it is healthy, 503 otherwise
+
+Query routing: each instance advertises --application-server (default: the
+--http address, when it names one host rather than 0.0.0.0) to the group.
+After every rebalance every instance knows which instance holds each order,
+without asking the brokers; an order held elsewhere is fetched from its
+holder (one forwarded request, answer unchanged). Set --application-server
+to the address the other instances reach this one at when --http listens on
+all interfaces (e.g. --http :8080 --application-server 10.0.0.5:8080).`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
@@ -112,7 +132,9 @@ HTTP (--http, loopback by default; "" turns it off):
   exactly run orders --brokers 127.0.0.1:9092 --instance-id orders-2 \
       --state-dir /tmp/orders-2 --http 127.0.0.1:8081
 
-  curl -s 127.0.0.1:8080/orders/o-1`,
+  # either instance answers for every order
+  curl -s 127.0.0.1:8080/orders/o-1
+  curl -s 127.0.0.1:8081/orders/o-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runOrders(cmd.Context(), c, nil)
@@ -126,6 +148,7 @@ HTTP (--http, loopback by default; "" turns it off):
 	f.DurationVar(&c.CommitInterval, "commit-interval", 0, "how often to commit; 0 means the guarantee's default (100ms under exactly_once_v2, 30s under at_least_once)")
 	f.StringVar(&c.InstanceID, "instance-id", "", "static group membership id (group.instance.id); a restarted instance with the same id takes its partitions back at once")
 	f.StringVar(&c.HTTP, "http", c.HTTP, `HTTP listen address for queries, metrics, health and the status page; "" turns it off`)
+	f.StringVar(&c.ApplicationServer, "application-server", "", `host:port other instances reach this one's HTTP at, advertised to the group for query routing; default the --http address when it names one host`)
 	f.Int32Var(&c.Partitions, "partitions", c.Partitions, "partitions of topics created because they were missing")
 	f.BoolVar(&c.CreateTopics, "create-topics", c.CreateTopics, "create the input, output (compacted) and dead-letter topics if missing")
 	f.StringVar(&c.InputTopic, "input-topic", c.InputTopic, "topic of order events")
@@ -182,17 +205,27 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}
 
+	advertised := c.ApplicationServer
+	if advertised == "" && ln != nil {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+			advertised = ln.Addr().String()
+		} else {
+			log.Warn("HTTP listens on all interfaces and --application-server is not set: orders held by this instance cannot be routed to it", "addr", ln.Addr().String())
+		}
+	}
+
 	app, err := exactly.New(topology, exactly.Config{
-		Brokers:        c.Brokers,
-		ApplicationID:  c.ApplicationID,
-		Guarantee:      exactly.Guarantee(c.Guarantee),
-		CommitInterval: c.CommitInterval,
-		StateDir:       c.StateDir,
-		InstanceID:     c.InstanceID,
-		SessionTimeout: c.SessionTimeout,
-		CreateTopics:   c.CreateTopics,
-		Registerer:     reg,
-		Logger:         log,
+		Brokers:           c.Brokers,
+		ApplicationServer: advertised,
+		ApplicationID:     c.ApplicationID,
+		Guarantee:         exactly.Guarantee(c.Guarantee),
+		CommitInterval:    c.CommitInterval,
+		StateDir:          c.StateDir,
+		InstanceID:        c.InstanceID,
+		SessionTimeout:    c.SessionTimeout,
+		CreateTopics:      c.CreateTopics,
+		Registerer:        reg,
+		Logger:            log,
 	})
 	if err != nil {
 		return err
@@ -223,7 +256,8 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 }
 
 // newOrdersHTTP is the HTTP face of an orders instance: the httpapi
-// endpoints plus GET /orders/{id} from the projection store.
+// endpoints plus the projection store's queries, routed to the instance
+// holding each order.
 func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig, log *slog.Logger) *httpapi.Server {
 	srv := httpapi.New(httpapi.Options{
 		Application: c.ApplicationID,
@@ -232,11 +266,21 @@ func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig
 		Ready:       app.Ready(),
 		Health:      app.Healthy,
 		Logger:      log,
+		Routing: func() httpapi.Routing {
+			return httpapi.Routing{Self: app.ApplicationServer(), LocalTasks: app.LocalTasks(), Instances: app.Instances()}
+		},
 	})
-	srv.HandleLookup("/orders/{key}", "order", func(ctx context.Context, id string) (any, bool, error) {
-		a, found, err := exactly.Query[string, orders.Aggregate](ctx, app, orders.ProjectionStore, id)
-		return a.Projection, found, err
+	queries := httpquery.New(app, httpquery.Options{Logger: log})
+	httpquery.Add(queries, httpquery.Store[string, orders.Aggregate]{
+		Name:     orders.ProjectionStore,
+		ParseKey: httpquery.StringKey,
+		Render:   func(a orders.Aggregate) any { return a.Projection },
 	})
+	srv.Handle("GET /orders/{id}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries.ServeKey(w, r, orders.ProjectionStore, r.PathValue("id"))
+	}))
+	srv.Handle("GET /stores/", queries)
+	srv.Handle("GET /instances", queries)
 	return srv
 }
 

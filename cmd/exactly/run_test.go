@@ -7,15 +7,23 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
 	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/httpquery"
+	"github.com/exactly-go/exactly/internal/fleet"
 )
 
 // TestRunOrdersServesProjectionsMetricsAndStatus runs `exactly run orders`
@@ -142,7 +150,7 @@ func TestRunOrdersFlagsAreTheDocumentedContract(t *testing.T) {
 		"brokers": "[]", "application-id": "orders", "guarantee": "exactly_once_v2", "commit-interval": "0s",
 		"instance-id": "", "http": "127.0.0.1:8080", "partitions": "4", "create-topics": "true",
 		"input-topic": "order-events", "output-topic": "order-projections", "dlq-topic": "order-events-dlq",
-		"session-timeout": "10s", "persistent": "true",
+		"session-timeout": "10s", "persistent": "true", "application-server": "",
 	}
 	for name, def := range want {
 		f := cmd.Flags().Lookup(name)
@@ -232,79 +240,163 @@ func mustJSON(t *testing.T, v any) string {
 	return string(b)
 }
 
-// TestRunOrdersNamesTheOwnerOfAnOrderHeldElsewhere runs two instances and
-// checks that each answers for the orders it holds and, for the others,
-// 421 naming the instance that holds them.
-func TestRunOrdersNamesTheOwnerOfAnOrderHeldElsewhere(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+// TestTwoRunOrdersProcessesAnswerEveryOrderFromEither runs `exactly run
+// orders` as two processes with --application-server set. While the second
+// one restores a partition (its changelog fetches are held back), the
+// orders of that partition answer 503 with Retry-After on both instances;
+// then every order answers 200 with its projection on both (one of them
+// forwards to the other), an unknown order 404, and the queries send no
+// DescribeGroups to the broker.
+func TestTwoRunOrdersProcessesAnswerEveryOrderFromEither(t *testing.T) {
+	t.Setenv("EXACTLYTEST_AS_COMMAND", "1")
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	var describes atomic.Int64
+	c.ControlKey(int16(kmsg.DescribeGroups), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		describes.Add(1)
+		return nil, nil, false
+	})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const partitions = 4
+	dir := t.TempDir()
+	procs := &fleet.Fleet{}
+	defer procs.Close(10 * time.Second)
 	bases := map[string]string{}
-	var stopped []chan error
 	for _, id := range []string{"a", "b"} {
-		c := defaultRunOrdersConfig()
-		c.Brokers, c.StateDir, c.HTTP, c.InstanceID = cluster.ListenAddrs(), t.TempDir(), "127.0.0.1:0", id
-		c.Partitions, c.CommitInterval, c.SessionTimeout = 2, 50*time.Millisecond, time.Second
-		addrs, done := make(chan net.Addr, 1), make(chan error, 1)
-		go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
-		stopped = append(stopped, done)
-		select {
-		case a := <-addrs:
-			bases[id] = "http://" + a.String()
-		case err := <-done:
-			t.Fatalf("run orders %s: %v", id, err)
+		addr, err := fleet.FreeLoopbackAddr()
+		if err != nil {
+			t.Fatal(err)
 		}
-		waitFor(t, 15*time.Second, "instance "+id+" to be ready", func() bool {
-			status, _ := get(t, bases[id]+"/readyz")
-			return status == http.StatusOK
-		})
+		bases[id] = "http://" + addr
+		procs.Set(id, fleet.Spec{Path: exe, Log: filepath.Join(dir, id+".log"), Args: []string{"run", "orders",
+			"--brokers", strings.Join(brokers, ","), "--state-dir", filepath.Join(dir, "state-"+id), "--instance-id", id,
+			"--partitions", strconv.Itoa(partitions), "--commit-interval", "50ms", "--session-timeout", "2s",
+			"--http", addr, "--application-server", addr,
+		}})
 	}
 	defer func() {
-		cancel()
-		for _, done := range stopped {
-			if err := <-done; err != nil {
-				t.Errorf("run orders returned %v after cancel; want nil", err)
+		if t.Failed() {
+			for _, id := range []string{"a", "b"} {
+				log, _ := os.ReadFile(filepath.Join(dir, id+".log"))
+				t.Logf("log of instance %s:\n%s", id, log)
 			}
 		}
 	}()
-	var records [][2]string
-	for i := range 8 {
-		id := fmt.Sprintf("o-%d", i)
-		records = append(records, [2]string{id, fmt.Sprintf(`{"metadata":{"eventId":"e-%d","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"%s","customerId":"c-1","createdAt":1732260000000}}`, i, id)})
+	if err := procs.Start("a"); err != nil {
+		t.Fatal(err)
 	}
-	produce(t, cluster.ListenAddrs(), orders.DefaultInputTopic, records...)
-
-	// Each order must be served by exactly one instance and redirected by
-	// the other, once the rebalance has settled.
-	waitFor(t, 15*time.Second, "every order to be held by one instance and redirected by the other", func() bool {
-		for _, r := range records {
-			served, redirected := 0, 0
-			for id, base := range bases {
-				status, body := get(t, base+"/orders/"+r[0])
-				var b map[string]any
-				json.Unmarshal([]byte(body), &b)
-				switch {
-				case status == http.StatusOK:
-					served++
-				case status == http.StatusMisdirectedRequest && strings.HasPrefix(fmt.Sprint(b["owner"]), other(id)):
-					redirected++
-				}
-			}
-			if served != 1 || redirected != 1 {
+	waitFor(t, 30*time.Second, "instance a to be ready", func() bool {
+		status, _ := get(t, bases["a"]+"/readyz")
+		return status == http.StatusOK
+	})
+	var ids []string
+	var records [][2]string
+	for i := range 12 {
+		id := fmt.Sprintf("o-%d", i)
+		ids = append(ids, id)
+		records = append(records, [2]string{id, fmt.Sprintf(`{"metadata":{"eventId":"e-%d","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"%s","customerId":"c-%d","createdAt":1732260000000}}`, i, id, i)})
+	}
+	produce(t, brokers, orders.DefaultInputTopic, records...)
+	answers := func(base, id string) bool {
+		status, body := get(t, base+"/orders/"+id)
+		var p orders.Projection
+		return status == http.StatusOK && json.Unmarshal([]byte(body), &p) == nil && p.OrderID == id && p.CustomerID == "c-"+strings.TrimPrefix(id, "o-")
+	}
+	waitFor(t, 30*time.Second, "instance a to answer every order", func() bool {
+		for _, id := range ids {
+			if !answers(bases["a"], id) {
 				return false
 			}
 		}
 		return true
 	})
-}
 
-func other(id string) string {
-	if id == "a" {
-		return "b"
+	// Instance b's restore waits while this is open.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	restoreHeld := func() { releaseOnce.Do(func() { close(release) }) }
+	defer restoreHeld()
+	changelog := "orders-" + orders.ProjectionStore + "-changelog"
+	c.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, rt := range req.(*kmsg.FetchRequest).Topics {
+			if rt.Topic == changelog || rt.TopicID == c.TopicInfo(changelog).TopicID {
+				c.SleepControl(func() { <-release })
+			}
+		}
+		return nil, nil, false
+	})
+	if err := procs.Start("b"); err != nil {
+		t.Fatal(err)
 	}
-	return "a"
+	restoring := int32(-1)
+	waitFor(t, 30*time.Second, "instance b to restore a task", func() bool {
+		_, body := get(t, bases["b"]+"/instances")
+		var in httpquery.Instances
+		json.Unmarshal([]byte(body), &in)
+		for _, task := range in.LocalTasks {
+			if task.Restoring {
+				p, _ := strconv.Atoi(strings.TrimPrefix(task.ID, "0_"))
+				restoring = int32(p)
+				return true
+			}
+		}
+		return false
+	})
+	held := ""
+	for _, id := range ids {
+		if kgo.StickyKeyPartitioner(nil).ForTopic(orders.DefaultInputTopic).Partition(&kgo.Record{Key: []byte(id)}, partitions) == int(restoring) {
+			held = id
+		}
+	}
+	if held == "" {
+		t.Fatalf("no order of partition %d", restoring)
+	}
+	for _, id := range []string{"b", "a"} {
+		waitFor(t, 10*time.Second, "instance "+id+" to answer 503 restoring for "+held, func() bool {
+			status, body := get(t, bases[id]+"/orders/"+held)
+			if status != http.StatusServiceUnavailable {
+				t.Fatalf("instance %s: GET /orders/%s = %d %s; want 503", id, held, status, body)
+			}
+			return strings.Contains(body, "restoring")
+		})
+	}
+
+	restoreHeld()
+	waitFor(t, 30*time.Second, "both instances to answer every order", func() bool {
+		for _, id := range ids {
+			if !answers(bases["a"], id) || !answers(bases["b"], id) {
+				return false
+			}
+		}
+		return true
+	})
+	describes.Store(0)
+	for _, base := range bases {
+		for _, id := range ids {
+			if !answers(base, id) {
+				t.Errorf("%s/orders/%s stopped answering", base, id)
+			}
+		}
+		if status, body := get(t, base+"/orders/o-unknown"); status != http.StatusNotFound {
+			t.Errorf("%s/orders/o-unknown = %d %s; want 404", base, status, body)
+		}
+	}
+	if n := describes.Load(); n != 0 {
+		t.Errorf("%d DescribeGroups requests during %d queries; want none", n, 2*(len(ids)+1))
+	}
+
+	var st httpapi.Status
+	_, body := get(t, bases["a"]+"/status.json")
+	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Routing == nil || len(st.Routing.Instances) != 2 || len(st.Routing.LocalTasks) == 0 {
+		t.Errorf("/status.json routing = %+v (%v); want this instance's tasks and both instances", st.Routing, err)
+	}
 }

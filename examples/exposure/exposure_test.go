@@ -27,50 +27,35 @@ func TestEachCustomerCrossesOnceWithADeterministicDecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repartition := ""
-	if d := top.Describe(app); strings.Contains(d, "-repartition") {
-		for _, line := range strings.Split(d, "\n") {
-			if i := strings.Index(line, app+"-"); i >= 0 && strings.Contains(line, "-repartition") {
-				repartition = strings.Trim(line[i:], "])")
-				break
-			}
-		}
-	}
-	if repartition == "" {
-		t.Fatalf("no repartition topic in:\n%s", top.Describe(app))
+	repartition := top.RepartitionTopics()
+	if len(repartition) != 1 {
+		t.Fatalf("repartition topics %v, want one in:\n%s", repartition, top.Describe(app))
 	}
 	for seed := range uint64(5) {
 		rng := rand.New(rand.NewPCG(seed, 9))
-		d, err := testdriver.New(top, testdriver.Config{ApplicationID: app, ManualCommit: true,
-			Partitions: map[string]int32{exposure.OrdersTopic: 3, repartition: 3}})
+		d, err := testdriver.New(top, testdriver.Config{ApplicationID: app, PersistentInMemory: true,
+			Partitions: map[string]int32{exposure.OrdersTopic: 3, repartition[0]: 3}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		in := testdriver.CreateInputTopic(d, exposure.OrdersTopic, serde.String, serde.JSON[exposure.OrderSubmitted]())
 		totals := map[string]int64{}
 		want := map[string]string{}
-		for i := range 300 {
+		run, err := d.RunWithCrashes(testdriver.CrashSchedule{Seed: seed, Crash: 0.05}, 300, func(i int) error {
 			o := exposure.OrderSubmitted{OrderID: fmt.Sprint("o", i), CustomerID: fmt.Sprint("c", rng.IntN(10)), AmountCents: rng.Int64N(600)}
 			before := totals[o.CustomerID]
 			totals[o.CustomerID] += o.AmountCents
 			if before < threshold && totals[o.CustomerID] >= threshold {
 				want[o.CustomerID] = exposure.DecisionID(o.CustomerID, totals[o.CustomerID])
 			}
-			if err := in.PipeInput(o.OrderID, o, time.UnixMilli(int64(i))); err != nil {
-				t.Fatal(err)
-			}
-			switch r := rng.Float64(); {
-			case r < 0.2:
-				d.Commit()
-			case r < 0.25:
-				d.Crash()
-				if err := d.Restart(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			return in.PipeInput(o.OrderID, o, time.UnixMilli(int64(i)))
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		d.Commit()
-		d.Commit() // the repartitioned records committed by the first
+		if run.Crashes+run.MidCommitCrashes == 0 {
+			t.Fatalf("seed %d: no crash (%v)", seed, run)
+		}
 		recs, err := testdriver.CreateOutputTopic(d, exposure.DecisionsTopic, serde.String, serde.JSON[exposure.RiskDecision]()).ReadRecords()
 		if err != nil {
 			t.Fatal(err)

@@ -220,58 +220,41 @@ func TestProjectionsDependOnTheSetOfEventsAlone(t *testing.T) {
 // restarts it: the committed output is the uninterrupted run's, which is
 // the oracle's.
 func TestCrashesAtRandomPointsCommitWhatAnUninterruptedRunCommits(t *testing.T) {
-	// Pebble syncs every commit to disk, so the persistent case is kept
-	// small.
+	// Pebble syncs every commit to disk and opens at every restart, so the
+	// case on Pebble is kept small; the persistent stores' checkpoint and
+	// restore logic runs at full size in the driver's memory.
 	for _, c := range []struct {
-		persistent bool
-		orders     int
-		runs       int
-	}{{false, 60, 3}, {true, 15, 1}} {
-		persistent := c.persistent
-		t.Run(fmt.Sprintf("persistent=%v", persistent), func(t *testing.T) {
+		name                 string
+		persistent, inMemory bool
+		orders, runs         int
+	}{
+		{"in-memory stores", false, false, 60, 3},
+		{"persistent stores on Pebble", true, false, 15, 1},
+		{"persistent stores in memory", true, true, 60, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
 			gen := orders.DefaultGenerateOptions(7, c.orders, 2)
 			gen.Sequences = true
 			gen.OrphanRate, gen.MalformedRate = 0.1, 0.05
 			records := orders.Generate(gen)
-			opts := orders.Options{Persistent: persistent}
+			opts := orders.Options{Persistent: c.persistent}
 			want := orders.Oracle(records, opts)
 			clean := runAll(t, records, opts, 2)
 			sameAsOracle(t, clean, want, "uninterrupted")
 
-			rng := rand.New(rand.NewPCG(7, 1))
 			for run := range c.runs {
-				d := newDriver(t, opts, testdriver.Config{ManualCommit: true, Partitions: map[string]int32{orders.DefaultInputTopic: 2}})
-				crashes := 0
-				for _, r := range records {
-					pipe(t, d, r)
-					switch x := rng.Float64(); {
-					case x < 0.2:
-						if err := d.Commit(); err != nil {
-							t.Fatal(err)
-						}
-					case x < 0.23:
-						if err := d.CrashMidCommit(); err != nil {
-							t.Fatal(err)
-						}
-						crashes++
-						if err := d.Restart(); err != nil {
-							t.Fatal(err)
-						}
-					case x < 0.26:
-						d.Crash()
-						crashes++
-						if err := d.Restart(); err != nil {
-							t.Fatal(err)
-						}
-					}
-				}
-				if err := d.Commit(); err != nil {
+				d := newDriver(t, opts, testdriver.Config{PersistentInMemory: c.inMemory, Partitions: map[string]int32{orders.DefaultInputTopic: 2}})
+				crashes, err := d.RunWithCrashes(testdriver.CrashSchedule{Seed: uint64(run)}, len(records), func(i int) error {
+					r := records[i]
+					return d.PipeBytes(orders.DefaultInputTopic, r.Key, r.Value, r.Timestamp)
+				})
+				if err != nil {
 					t.Fatal(err)
 				}
-				if crashes == 0 {
-					t.Fatal("no crash happened")
+				if crashes.Crashes+crashes.MidCommitCrashes == 0 {
+					t.Fatalf("run %d: no crash happened (%v)", run, crashes)
 				}
-				sameAsOracle(t, collect(t, d, records), want, fmt.Sprintf("run %d with %d crashes", run, crashes))
+				sameAsOracle(t, collect(t, d, records), want, fmt.Sprintf("run %d (%v)", run, crashes))
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/exactly-go/exactly/processors/sideeffect"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/testdriver"
+	"github.com/exactly-go/exactly/verify"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -66,22 +67,16 @@ func run(t *testing.T, brokers []string, top *exactly.Topology, appID string, g 
 }
 
 // audit waits until every order is reported or dead-lettered, then audits.
-func audit(t *testing.T, brokers []string, input []payments.InputRecord, gw *gateway.Server, declineRate float64) *payments.Report {
+func audit(t *testing.T, brokers []string, input []payments.InputRecord, gw *gateway.Server, declineRate float64) *verify.PaymentsReport {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	for {
-		processed, err := payments.ReadCommitted(ctx, opts, payments.DefaultOutputTopic)
+		rep, err := verify.Payments(ctx, verify.PaymentsConfig{Brokers: brokers, Input: input, Charges: gw.Charges(), DeclineRate: declineRate})
 		if err != nil {
 			t.Fatal(err)
 		}
-		dls, err := payments.ReadCommitted(ctx, opts, payments.DefaultDeadLetterTopic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep := payments.Audit(input, gw.Charges(), processed, dls, declineRate)
-		if rep.ProcessedOrders+rep.Declined >= rep.Orders && rep.DeadLetters[payments.ReasonMalformed] >= rep.Malformed {
+		if rep.Done() {
 			return rep
 		}
 		if ctx.Err() != nil {
@@ -200,7 +195,7 @@ func TestValidatorForwardsEachOrderOnce(t *testing.T) {
 	for _, r := range pending {
 		seen[r.Value.OrderID]++
 	}
-	rep := payments.Audit(input, nil, nil, nil, 0)
+	rep := verify.AuditPayments(input, nil, nil, nil, 0)
 	if len(pending) != rep.Orders || len(seen) != rep.Orders {
 		t.Fatalf("%d pending records for %d orders, want one for each of %d", len(pending), len(seen), rep.Orders)
 	}

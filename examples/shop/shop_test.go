@@ -213,11 +213,11 @@ func TestOrdersOverHTTPEndInProjectionsAndPaymentsThatMatchTheOrdersTable(t *tes
 	waitUntil(t, func() bool { return shipped.Load() >= n/3 }, "a third of the orders shipped")
 	kill(relayProc)
 	t.Logf("relay killed after %d of %d orders shipped", shipped.Load(), n)
-	relayProc = startChild(t, "relay", dsn, "", brokers)
+	startChild(t, "relay", dsn, "", brokers)
 	waitUntil(t, func() bool { return shipped.Load() >= 2*n/3 }, "two thirds of the orders shipped")
 	kill(projectionProc)
 	t.Logf("projection killed after %d of %d orders shipped", shipped.Load(), n)
-	projectionProc = startChild(t, "projection", dsn, projectionState, brokers)
+	startChild(t, "projection", dsn, projectionState, brokers)
 	wg.Wait()
 	if t.Failed() {
 		return

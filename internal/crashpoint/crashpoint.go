@@ -35,8 +35,9 @@ const (
 	// AfterEndTxn: the transaction committed, the local stores not yet
 	// given the commit's writes and checkpoints.
 	AfterEndTxn = "after-end-txn"
-	// MidRestore: a restore has applied its first batch of changelog
-	// records.
+	// MidRestore: a restore has applied a batch of changelog records, made
+	// it durable, and more are left. While it is armed, restores apply batches of
+	// RestoreBatch(…) records, so that a small changelog spans several.
 	MidRestore = "mid-restore"
 	// InRebalance: inside a partitions-assigned or -revoked callback.
 	InRebalance = "in-rebalance"
@@ -72,6 +73,15 @@ func Reach(name string) {
 		fmt.Fprintf(os.Stderr, "crashpoint: dying at %s (hit %d)\n", name, after)
 		os.Exit(ExitCode)
 	}
+}
+
+// RestoreBatch is the number of changelog records a restore applies per
+// batch: def, or a small number while MidRestore is armed.
+func RestoreBatch(def int) int {
+	if armed == MidRestore {
+		return 64
+	}
+	return def
 }
 
 // Armed reports whether any crash point is armed in this process.

@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/exactly-go/exactly/internal/topo"
@@ -15,6 +17,11 @@ import (
 // cooperative-sticky balancer over one representative topic per
 // sub-topology (its first source) and expands each assignment to the
 // sub-topology's other sources.
+//
+// It also carries routing (routing.go): each member advertises its
+// instance and ApplicationServer in its subscription, and the leader puts
+// the whole assignment, by advertised host, into every member's
+// assignment.
 type taskBalancer struct {
 	inner kgo.GroupBalancer
 	// shutdownRequested is read at every join: a member that asks the
@@ -23,9 +30,15 @@ type taskBalancer struct {
 	shutdownRequested func() bool
 	// onShutdown runs when this member's assignment says the application
 	// shuts down.
-	onShutdown     func()
+	onShutdown func()
+	// self is what this member advertises.
+	self memberInfo
+	// onAssignment runs at every sync with this member's tasks and the
+	// assignment info the leader sent (nil if none).
+	onAssignment   func(tasks []topo.TaskID, info *assignmentInfo)
 	representative map[string]string   // source topic -> its sub-topology's first source
 	members        map[string][]string // representative -> all sources of the sub-topology
+	subOf          map[string]int      // representative -> sub-topology
 }
 
 // balancer is the worker's task balancer, wired to the application's
@@ -34,14 +47,17 @@ func (w *worker) balancer() *taskBalancer {
 	b := newTaskBalancer(w.r.topo)
 	b.shutdownRequested = w.r.shutdownAsked.Load
 	b.onShutdown = func() { w.r.shutdownGranted.Store(true) }
+	b.self = memberInfo{Process: w.r.process, Host: w.r.cfg.ApplicationServer}
+	b.onAssignment = func(tasks []topo.TaskID, info *assignmentInfo) { w.r.routes.update(w.index, tasks, info) }
 	return b
 }
 
 func newTaskBalancer(t *topo.Topology) *taskBalancer {
-	b := &taskBalancer{inner: kgo.CooperativeStickyBalancer(), representative: map[string]string{}, members: map[string][]string{}}
+	b := &taskBalancer{inner: kgo.CooperativeStickyBalancer(), representative: map[string]string{}, members: map[string][]string{}, subOf: map[string]int{}}
 	for _, sub := range t.Subtopologies() {
 		rep := sub.SourceTopics[0]
 		b.members[rep] = sub.SourceTopics
+		b.subOf[rep] = sub.ID
 		for _, topic := range sub.SourceTopics {
 			b.representative[topic] = rep
 		}
@@ -83,14 +99,16 @@ func (b *taskBalancer) JoinGroupMetadata(interests []string, current map[string]
 		}
 	}
 	meta := b.inner.JoinGroupMetadata(reps, b.collapse(current), generation)
-	if b.shutdownRequested == nil || !b.shutdownRequested() {
-		return meta
-	}
 	var m kmsg.ConsumerMemberMetadata
 	if err := m.ReadFrom(meta); err != nil {
 		return meta
 	}
-	m.UserData = append(append([]byte(nil), shutdownMark...), m.UserData...)
+	var userData []byte
+	if b.shutdownRequested != nil && b.shutdownRequested() {
+		userData = append(userData, shutdownMark...)
+	}
+	userData = b.self.appendTo(userData)
+	m.UserData = append(userData, m.UserData...)
 	return m.AppendTo(nil)
 }
 
@@ -111,6 +129,15 @@ func (b *taskBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int3
 	if err != nil {
 		return nil, err
 	}
+	if b.onAssignment != nil {
+		// Routing that cannot be read leaves queries unrouted (they answer
+		// "no owner known"); it never stops the member from consuming.
+		var info *assignmentInfo
+		if in, ok, err := parseAssignmentInfo(a.UserData); err == nil && ok {
+			info = &in
+		}
+		b.onAssignment(b.tasks(reps), info)
+	}
 	out := map[string][]int32{}
 	for rep, ps := range reps {
 		topics := b.members[rep]
@@ -126,22 +153,135 @@ func (b *taskBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int3
 
 func (b *taskBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (kgo.GroupMemberBalancer, map[string]struct{}, error) {
 	shutdown := false
+	advertised := map[string]memberInfo{}
 	inner := make([]kmsg.JoinGroupResponseMember, len(members))
 	for i, m := range members {
 		inner[i] = m
 		var meta kmsg.ConsumerMemberMetadata
-		if err := meta.ReadFrom(m.ProtocolMetadata); err != nil || !bytes.HasPrefix(meta.UserData, shutdownMark) {
+		if err := meta.ReadFrom(m.ProtocolMetadata); err != nil {
 			continue
 		}
-		shutdown = true
-		meta.UserData = meta.UserData[len(shutdownMark):]
+		if bytes.HasPrefix(meta.UserData, shutdownMark) {
+			shutdown = true
+			meta.UserData = meta.UserData[len(shutdownMark):]
+		}
+		info, rest, ok, err := cutMemberInfo(meta.UserData)
+		if err != nil {
+			return nil, nil, fmt.Errorf("member %s: %w", m.MemberID, err)
+		}
+		if ok {
+			advertised[m.MemberID] = info
+		}
+		meta.UserData = rest
 		inner[i].ProtocolMetadata = meta.AppendTo(nil)
 	}
 	gmb, topics, err := b.inner.MemberBalancer(inner)
-	if err != nil || !shutdown {
+	if err != nil {
 		return gmb, topics, err
 	}
-	return shutdownPlan(members), topics, nil
+	if shutdown {
+		return shutdownPlan(members), topics, nil
+	}
+	return &routingBalancer{inner: gmb, b: b, advertised: advertised}, topics, nil
+}
+
+// tasks turns an assignment of representative topics into task ids.
+func (b *taskBalancer) tasks(reps map[string][]int32) []topo.TaskID {
+	var out []topo.TaskID
+	for rep, ps := range reps {
+		sub, ok := b.subOf[rep]
+		if !ok {
+			continue
+		}
+		for _, p := range ps {
+			out = append(out, topo.TaskID{Subtopology: sub, Partition: p})
+		}
+	}
+	slices.SortFunc(out, compareTaskIDs)
+	return slices.Compact(out)
+}
+
+// routingBalancer is the leader's balance of one generation: the inner
+// plan, with the whole assignment by advertised host added to every
+// member's assignment.
+type routingBalancer struct {
+	inner      kgo.GroupMemberBalancer
+	b          *taskBalancer
+	advertised map[string]memberInfo // member id -> what it advertised
+	generation int32
+}
+
+// SetBalanceInfo learns the generation being balanced, and passes the info
+// on to the inner balancer.
+func (r *routingBalancer) SetBalanceInfo(info kgo.BalanceInfo) {
+	r.generation = info.Generation
+	if ib, ok := r.inner.(kgo.GroupMemberBalancerInfo); ok {
+		ib.SetBalanceInfo(info)
+	}
+}
+
+// Balance is never called: franz-go calls BalanceOrError.
+func (r *routingBalancer) Balance(topics map[string]int32) kgo.IntoSyncAssignment {
+	plan, _ := r.BalanceOrError(topics)
+	return plan
+}
+
+// BalanceOrError balances with the inner balancer and adds the routing.
+func (r *routingBalancer) BalanceOrError(topics map[string]int32) (kgo.IntoSyncAssignment, error) {
+	var plan kgo.IntoSyncAssignment
+	if ib, ok := r.inner.(kgo.GroupMemberBalancerOrError); ok {
+		var err error
+		if plan, err = ib.BalanceOrError(topics); err != nil {
+			return nil, err
+		}
+	} else {
+		plan = r.inner.Balance(topics)
+	}
+	if plan == nil {
+		return nil, errors.New("the inner balancer returned no plan")
+	}
+	return routingPlan{inner: plan, r: r}, nil
+}
+
+type routingPlan struct {
+	inner kgo.IntoSyncAssignment
+	r     *routingBalancer
+}
+
+// IntoSyncAssignment hands every member its assignment with the whole
+// assignment by advertised host in its user data.
+func (p routingPlan) IntoSyncAssignment() []kmsg.SyncGroupRequestGroupAssignment {
+	out := p.inner.IntoSyncAssignment()
+	assignments := make([]*kmsg.ConsumerMemberAssignment, len(out))
+	info := assignmentInfo{Generation: p.r.generation, Hosts: map[string]hostTasks{}}
+	for i, sa := range out {
+		var a kmsg.ConsumerMemberAssignment
+		if err := a.ReadFrom(sa.MemberAssignment); err != nil {
+			continue // not a consumer assignment: handed on as it is
+		}
+		assignments[i] = &a
+		host := p.r.advertised[sa.MemberID].Host
+		if host == "" {
+			continue
+		}
+		reps := map[string][]int32{}
+		for _, t := range a.Topics {
+			reps[t.Topic] = append(reps[t.Topic], t.Partitions...)
+		}
+		ht := info.Hosts[host]
+		ht.Active = append(ht.Active, p.r.b.tasks(reps)...)
+		slices.SortFunc(ht.Active, compareTaskIDs)
+		info.Hosts[host] = ht
+	}
+	encoded := info.appendTo(nil)
+	for i, a := range assignments {
+		if a == nil {
+			continue
+		}
+		a.UserData = append(slices.Clip(encoded), a.UserData...)
+		out[i].MemberAssignment = a.AppendTo(nil)
+	}
+	return out
 }
 
 // shutdownPlan gives every member the shutdown instead of partitions.

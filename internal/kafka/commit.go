@@ -56,16 +56,12 @@ func (w *worker) beginTxn() error {
 // record is bound to produceCtx, not the run's context: cancelling the run
 // must not fail the sends that the shutdown's final commit waits for.
 func (w *worker) send(rec *kgo.Record, out *topo.Output, onAck func(*kgo.Record)) {
-	w.inflight.Add(1)
-	wg := w.inflight
-	w.produceMu.Lock()
-	gen := w.produceGen
-	w.produceMu.Unlock()
-	cl := w.cl
-	cl.Produce(w.produceCtx, rec, func(r *kgo.Record, err error) {
-		defer wg.Done()
+	m := w.membership
+	m.inflight.Add(1)
+	m.cl.Produce(m.produceCtx, rec, func(r *kgo.Record, err error) {
+		defer m.inflight.Done()
 		if err != nil {
-			w.produceFailed(gen, cl, r, out, err)
+			w.produceFailed(m, r, out, err)
 			return
 		}
 		if onAck != nil {
@@ -74,7 +70,9 @@ func (w *worker) send(rec *kgo.Record, out *topo.Output, onAck func(*kgo.Record)
 	})
 }
 
-func (w *worker) produceFailed(gen int, cl *kgo.Client, r *kgo.Record, out *topo.Output, err error) {
+// produceFailed keeps a failed send for the commit of the membership m
+// that sent it.
+func (w *worker) produceFailed(m *membership, r *kgo.Record, out *topo.Output, err error) {
 	kind := "transient"
 	switch {
 	case refusedForGood(err):
@@ -83,19 +81,16 @@ func (w *worker) produceFailed(gen int, cl *kgo.Client, r *kgo.Record, out *topo
 		// The topic was deleted, perhaps recreated: the producer must learn
 		// the topic's new id before a later commit can succeed.
 		kind = "unknown-topic"
-		cl.ForceMetadataRefresh()
+		m.cl.ForceMetadataRefresh()
 	}
 	w.r.metrics.produceErrors.WithLabelValues(r.Topic, kind).Inc()
-	w.produceMu.Lock()
-	defer w.produceMu.Unlock()
-	if gen != w.produceGen {
-		return // the session that sent it is over
-	}
-	if w.produceErr == nil {
-		w.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+	m.produceMu.Lock()
+	defer m.produceMu.Unlock()
+	if m.produceErr == nil {
+		m.produceErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
 	}
 	if kind == "refused" {
-		w.refused = append(w.refused, refusal{topic: r.Topic, out: out, size: len(r.Key) + len(r.Value), err: err})
+		m.refused = append(m.refused, refusal{topic: r.Topic, out: out, size: len(r.Key) + len(r.Value), err: err})
 	}
 }
 
@@ -242,9 +237,7 @@ func (w *worker) commit(ctx context.Context) error {
 		}
 	}
 	if !w.eos {
-		if err := w.commitOffsets(ctx, parts); err != nil {
-			return err
-		}
+		w.commitOffsets(ctx, parts)
 	}
 	w.uncommittedSince.Store(0)
 	if w.stalled.CompareAndSwap(true, false) {
@@ -377,8 +370,9 @@ func (s streamTimes) of(topic string, partition int32, def *string) *string {
 }
 
 // commitOffsets commits input offsets after the outputs were acknowledged
-// (at_least_once).
-func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) error {
+// (at_least_once). A failure only logs: the outputs are durable and the
+// stores applied, so the input after the last commit is redelivered.
+func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	for _, p := range parts {
 		for tp, next := range p.c.Offsets {
@@ -389,7 +383,7 @@ func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) erro
 		}
 	}
 	if len(offsets) == 0 {
-		return nil
+		return
 	}
 	times := w.streamTimes(parts)
 	commitCtx := kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
@@ -415,11 +409,8 @@ func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) erro
 		}
 	})
 	if commitErr != nil {
-		// The outputs are durable and the stores applied; only the offsets
-		// are behind, so the input is redelivered (at-least-once).
 		w.log.Warn("offset commit failed; records after the last commit will be redelivered", "err", commitErr)
 	}
-	return nil
 }
 
 const streamTimePrefix = "exactly:v1:st="
@@ -461,8 +452,8 @@ func withGrace(ctx context.Context, grace time.Duration) (context.Context, conte
 // as long as ctx allows. A broker that neither answers nor fails the sends
 // ends the session (closing the client fails what is left).
 func (w *worker) waitInflight(ctx context.Context) error {
-	done, wg := make(chan struct{}), w.inflight
-	go func() { wg.Wait(); close(done) }()
+	done, m := make(chan struct{}), w.membership
+	go func() { m.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

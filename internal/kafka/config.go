@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,14 @@ type Config struct {
 	// uses InstanceID-i. It also makes transactional ids stable, so that a
 	// restarted instance fences its predecessor's open transactions at once.
 	InstanceID string
+	// ApplicationServer is the host:port at which this instance answers
+	// interactive queries (Kafka Streams' application.server). It is
+	// advertised to the group at every join, and after each rebalance every
+	// instance knows every instance's address and tasks without asking the
+	// brokers: KeyMetadata and *NotLocalError name the instance holding a
+	// key. Default "": this instance is not advertised, and keys it holds
+	// cannot be routed to it.
+	ApplicationServer string
 	// ClientID is sent to the brokers; default ApplicationID.
 	ClientID string
 	SASL     *SASL
@@ -154,6 +163,11 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Workers <= 0 {
 		out.Workers = 1
+	}
+	if out.ApplicationServer != "" {
+		if _, port, err := net.SplitHostPort(out.ApplicationServer); err != nil || port == "" {
+			return out, fmt.Errorf("config: ApplicationServer %q is not host:port: give the address other instances reach this one at, e.g. 10.0.0.5:8080", out.ApplicationServer)
+		}
 	}
 	if out.ClientID == "" {
 		out.ClientID = out.ApplicationID

@@ -311,7 +311,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		return err
 	}
 	defer cl.Close()
-	const batchSize = 10000
+	batchSize := crashpoint.RestoreBatch(10000)
 	batches := map[string][]store.Change{}
 	flush := func(wk *work, next int64) error {
 		changes := batches[wk.topic]
@@ -319,7 +319,14 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			return fmt.Errorf("restore %s/%d: %w", wk.store, lt.id.Partition, err)
 		}
 		w.r.metrics.restored.WithLabelValues(wk.store).Add(float64(len(changes)))
-		crashpoint.Reach(crashpoint.MidRestore)
+		if next < wk.end && crashpoint.Armed() {
+			// The crash finds the batch on disk, as a SIGKILL a moment
+			// later would (Pebble writes its log behind the commit).
+			if lt.persistent != nil {
+				lt.persistent.Sync()
+			}
+			crashpoint.Reach(crashpoint.MidRestore)
+		}
 		w.r.metrics.restoreLeft.WithLabelValues(wk.store, strconv.Itoa(int(lt.id.Partition))).Set(float64(wk.end - next))
 		batches[wk.topic] = changes[:0]
 		return nil

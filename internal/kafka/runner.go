@@ -43,6 +43,8 @@ type Runner struct {
 	shutdownCause                  atomic.Pointer[error]
 	workers                        []atomic.Pointer[worker] // the current worker of each slot
 
+	routes routes // the group's assignment by advertised host (routing.go)
+
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
 	openDirs  map[string]chan struct{} // task directories open in this process; closed on release

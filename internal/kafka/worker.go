@@ -11,16 +11,15 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/internal/crashpoint"
-	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// worker is one consumer-group member with its own (transactional)
-// producer. It owns its tasks; rebalance callbacks reach them only under mu,
-// and with BlockRebalanceOnPoll they run only while the worker is polling.
+// worker is one slot of the instance: it runs group memberships (sessions)
+// one after another, each with its own client and (transactional) producer.
+// It owns its tasks; rebalance callbacks reach them only under mu, and with
+// BlockRebalanceOnPoll they run only while the worker is polling.
 type worker struct {
 	r     *Runner
 	index int
@@ -28,63 +27,17 @@ type worker struct {
 	eos   bool
 	ready func() // marks the worker's slot ready, once for all its replacements
 
-	sess *kgo.GroupTransactSession // exactly_once_v2 only
-	cl   *kgo.Client
-	adm  *kadm.Client
+	mu sync.Mutex
+	// The current membership; session replaces it, under mu, with a new
+	// one, so no field of an ended membership is ever reused.
+	*membership
 
-	mu      sync.Mutex
-	tasks   map[topo.TaskID]*liveTask
-	byInput map[task.TopicPartition]*liveTask
-	pending map[string][]int32 // assigned, not yet restored
-	// rewind holds the partitions whose consumer position must move to the
-	// group's committed offset when their task starts again.
-	rewind   map[task.TopicPartition]bool
-	assigned bool
-
-	lastCommit time.Time
 	// uncommittedSince is when the worker first processed work that no
 	// commit has made durable yet (unix ns, 0: none); it survives failed
 	// sessions, so that repeated failures show as a stall.
 	uncommittedSince atomic.Int64
 	stalled          atomic.Bool
 	cancelSession    atomic.Pointer[context.CancelCauseFunc]
-	timestamps       []int64 // record timestamps since the last commit
-	fatal            error   // a failure that must stop the worker
-
-	inTxn bool // a transaction is open (exactly_once_v2)
-	// txnRebalanced: partitions were revoked or lost since the last End, so
-	// the session aborts the next transaction (a known outcome), as
-	// franz-go's GroupTransactSession does.
-	txnRebalanced bool
-	// txnSpannedRebalance: a rebalance completed since the last End (an
-	// abort then is expected: the generation moved on).
-	txnSpannedRebalance bool
-	// produceCtx governs sends. It outlives the run's context, so that
-	// records sent before a shutdown still reach the final commit; it ends
-	// with the session, or when the shutdown's commit runs out of time.
-	produceCtx    context.Context
-	cancelProduce context.CancelFunc
-	inflight      *sync.WaitGroup // records sent and not yet acknowledged
-	produceMu     sync.Mutex
-	produceGen    int   // counts sessions; a send's callback belongs to one
-	produceErr    error // the first failed send of the current commit
-	refused       []refusal
-	deadLetters   map[string]int // dead letters sent in the current commit, by topic
-}
-
-type liveTask struct {
-	id topo.TaskID
-	// committed holds, per input partition, the offset the group has
-	// committed for it (-1: none yet).
-	committed map[task.TopicPartition]int64
-	// stableEnd holds, per input partition, the last stable offset the
-	// latest fetch reported.
-	stableEnd  map[task.TopicPartition]int64
-	task       *task.Task
-	memory     *store.Memory
-	persistent *store.Pebble
-	release    func()       // hands the task directory back (with persistent)
-	query      *queryTarget // what interactive queries and metrics read
 }
 
 func newWorker(r *Runner, index int, ready func()) *worker {
@@ -143,7 +96,6 @@ func (w *worker) clientOptions() []kgo.Opt {
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/3)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RecordPartitioner(explicitOrKeyPartitioner{}),
 		kgo.OnPartitionsAssigned(w.onAssigned),
@@ -153,8 +105,8 @@ func (w *worker) clientOptions() []kgo.Opt {
 	if crashpoint.Armed() {
 		opts = append(opts, kgo.WithHooks(protocolCrashHooks{}))
 	}
-	if cfg.InstanceID != "" {
-		opts = append(opts, kgo.InstanceID(fmt.Sprintf("%s-%d", cfg.InstanceID, w.index)))
+	if id := w.instanceID(); id != "" {
+		opts = append(opts, kgo.InstanceID(id))
 	}
 	if w.eos {
 		opts = append(opts,
@@ -165,6 +117,14 @@ func (w *worker) clientOptions() []kgo.Opt {
 	return opts
 }
 
+// instanceID is the worker's static group instance id ("": dynamic).
+func (w *worker) instanceID() string {
+	if w.r.cfg.InstanceID == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s-%d", w.r.cfg.InstanceID, w.index)
+}
+
 // errStalled ends a session the watchdog found stalled.
 var errStalled = errors.New("stalled: processed work stayed uncommitted longer than StallTimeout")
 
@@ -173,45 +133,24 @@ func (w *worker) session(parent context.Context) (err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	w.cancelSession.Store(&cancel)
-	w.tasks = map[topo.TaskID]*liveTask{}
-	w.byInput = map[task.TopicPartition]*liveTask{}
-	w.pending = map[string][]int32{}
-	w.rewind = map[task.TopicPartition]bool{}
-	w.fatal = nil
-	w.inTxn, w.txnRebalanced, w.txnSpannedRebalance = false, false, false
-	w.timestamps = w.timestamps[:0]
-	w.inflight = &sync.WaitGroup{}
-	w.produceMu.Lock()
-	w.produceGen++ // sends of an earlier session fail into nothing
-	w.produceErr, w.refused = nil, nil
-	w.produceMu.Unlock()
-	w.deadLetters = map[string]int{}
-	w.produceCtx, w.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
-	defer w.cancelProduce()
-	if w.eos {
-		w.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
-		if err != nil {
-			return &ConfigError{fmt.Errorf("create transactional session: %w", err)}
-		}
-		w.cl = w.sess.Client()
-	} else {
-		w.cl, err = kgo.NewClient(w.clientOptions()...)
-		if err != nil {
-			return &ConfigError{fmt.Errorf("create client: %w", err)}
-		}
+	m, err := w.newMembership(ctx)
+	if err != nil {
+		return err
 	}
-	w.adm = kadm.NewClient(w.cl)
+	defer m.cancelProduce()
+	w.mu.Lock()
+	w.membership = m
+	w.mu.Unlock()
 	defer w.closeSession(ctx)
 	w.r.life.worker(w.index, StateRebalancing)
 
-	w.lastCommit = time.Now()
 	for {
 		if ctx.Err() != nil {
-			shutdownErr := w.shutdown()
+			w.shutdown()
 			if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
 				return cause
 			}
-			return shutdownErr
+			return nil
 		}
 		if w.r.shutdownGranted.Load() {
 			w.shutdown()
@@ -370,43 +309,4 @@ func rawOf(rec *kgo.Record) topo.Raw {
 		}
 	}
 	return raw
-}
-
-// shutdown commits what is pending and closes the tasks; the session's
-// deferred close leaves the group.
-func (w *worker) shutdown() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), min(shutdownGrace, w.commitTimeout()))
-	defer cancel()
-	stop := context.AfterFunc(ctx, w.cancelProduce)
-	defer stop()
-	if err := w.commit(ctx); err != nil {
-		w.log.Warn("final commit failed", "err", err)
-		w.abortAll()
-	}
-	w.log.Info("shut down cleanly")
-	return nil
-}
-
-// closeSession closes every task without applying anything uncommitted and
-// closes the client.
-func (w *worker) closeSession(ctx context.Context) {
-	w.mu.Lock()
-	for id, lt := range w.tasks {
-		w.closeTask(lt, false)
-		delete(w.tasks, id)
-	}
-	w.byInput = map[task.TopicPartition]*liveTask{}
-	w.mu.Unlock()
-	if w.r.cfg.InstanceID != "" && !w.r.cfg.LeaveGroupOnClose {
-		w.cl.CloseAllowingRebalance()
-		return
-	}
-	leaveCtx, cancel := context.WithTimeout(context.Background(), w.r.cfg.SessionTimeout)
-	defer cancel()
-	if err := w.cl.LeaveGroupContext(leaveCtx); err != nil {
-		w.log.Warn("leaving the group failed; the broker expires this member after the session timeout", "err", err)
-	}
-	w.cl.Close()
 }

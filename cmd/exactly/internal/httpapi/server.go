@@ -1,28 +1,23 @@
 // Package httpapi serves one running application instance over HTTP:
 // liveness (/healthz), readiness (/readyz), Prometheus metrics (/metrics),
-// key lookups in its state stores (interactive queries), and a live status
-// page (/) fed by /status.json.
+// and a live status page (/) fed by /status.json. Queries of the state
+// stores are package httpquery's; mount its handler with Handle.
 //
-// Every response other than /metrics and the page is JSON. Lookups answer
-// from this instance's committed state only; a key held by another
-// instance is answered with 421 Misdirected Request naming the owner, so a
-// client or a proxy can ask there instead.
+// Every response other than /metrics and the page is JSON.
 package httpapi
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/exactly-go/exactly"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/exactly-go/exactly"
 )
 
 // Options configure a Server.
@@ -47,12 +42,20 @@ type Options struct {
 	HistoryLength  int
 	// Logger receives request failures; default slog.Default().
 	Logger *slog.Logger
+	// Routing, if set, says which tasks this instance holds and where the
+	// others are, for /status.json and the status page.
+	Routing func() Routing
 }
 
-// LookupFunc reads key from the instance's state. It returns found=false
-// for a key it does not hold, and *exactly.NotLocalError for a key another
-// instance holds.
-type LookupFunc func(ctx context.Context, key string) (value any, found bool, err error)
+// Routing is what the status says of the group's assignment.
+type Routing struct {
+	// Self is the address this instance advertises ("" if none).
+	Self string `json:"self"`
+	// LocalTasks are the tasks this instance holds, restoring or running.
+	LocalTasks []exactly.TaskMetadata `json:"localTasks"`
+	// Instances are every instance advertising an address, with its tasks.
+	Instances []exactly.InstanceMetadata `json:"instances"`
+}
 
 // Server is the HTTP face of one instance. Its handlers are safe for
 // concurrent use; Serve runs it until its context ends.
@@ -64,7 +67,7 @@ type Server struct {
 }
 
 // New returns a server with /healthz, /readyz, /metrics, /status.json and
-// the status page at /. Add lookups with HandleLookup before serving.
+// the status page at /. Add more routes with Handle before serving.
 func New(opts Options) *Server {
 	if opts.SampleInterval <= 0 {
 		opts.SampleInterval = time.Second
@@ -93,41 +96,9 @@ func New(opts Options) *Server {
 	return s
 }
 
-// HandleLookup answers GET pattern, which must contain the wildcard {key}
-// (e.g. "/orders/{key}"), with the JSON of lookup's value: 200 when found;
-// 404 when not; 421 naming the owner when another instance holds the key,
-// or 503 with Retry-After while no instance does (a rebalance) or this one
-// is not ready. noun names the value in error messages ("order").
-func (s *Server) HandleLookup(pattern, noun string, lookup LookupFunc) {
-	s.mux.HandleFunc("GET "+pattern, func(w http.ResponseWriter, r *http.Request) {
-		key := r.PathValue("key")
-		if !s.ready() {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, "this instance is still restoring its state: retry shortly", nil)
-			return
-		}
-		v, found, err := lookup(r.Context(), key)
-		var notLocal *exactly.NotLocalError
-		switch {
-		case errors.As(err, &notLocal) && notLocal.Owner != "":
-			writeError(w, http.StatusMisdirectedRequest,
-				fmt.Sprintf("%s %s is held by instance %s: ask it", noun, key, notLocal.Owner),
-				map[string]any{"key": key, "owner": notLocal.Owner, "store": notLocal.Store, "partition": notLocal.Partition})
-		case errors.As(err, &notLocal):
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable,
-				fmt.Sprintf("%s %s is on a partition no instance holds right now (rebalancing): retry shortly", noun, key),
-				map[string]any{"key": key, "store": notLocal.Store, "partition": notLocal.Partition})
-		case err != nil:
-			s.opts.Logger.Warn("lookup failed", "noun", noun, "key", key, "err", err)
-			writeError(w, http.StatusInternalServerError, fmt.Sprintf("read %s %s: %v", noun, key, err), map[string]any{"key": key})
-		case !found:
-			writeError(w, http.StatusNotFound, fmt.Sprintf("%s %s not found: no event for it has been processed", noun, key), map[string]any{"key": key})
-		default:
-			writeJSON(w, http.StatusOK, v)
-		}
-	})
-}
+// Handle serves pattern (http.ServeMux syntax, e.g. "GET /orders/{id}")
+// with h.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // ServeHTTP routes a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }

@@ -3,15 +3,12 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/exactly-go/exactly"
 )
 
 func request(s *Server, path string) (int, map[string]any, http.Header) {
@@ -36,51 +33,6 @@ func TestReadyzAnswers503UntilReadyIsClosed(t *testing.T) {
 	close(ready)
 	if code, _, _ := request(s, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz after ready = %d; want 200", code)
-	}
-}
-
-// TestLookupMapsResultsToStatusCodes proves each lookup outcome gets its
-// status: found 200, unknown 404, held elsewhere 421 naming the owner,
-// held by nobody 503 with Retry-After, failure 500, not ready 503.
-func TestLookupMapsResultsToStatusCodes(t *testing.T) {
-	ready := make(chan struct{})
-	s := New(Options{Ready: ready})
-	s.HandleLookup("/things/{key}", "thing", func(_ context.Context, key string) (any, bool, error) {
-		switch key {
-		case "here":
-			return map[string]string{"id": key}, true, nil
-		case "elsewhere":
-			return nil, false, &exactly.NotLocalError{Store: "s", Partition: 3, Owner: "instance-2"}
-		case "nobody":
-			return nil, false, &exactly.NotLocalError{Store: "s", Partition: 3}
-		case "broken":
-			return nil, false, errors.New("disk on fire")
-		}
-		return nil, false, nil
-	})
-	if code, _, h := request(s, "/things/here"); code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
-		t.Errorf("lookup before ready = %d; want 503 with Retry-After", code)
-	}
-	close(ready)
-	for _, tc := range []struct {
-		key       string
-		code      int
-		field     string
-		wantValue any
-	}{
-		{"here", http.StatusOK, "id", "here"},
-		{"missing", http.StatusNotFound, "key", "missing"},
-		{"elsewhere", http.StatusMisdirectedRequest, "owner", "instance-2"},
-		{"nobody", http.StatusServiceUnavailable, "partition", float64(3)},
-		{"broken", http.StatusInternalServerError, "key", "broken"},
-	} {
-		code, body, _ := request(s, "/things/"+tc.key)
-		if code != tc.code || body[tc.field] != tc.wantValue {
-			t.Errorf("GET /things/%s = %d %v; want %d with %s=%v", tc.key, code, body, tc.code, tc.field, tc.wantValue)
-		}
-		if code != http.StatusOK && body["error"] == nil {
-			t.Errorf("GET /things/%s: no error message in %v", tc.key, body)
-		}
 	}
 }
 

@@ -77,6 +77,8 @@ type Status struct {
 	UptimeSeconds float64  `json:"uptimeSeconds"`
 	Totals        Totals   `json:"totals"`
 	Samples       []Sample `json:"samples"` // oldest first
+	// Routing is absent when the server was given no Options.Routing.
+	Routing *Routing `json:"routing,omitempty"`
 }
 
 // history is a bounded ring of samples, safe for concurrent use.
@@ -220,7 +222,13 @@ func (s *Server) status() Status {
 	if err != nil {
 		s.opts.Logger.Debug("gather metrics for /status.json", "err", err)
 	}
+	var routing *Routing
+	if s.opts.Routing != nil {
+		r := s.opts.Routing()
+		routing = &r
+	}
 	return Status{
+		Routing:       routing,
 		Application:   s.opts.Application,
 		Instance:      s.opts.Instance,
 		Ready:         s.ready(),

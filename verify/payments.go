@@ -1,4 +1,4 @@
-package payments
+package verify
 
 import (
 	"context"
@@ -7,16 +7,19 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/examples/payments"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Report is the audit of a payments run: what the input asked for, what
-// the gateway charged, and what the pipeline committed.
-type Report struct {
+// PaymentsReport is the audit of a run of the payments application: what
+// the input asked for, what the gateway charged, and what the pipeline
+// committed.
+type PaymentsReport struct {
 	// Records is the number of input records; Orders the distinct valid
 	// orders among them; Declined those the gateway declines.
 	Records, Orders, Declined int
@@ -56,25 +59,33 @@ type Report struct {
 // record per charged order (an exactly_once_v2 pipeline); without it,
 // repeated records naming the same charge are allowed (an at_least_once
 // caller).
-func (r *Report) OK(exactlyOneRecord bool) bool {
+func (r *PaymentsReport) OK(exactlyOneRecord bool) bool {
 	bad := r.DuplicateCharges + len(r.Uncharged) + r.UnexpectedCharges + len(r.WrongTransaction) +
 		len(r.Unreported) + len(r.DeclinedNotDeadLettered)
 	if exactlyOneRecord {
 		bad += r.RepeatedRecords
 	}
-	malformed := r.DeadLetters[ReasonMalformed] + r.DeadLetters[ReasonMissingField] + r.DeadLetters[ReasonInvalidAmount]
+	malformed := r.DeadLetters[payments.ReasonMalformed] + r.DeadLetters[payments.ReasonMissingField] + r.DeadLetters[payments.ReasonInvalidAmount]
 	return bad == 0 && malformed == r.Malformed
 }
 
-// Audit checks a run: input is what was produced to payment-orders,
-// charges what the gateway charged (GET /charges), processed and
-// deadLetters the records of payments-processed and the dead-letter topic,
-// as a read_committed consumer reads them; declineRate is the gateway's.
-func Audit(input []InputRecord, charges []gateway.Charge, processed, deadLetters []*kgo.Record, declineRate float64) *Report {
-	r := &Report{Records: len(input), DeadLetters: map[string]int{}}
+// Done reports whether the pipeline has handled every order: each valid
+// order is reported or declined, and each malformed record dead-lettered.
+// A caller polling a running pipeline audits until Done, then judges OK.
+func (r *PaymentsReport) Done() bool {
+	return r.ProcessedOrders+r.Declined >= r.Orders && r.DeadLetters[payments.ReasonMalformed] >= r.Malformed
+}
+
+// AuditPayments checks a run from its parts: input is what was produced to
+// payment-orders, charges what the gateway charged (GET /charges),
+// processed and deadLetters the records of payments-processed and the
+// dead-letter topic as a read_committed consumer reads them (see
+// ReadCommitted), and declineRate the gateway's.
+func AuditPayments(input []payments.InputRecord, charges []gateway.Charge, processed, deadLetters []*kgo.Record, declineRate float64) *PaymentsReport {
+	r := &PaymentsReport{Records: len(input), DeadLetters: map[string]int{}}
 	valid := map[string]bool{}
 	for _, in := range input {
-		o, _, err := Decode(in.Value)
+		o, _, err := payments.Decode(in.Value)
 		if err != nil {
 			r.Malformed++
 			continue
@@ -107,7 +118,7 @@ func Audit(input []InputRecord, charges []gateway.Charge, processed, deadLetters
 	reported := map[string]bool{}
 	for _, rec := range processed {
 		r.ProcessedRecords++
-		var p PaymentProcessed
+		var p payments.PaymentProcessed
 		if err := json.Unmarshal(rec.Value, &p); err != nil || !slices.Contains(chargesOf[p.OrderID], p.TransactionID) {
 			r.WrongTransaction = append(r.WrongTransaction, string(rec.Key))
 			continue
@@ -127,7 +138,7 @@ func Audit(input []InputRecord, charges []gateway.Charge, processed, deadLetters
 	for _, rec := range deadLetters {
 		reason := header(rec, exactly.HeaderErrorReason)
 		r.DeadLetters[reason]++
-		if reason == ReasonPaymentDeclined {
+		if reason == payments.ReasonPaymentDeclined {
 			declinedDL[string(rec.Key)] = true
 		}
 	}
@@ -142,6 +153,64 @@ func Audit(input []InputRecord, charges []gateway.Charge, processed, deadLetters
 	return r
 }
 
+// PaymentsConfig says where a payments run's topics are and what its
+// input and gateway were.
+type PaymentsConfig struct {
+	Brokers []string
+	// Input is what was produced to the input topic.
+	Input []payments.InputRecord
+	// Charges are the gateway's real charges (GET /charges).
+	Charges []gateway.Charge
+	// DeclineRate is the gateway's.
+	DeclineRate float64
+	// OutputTopic and DeadLetterTopic default to the application's
+	// defaults (payments-processed, payment-orders-dlq).
+	OutputTopic, DeadLetterTopic string
+	// Timeout bounds the reads; default one minute.
+	Timeout time.Duration
+	// ClientOptions are added to the verifier's franz-go clients (TLS,
+	// SASL).
+	ClientOptions []kgo.Opt
+}
+
+// Payments audits a run of the payments application (SPEC Appendix A): it
+// reads the output and dead-letter topics read_committed and checks them,
+// with the gateway's charges, against the input (AuditPayments).
+func Payments(ctx context.Context, cfg PaymentsConfig) (*PaymentsReport, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.ClientOptions...)
+	processed, err := ReadCommitted(ctx, opts, orDefault(cfg.OutputTopic, payments.DefaultOutputTopic))
+	if err != nil {
+		return nil, err
+	}
+	deadLetters, err := ReadCommitted(ctx, opts, orDefault(cfg.DeadLetterTopic, payments.DefaultDeadLetterTopic))
+	if err != nil {
+		return nil, err
+	}
+	return AuditPayments(cfg.Input, cfg.Charges, processed, deadLetters, cfg.DeclineRate), nil
+}
+
+// ReadCommitted returns the records of topic as a read_committed consumer
+// sees them now: from each partition's log start to its last stable
+// offset, in partition order. opts configure its franz-go clients (seed
+// brokers, TLS, SASL).
+func ReadCommitted(ctx context.Context, opts []kgo.Opt, topic string) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	pe, err := ends(ctx, kadm.NewClient(cl), topic)
+	cl.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: check the brokers and that the topic exists", err)
+	}
+	return readTopic(ctx, opts, topic, pe, true)
+}
+
 func header(rec *kgo.Record, key string) string {
 	for _, h := range rec.Headers {
 		if h.Key == key {
@@ -151,8 +220,8 @@ func header(rec *kgo.Record, key string) string {
 	return ""
 }
 
-// Print writes the report as the demo shows it.
-func (r *Report) Print(w io.Writer) {
+// Print writes the report as the payments demo shows it.
+func (r *PaymentsReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "  input records                  %d\n", r.Records)
 	fmt.Fprintf(w, "  payment orders                 %d (%d declined by the gateway, %d malformed records)\n", r.Orders, r.Declined, r.Malformed)
 	fmt.Fprintf(w, "  charges at the gateway         %d\n", r.Charges)
@@ -188,73 +257,4 @@ func sample(ids []string) string {
 		return fmt.Sprintf(" (%v …)", ids[:5])
 	}
 	return fmt.Sprintf(" %v", ids)
-}
-
-// ReadCommitted returns the records of topic as a read_committed consumer
-// sees them now: from each partition's start to its last stable offset.
-func ReadCommitted(ctx context.Context, opts []kgo.Opt, topic string) ([]*kgo.Record, error) {
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, err
-	}
-	adm := kadm.NewClient(cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	var stable kadm.ListedOffsets
-	if err == nil {
-		stable, err = adm.ListCommittedOffsets(ctx, topic)
-	}
-	if err == nil {
-		err = stable.Error()
-	}
-	cl.Close()
-	if err != nil {
-		return nil, fmt.Errorf("list offsets of %s: %w: check the brokers and that the topic exists", topic, err)
-	}
-	from := map[int32]kgo.Offset{}
-	until := map[int32]int64{}
-	stable.Each(func(o kadm.ListedOffset) {
-		start, _ := starts.Lookup(topic, o.Partition)
-		if o.Offset > start.Offset {
-			from[o.Partition] = kgo.NewOffset().At(start.Offset)
-			until[o.Partition] = o.Offset
-		}
-	})
-	if len(from) == 0 {
-		return nil, nil
-	}
-	cl, err = kgo.NewClient(append(opts,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-	)...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	for len(until) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, err)
-		}
-		if err := fetches.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, err)
-		}
-		fetches.EachRecord(func(rec *kgo.Record) {
-			end, reading := until[rec.Partition]
-			if !reading || rec.Offset >= end {
-				return
-			}
-			if !rec.Attrs.IsControl() {
-				out = append(out, rec)
-			}
-			if rec.Offset+1 >= end {
-				delete(until, rec.Partition)
-			}
-		})
-	}
-	return out, nil
 }
