@@ -6,30 +6,8 @@ import (
 	"sync"
 
 	"github.com/exactly-go/exactly/internal/kafka"
-	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/serde"
-)
-
-// Config configures an application on Kafka. See the field comments for
-// defaults; Brokers and ApplicationID are required.
-type Config = kafka.Config
-
-// Guarantee is a processing guarantee: ExactlyOnceV2 or AtLeastOnce.
-type Guarantee = kafka.Guarantee
-
-// SASL holds SASL credentials (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
-type SASL = kafka.SASL
-
-// The processing guarantees.
-const (
-	// ExactlyOnceV2 commits each interval's outputs, changelog records and
-	// input offsets in one Kafka transaction (KIP-447 fencing through the
-	// consumer group), reading input read_committed.
-	ExactlyOnceV2 = kafka.ExactlyOnceV2
-	// AtLeastOnce produces outputs and changelog records, waits for their
-	// acknowledgement, then commits input offsets.
-	AtLeastOnce = kafka.AtLeastOnce
 )
 
 // App runs a topology as one instance of an application. Start more
@@ -44,9 +22,11 @@ type App struct {
 	done   chan struct{}
 }
 
-// New prepares an application; it does not contact the cluster until Run.
+// New prepares an instance of an application running t; it does not
+// contact the cluster until Run. An invalid cfg gives a *[ConfigError]
+// saying what to change.
 func New(t *Topology, cfg Config) (*App, error) {
-	r, err := kafka.New(t.t, cfg)
+	r, err := kafka.New(t.t, cfg.runtimeConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +36,12 @@ func New(t *Topology, cfg Config) (*App, error) {
 // Run processes until ctx is cancelled or Close is called, then commits
 // what is pending, closes the stores and leaves the group (a static member
 // stays, unless LeaveGroupOnClose). It returns the error that stopped it, if
-// any: a record that failed under FailOnError, or a state directory in use.
+// any, which callers can tell apart with errors.Is and errors.As: an error
+// wrapping [ErrStateDirLocked] when another instance holds the state
+// directory, a *[ConfigError] when the cluster refuses the configuration, a
+// *[RecordError] or *[PunctuatorError] after a fatal failure (see
+// Config.OnFatalError), an *[ApplicationShutdownError] when the application
+// was shut down.
 func (a *App) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -118,42 +103,26 @@ func Query[K, V any](ctx context.Context, app *App, store string, key K) (V, boo
 }
 
 // State is an instance's state (Kafka Streams' KafkaStreams.State):
-// StateCreated → StateRebalancing ⇄ StateRunning, then StateStopped after
-// a clean stop or StateError after a fatal error.
+// [StateCreated] → [StateRebalancing] ⇄ [StateRunning], then [StateStopped]
+// after a clean stop or [StateError] after a fatal error. Its String method
+// gives the lower-case name ("running"). Config.StateListener is told every
+// change; [App.State] reads the current one.
 type State = kafka.State
 
 // The states of an instance.
 const (
-	StateCreated     = kafka.StateCreated
+	// StateCreated: Run has not started.
+	StateCreated = kafka.StateCreated
+	// StateRebalancing: a worker is joining the group or restoring the
+	// stores of tasks it was just assigned.
 	StateRebalancing = kafka.StateRebalancing
-	StateRunning     = kafka.StateRunning
-	StateError       = kafka.StateError
-	StateStopped     = kafka.StateStopped
+	// StateRunning: every worker processes its tasks.
+	StateRunning = kafka.StateRunning
+	// StateError: a fatal error stopped the instance; Run returns it.
+	StateError = kafka.StateError
+	// StateStopped: Run returned after a clean stop.
+	StateStopped = kafka.StateStopped
 )
-
-// FatalErrorAction is what an instance does when a worker fails in a way
-// rejoining the group cannot cure (Config.OnFatalError).
-type FatalErrorAction = kafka.FatalErrorAction
-
-// The fatal-error actions.
-const (
-	// ShutdownInstance stops this instance; Run returns the error.
-	ShutdownInstance = kafka.ShutdownInstance
-	// ReplaceWorker starts the failed worker again, with a backoff, at most
-	// Config.MaxWorkerReplacements times, then stops the instance.
-	ReplaceWorker = kafka.ReplaceWorker
-	// ShutdownApplication stops every instance of the application through
-	// the consumer group; each Run returns an *ApplicationShutdownError.
-	ShutdownApplication = kafka.ShutdownApplication
-)
-
-// ApplicationShutdownError is returned by Run on every instance when one
-// instance's fatal error shut the application down (ShutdownApplication).
-type ApplicationShutdownError = kafka.ApplicationShutdownError
-
-// PunctuatorError is a punctuator that returned an error or panicked; it
-// is a fatal error (Config.OnFatalError).
-type PunctuatorError = task.PunctuatorError
 
 // State is the instance's current state.
 func (a *App) State() State { return a.runner.State() }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"time"
 
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
@@ -90,9 +91,9 @@ type Topology struct{ t *topo.Topology }
 // topics are named for applicationID.
 func (t *Topology) Describe(applicationID string) string { return t.t.Describe(applicationID) }
 
-// Internal returns the type-erased topology for the runtime packages of
-// this module; it is not meant for applications.
-func (t *Topology) Internal() *topo.Topology { return t.t }
+func init() {
+	topo.Of = func(t any) *topo.Topology { return t.(*Topology).t }
+}
 
 // Source declares a source node.
 type Source[K, V any] struct {
@@ -176,7 +177,7 @@ func AddStore[K, V any](b *Builder, s Store[K, V], processors ...string) {
 		Name:       s.Name,
 		Persistent: s.Persistent,
 		Logged:     !s.DisableChangelog,
-		Options:    store.Options{TTL: s.TTL, Expiring: s.Expiring},
+		Options:    engine.Options{TTL: s.TTL, Expiring: s.Expiring},
 		Keys:       s.Keys,
 		Values:     s.Values,
 		KeyType:    reflect.TypeFor[K](),
@@ -201,5 +202,5 @@ func GetKeyValueStore[K, V any, KOut, VOut any](ctx ProcessorContext[KOut, VOut]
 	if !ok {
 		return nil, fmt.Errorf("store %q holds values of type %s, not %s", name, spec.ValueType, reflect.TypeFor[V]())
 	}
-	return store.Typed(raw, keys, values), nil
+	return engine.Typed(raw, keys, values), nil
 }

@@ -3,6 +3,7 @@ package exactly_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -122,7 +123,7 @@ func testLogger() *slog.Logger {
 	if os.Getenv("EXACTLY_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return nil
+	return slog.New(slog.DiscardHandler)
 }
 
 func appConfig(brokers []string, dir string, g exactly.Guarantee) exactly.Config {
@@ -183,20 +184,40 @@ func TestKafkaExactlyOnceAcrossRestartsAndRebalances(t *testing.T) {
 	}
 }
 
-func TestKafkaStateDirectoryInUseFailsNamingIt(t *testing.T) {
+// TestKafkaStateDirectoryInUseFailsWithErrStateDirLocked: a second instance
+// on a directory a running one holds stops at once, naming the directory,
+// with an error callers can recognise.
+func TestKafkaStateDirectoryInUseFailsWithErrStateDirLocked(t *testing.T) {
 	brokers := newCluster(t, 1)
 	top := countingApp(t, true)
 	dir := t.TempDir()
-	stop := startApp(t, top, appConfig(brokers, dir, exactly.ExactlyOnceV2))
-	defer stop()
-	time.Sleep(200 * time.Millisecond)
+	first, err := exactly.New(top, appConfig(brokers, dir, exactly.ExactlyOnceV2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstErr := make(chan error, 1)
+	go func() { firstErr <- first.Run(context.Background()) }()
+	defer func() {
+		first.Close()
+		if err := <-firstErr; err != nil {
+			t.Errorf("first instance: %v", err)
+		}
+	}()
+	select {
+	case <-first.Ready():
+	case err := <-firstErr:
+		firstErr <- nil // reported here, not again when the deferred Close waits
+		t.Fatalf("first instance stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("first instance not ready after 30s")
+	}
 	app, err := exactly.New(top, appConfig(brokers, dir, exactly.ExactlyOnceV2))
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = app.Run(context.Background())
-	if err == nil || !contains(err.Error(), dir) || !contains(err.Error(), "in use") {
-		t.Fatalf("second instance on %s: %v, want an error naming the directory", dir, err)
+	if !errors.Is(err, exactly.ErrStateDirLocked) || !contains(err.Error(), dir) {
+		t.Fatalf("second instance on %s: %v, want ErrStateDirLocked naming the directory", dir, err)
 	}
 }
 

@@ -5,8 +5,8 @@ import (
 	"reflect"
 	"time"
 
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 )
 
 // handler is the typed entry point of a node: parents call it with each
@@ -241,7 +241,7 @@ func (c *processorContext[KOut, VOut]) Source() (SourceRecord, bool) {
 func (c *processorContext[KOut, VOut]) TaskID() TaskID        { return c.rt.TaskID() }
 func (c *processorContext[KOut, VOut]) ApplicationID() string { return c.rt.ApplicationID() }
 func (c *processorContext[KOut, VOut]) NodeName() string      { return c.name }
-func (c *processorContext[KOut, VOut]) rawStore(name string) (*store.KV, *topo.StoreSpec, error) {
+func (c *processorContext[KOut, VOut]) rawStore(name string) (*engine.KV, *topo.StoreSpec, error) {
 	return c.rt.Store(c.name, name)
 }
 

@@ -3,8 +3,8 @@ package exactly
 import (
 	"time"
 
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 )
 
 // Processor is a node that receives records of type Record[KIn, VIn] and may
@@ -46,7 +46,7 @@ type ProcessorContext[KOut, VOut any] interface {
 	// NodeName is the processor's name in the topology.
 	NodeName() string
 
-	rawStore(name string) (*store.KV, *topo.StoreSpec, error)
+	rawStore(name string) (*engine.KV, *topo.StoreSpec, error)
 }
 
 // ProcessorFunc adapts a function to a stateless Processor.

@@ -19,7 +19,13 @@ type Record[K, V any] struct {
 	Headers   []Header
 }
 
-// Header is a Kafka record header.
+// Header is a Kafka record header: a Key string and a Value []byte. Headers
+// of an input record reach the processors as they were read, and a sink
+// writes a record's headers as they are.
+//
+// It is an alias of the runtime's header type so that records carry their
+// headers from the consumer to the processors and on to the producer
+// without a copy per record.
 type Header = topo.Header
 
 // SourceRecord is an input record as it was read: its position and its
@@ -121,7 +127,11 @@ type Punctuator func(timestamp time.Time) error
 // Cancellable stops a scheduled punctuator.
 type Cancellable = topo.Cancellable
 
-// TaskID names a task: a sub-topology and the partition it processes.
+// TaskID names a task: the sub-topology it runs (Subtopology, an int
+// numbered as in [Topology.Describe]) and the partition of that
+// sub-topology's source topics it processes (Partition, an int32). Its
+// String method gives Kafka Streams' form, "1_3" for sub-topology 1,
+// partition 3. It is a comparable value, fit for a map key.
 type TaskID = topo.TaskID
 
 // ErrorAction chooses what happens to a record that fails.
@@ -138,6 +148,8 @@ const (
 )
 
 // RecordError is returned when a record fails and the topology is set to
-// FailOnError: it names the record's topic, partition and offset, the node
-// that failed and why.
+// FailOnError: its fields name the record (Topic, Partition, Offset), the
+// node that failed (Node), the dead-letter reason it would have had
+// (Reason, such as [ReasonProcessing]) and the error (Err, which Unwrap
+// returns). It is a fatal error (Config.OnFatalError).
 type RecordError = task.RecordError

@@ -31,9 +31,9 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -89,7 +89,7 @@ type Driver struct {
 	scheduled bool
 	// disks hold each task's persistent stores under PersistentInMemory,
 	// across crashes.
-	disks    map[topo.TaskID]*store.Memory
+	disks    map[topo.TaskID]*engine.Memory
 	stateDir string
 	tempDir  bool
 }
@@ -131,7 +131,7 @@ type liveTask struct {
 	task *task.Task
 	// pebble holds the task's persistent stores, unless they are in
 	// memory (Config.PersistentInMemory).
-	pebble *store.Pebble
+	pebble *engine.Pebble
 	// positions are indexes into each input partition's log of the next
 	// record to process (equal to offsets unless PipeRaw left gaps).
 	positions map[task.TopicPartition]int64
@@ -151,11 +151,11 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 	}
 	d := &Driver{
 		cfg:          cfg,
-		topo:         t.Internal(),
+		topo:         topo.Of(t),
 		topics:       map[string]*topicLog{},
 		partitioners: map[string]kgo.TopicPartitioner{},
 		commits:      map[topo.TaskID]*committed{},
-		disks:        map[topo.TaskID]*store.Memory{},
+		disks:        map[topo.TaskID]*engine.Memory{},
 		wall:         cfg.WallClock.UnixMilli(),
 	}
 	if cfg.WallClock.IsZero() {
@@ -287,13 +287,13 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 			if d.cfg.PersistentInMemory {
 				disk := d.disks[id]
 				if disk == nil {
-					disk = store.NewMemory()
+					disk = engine.NewMemory()
 					d.disks[id] = disk
 				}
 				cfg.Persistent = disk
 				continue
 			}
-			p, err := store.OpenPebble(filepath.Join(d.stateDir, id.String()))
+			p, err := engine.OpenPebble(filepath.Join(d.stateDir, id.String()))
 			if err != nil {
 				return nil, err
 			}
@@ -348,9 +348,9 @@ func (d *Driver) restore(lt *liveTask, id topo.TaskID, name string) error {
 	if from >= int64(len(log)) {
 		return nil
 	}
-	changes := make([]store.Change, 0, int64(len(log))-from)
+	changes := make([]engine.Change, 0, int64(len(log))-from)
 	for _, e := range log[from:] {
-		changes = append(changes, store.Change{Key: e.raw.Key, Value: e.raw.Value})
+		changes = append(changes, engine.Change{Key: e.raw.Key, Value: e.raw.Value})
 	}
 	return lt.task.Restore(name, changes, int64(len(log)))
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/serde"
 	"github.com/exactly-go/exactly/store"
@@ -135,7 +136,7 @@ func KeyValueStore[K, V any](d *Driver, name string, partition int32) (store.Rea
 		if !ok1 || !ok2 {
 			return nil, fmt.Errorf("store %q holds %v -> %v", name, spec.KeyType, spec.ValueType)
 		}
-		return store.Typed(kv, keys, values), nil
+		return engine.Typed(kv, keys, values), nil
 	}
 	return nil, fmt.Errorf("no task holds store %q for partition %d", name, partition)
 }

@@ -172,7 +172,7 @@ func Replay(ctx context.Context, topology *exactly.Topology, c ReplayConfig) (*R
 	r := &replayRun{
 		cfg:        cfg,
 		topology:   topology,
-		top:        topology.Internal(),
+		top:        topo.Of(topology),
 		clientOpts: clientOpts,
 		adm:        kadm.NewClient(cl),
 		rep:        &ReplayReport{ApplicationID: cfg.applicationID},

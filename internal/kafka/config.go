@@ -62,7 +62,8 @@ type SASL struct {
 	Password  string
 }
 
-// Config configures an application.
+// Config is exactly.Config as the runtime takes it; the field comments
+// there say each default and how the fields interact.
 type Config struct {
 	// Brokers are the seed brokers, host:port.
 	Brokers []string

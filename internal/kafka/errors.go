@@ -12,15 +12,16 @@ func isFatalFetchError(err error) bool {
 	return errors.Is(err, kgo.ErrClientClosed)
 }
 
-// configFetchError turns a group error no rejoin can cure into a
-// configError that says what to change.
+// configFetchError turns an error of the group or of the cluster that no
+// retry can cure (a refused session timeout, missing authorization) into a
+// *ConfigError that says what to change, and returns nil for any other.
 func configFetchError(err error) error {
 	switch {
 	case errors.Is(err, kerr.InvalidSessionTimeout):
-		return &configError{fmt.Errorf("the broker refuses the session timeout (group.min/max.session.timeout.ms): change SessionTimeout: %w", err)}
+		return &ConfigError{fmt.Errorf("the broker refuses the session timeout (group.min/max.session.timeout.ms): change SessionTimeout: %w", err)}
 	case errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TopicAuthorizationFailed),
 		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.SaslAuthenticationFailed):
-		return &configError{fmt.Errorf("not authorized: check the credentials and ACLs: %w", err)}
+		return &ConfigError{fmt.Errorf("not authorized: check the credentials and ACLs: %w", err)}
 	}
 	return nil
 }
@@ -39,9 +40,16 @@ func (e *refusedError) Error() string {
 
 func (e *refusedError) Unwrap() error { return e.err }
 
-// configError is a failure no retry can cure.
-type configError struct{ err error }
+// ConfigError is a configuration no retry can cure: one New refuses, or
+// one the cluster refuses. Its message says what to change.
+type ConfigError struct{ err error }
 
-func (e *configError) Error() string { return e.err.Error() }
+// Error returns the message, which names what to change.
+func (e *ConfigError) Error() string { return e.err.Error() }
 
-func (e *configError) Unwrap() error { return e.err }
+// Unwrap returns the underlying error, such as the broker's.
+func (e *ConfigError) Unwrap() error { return e.err }
+
+// ErrStateDirLocked is wrapped by Run's error when another instance holds
+// the application's state directory.
+var ErrStateDirLocked = errors.New("the state directory is in use by another instance")

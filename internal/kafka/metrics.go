@@ -25,7 +25,9 @@ type metrics struct {
 	stalledWorkers     prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics creates the runtime's metrics and registers them with reg
+// (nil: nowhere); it fails if reg holds any of them already.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10}
 	m := &metrics{
 		processed: prometheus.NewCounter(prometheus.CounterOpts{
@@ -63,8 +65,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "exactly_produce_errors_total", Help: "Records the broker did not take, by topic and kind: refused (for good: too large, invalid), unknown-topic (deleted or recreated), transient."}, []string{"topic", "kind"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
-			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements, m.stalledWorkers)
+		for _, c := range []prometheus.Collector{m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
+			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements, m.stalledWorkers} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
 	}
-	return m
+	return m, nil
 }

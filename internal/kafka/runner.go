@@ -56,7 +56,7 @@ type Runner struct {
 func New(t *topo.Topology, cfg Config) (*Runner, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{err}
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(os.TempDir(), "exactly-state")
@@ -67,10 +67,14 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 		rand.Read(b[:])
 		process = hex.EncodeToString(b[:])
 	}
+	m, err := newMetrics(c.Registerer)
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("register the runtime's metrics: give each App its own Registerer (or wrap one with prometheus.WrapRegistererWith): %w", err)}
+	}
 	r := &Runner{
 		cfg:      c,
 		topo:     t,
-		metrics:  newMetrics(c.Registerer),
+		metrics:  m,
 		stateDir: filepath.Join(c.StateDir, c.ApplicationID),
 		process:  process,
 		subOf:    map[string]int{},
@@ -86,7 +90,7 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 	r.workers = make([]atomic.Pointer[worker], c.Workers)
 	if c.Registerer != nil {
 		if err := c.Registerer.Register(newStoreEntries(r)); err != nil {
-			return nil, fmt.Errorf("register store metrics: %w", err)
+			return nil, &ConfigError{fmt.Errorf("register store metrics: %w", err)}
 		}
 	}
 	return r, nil
@@ -140,6 +144,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	})
 	admCl.Close()
 	if err != nil {
+		if ce := configFetchError(err); ce != nil {
+			return ce
+		}
 		return err
 	}
 
@@ -315,7 +322,7 @@ func (r *Runner) lockStateDir() error {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return fmt.Errorf("state directory %s is in use by another instance (lock %s: %v): give each instance its own StateDir", r.stateDir, path, err)
+		return fmt.Errorf("%w: %s (lock %s: %v): give each instance its own StateDir", ErrStateDirLocked, r.stateDir, path, err)
 	}
 	r.mu.Lock()
 	r.lock = f

@@ -6,9 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -88,14 +88,14 @@ func (w *worker) newMembership(ctx context.Context) (*membership, error) {
 		m.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
 		if err != nil {
 			m.cancelProduce()
-			return nil, &configError{fmt.Errorf("create transactional session: %w", err)}
+			return nil, &ConfigError{fmt.Errorf("create transactional session: %w", err)}
 		}
 		m.cl = m.sess.Client()
 	} else {
 		m.cl, err = kgo.NewClient(w.clientOptions()...)
 		if err != nil {
 			m.cancelProduce()
-			return nil, &configError{fmt.Errorf("create client: %w", err)}
+			return nil, &ConfigError{fmt.Errorf("create client: %w", err)}
 		}
 	}
 	m.adm = kadm.NewClient(m.cl)

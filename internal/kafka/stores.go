@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 )
 
 // taskDir is where a task's persistent stores live.

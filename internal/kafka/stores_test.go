@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
-	"github.com/exactly-go/exactly/store"
 )
 
 func storeWorker(t *testing.T) (*worker, *worker) {

@@ -63,7 +63,7 @@ func (w *worker) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		var ce *configError
+		var ce *ConfigError
 		if isFatal(err) || errors.As(err, &ce) {
 			return err
 		}

@@ -4,6 +4,49 @@
 // and hands everything that must become durable together to whoever commits
 // it. It does no I/O, starts no goroutine and reads no clock: the Kafka
 // runner, the test driver and the benchmarks all drive the same Task.
+//
+// # The driver's duties
+//
+// Whoever drives a Task owns its I/O, and the guarantees of the runtime
+// rest on doing it in this order. The Task checks little of it.
+//
+//  1. New instantiates the nodes of one partition of a sub-topology over
+//     the task's backends. Config.StreamTime is the stream time recorded
+//     with the committed input offsets (UnknownTime if there are none).
+//  2. Bring every logged store (Stores) up to its changelog before any
+//     record is processed: read its Checkpoint; with none (or one past the
+//     changelog's end) Wipe the store and start from offset 0; read the
+//     changelog read_committed from there to its end and hand the records
+//     to Restore with the offset after the last.
+//  3. Initialize, which calls every processor's Init; Init may read the
+//     restored stores.
+//  4. Process each record of the task's input partitions, in offset order
+//     from the committed offsets, and call AdvanceWallClock as the wall
+//     clock passes, all from one goroutine. A *RecordError from Process or
+//     a *PunctuatorError from AdvanceWallClock leaves the task failed: go
+//     to step 7.
+//  5. PrepareCommit returns the outputs, changelog records and next input
+//     offsets since the last commit (outputs may be taken earlier with
+//     TakeOutputs, to send them inside the open transaction). Make all of
+//     it durable together: one Kafka transaction under exactly-once;
+//     acknowledged outputs and changelog records, then the offset commit,
+//     under at-least-once.
+//  6. Only once that is durable, CompleteCommit with each store's
+//     checkpoint, the changelog offset after the last record written for
+//     it: the buffered store writes reach the backends then, in one batch
+//     with the checkpoints. Go on at step 4.
+//  7. When a commit fails or its outcome is unknown, or the task failed,
+//     Abort: the task forgets every store write, output, offset, stream
+//     time advance and punctuator change since the last commit. Deliver
+//     input again from the committed offsets (step 4). Report an output
+//     the broker refused for good with Refuse before that, so that its
+//     input record is dead-lettered or fails the task instead of being
+//     retried forever.
+//  8. Close, which calls every processor's Close, after the last commit or
+//     Abort: it applies nothing. Then close the backends.
+//
+// A crash at any step leaves each backend at or behind its checkpoint, never
+// ahead of its changelog: step 2 of the next New catches it up.
 package task
 
 import (
@@ -15,9 +58,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/exactly-go/exactly/internal/wire"
-	"github.com/exactly-go/exactly/store"
 )
 
 // UnknownTime is the stream time of a task that has seen no record.

@@ -51,7 +51,7 @@ func newTask(t *testing.T) *task.Task {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tk, err := task.New(top.Internal(), task.Config{ApplicationID: "app", StreamTime: task.UnknownTime})
+	tk, err := task.New(topo.Of(top), task.Config{ApplicationID: "app", StreamTime: task.UnknownTime})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/wire"
-	"github.com/exactly-go/exactly/store"
 )
 
 // Kind is the role of a node.

@@ -1,8 +1,8 @@
-// Package store holds the state stores of a task: typed key-value stores over
-// an ordered byte backend (in memory or Pebble), a per-task write buffer that
-// gives read-your-writes and reaches the backend only when the task commits,
-// changelog extraction and restore, and per-entry expiry in stream time with a
-// time index.
+// Package store is the engine behind the state stores of package
+// exactly/store: an ordered byte backend (in memory or Pebble), a per-task
+// write buffer that gives read-your-writes and reaches the backend only when
+// the task commits, changelog extraction and restore, per-entry expiry in
+// stream time with a time index, and the typed views processors use.
 //
 // The invariant the package keeps: a Backend only ever holds writes that were
 // committed through Txn.Commit, and each store's checkpoint (the changelog

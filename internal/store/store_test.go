@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/serde"
+	public "github.com/exactly-go/exactly/store"
 )
 
 // backends lists every Backend the contract suite runs against.
@@ -36,11 +38,11 @@ type clock struct{ ms int64 }
 
 func (c *clock) now() int64 { return c.ms }
 
-func openCounts(txn *Txn, c *clock, opts Options) KeyValueStore[string, int64] {
+func openCounts(txn *Txn, c *clock, opts Options) public.KeyValueStore[string, int64] {
 	return Typed(txn.Open("counts", opts, c.now), serde.String, serde.Int64)
 }
 
-func mustGet(t *testing.T, s KeyValueStore[string, int64], k string) (int64, bool) {
+func mustGet(t *testing.T, s public.KeyValueStore[string, int64], k string) (int64, bool) {
 	t.Helper()
 	v, ok, err := s.Get(k)
 	if err != nil {
@@ -259,8 +261,8 @@ func TestExpiredEntriesInvisibleAndSwept(t *testing.T) {
 func TestPutExpiringNeedsExpiringStore(t *testing.T) {
 	txn := NewTxn(NewMemory())
 	s := openCounts(txn, &clock{}, Options{})
-	if err := s.PutExpiring("a", 1, time.UnixMilli(5)); err == nil {
-		t.Fatal("PutExpiring on a plain store succeeded")
+	if err := s.PutExpiring("a", 1, time.UnixMilli(5)); !errors.Is(err, public.ErrNotExpiring) {
+		t.Fatalf("PutExpiring on a plain store: %v, want ErrNotExpiring", err)
 	}
 }
 

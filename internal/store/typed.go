@@ -5,48 +5,12 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/serde"
+	public "github.com/exactly-go/exactly/store"
 )
 
-// ReadOnlyKeyValueStore is the read side of a key-value store.
-type ReadOnlyKeyValueStore[K, V any] interface {
-	// Name returns the store's name.
-	Name() string
-	// Get returns the value of key and true, or false if the key is absent
-	// or expired.
-	Get(key K) (V, bool, error)
-	// Range iterates entries with from <= key < to, in the byte order of the
-	// serialized keys.
-	Range(from, to K) (*Iterator[K, V], error)
-	// Prefix iterates entries whose serialized key starts with the
-	// serialized prefix (useful for composite string keys).
-	Prefix(prefix K) (*Iterator[K, V], error)
-	// All iterates every entry in serialized key order.
-	All() (*Iterator[K, V], error)
-	// ApproximateNumEntries returns about how many entries the store holds.
-	ApproximateNumEntries() (int64, error)
-}
-
-// KeyValueStore is a typed state store. Writes are visible to the task's
-// own reads at once and become durable, together with the task's outputs and
-// input offsets, only when the task commits; an aborted or crashed task loses
-// them all, never some.
-type KeyValueStore[K, V any] interface {
-	ReadOnlyKeyValueStore[K, V]
-	// Put sets key to value. On a store with a TTL the entry expires TTL
-	// after the current stream time.
-	Put(key K, value V) error
-	// PutExpiring sets key to value until stream time reaches expiresAt.
-	// The store must have been declared with a TTL or as expiring.
-	PutExpiring(key K, value V, expiresAt time.Time) error
-	// Delete removes key.
-	Delete(key K) error
-	// SweepExpired deletes the entries whose expiry stream time has reached
-	// and returns how many; its cost grows with that number only.
-	SweepExpired() (int, error)
-}
-
-// Typed returns a typed view of raw through the given serdes.
-func Typed[K, V any](raw *KV, keys serde.Serde[K], values serde.Serde[V]) KeyValueStore[K, V] {
+// Typed returns the typed view processors use of raw, through the given
+// serdes.
+func Typed[K, V any](raw *KV, keys serde.Serde[K], values serde.Serde[V]) public.KeyValueStore[K, V] {
 	return &typedKV[K, V]{raw: raw, keys: keys, values: values}
 }
 
@@ -122,7 +86,7 @@ func (s *typedKV[K, V]) Delete(k K) error {
 	return s.raw.Delete(kb)
 }
 
-func (s *typedKV[K, V]) Range(from, to K) (*Iterator[K, V], error) {
+func (s *typedKV[K, V]) Range(from, to K) (public.Iterator[K, V], error) {
 	fb, err := s.key(from)
 	if err != nil {
 		return nil, err
@@ -134,7 +98,7 @@ func (s *typedKV[K, V]) Range(from, to K) (*Iterator[K, V], error) {
 	return s.wrap(s.raw.Range(fb, tb))
 }
 
-func (s *typedKV[K, V]) Prefix(prefix K) (*Iterator[K, V], error) {
+func (s *typedKV[K, V]) Prefix(prefix K) (public.Iterator[K, V], error) {
 	pb, err := s.key(prefix)
 	if err != nil {
 		return nil, err
@@ -142,21 +106,21 @@ func (s *typedKV[K, V]) Prefix(prefix K) (*Iterator[K, V], error) {
 	return s.wrap(s.raw.Prefix(pb))
 }
 
-func (s *typedKV[K, V]) All() (*Iterator[K, V], error) { return s.wrap(s.raw.Range(nil, nil)) }
+func (s *typedKV[K, V]) All() (public.Iterator[K, V], error) { return s.wrap(s.raw.Range(nil, nil)) }
 
-func (s *typedKV[K, V]) wrap(raw *RawIter, err error) (*Iterator[K, V], error) {
+func (s *typedKV[K, V]) wrap(raw *RawIter, err error) (public.Iterator[K, V], error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Iterator[K, V]{raw: raw, keys: s.keys, values: s.values}, nil
+	return &iterator[K, V]{raw: raw, keys: s.keys, values: s.values}, nil
 }
 
 func (s *typedKV[K, V]) ApproximateNumEntries() (int64, error) { return s.raw.ApproximateNumEntries() }
 
 func (s *typedKV[K, V]) SweepExpired() (int, error) { return s.raw.SweepExpired() }
 
-// Iterator walks typed entries of a store. Always Close it.
-type Iterator[K, V any] struct {
+// iterator walks typed entries of a store.
+type iterator[K, V any] struct {
 	raw    *RawIter
 	keys   serde.Serde[K]
 	values serde.Serde[V]
@@ -167,7 +131,7 @@ type Iterator[K, V any] struct {
 
 // Next advances to the next entry; it returns false at the end or on error
 // (see Close).
-func (it *Iterator[K, V]) Next() bool {
+func (it *iterator[K, V]) Next() bool {
 	if it.err != nil || !it.raw.Next() {
 		return false
 	}
@@ -186,13 +150,13 @@ func (it *Iterator[K, V]) Next() bool {
 }
 
 // Key returns the current entry's key.
-func (it *Iterator[K, V]) Key() K { return it.key }
+func (it *iterator[K, V]) Key() K { return it.key }
 
 // Value returns the current entry's value.
-func (it *Iterator[K, V]) Value() V { return it.value }
+func (it *iterator[K, V]) Value() V { return it.value }
 
 // Close releases the iterator and returns the first error it met.
-func (it *Iterator[K, V]) Close() error {
+func (it *iterator[K, V]) Close() error {
 	if err := it.raw.Close(); err != nil && it.err == nil {
 		it.err = err
 	}

@@ -3,9 +3,10 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
+
+	public "github.com/exactly-go/exactly/store"
 )
 
 // Options configure one store.
@@ -19,9 +20,6 @@ type Options struct {
 	// (an 8-byte expiry precedes the value), so it is fixed for a store's life.
 	Expiring bool
 }
-
-// ErrNotExpiring is returned by PutExpiring on a store opened without expiry.
-var ErrNotExpiring = errors.New("store: per-entry expiry needs a store opened with TTL or Expiring")
 
 // KV is one named store inside a Txn, on raw bytes. Reads see the task's
 // buffered writes; writes are buffered until the Txn commits.
@@ -113,7 +111,7 @@ func (s *KV) Put(key, value []byte) error {
 // milliseconds).
 func (s *KV) PutExpiring(key, value []byte, expiresAt int64) error {
 	if !s.expiring {
-		return fmt.Errorf("store %s: %w", s.name, ErrNotExpiring)
+		return fmt.Errorf("store %s: %w", s.name, public.ErrNotExpiring)
 	}
 	if value == nil {
 		return s.Delete(key)

@@ -1,0 +1,74 @@
+package exactly
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/exactly-go/exactly/internal/kafka"
+)
+
+// TestConfigCarriesEveryField: every field of the runtime's configuration
+// has a counterpart in Config, and runtimeConfig carries each one over, so
+// a field added to the runtime cannot be silently unreachable for users.
+func TestConfigCarriesEveryField(t *testing.T) {
+	public := reflect.TypeFor[Config]()
+	runtime := reflect.TypeFor[kafka.Config]()
+	for f := range runtime.Fields() {
+		if _, ok := public.FieldByName(f.Name); !ok {
+			t.Errorf("kafka.Config.%s has no counterpart in exactly.Config", f.Name)
+		}
+	}
+	for f := range public.Fields() {
+		if _, ok := runtime.FieldByName(f.Name); !ok {
+			t.Errorf("exactly.Config.%s does not reach the runtime", f.Name)
+		}
+	}
+
+	var cfg Config
+	v := reflect.ValueOf(&cfg).Elem()
+	for i := range v.NumField() {
+		setNonZero(t, v.Type().Field(i).Name, v.Field(i))
+	}
+	got := reflect.ValueOf(cfg.runtimeConfig())
+	for i := range got.NumField() {
+		if got.Field(i).IsZero() {
+			t.Errorf("runtimeConfig drops %s", got.Type().Field(i).Name)
+		}
+	}
+	if s := cfg.runtimeConfig().SASL; *s != (kafka.SASL{Mechanism: "x", User: "x", Password: "x"}) {
+		t.Errorf("runtimeConfig carries SASL as %+v", *s)
+	}
+}
+
+// setNonZero sets v to a non-zero value of its type, and the fields of a
+// struct of this package it points to (SASL) as well.
+func setNonZero(t *testing.T, name string, v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(1)
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+	case reflect.Func:
+		v.Set(reflect.MakeFunc(v.Type(), func([]reflect.Value) []reflect.Value { return nil }))
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		if e := v.Elem(); e.Type().PkgPath() == reflect.TypeFor[Config]().PkgPath() {
+			for i := range e.NumField() {
+				if e.Type().Field(i).IsExported() {
+					setNonZero(t, name+"."+e.Type().Field(i).Name, e.Field(i))
+				}
+			}
+		}
+	case reflect.Interface:
+		// Only Registerer is an interface; any registry will do.
+		v.Set(reflect.ValueOf(prometheus.NewRegistry()))
+	default:
+		t.Fatalf("Config.%s: no non-zero value for kind %s", name, v.Kind())
+	}
+}
