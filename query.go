@@ -150,8 +150,8 @@ type InstanceMetadata struct {
 	Host string `json:"host"`
 	// ActiveTasks are the tasks it processes, as "subtopology_partition".
 	ActiveTasks []string `json:"activeTasks"`
-	// StandbyTasks are the tasks it keeps standby copies of; empty until
-	// standby replicas exist.
+	// StandbyTasks are the tasks it keeps standby copies of
+	// (Config.StandbyReplicas).
 	StandbyTasks []string `json:"standbyTasks"`
 }
 
@@ -187,6 +187,29 @@ func (a *App) LocalTasks() []TaskMetadata {
 	out := []TaskMetadata{}
 	for _, t := range a.runner.LocalTasks() {
 		out = append(out, TaskMetadata{ID: t.ID.String(), Restoring: t.Restoring})
+	}
+	return out
+}
+
+// StandbyTaskMetadata describes a standby task this instance keeps
+// (Config.StandbyReplicas).
+type StandbyTaskMetadata struct {
+	// ID is the task, as "subtopology_partition".
+	ID string `json:"id"`
+	// Lag is how many changelog offsets its stores are behind the
+	// changelogs' read_committed end, as last fetched: what taking the task
+	// over would restore.
+	Lag int64 `json:"lag"`
+	// CaughtUp is true once it has reached its changelogs' end since it
+	// started.
+	CaughtUp bool `json:"caughtUp"`
+}
+
+// StandbyTasks returns the standby tasks this instance keeps, in order.
+func (a *App) StandbyTasks() []StandbyTaskMetadata {
+	out := []StandbyTaskMetadata{}
+	for _, t := range a.runner.StandbyTasks() {
+		out = append(out, StandbyTaskMetadata{ID: t.ID.String(), Lag: t.Lag, CaughtUp: t.CaughtUp})
 	}
 	return out
 }

@@ -266,7 +266,7 @@ func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig
 		Health:      app.Healthy,
 		Logger:      log,
 		Routing: func() httpapi.Routing {
-			return httpapi.Routing{Self: app.ApplicationServer(), LocalTasks: app.LocalTasks(), Instances: app.Instances()}
+			return httpapi.Routing{Self: app.ApplicationServer(), LocalTasks: app.LocalTasks(), StandbyTasks: app.StandbyTasks(), Instances: app.Instances()}
 		},
 	})
 	queries := httpquery.New(app, httpquery.Options{Logger: log})

@@ -23,6 +23,7 @@ func (w *worker) closeTask(lt *liveTask, abort bool) {
 		delete(w.byInput, task.TopicPartition{Topic: topic, Partition: lt.id.Partition})
 	}
 	w.r.metrics.tasks.Dec()
+	w.r.standbys.activeClosed(lt.id)
 }
 
 func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {

@@ -94,6 +94,10 @@ type Config struct {
 	// key. Default "": this instance is not advertised, and keys it holds
 	// cannot be routed to it.
 	ApplicationServer string
+	// StandbyReplicas is the number of standby copies the group keeps of
+	// each task with a logged store, each on another instance than the
+	// task's active copy (Kafka Streams' num.standby.replicas); default 0.
+	StandbyReplicas int
 	// ClientID is sent to the brokers; default ApplicationID.
 	ClientID string
 	SASL     *SASL
@@ -166,6 +170,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Workers <= 0 {
 		out.Workers = 1
+	}
+	if out.StandbyReplicas < 0 {
+		return out, fmt.Errorf("config: StandbyReplicas %d is negative: use 0 for none, or the number of standby copies of each task", out.StandbyReplicas)
 	}
 	if out.ApplicationServer != "" {
 		if _, port, err := net.SplitHostPort(out.ApplicationServer); err != nil || port == "" {
