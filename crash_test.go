@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +49,9 @@ func TestCrashChildInstance(t *testing.T) {
 	}
 	if cfg.Guarantee == exactly.AtLeastOnce {
 		cfg.CommitInterval = 300 * time.Millisecond
+	}
+	if n, err := strconv.Atoi(os.Getenv("EXACTLY_CHILD_STANDBYS")); err == nil {
+		cfg.StandbyReplicas = n
 	}
 	top := countingApp(t, true)
 	if os.Getenv("EXACTLY_CHILD_APP") == "exposure" {
@@ -245,6 +249,7 @@ func TestNamedCrashPointsKeepExactlyOnce(t *testing.T) {
 		{crashpoint.AfterEndTxn, 20},
 		{crashpoint.MidRestore, 2},
 		{crashpoint.InRebalance, 3},
+		{crashpoint.AfterStandbyRead, 20},
 	}
 	for _, p := range points {
 		t.Run(p.name, func(t *testing.T) { crashPointRun(t, p.name, p.maxHits) })
@@ -285,6 +290,9 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 				hit = 2 + rng.IntN(maxHits-1)
 			}
 			env = []string{"EXACTLY_CRASH_POINT=" + point, fmt.Sprint("EXACTLY_CRASH_AFTER=", hit)}
+		}
+		if point == crashpoint.AfterStandbyRead {
+			env = append(env, "EXACTLY_CHILD_STANDBYS=1")
 		}
 		ch, done := startChild(t, brokers, dir, slot, exactly.ExactlyOnceV2, env...), make(chan struct{})
 		running[slot], exited[slot] = ch, done
@@ -332,8 +340,9 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 		if time.Now().After(deadline) || records >= maxRecords {
 			t.Fatalf("reached %s %d times (%d records, %v), want %d", point, crashed, records, 90*time.Second-time.Until(deadline), crashes)
 		}
-		if (point == crashpoint.InRebalance || point == crashpoint.MidRestore) && batch%10 == 9 {
-			// Tasks move, and are restored, when an instance leaves.
+		if (point == crashpoint.InRebalance || point == crashpoint.MidRestore || point == crashpoint.AfterStandbyRead) && batch%10 == 9 {
+			// Tasks move, and are restored, when an instance leaves (from
+			// their standbys, where there are some).
 			slot := rng.IntN(instances)
 			mu.Lock()
 			victim, gone := running[slot], exited[slot]
@@ -351,8 +360,9 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 				continue
 			}
 			// Back after the session timeout: the group moves the
-			// victim's tasks to the others, then some back to it, so
-			// that live members with transactions open are called back.
+			// victim's tasks to the others (their standbys' instances),
+			// then some back to it, so that live members with
+			// transactions open are called back.
 			rejoins.Go(func() {
 				time.Sleep(childSessionTimeout + 500*time.Millisecond)
 				start(slot)
