@@ -3,8 +3,11 @@ package exactly_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -16,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/exposure"
@@ -61,11 +67,47 @@ func TestCrashChildInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var reg *prometheus.Registry
+	if os.Getenv("EXACTLY_CHILD_HTTP") != "" {
+		reg = prometheus.NewRegistry()
+		cfg.Registerer = reg
+	}
 	app, err := exactly.New(top, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if path := os.Getenv("EXACTLY_CHILD_HTTP"); path != "" {
+		serveChildStatus(t, app, reg, path)
+	}
 	if err := app.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// childStatus is what a crash test's instance process tells its parent at
+// /tasks.
+type childStatus struct {
+	Active  []exactly.TaskMetadata        `json:"active"`
+	Standby []exactly.StandbyTaskMetadata `json:"standby"`
+}
+
+// serveChildStatus serves the child's /metrics and /tasks on a loopback
+// port, and writes its address to path.
+func serveChildStatus(t *testing.T, app *exactly.App, reg *prometheus.Registry, path string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /tasks", func(w http.ResponseWriter, _ *http.Request) {
+		json.NewEncoder(w).Encode(childStatus{Active: app.LocalTasks(), Standby: app.StandbyTasks()})
+	})
+	go http.Serve(ln, mux)
+	if err := os.WriteFile(path+".tmp", []byte(ln.Addr().String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
 		t.Fatal(err)
 	}
 }
