@@ -41,6 +41,9 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	for topic, ps := range assigned {
 		w.pending[topic] = append(w.pending[topic], ps...)
 	}
+	if end := w.endPoll.Load(); end != nil && len(assigned) > 0 {
+		(*end)() // start the new tasks now, not at the poll's deadline
+	}
 	w.log.Info("partitions assigned", "partitions", assigned)
 }
 

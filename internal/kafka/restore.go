@@ -180,7 +180,7 @@ func (w *worker) tryFetchCommitted(ctx context.Context, req *kmsg.OffsetFetchReq
 // in this process is stopped first, and its stores taken over: the restore
 // then reads only what the standby had not applied.
 func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[task.TopicPartition]committedOffset) (_ *liveTask, err error) {
-	memory, err := w.r.standbys.takeOver(ctx, id)
+	memory, handed, err := w.r.standbys.takeOver(ctx, id)
 	defer func() {
 		if err != nil {
 			w.r.standbys.activeClosed(id)
@@ -189,10 +189,11 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 	if err != nil {
 		return nil, err
 	}
+	if memory != nil || handed != nil {
+		w.log.Info("taking over the stores of this instance's standby", "task", id)
+	}
 	if memory == nil {
 		memory = store.NewMemory()
-	} else {
-		w.log.Info("taking over the stores of this instance's standby", "task", id)
 	}
 	sub := w.r.topo.Subtopologies()[id.Subtopology]
 	lt := &liveTask{id: id, memory: memory, committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{}}
@@ -219,6 +220,9 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 			}
 			return 0, fmt.Errorf("partition count of %q is unknown", topic)
 		},
+	}
+	if handed != nil {
+		lt.persistent, lt.release, cfg.Persistent = handed.persistent, handed.release, handed.persistent
 	}
 	for _, name := range sub.Stores {
 		if spec, _ := w.r.topo.Store(name); spec.Persistent && lt.persistent == nil {

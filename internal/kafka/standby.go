@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exactly-go/exactly/internal/crashpoint"
@@ -33,9 +34,9 @@ import (
 // worker: it runs on its own goroutine, each poll has a deadline, and a
 // failure only restarts the standby after a backoff. When its task becomes
 // active in this process, the worker starting the task stops the standby
-// first (takeOver), which closes its stores and hands the directory and
-// the in-memory stores to the active task, whose restore then reads only
-// what the standby had not applied yet.
+// first (takeOver), which hands its stores to the active task (the
+// persistent one still open, with its directory), whose restore then reads
+// only what the standby had not applied yet.
 
 // standbys are the standby tasks of this instance.
 type standbys struct {
@@ -64,6 +65,10 @@ type standbyTask struct {
 	done   chan struct{} // closed once its stores are closed and its directory released
 	// memory holds its in-memory stores, retired when it stops.
 	memory *store.Memory
+	// handOver asks the stopping standby to leave its persistent store
+	// open for takeOver, which finds it in handed once done is closed.
+	handOver atomic.Bool
+	handed   *handedStore
 
 	mu    sync.Mutex
 	lag   map[string]int64 // store -> offsets behind the changelog's stable end
@@ -175,11 +180,19 @@ func (s *standbys) takeRetired(id topo.TaskID) *store.Memory {
 	return memory
 }
 
+// handedStore is a standby's persistent store, open, with its directory,
+// handed to the active task.
+type handedStore struct {
+	persistent *store.Pebble
+	release    func()
+}
+
 // takeOver stops the standby of id, if this process runs one, before id
 // becomes active here, and returns its in-memory stores, or those of one
-// that stopped a moment ago (nil if none). Until activeClosed, no standby
-// of id runs in this process.
-func (s *standbys) takeOver(ctx context.Context, id topo.TaskID) (*store.Memory, error) {
+// that stopped a moment ago (nil if none), and its persistent store still
+// open with its directory (nil if it had none open). Until activeClosed,
+// no standby of id runs in this process.
+func (s *standbys) takeOver(ctx context.Context, id topo.TaskID) (*store.Memory, *handedStore, error) {
 	s.mu.Lock()
 	if s.active == nil {
 		s.active = map[topo.TaskID]bool{}
@@ -187,17 +200,25 @@ func (s *standbys) takeOver(ctx context.Context, id topo.TaskID) (*store.Memory,
 	s.active[id] = true
 	st := s.running[id]
 	if st != nil {
+		st.handOver.Store(true)
 		st.cancel()
 	}
 	s.mu.Unlock()
 	if st == nil {
-		return s.takeRetired(id), nil
+		return s.takeRetired(id), nil, nil
 	}
 	select {
 	case <-st.done:
-		return s.takeRetired(id), nil
+		return s.takeRetired(id), st.handed, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("stop the standby of %s: %w", id, ctx.Err())
+		go func() {
+			<-st.done
+			if h := st.handed; h != nil {
+				h.persistent.Close()
+				h.release()
+			}
+		}()
+		return nil, nil, fmt.Errorf("stop the standby of %s: %w", id, ctx.Err())
 	}
 }
 
@@ -284,6 +305,10 @@ func (s *standbys) tail(ctx context.Context, st *standbyTask, log *slog.Logger) 
 			}
 			persistent = p
 			defer func() {
+				if ctx.Err() != nil && st.handOver.Load() {
+					st.handed = &handedStore{persistent: p, release: release} // to the active task
+					return
+				}
 				p.Close()
 				release()
 			}()

@@ -38,6 +38,9 @@ type worker struct {
 	uncommittedSince atomic.Int64
 	stalled          atomic.Bool
 	cancelSession    atomic.Pointer[context.CancelCauseFunc]
+	// endPoll ends the poll in progress (nil between polls), so that newly
+	// assigned tasks start at once rather than at the poll's deadline.
+	endPoll atomic.Pointer[context.CancelFunc]
 }
 
 func newWorker(r *Runner, index int, ready func()) *worker {
@@ -160,7 +163,9 @@ func (w *worker) session(parent context.Context) (err error) {
 			return &ApplicationShutdownError{}
 		}
 		pollCtx, cancel := context.WithDeadline(ctx, w.lastCommit.Add(w.r.cfg.CommitInterval))
+		w.endPoll.Store(&cancel)
 		fetches := w.cl.PollRecords(pollCtx, w.r.cfg.MaxPollRecords)
+		w.endPoll.Store(nil)
 		cancel()
 		if fetches.IsClientClosed() {
 			return errors.New("client closed")
