@@ -29,8 +29,9 @@ type KeyQueryMetadata struct {
 	// holds the key; "" when no instance can be named: the key's partition
 	// is moving in a rebalance, or its holder sets no ApplicationServer.
 	ActiveHost string
-	// StandbyHosts are the instances keeping standby copies of the key's
-	// partition. It is empty: standby replicas do not exist yet.
+	// StandbyHosts are the Config.ApplicationServer addresses of the
+	// instances keeping standby copies of the key's partition
+	// (Config.StandbyReplicas), sorted; empty without standbys.
 	StandbyHosts []string
 	// Partition is the key's partition of the store's source topic.
 	Partition int32
