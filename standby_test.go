@@ -3,6 +3,7 @@ package exactly_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,11 +41,24 @@ func waitMetric(t *testing.T, reg prometheus.Gatherer, name string, timeout time
 	}
 }
 
+// runApp runs an app until the returned stop is called.
+func runApp(t *testing.T, top *exactly.Topology, cfg exactly.Config) (*exactly.App, func() error) {
+	t.Helper()
+	app, err := exactly.New(top, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- app.Run(context.Background()) }()
+	return app, sync.OnceValue(func() error { app.Close(); return <-done })
+}
+
 // TestStandbyOwnerLeavingRestoresOnlyTheDelta runs two instances with one
 // standby replica each: every task's standby lives on the other instance
-// and catches up with the changelog. When one instance leaves, the other
-// takes its tasks over from its standbys and restores nothing that they
-// had applied; the output stays exactly once.
+// and catches up with the changelog, and answers queries with
+// AllowStandby, saying so. When one instance leaves, the other takes its
+// tasks over from its standbys and restores nothing that they had applied;
+// the output stays exactly once.
 func TestStandbyOwnerLeavingRestoresOnlyTheDelta(t *testing.T) {
 	for _, persistent := range []bool{true, false} {
 		t.Run(map[bool]string{true: "pebble", false: "memory"}[persistent], func(t *testing.T) {
@@ -57,8 +72,8 @@ func TestStandbyOwnerLeavingRestoresOnlyTheDelta(t *testing.T) {
 				c.Registerer = reg
 				return c
 			}
-			stopA := startApp(t, top, cfg(regA))
-			stopB := startApp(t, top, cfg(regB))
+			_, stopA := runApp(t, top, cfg(regA))
+			appB, stopB := runApp(t, top, cfg(regB))
 			defer stopB()
 			produceInputs(t, brokers, 0, 2000, keys)
 			readCommitted(t, brokers, 2000, 60*time.Second)
@@ -67,6 +82,26 @@ func TestStandbyOwnerLeavingRestoresOnlyTheDelta(t *testing.T) {
 			for _, reg := range []*prometheus.Registry{regA, regB} {
 				waitMetric(t, reg, "exactly_standby_tasks", 30*time.Second, func(v float64) bool { return v == 2 })
 				waitMetric(t, reg, "exactly_standby_lag_records", 30*time.Second, func(v float64) bool { return v == 0 })
+			}
+			// B answers every key: its own tasks' from them, the others'
+			// from its caught-up standbys, saying so.
+			fromStandby := 0
+			for k := range keys {
+				key := fmt.Sprint("k", k)
+				res, err := exactly.QueryWith[string, int64](context.Background(), appB, "counts", key, exactly.QueryOptions{AllowStandby: true})
+				if err != nil || !res.Found || res.Value != 2000/keys || res.Lag != 0 {
+					t.Fatalf("QueryWith(%s, AllowStandby) = %+v, %v; want the count %d", key, res, err, 2000/keys)
+				}
+				if res.Standby {
+					fromStandby++
+					var notLocal *exactly.NotLocalError
+					if _, _, err := exactly.Query[string, int64](context.Background(), appB, "counts", key); !errors.As(err, &notLocal) {
+						t.Fatalf("Query(%s) = %v on the instance keeping its standby; want a *NotLocalError", key, err)
+					}
+				}
+			}
+			if fromStandby == 0 || fromStandby == keys {
+				t.Fatalf("%d of %d keys answered from standbys; want the other instance's share", fromStandby, keys)
 			}
 			applied, _ := metrics.Sum(regB, "exactly_standby_records_total")
 			restoredBefore, _ := metrics.Sum(regB, "exactly_restore_records_total")

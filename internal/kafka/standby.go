@@ -240,6 +240,40 @@ func (s *standbys) stopAll() {
 	s.wg.Wait()
 }
 
+// GetStandby reads key from this instance's standby copy of the key's
+// partition of a store, and says how many changelog records the copy was
+// behind the changelog's read_committed end at its last fetch. Without a
+// standby of the partition here it returns a *NotLocalError naming the
+// active's address; while the standby opens its stores, ErrRestoring.
+func (r *Runner) GetStandby(ctx context.Context, storeName string, key []byte) (value []byte, found bool, lag int64, err error) {
+	spec, sub, partitions, err := r.locate(storeName)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	id := topo.TaskID{Subtopology: sub.ID, Partition: partitionOf(sub.SourceTopics[0], key, partitions)}
+	r.standbys.mu.Lock()
+	st := r.standbys.running[id]
+	r.standbys.mu.Unlock()
+	if st == nil {
+		host, _ := r.routes.hostsOf(id)
+		return nil, false, 0, &NotLocalError{Store: storeName, Partition: id.Partition, Host: host}
+	}
+	st.mu.Lock()
+	target, lag := st.query, st.lag[storeName]
+	st.mu.Unlock()
+	ok := false
+	if target != nil {
+		ok, err = target.read(spec.Persistent, func(backend store.Backend) (err error) {
+			value, found, err = committedView(backend, spec).Get(key)
+			return err
+		})
+	}
+	if !ok {
+		return nil, false, 0, fmt.Errorf("store %s partition %d: the standby is starting or stopping: %w", storeName, id.Partition, ErrRestoring)
+	}
+	return value, found, lag, err
+}
+
 // StandbyTasks returns the standby tasks this instance keeps, in order.
 func (r *Runner) StandbyTasks() []StandbyTask { return r.standbys.list() }
 
