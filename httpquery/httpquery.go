@@ -11,6 +11,12 @@
 // and Handler.ServeKey answers the same key lookups on routes of the
 // application's own (GET /orders/{id}).
 //
+// A key lookup with ?standby=true may be answered from the asked
+// instance's standby copy of the key's partition (exactly.QueryOptions
+// AllowStandby) instead of being forwarded: the answer then carries the
+// StandbyLagHeader with how far the copy trails. Without a copy there, it
+// is forwarded to the active as usual.
+//
 // # Routing
 //
 // Every instance sets exactly.Config.ApplicationServer to the host:port at
@@ -63,6 +69,11 @@ import (
 // request from its own state or with 503, and never forwards it again.
 const ForwardedHeader = "Exactly-Forwarded-By"
 
+// StandbyLagHeader is set on a key answered from a standby copy (a lookup
+// with ?standby=true, Config.StandbyReplicas): the number of changelog
+// records the copy trailed the changelog's end by at its last fetch.
+const StandbyLagHeader = "Exactly-Standby-Lag"
+
 // Options configure a Handler. The zero value is usable.
 type Options struct {
 	// Transport carries forwarded requests; default http.DefaultTransport.
@@ -94,8 +105,14 @@ type Handler struct {
 
 // storeQueries are one store's typed queries behind untyped functions.
 type storeQueries struct {
-	get  func(ctx context.Context, key string) (value any, found bool, err error)
+	get  func(ctx context.Context, key string, opts exactly.QueryOptions) (value any, res answer, err error)
 	scan func(ctx context.Context, from, to *string, limit int) ([]Entry, error)
+}
+
+// answer is how a key lookup was answered.
+type answer struct {
+	found, standby bool
+	lag            int64
 }
 
 // Entry is one key and value of a range answer.
@@ -198,16 +215,17 @@ func Add[K, V any](h *Handler, s Store[K, V]) {
 		return k, nil
 	}
 	h.stores[s.Name] = storeQueries{
-		get: func(ctx context.Context, raw string) (any, bool, error) {
+		get: func(ctx context.Context, raw string, opts exactly.QueryOptions) (any, answer, error) {
 			k, err := parse(raw)
 			if err != nil {
-				return nil, false, err
+				return nil, answer{}, err
 			}
-			v, found, err := exactly.Query[K, V](ctx, h.app, s.Name, k)
-			if err != nil || !found {
-				return nil, found, err
+			res, err := exactly.QueryWith[K, V](ctx, h.app, s.Name, k, opts)
+			a := answer{found: res.Found, standby: res.Standby, lag: res.Lag}
+			if err != nil || !res.Found {
+				return nil, a, err
 			}
-			return render(v), true, nil
+			return render(res.Value), a, nil
 		},
 		scan: func(ctx context.Context, from, to *string, limit int) ([]Entry, error) {
 			var kvs []exactly.KeyValue[K, V]
@@ -263,7 +281,10 @@ func (h *Handler) ServeKey(w http.ResponseWriter, r *http.Request, store, key st
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown store %q", store), nil)
 		return
 	}
-	v, found, err := q.get(r.Context(), key)
+	v, res, err := q.get(r.Context(), key, exactly.QueryOptions{AllowStandby: r.URL.Query().Get("standby") == "true"})
+	if res.standby {
+		w.Header().Set(StandbyLagHeader, strconv.FormatInt(res.lag, 10))
+	}
 	var notLocal *exactly.NotLocalError
 	var badKey *keyError
 	fields := map[string]any{"store": store, "key": key}
@@ -286,7 +307,7 @@ func (h *Handler) ServeKey(w http.ResponseWriter, r *http.Request, store, key st
 		}
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("read %s/%s: %v", store, key, err), fields)
-	case !found:
+	case !res.found:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("key %s not found in store %s", key, store), fields)
 	default:
 		writeJSON(w, http.StatusOK, v)

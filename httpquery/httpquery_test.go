@@ -35,6 +35,13 @@ type instance struct {
 
 func startInstance(t *testing.T, brokers []string) *instance {
 	t.Helper()
+	return startInstanceWith(t, brokers, func(*exactly.Config) {})
+}
+
+// startInstanceWith starts an instance whose configuration configure
+// changes first.
+func startInstanceWith(t *testing.T, brokers []string, configure func(*exactly.Config)) *instance {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +50,7 @@ func startInstance(t *testing.T, brokers []string) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := exactly.New(top, exactly.Config{
+	cfg := exactly.Config{
 		Brokers:           brokers,
 		ApplicationID:     "counting",
 		ApplicationServer: ln.Addr().String(),
@@ -52,7 +59,9 @@ func startInstance(t *testing.T, brokers []string) *instance {
 		SessionTimeout:    3 * time.Second,
 		RebalanceTimeout:  5 * time.Second,
 		CreateTopics:      true,
-	})
+	}
+	configure(&cfg)
+	app, err := exactly.New(top, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,5 +310,60 @@ func TestAnyInstanceAnswersEveryKeyWithoutAskingTheBrokers(t *testing.T) {
 	_, _, body := get(t, a.base+"/instances")
 	if err := json.Unmarshal([]byte(body), &inst); err != nil || len(inst.Instances) != 2 || inst.Self != a.app.ApplicationServer() {
 		t.Errorf("/instances = %s (%v); want both instances", body, err)
+	}
+}
+
+// TestStandbyAnswersWhenAskedWithItsLag runs two instances with one standby
+// replica each: a lookup with ?standby=true is answered by the instance
+// asked, from its standby copy when the other instance runs the key's
+// task, with the copy's lag in StandbyLagHeader; without it the lookup is
+// forwarded and carries no lag.
+func TestStandbyAnswersWhenAskedWithItsLag(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	const keys, perKey = 40, 5
+	produce(t, brokers, keys*perKey, keys)
+	withStandby := func(cfg *exactly.Config) { cfg.StandbyReplicas = 1 }
+	a, b := startInstanceWith(t, brokers, withStandby), startInstanceWith(t, brokers, withStandby)
+	waitFor(t, 30*time.Second, "every key counted and both standbys caught up", func() bool {
+		for _, inst := range []*instance{a, b} {
+			standbys := inst.app.StandbyTasks()
+			if len(standbys) != 2 || !standbys[0].CaughtUp || !standbys[1].CaughtUp || standbys[0].Lag+standbys[1].Lag != 0 {
+				return false
+			}
+		}
+		for k := range keys {
+			status, _, body := get(t, a.base+"/stores/counts/keys/"+fmt.Sprint("k", k))
+			if status != http.StatusOK || strings.TrimSpace(body) != strconv.Itoa(perKey) {
+				return false
+			}
+		}
+		return true
+	})
+	fromStandby := 0
+	for k := range keys {
+		key := fmt.Sprint("k", k)
+		status, h, body := get(t, a.base+"/stores/counts/keys/"+key+"?standby=true")
+		if status != http.StatusOK || strings.TrimSpace(body) != strconv.Itoa(perKey) {
+			t.Fatalf("GET %s?standby=true = %d %s; want %d", key, status, body, perKey)
+		}
+		m, _ := exactly.KeyMetadata(a.app, counting.StoreName, key)
+		remote := m.ActiveHost == b.app.ApplicationServer()
+		if lag := h.Get(httpquery.StandbyLagHeader); remote != (lag == "0") {
+			t.Errorf("GET %s?standby=true (active on %s) carries lag %q; want \"0\" exactly when the other instance runs it", key, m.ActiveHost, lag)
+		}
+		if remote {
+			fromStandby++
+			if _, h, _ := get(t, a.base+"/stores/counts/keys/"+key); h.Get(httpquery.StandbyLagHeader) != "" {
+				t.Errorf("GET %s without ?standby carries a standby lag", key)
+			}
+		}
+	}
+	if fromStandby == 0 {
+		t.Fatal("no key answered from a standby")
 	}
 }

@@ -136,7 +136,9 @@ last fetch instead of the whole changelog: failover takes seconds whatever
 the store's size. Each copy costs the store's disk (or memory, without
 --persistent) and reading its changelog; keep --state-dir across restarts so
 that a restarted instance's copies resume where they stood. The status page
-lists the standby tasks with their lag (exactly_standby_lag_records).`,
+lists the standby tasks with their lag (exactly_standby_lag_records);
+GET /orders/{id}?standby=true may answer from this instance's standby copy,
+with its lag in the Exactly-Standby-Lag header.`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
