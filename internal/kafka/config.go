@@ -51,7 +51,9 @@
 // takes from live instances, and restores each one's whole changelog
 // while the task pauses; a large store pays its full restore time then.
 // Such moves happen when instances are added, a choice the operator
-// makes, never because one failed while a standby of its task was alive.
+// makes; after a failure, only when no live instance holds the task's
+// standby or the one that does would run more than one task over its even
+// share.
 // The instance a task moved away from is the first choice for its standby
 // (its copy is the newest), so a move back, or a failover after it,
 // restores only a delta.
