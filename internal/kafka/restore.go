@@ -178,7 +178,8 @@ func (w *worker) tryFetchCommitted(ctx context.Context, req *kmsg.OffsetFetchReq
 
 func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[task.TopicPartition]committedOffset) (*liveTask, error) {
 	sub := w.r.topo.Subtopologies()[id.Subtopology]
-	lt := &liveTask{id: id, memory: store.NewMemory(), committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{}}
+	lt := &liveTask{id: id, memory: store.NewMemory(), committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{},
+		dataEnd: map[task.TopicPartition]int64{}, seenEnd: map[task.TopicPartition]int64{}}
 	streamTime := int64(task.UnknownTime)
 	for _, topic := range sub.SourceTopics {
 		tp := task.TopicPartition{Topic: topic, Partition: id.Partition}

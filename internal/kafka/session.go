@@ -62,13 +62,16 @@ type liveTask struct {
 	// committed for it (-1: none yet).
 	committed map[task.TopicPartition]int64
 	// stableEnd holds, per input partition, the last stable offset the
-	// latest fetch reported.
-	stableEnd  map[task.TopicPartition]int64
-	task       *task.Task
-	memory     *store.Memory
-	persistent *store.Pebble
-	release    func()       // hands the task directory back (with persistent)
-	query      *queryTarget // what interactive queries and metrics read
+	// latest fetch reported; dataEnd the offset after the last record
+	// fetched, seenEnd the offset after the last record or transaction
+	// marker fetched.
+	dataEnd, seenEnd map[task.TopicPartition]int64
+	stableEnd        map[task.TopicPartition]int64
+	task             *task.Task
+	memory           *store.Memory
+	persistent       *store.Pebble
+	release          func()       // hands the task directory back (with persistent)
+	query            *queryTarget // what interactive queries and metrics read
 }
 
 // newMembership creates the clients of a new membership; the caller

@@ -96,6 +96,7 @@ func (w *worker) clientOptions() []kgo.Opt {
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/3)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // skipped, but they show the position (reportLag)
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RecordPartitioner(explicitOrKeyPartitioner{}),
 		kgo.OnPartitionsAssigned(w.onAssigned),
@@ -228,6 +229,13 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 			return
 		}
 		for _, rec := range fp.Records {
+			if rec.Attrs.IsControl() {
+				// A transaction marker: nothing to process, but the
+				// position is past it (see reportLag).
+				lt.seenEnd[tp] = rec.Offset + 1
+				continue
+			}
+			lt.dataEnd[tp], lt.seenEnd[tp] = rec.Offset+1, rec.Offset+1
 			if rec.Offset < lt.committed[tp] {
 				continue // committed before: its effects are durable already
 			}
@@ -287,9 +295,16 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 
 // reportLag sets exactly_consumer_lag of one input partition: the offsets
 // between what the group has committed and the partition's last stable
-// offset, so that it grows while nothing commits.
+// offset, so that it grows while nothing commits. Transaction markers
+// after the last committed record are not lag: once every record fetched
+// is committed, the position past the markers counts as consumed, so an
+// idle transactional input reads 0.
 func (w *worker) reportLag(lt *liveTask, tp task.TopicPartition) {
-	lag := max(lt.stableEnd[tp]-max(lt.committed[tp], 0), 0)
+	consumed := max(lt.committed[tp], 0)
+	if consumed >= lt.dataEnd[tp] {
+		consumed = max(consumed, lt.seenEnd[tp])
+	}
+	lag := max(lt.stableEnd[tp]-consumed, 0)
 	w.r.metrics.lag.WithLabelValues(tp.Topic, strconv.Itoa(int(tp.Partition))).Set(float64(lag))
 }
 
