@@ -171,7 +171,7 @@ func countingThenStop(t *testing.T, brokers []string, dir string, from, to, keys
 
 // changelogRecords returns a changelog partition's records, control records
 // and aborted ones included, in offset order.
-func changelogRecords(t *testing.T, brokers []string, partition int32) []*kgo.Record {
+func changelogRecords(t testing.TB, brokers []string, partition int32) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"counting-counts-changelog": {partition: kgo.NewOffset().AtStart()}}))
@@ -826,6 +826,9 @@ func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
 	}
 	if n := metricSum(t, reg, "exactly_stalled_workers"); n != 1 {
 		t.Fatalf("exactly_stalled_workers = %v, want 1", n)
+	}
+	if n := metricSumWith(t, reg, "exactly_commit_failures_total", "stage", "produce"); n < 1 {
+		t.Fatalf("exactly_commit_failures_total{stage=produce} = %v after commits timed out waiting for the broker", n)
 	}
 	if lag := metricSum(t, reg, "exactly_consumer_lag"); lag < 100 {
 		t.Fatalf("exactly_consumer_lag = %v while 200 records wait uncommitted; it must count from the committed offset", lag)

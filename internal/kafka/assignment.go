@@ -35,7 +35,7 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	w.txnSpannedRebalance = true
 	if len(assigned) > 0 {
 		w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
-		w.r.life.worker(w.index, StateRebalancing)
+		w.rebalancing()
 	}
 	for topic, ps := range assigned {
 		w.pending[topic] = append(w.pending[topic], ps...)

@@ -9,6 +9,7 @@ import (
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -70,13 +71,16 @@ type liveTask struct {
 	task             *task.Task
 	memory           *store.Memory
 	persistent       *store.Pebble
-	release          func()       // hands the task directory back (with persistent)
+	release          func() // hands the task directory back (with persistent)
+	processed        prometheus.Counter
 	query            *queryTarget // what interactive queries and metrics read
 }
 
-// newMembership creates the clients of a new membership; the caller
-// cancels its produceCtx when the session ends.
-func (w *worker) newMembership(ctx context.Context) (*membership, error) {
+// join makes a new membership the worker's current one and creates its
+// clients, under mu: the group may call the rebalance callbacks as soon as
+// the client exists, and they must find the membership complete. The
+// caller cancels its produceCtx when the session ends.
+func (w *worker) join(ctx context.Context) (*membership, error) {
 	m := &membership{
 		tasks:       map[topo.TaskID]*liveTask{},
 		byInput:     map[task.TopicPartition]*liveTask{},
@@ -86,6 +90,9 @@ func (w *worker) newMembership(ctx context.Context) (*membership, error) {
 		lastCommit:  time.Now(),
 	}
 	m.produceCtx, m.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.membership = m
 	var err error
 	if w.eos {
 		m.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
