@@ -125,7 +125,7 @@ func (w *worker) shutdown() {
 		w.log.Warn("final commit failed", "err", err)
 		w.abortAll()
 	}
-	w.log.Info("shut down cleanly")
+	w.log.Info("final commit done; closing the tasks")
 }
 
 // closeSession closes every task without applying anything uncommitted and
@@ -140,6 +140,7 @@ func (w *worker) closeSession(ctx context.Context) {
 	w.mu.Unlock()
 	if w.r.cfg.InstanceID != "" && !w.r.cfg.LeaveGroupOnClose {
 		w.cl.CloseAllowingRebalance()
+		w.log.Info("session closed; as a static member this worker stays in the group until its session times out", "session_timeout", w.r.cfg.SessionTimeout)
 		return
 	}
 	leaveCtx, cancel := context.WithTimeout(context.Background(), w.r.cfg.SessionTimeout)
@@ -160,4 +161,5 @@ func (w *worker) closeSession(ctx context.Context) {
 		}
 	}
 	w.cl.Close()
+	w.log.Info("session closed; left the group")
 }
