@@ -2,6 +2,7 @@ package exactly
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -197,6 +198,21 @@ type SASL struct {
 	User string
 	// Password is the user's password.
 	Password string
+}
+
+// String describes the credentials without the password, so that printing
+// a SASL (with %v, %+v or %#v) never shows it.
+func (s SASL) String() string {
+	return fmt.Sprintf("SASL{Mechanism: %s, User: %s, Password: [redacted]}", s.Mechanism, s.User)
+}
+
+// GoString is String, for %#v.
+func (s SASL) GoString() string { return s.String() }
+
+// LogValue is the credentials as log/slog shows them: without the
+// password.
+func (s SASL) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("mechanism", s.Mechanism), slog.String("user", s.User), slog.String("password", "[redacted]"))
 }
 
 // runtimeConfig is c as the Kafka runtime takes it. It carries every field

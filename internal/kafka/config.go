@@ -62,6 +62,11 @@ type SASL struct {
 	Password  string
 }
 
+// String describes the credentials without the password.
+func (s SASL) String() string {
+	return fmt.Sprintf("SASL{Mechanism: %s, User: %s, Password: [redacted]}", s.Mechanism, s.User)
+}
+
 // Config is exactly.Config as the runtime takes it; the field comments
 // there say each default and how the fields interact.
 type Config struct {
