@@ -241,6 +241,9 @@ func (c *processorContext[KOut, VOut]) Source() (SourceRecord, bool) {
 func (c *processorContext[KOut, VOut]) TaskID() TaskID        { return c.rt.TaskID() }
 func (c *processorContext[KOut, VOut]) ApplicationID() string { return c.rt.ApplicationID() }
 func (c *processorContext[KOut, VOut]) NodeName() string      { return c.name }
+func (c *processorContext[KOut, VOut]) CountOnCommit(to Counter, n float64) {
+	c.rt.CountOnCommit(to, n)
+}
 func (c *processorContext[KOut, VOut]) rawStore(name string) (*engine.KV, *topo.StoreSpec, error) {
 	return c.rt.Store(c.name, name)
 }

@@ -23,6 +23,10 @@ type Processor[KIn, VIn, KOut, VOut any] interface {
 	Close() error
 }
 
+// Counter is what ProcessorContext.CountOnCommit advances, such as a
+// prometheus.Counter.
+type Counter interface{ Add(float64) }
+
 // ProcessorContext is a processor's view of its task.
 type ProcessorContext[KOut, VOut any] interface {
 	// Forward sends rec to every child (dead-letter sinks excepted).
@@ -45,6 +49,14 @@ type ProcessorContext[KOut, VOut any] interface {
 	ApplicationID() string
 	// NodeName is the processor's name in the topology.
 	NodeName() string
+	// CountOnCommit adds n to c once the commit that holds the current
+	// record (or punctuation) succeeds. If the record fails, the
+	// transaction aborts or the instance crashes first, the amount is
+	// dropped: c counts committed work only, never an attempt that is
+	// redone. (A crash loses the process's counters anyway; the amounts
+	// of the commit under way when it came are not counted again.) A
+	// prometheus.Counter is a Counter.
+	CountOnCommit(c Counter, n float64)
 
 	rawStore(name string) (*engine.KV, *topo.StoreSpec, error)
 }

@@ -147,10 +147,12 @@ func (w *worker) commit(ctx context.Context) error {
 	}
 	w.r.metrics.commits.Inc()
 	if err := w.beginTxn(); err != nil {
+		w.r.metrics.commitFailures.WithLabelValues("begin").Inc()
 		return err
 	}
 	w.produce(parts)
 	if err := w.waitInflight(ctx); err != nil {
+		w.r.metrics.commitFailures.WithLabelValues("produce").Inc()
 		return err
 	}
 	crashpoint.Reach(crashpoint.AfterProduce)
@@ -177,6 +179,7 @@ func (w *worker) commit(ctx context.Context) error {
 			// group's committed offsets and the changelogs.
 			w.abortAll()
 			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+			w.r.metrics.commitFailures.WithLabelValues("end-transaction").Inc()
 			return fmt.Errorf("end transaction: %w", err)
 		}
 		if !committed {
@@ -409,6 +412,7 @@ func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) {
 		}
 	})
 	if commitErr != nil {
+		w.r.metrics.commitFailures.WithLabelValues("offsets").Inc()
 		w.log.Warn("offset commit failed; records after the last commit will be redelivered", "err", commitErr)
 	}
 }

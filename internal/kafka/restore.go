@@ -178,7 +178,9 @@ func (w *worker) tryFetchCommitted(ctx context.Context, req *kmsg.OffsetFetchReq
 
 func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[task.TopicPartition]committedOffset) (*liveTask, error) {
 	sub := w.r.topo.Subtopologies()[id.Subtopology]
-	lt := &liveTask{id: id, memory: store.NewMemory(), committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{}}
+	lt := &liveTask{id: id, memory: store.NewMemory(), committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{},
+		dataEnd: map[task.TopicPartition]int64{}, seenEnd: map[task.TopicPartition]int64{},
+		processed: w.r.metrics.taskProcessed.WithLabelValues(id.String())}
 	streamTime := int64(task.UnknownTime)
 	for _, topic := range sub.SourceTopics {
 		tp := task.TopicPartition{Topic: topic, Partition: id.Partition}
@@ -399,6 +401,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			}
 		}
 	}
+	w.r.metrics.restoreDuration.Observe(time.Since(started).Seconds())
 	w.log.Info("restored task", "task", lt.id, "took", time.Since(started).Round(time.Millisecond))
 	return nil
 }

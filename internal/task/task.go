@@ -169,6 +169,8 @@ type Task struct {
 
 	memory, persistent *store.Txn
 	kvs                map[string]*store.KV
+	counts             []pendingCount // CountOnCommit's amounts since the last commit
+	countsMark         int            // len(counts) when the current record began
 
 	streamTime int64
 	recordTime int64
@@ -386,6 +388,7 @@ func (t *Task) Process(raw *topo.Raw) error {
 }
 
 func (t *Task) beginRecord() {
+	t.countsMark = len(t.counts)
 	t.memory.BeginRecord()
 	if t.persistent != nil {
 		t.persistent.BeginRecord()
@@ -393,6 +396,9 @@ func (t *Task) beginRecord() {
 }
 
 func (t *Task) endRecord(keep bool) {
+	if !keep {
+		t.counts = t.counts[:t.countsMark]
+	}
 	t.memory.EndRecord(keep)
 	if t.persistent != nil {
 		t.persistent.EndRecord(keep)
@@ -543,6 +549,10 @@ func (t *Task) CompleteCommit(checkpoints map[string]int64) error {
 		}
 	}
 	t.outputs = nil
+	for _, c := range t.counts {
+		c.to.Add(c.n)
+	}
+	t.counts = t.counts[:0]
 	t.takeSnapshot()
 	for tp, offsets := range t.refused {
 		for offset := range offsets {
@@ -563,6 +573,7 @@ func (t *Task) Abort() {
 		t.persistent.Discard()
 	}
 	t.outputs = nil
+	t.counts = t.counts[:0]
 	t.failed, t.failure = nil, nil
 	t.streamTime = t.committed.streamTime
 	t.offsets = cloneOffsets(t.committed.offsets)
@@ -721,6 +732,17 @@ func (t *Task) Schedule(node string, interval time.Duration, typ topo.Punctuatio
 	}
 	t.schedules = append(t.schedules, s)
 	return s, nil
+}
+
+// CountOnCommit implements topo.Runtime.
+func (t *Task) CountOnCommit(c topo.Adder, n float64) {
+	t.counts = append(t.counts, pendingCount{to: c, n: n})
+}
+
+// pendingCount is an amount CountOnCommit holds until the commit.
+type pendingCount struct {
+	to topo.Adder
+	n  float64
 }
 
 // PartitionCount implements topo.Runtime.

@@ -133,7 +133,14 @@ type Runtime interface {
 	Schedule(node string, interval time.Duration, typ PunctuationType, fn func(ts int64) error) (Cancellable, error)
 	// PartitionCount returns the number of partitions of a topic.
 	PartitionCount(topic string) (int32, error)
+	// CountOnCommit adds n to c once the commit holding the current record
+	// or punctuation succeeds; an abort or the record's failure drops it.
+	CountOnCommit(c Adder, n float64)
 }
+
+// Adder is a counter that CountOnCommit advances, such as a
+// prometheus.Counter.
+type Adder interface{ Add(float64) }
 
 // Cancellable cancels a scheduled punctuator.
 type Cancellable interface{ Cancel() }
