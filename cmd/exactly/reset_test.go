@@ -177,3 +177,48 @@ func TestResetThenRerunGivesTheFirstRunsOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestResetFlagsChooseThePositionAndTopology: the position flags exclude
+// one another and parse as documented; auto picks the reference
+// application the id names.
+func TestResetFlagsChooseThePositionAndTopology(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	base := resetConfig{Brokers: []string{"127.0.0.1:1"}, ApplicationID: "shop", Topology: "auto"}
+	for _, tc := range []struct {
+		name     string
+		modify   func(*resetConfig)
+		position string
+		topology string
+		err      string
+	}{
+		{"defaults", func(*resetConfig) {}, "the earliest offset", "none", ""},
+		{"latest", func(c *resetConfig) { c.ToLatest = true }, "the latest offset", "none", ""},
+		{"datetime", func(c *resetConfig) { c.ToDatetime = "2026-11-29T10:00:00Z" }, "the first offset at or after 2026-11-29T10:00:00Z", "none", ""},
+		{"duration", func(c *resetConfig) { c.ByDuration = 24 * time.Hour }, "the first offset at or after 2026-11-28T12:00:00Z", "none", ""},
+		{"auto names orders", func(c *resetConfig) { c.ApplicationID = "orders" }, "the earliest offset", "orders", ""},
+		{"explicit topology", func(c *resetConfig) { c.Topology = "exposure" }, "the earliest offset", "exposure", ""},
+		{"two positions", func(c *resetConfig) { c.ToLatest, c.ToEarliest = true, true }, "", "", "give one of"},
+		{"bad datetime", func(c *resetConfig) { c.ToDatetime = "yesterday" }, "", "", "use RFC 3339"},
+		{"negative duration", func(c *resetConfig) { c.ByDuration = -time.Hour }, "", "", "positive duration"},
+		{"unknown topology", func(c *resetConfig) { c.Topology = "billing" }, "", "", "use one of counting, exposure, orders"},
+		{"no application", func(c *resetConfig) { c.ApplicationID = "" }, "", "", "--application-id is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.modify(&c)
+			o, topology, err := c.options(now)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("options = %v; want an error containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.To.String() != tc.position || topology != tc.topology || (topology == "none") != (o.Topology == nil) {
+				t.Errorf("position %q, topology %q (%v); want %q, %q", o.To, topology, o.Topology != nil, tc.position, tc.topology)
+			}
+		})
+	}
+}

@@ -323,3 +323,24 @@ func TestBrokerTakesThePasswordFromTheEnvironmentNeverFromTheCommandLine(t *test
 		}
 	}
 }
+
+// TestEveryKafkaCommandTakesTheSecurityFlags: each command that talks to
+// Kafka has the whole set of TLS and SASL flags, and the password is no
+// visible flag.
+func TestEveryKafkaCommandTakesTheSecurityFlags(t *testing.T) {
+	root := newRootCommand()
+	for _, path := range [][]string{{"run", "orders"}, {"payments"}, {"verify"}, {"relay"}, {"chaos"}, {"reset"}} {
+		cmd, _, err := root.Find(path)
+		if err != nil {
+			t.Fatalf("%v: %v", path, err)
+		}
+		for _, name := range []string{"sasl-mechanism", "sasl-user", "sasl-password-file", "tls", "tls-ca", "tls-cert", "tls-key", "tls-server-name"} {
+			if cmd.Flags().Lookup(name) == nil {
+				t.Errorf("exactly %s lacks --%s", strings.Join(path, " "), name)
+			}
+		}
+		if f := cmd.Flags().Lookup("sasl-password"); f == nil || !f.Hidden {
+			t.Errorf("exactly %s: --sasl-password should exist hidden, for EXACTLY_SASL_PASSWORD and the config file", strings.Join(path, " "))
+		}
+	}
+}
