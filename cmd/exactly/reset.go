@@ -95,8 +95,9 @@ Which topics: --topology names a reference application (` + strings.Join(names, 
 whose topology says its inputs and internal topics; "auto" (the default)
 takes the one the application id names, if any, else "none". Without a
 topology, the inputs are the topics the group has committed offsets on,
-and the internal topics are found by name: <application-id>-…-changelog
-and <application-id>-…-repartition, the names the runtime gives them,
+and the internal topics are found by name: <application-id>-…-changelog,
+-…-repartition, -…-subscription-registration-topic and
+-…-subscription-response-topic, the names the runtime gives them,
 except a topic that starts with the id of another consumer group (the
 internal topics of application orders-v2 are not those of orders). In
 every case every topic of that name is deleted, and --input-topics names

@@ -10,9 +10,11 @@
 // run can show it; [Plan.Apply] carries it out.
 //
 // Which topics are internal: those of the topology, when one is given,
-// and in any case every topic named <application id>-…-changelog or
-// <application id>-…-repartition, the names the runtime and the DSL give
-// them; a topic of that shape that starts with the name of another
+// and in any case every topic named <application id>-…-changelog,
+// <application id>-…-repartition or, for a foreign-key join,
+// <application id>-…-subscription-registration-topic and
+// <application id>-…-subscription-response-topic, the names the runtime
+// and the DSL give them (Kafka Streams' too); a topic of that shape that starts with the name of another
 // existing consumer group (application "orders-v2" beside "orders") is
 // left alone.
 package reset
@@ -246,11 +248,23 @@ func Prepare(ctx context.Context, adm *kadm.Client, o Options) (*Plan, error) {
 	return p, nil
 }
 
+// internalSuffixes end the names of internal topics: changelogs,
+// repartition topics and a foreign-key join's two topics, as the runtime,
+// the DSL and Kafka Streams name them.
+var internalSuffixes = []string{"-changelog", "-repartition", "-subscription-registration-topic", "-subscription-response-topic"}
+
 // internalName reports whether topic has the name of an internal topic of
 // the application.
 func internalName(applicationID, topic string) bool {
-	return strings.HasPrefix(topic, applicationID+"-") &&
-		(strings.HasSuffix(topic, "-changelog") || strings.HasSuffix(topic, "-repartition"))
+	if !strings.HasPrefix(topic, applicationID+"-") {
+		return false
+	}
+	for _, suffix := range internalSuffixes {
+		if strings.HasSuffix(topic, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // otherOwner returns the longest other consumer group whose id, followed

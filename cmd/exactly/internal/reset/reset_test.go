@@ -19,7 +19,7 @@ import (
 // "app-v2", and committed offsets of both groups.
 func cluster(t *testing.T) (*kfake.Cluster, *kadm.Client) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "in", "out", "app-counts-changelog", "app-x-repartition", "app-v2-counts-changelog", "other-changelog"))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "in", "out", "app-counts-changelog", "app-x-repartition", "app-j-subscription-response-topic", "app-v2-counts-changelog", "other-changelog"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestPrepareFindsInternalTopicsByNameAndInputsByCommittedOffsets(t *testing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"app-counts-changelog", "app-x-repartition"}; !slices.Equal(plan.Delete, want) {
+	if want := []string{"app-counts-changelog", "app-j-subscription-response-topic", "app-x-repartition"}; !slices.Equal(plan.Delete, want) {
 		t.Errorf("Delete = %v; want %v", plan.Delete, want)
 	}
 	if len(plan.Kept) != 1 || !strings.HasPrefix(plan.Kept[0], "app-v2-counts-changelog: the consumer group app-v2 exists") {
