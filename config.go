@@ -2,6 +2,7 @@ package exactly
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -185,6 +186,38 @@ type Config struct {
 	// [State], in order; default none. It runs on the runtime's goroutines
 	// and must not block.
 	StateListener func(old, new State)
+
+	// StoreBlockCacheSize is the size in bytes of the block cache that all
+	// the persistent stores of the instance share: Pebble's cache of
+	// uncompressed blocks read from disk, which serves reads missing the
+	// memtable. Default 64 MiB. Its memory is taken as blocks are read;
+	// raise it when the stores' working set exceeds it and reads go to
+	// disk.
+	StoreBlockCacheSize int64
+
+	// StoreMemTableSize is the size in bytes of the memtable of each task's
+	// persistent stores (one Pebble database per task), where writes gather
+	// before Pebble flushes them to disk. Default 4 MiB, Pebble's. A larger
+	// one absorbs more writes between flushes and restores faster, at that
+	// much memory per task (twice while one is flushed).
+	StoreMemTableSize int64
+
+	// StoreSyncWrites makes every batch written to a persistent store (one
+	// per task per commit, and one per restored chunk) durable with an
+	// fsync before the commit goes on. Default false: a machine crash can
+	// lose a store's last batches, which only leaves it behind its
+	// checkpoint, and the next start restores them from the changelog, the
+	// source of truth. Turn it on when a restart after a power loss must
+	// restore little, at an fsync per commit per task.
+	StoreSyncWrites bool
+
+	// AllowUncompactedChangelogs makes Run log a warning, rather than
+	// fail with a *ConfigError, when a changelog topic it finds existing
+	// has a cleanup.policy without compact. Default false: a changelog that
+	// the brokers delete by retention loses the keys not written lately,
+	// and a store restored from it silently misses them. Changelogs the
+	// runtime creates are always compacted.
+	AllowUncompactedChangelogs bool
 }
 
 // SASL holds the credentials of SASL authentication. The password is never
@@ -197,6 +230,21 @@ type SASL struct {
 	User string
 	// Password is the user's password.
 	Password string
+}
+
+// String describes the credentials without the password, so that printing
+// a SASL (with %v, %+v or %#v) never shows it.
+func (s SASL) String() string {
+	return fmt.Sprintf("SASL{Mechanism: %s, User: %s, Password: [redacted]}", s.Mechanism, s.User)
+}
+
+// GoString is String, for %#v.
+func (s SASL) GoString() string { return s.String() }
+
+// LogValue is the credentials as log/slog shows them: without the
+// password.
+func (s SASL) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("mechanism", s.Mechanism), slog.String("user", s.User), slog.String("password", "[redacted]"))
 }
 
 // runtimeConfig is c as the Kafka runtime takes it. It carries every field
@@ -230,6 +278,11 @@ func (c Config) runtimeConfig() kafka.Config {
 		StallTimeout:          c.StallTimeout,
 		MaxWorkerReplacements: c.MaxWorkerReplacements,
 		StateListener:         c.StateListener,
+
+		StoreBlockCacheSize:        c.StoreBlockCacheSize,
+		StoreMemTableSize:          c.StoreMemTableSize,
+		StoreSyncWrites:            c.StoreSyncWrites,
+		AllowUncompactedChangelogs: c.AllowUncompactedChangelogs,
 	}
 	if c.SASL != nil {
 		rc.SASL = &kafka.SASL{Mechanism: c.SASL.Mechanism, User: c.SASL.User, Password: c.SASL.Password}

@@ -1,7 +1,10 @@
 package exactly
 
 import (
+	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,5 +73,22 @@ func setNonZero(t *testing.T, name string, v reflect.Value) {
 		v.Set(reflect.ValueOf(prometheus.NewRegistry()))
 	default:
 		t.Fatalf("Config.%s: no non-zero value for kind %s", name, v.Kind())
+	}
+}
+
+// TestSASLNeverPrintsThePassword: printing the credentials, as a value, a
+// pointer or a log attribute, leaves the password out.
+func TestSASLNeverPrintsThePassword(t *testing.T) {
+	const password = "hunter2-unique"
+	s := &SASL{Mechanism: "SCRAM-SHA-256", User: "app", Password: password}
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("connecting", "sasl", *s, "config", Config{SASL: s})
+	for _, shown := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", *s, *s, *s, s), fmt.Sprintf("%+v", Config{SASL: s}), logged.String()} {
+		if strings.Contains(shown, password) {
+			t.Errorf("%s shows the password", shown)
+		}
+		if !strings.Contains(shown, "app") && !strings.Contains(shown, "0x") {
+			t.Errorf("%s does not show the user", shown)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/httpquery"
 )
@@ -63,6 +64,9 @@ type runOrdersConfig struct {
 	DLQTopic          string
 	SessionTimeout    time.Duration
 	Persistent        bool
+	// Security is the connection's TLS and SASL, loaded from the
+	// kafkaflags flags.
+	Security kafkaflags.Security
 }
 
 func defaultRunOrdersConfig() runOrdersConfig {
@@ -83,6 +87,7 @@ func defaultRunOrdersConfig() runOrdersConfig {
 
 func newRunOrdersCommand() *cobra.Command {
 	c := defaultRunOrdersConfig()
+	var security *kafkaflags.Flags
 	cmd := &cobra.Command{
 		Use:   "orders",
 		Short: "Run the order projection (dedup, reorder, project) with an HTTP query endpoint",
@@ -137,10 +142,15 @@ all interfaces (e.g. --http :8080 --application-server 10.0.0.5:8080).`,
   curl -s 127.0.0.1:8081/orders/o-1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runOrders(cmd.Context(), c, nil)
+			var err error
+			if c.Security, err = security.Load(); err != nil {
+				return err
+			}
+			return c.Security.Explain(runOrders(cmd.Context(), c, nil))
 		},
 	}
 	f := cmd.Flags()
+	security = kafkaflags.Register(f)
 	f.StringSliceVar(&c.Brokers, "brokers", nil, "Kafka seed brokers, host:port[,host:port] (required)")
 	f.StringVar(&c.ApplicationID, "application-id", c.ApplicationID, "consumer group, prefix of changelog topics and transactional ids; instances with the same id share the work")
 	f.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the persistent stores (under <state-dir>/<application-id>); one instance per directory")
@@ -223,6 +233,8 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		InstanceID:        c.InstanceID,
 		SessionTimeout:    c.SessionTimeout,
 		CreateTopics:      c.CreateTopics,
+		TLS:               c.Security.TLS,
+		SASL:              c.Security.SASL,
 		Registerer:        reg,
 		Logger:            log,
 	})
@@ -245,7 +257,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}()
 
-	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "guarantee", c.Guarantee,
+	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "security", c.Security.String(), "guarantee", c.Guarantee,
 		"input", c.InputTopic, "output", c.OutputTopic, "dlq", c.DLQTopic, "state_dir", c.StateDir)
 	if err := runServing(ctx, app, srv, ln, "orders"); err != nil {
 		return err
@@ -312,7 +324,7 @@ func (c runOrdersConfig) validate() error {
 func createOrderTopics(ctx context.Context, c runOrdersConfig, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.Security.ClientOptions()...)...)
 	if err != nil {
 		return fmt.Errorf("--brokers %s: %w", strings.Join(c.Brokers, ","), err)
 	}
