@@ -2,6 +2,7 @@ package exactly
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -100,6 +101,63 @@ func Query[K, V any](ctx context.Context, app *App, store string, key K) (V, boo
 	}
 	v, err := values.Deserialize(vb)
 	return v, err == nil, err
+}
+
+// QueryOptions choose where QueryWith may find its answer. The zero value
+// asks the key's active task only, as Query does.
+type QueryOptions struct {
+	// AllowStandby lets this instance answer from its standby copy of the
+	// key's partition (Config.StandbyReplicas) when it does not run the
+	// partition's task: the committed state of the copy, which trails the
+	// active by QueryResult.Lag changelog records. It serves reads while the
+	// active instance is away or restoring, and spreads them; default
+	// false.
+	AllowStandby bool
+}
+
+// QueryResult is the answer of QueryWith.
+type QueryResult[V any] struct {
+	// Value is the key's value; Found is false when the store has none.
+	Value V
+	Found bool
+	// Standby is true when a standby copy answered; Lag is then the number
+	// of changelog records it was behind the changelog's read_committed
+	// end at its last fetch (0: caught up), and 0 for an active answer.
+	Standby bool
+	Lag     int64
+}
+
+// QueryWith reads key from store as Query does, and with
+// opts.AllowStandby from this instance's standby copy of the key's
+// partition when it does not run the partition's task, saying so and how
+// far the copy trails. Without an answer here it returns Query's errors: a
+// *NotLocalError naming the active's address, or ErrRestoring.
+func QueryWith[K, V any](ctx context.Context, app *App, store string, key K, opts QueryOptions) (QueryResult[V], error) {
+	var res QueryResult[V]
+	keys, values, err := storeSerdes[K, V](app, store)
+	if err != nil {
+		return res, err
+	}
+	kb, err := keys.Serialize(key)
+	if err != nil {
+		return res, err
+	}
+	vb, found, err := app.runner.Get(ctx, store, kb)
+	var notLocal *NotLocalError
+	if opts.AllowStandby && errors.As(err, &notLocal) {
+		// A standby that is not here, or is opening, leaves the answer to
+		// the active: the *NotLocalError names it.
+		if svb, sfound, lag, serr := app.runner.GetStandby(ctx, store, kb); serr == nil {
+			vb, found, err = svb, sfound, nil
+			res.Standby, res.Lag = true, lag
+		}
+	}
+	if err != nil || !found {
+		return QueryResult[V]{Standby: res.Standby, Lag: res.Lag}, err
+	}
+	res.Value, err = values.Deserialize(vb)
+	res.Found = err == nil
+	return res, err
 }
 
 // State is an instance's state (Kafka Streams' KafkaStreams.State):

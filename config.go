@@ -78,6 +78,34 @@ type Config struct {
 	// not host:port with a *ConfigError.
 	ApplicationServer string
 
+	// StandbyReplicas is how many standby copies of each stateful task the
+	// group keeps (Kafka Streams' num.standby.replicas); default 0. A
+	// standby is a replica of a task's logged stores on another instance:
+	// it reads the task's changelogs read_committed as they are written and
+	// applies them with their checkpoint, as a restore does, but runs no
+	// processor. When the task's instance fails or leaves, the group gives
+	// the task to an instance holding a standby, which restores only the
+	// records written since its standby's checkpoint instead of the whole
+	// changelog: failover takes the time of that delta.
+	//
+	// The group's leader places the copies: never on the instance running
+	// the task, never two on one instance, spread evenly over the
+	// instances, and kept where they were across rebalances. With fewer
+	// other instances than StandbyReplicas, a task has as many standbys as
+	// there are other instances. The leader's value counts when instances
+	// disagree.
+	//
+	// Each standby costs what its active copy costs in storage and in
+	// reading the changelog: persistent stores live in the task's
+	// directory under StateDir, which a restart keeps (a restarted
+	// instance's standby resumes from its checkpoint); in-memory stores are
+	// kept in memory, as much as the active holds, and are handed to the
+	// active task when the standby's instance takes it over. Keep StateDir
+	// across restarts for standbys of persistent stores to pay off. Tasks
+	// without a logged store get no standby: they have nothing to restore.
+	// New refuses a negative value with a *ConfigError.
+	StandbyReplicas int
+
 	// ClientID is the client id sent to the brokers, for their logs and
 	// quotas; default ApplicationID.
 	ClientID string
@@ -261,6 +289,7 @@ func (c Config) runtimeConfig() kafka.Config {
 		Workers:               c.Workers,
 		InstanceID:            c.InstanceID,
 		ApplicationServer:     c.ApplicationServer,
+		StandbyReplicas:       c.StandbyReplicas,
 		ClientID:              c.ClientID,
 		TLS:                   c.TLS,
 		SessionTimeout:        c.SessionTimeout,

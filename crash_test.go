@@ -3,18 +3,25 @@ package exactly_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/exposure"
@@ -49,6 +56,9 @@ func TestCrashChildInstance(t *testing.T) {
 	if cfg.Guarantee == exactly.AtLeastOnce {
 		cfg.CommitInterval = 300 * time.Millisecond
 	}
+	if n, err := strconv.Atoi(os.Getenv("EXACTLY_CHILD_STANDBYS")); err == nil {
+		cfg.StandbyReplicas = n
+	}
 	top := countingApp(t, true)
 	if os.Getenv("EXACTLY_CHILD_APP") == "exposure" {
 		cfg.ApplicationID = "risk"
@@ -57,11 +67,47 @@ func TestCrashChildInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var reg *prometheus.Registry
+	if os.Getenv("EXACTLY_CHILD_HTTP") != "" {
+		reg = prometheus.NewRegistry()
+		cfg.Registerer = reg
+	}
 	app, err := exactly.New(top, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if path := os.Getenv("EXACTLY_CHILD_HTTP"); path != "" {
+		serveChildStatus(t, app, reg, path)
+	}
 	if err := app.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// childStatus is what a crash test's instance process tells its parent at
+// /tasks.
+type childStatus struct {
+	Active  []exactly.TaskMetadata        `json:"active"`
+	Standby []exactly.StandbyTaskMetadata `json:"standby"`
+}
+
+// serveChildStatus serves the child's /metrics and /tasks on a loopback
+// port, and writes its address to path.
+func serveChildStatus(t *testing.T, app *exactly.App, reg *prometheus.Registry, path string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /tasks", func(w http.ResponseWriter, _ *http.Request) {
+		json.NewEncoder(w).Encode(childStatus{Active: app.LocalTasks(), Standby: app.StandbyTasks()})
+	})
+	go http.Serve(ln, mux)
+	if err := os.WriteFile(path+".tmp", []byte(ln.Addr().String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -245,6 +291,7 @@ func TestNamedCrashPointsKeepExactlyOnce(t *testing.T) {
 		{crashpoint.AfterEndTxn, 20},
 		{crashpoint.MidRestore, 2},
 		{crashpoint.InRebalance, 3},
+		{crashpoint.AfterStandbyRead, 20},
 	}
 	for _, p := range points {
 		t.Run(p.name, func(t *testing.T) { crashPointRun(t, p.name, p.maxHits) })
@@ -285,6 +332,9 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 				hit = 2 + rng.IntN(maxHits-1)
 			}
 			env = []string{"EXACTLY_CRASH_POINT=" + point, fmt.Sprint("EXACTLY_CRASH_AFTER=", hit)}
+		}
+		if point == crashpoint.AfterStandbyRead {
+			env = append(env, "EXACTLY_CHILD_STANDBYS=1")
 		}
 		ch, done := startChild(t, brokers, dir, slot, exactly.ExactlyOnceV2, env...), make(chan struct{})
 		running[slot], exited[slot] = ch, done
@@ -332,8 +382,9 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 		if time.Now().After(deadline) || records >= maxRecords {
 			t.Fatalf("reached %s %d times (%d records, %v), want %d", point, crashed, records, 90*time.Second-time.Until(deadline), crashes)
 		}
-		if (point == crashpoint.InRebalance || point == crashpoint.MidRestore) && batch%10 == 9 {
-			// Tasks move, and are restored, when an instance leaves.
+		if (point == crashpoint.InRebalance || point == crashpoint.MidRestore || point == crashpoint.AfterStandbyRead) && batch%10 == 9 {
+			// Tasks move, and are restored, when an instance leaves (from
+			// their standbys, where there are some).
 			slot := rng.IntN(instances)
 			mu.Lock()
 			victim, gone := running[slot], exited[slot]
@@ -351,8 +402,9 @@ func crashPointRun(t *testing.T, point string, maxHits int) {
 				continue
 			}
 			// Back after the session timeout: the group moves the
-			// victim's tasks to the others, then some back to it, so
-			// that live members with transactions open are called back.
+			// victim's tasks to the others (their standbys' instances),
+			// then some back to it, so that live members with
+			// transactions open are called back.
 			rejoins.Go(func() {
 				time.Sleep(childSessionTimeout + 500*time.Millisecond)
 				start(slot)

@@ -97,7 +97,10 @@
 // group members in one instance. Give each instance its own
 // Config.StateDir, and with static membership (Config.InstanceID) its own
 // id, so that a restarted instance gets its tasks back without a
-// rebalance. [Query] reads a key from a store of this instance; for a key
+// rebalance. With Config.StandbyReplicas, instances keep standby copies of
+// each other's stores, and a failed instance's tasks move to the instances
+// holding their copies, which restore only what the copies lack
+// ([App.StandbyTasks] lists this instance's). [Query] reads a key from a store of this instance; for a key
 // whose partition another instance holds it returns a *[NotLocalError] with
 // that instance's Config.ApplicationServer, and [KeyMetadata] says which
 // instance holds a key without reading it. The package

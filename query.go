@@ -29,8 +29,9 @@ type KeyQueryMetadata struct {
 	// holds the key; "" when no instance can be named: the key's partition
 	// is moving in a rebalance, or its holder sets no ApplicationServer.
 	ActiveHost string
-	// StandbyHosts are the instances keeping standby copies of the key's
-	// partition. It is empty: standby replicas do not exist yet.
+	// StandbyHosts are the Config.ApplicationServer addresses of the
+	// instances keeping standby copies of the key's partition
+	// (Config.StandbyReplicas), sorted; empty without standbys.
 	StandbyHosts []string
 	// Partition is the key's partition of the store's source topic.
 	Partition int32
@@ -150,8 +151,8 @@ type InstanceMetadata struct {
 	Host string `json:"host"`
 	// ActiveTasks are the tasks it processes, as "subtopology_partition".
 	ActiveTasks []string `json:"activeTasks"`
-	// StandbyTasks are the tasks it keeps standby copies of; empty until
-	// standby replicas exist.
+	// StandbyTasks are the tasks it keeps standby copies of
+	// (Config.StandbyReplicas).
 	StandbyTasks []string `json:"standbyTasks"`
 }
 
@@ -187,6 +188,29 @@ func (a *App) LocalTasks() []TaskMetadata {
 	out := []TaskMetadata{}
 	for _, t := range a.runner.LocalTasks() {
 		out = append(out, TaskMetadata{ID: t.ID.String(), Restoring: t.Restoring})
+	}
+	return out
+}
+
+// StandbyTaskMetadata describes a standby task this instance keeps
+// (Config.StandbyReplicas).
+type StandbyTaskMetadata struct {
+	// ID is the task, as "subtopology_partition".
+	ID string `json:"id"`
+	// Lag is how many changelog offsets its stores are behind the
+	// changelogs' read_committed end, as last fetched: what taking the task
+	// over would restore.
+	Lag int64 `json:"lag"`
+	// CaughtUp is true once it has reached its changelogs' end since it
+	// started.
+	CaughtUp bool `json:"caughtUp"`
+}
+
+// StandbyTasks returns the standby tasks this instance keeps, in order.
+func (a *App) StandbyTasks() []StandbyTaskMetadata {
+	out := []StandbyTaskMetadata{}
+	for _, t := range a.runner.StandbyTasks() {
+		out = append(out, StandbyTaskMetadata{ID: t.ID.String(), Lag: t.Lag, CaughtUp: t.CaughtUp})
 	}
 	return out
 }

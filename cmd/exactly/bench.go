@@ -36,7 +36,9 @@ Scenario families (--only): ceiling (raw franz-go consume→produce), counting
 (store + changelog under at_least_once and exactly_once_v2 at 100 ms, 1 s and
 30 s commit intervals, 100 B and 1 KB records), orders (the order projection
 under both guarantees, audited by the verifier), goka (the same projection
-written with goka, built from bench/goka), restore (full and delta), state
+written with goka, built from bench/goka), restore (full and delta), failover
+(an instance leaves; the time until the other runs its tasks, with and
+without a standby replica, over the same Pebble store), state
 (store size and RSS after 1x and 10x events, each in a child process),
 latency (record timestamp to read_committed output at 100 ms commits),
 postgres (inbox and relay benchmarks; needs the PostgreSQL server binaries).
@@ -91,7 +93,7 @@ directory, or --module-dir) and the Go toolchain.`,
 	f.BoolVar(&quick, "quick", false, "small inputs and 2 repetitions: under a minute")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with ratios, targets and results")
 	f.IntVar(&reps, "reps", 0, "repetitions per scenario (default 3, 2 with --quick)")
-	f.StringSliceVar(&only, "only", nil, "run only these families: ceiling, counting, orders, goka, restore, state, latency, postgres")
+	f.StringSliceVar(&only, "only", nil, "run only these families: ceiling, counting, orders, goka, restore, failover, state, latency, postgres")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	f.StringVar(&memProfile, "memprofile", "", "write a heap profile (allocations) at the end to this file")
 	f.StringVar(&moduleDir, "module-dir", "", "root of the exactly source tree (default: found from the working directory)")

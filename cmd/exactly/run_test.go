@@ -150,7 +150,7 @@ func TestRunOrdersFlagsAreTheDocumentedContract(t *testing.T) {
 		"brokers": "[]", "application-id": "orders", "guarantee": "exactly_once_v2", "commit-interval": "0s",
 		"instance-id": "", "http": "127.0.0.1:8080", "partitions": "4", "create-topics": "true",
 		"input-topic": "order-events", "output-topic": "order-projections", "dlq-topic": "order-events-dlq",
-		"session-timeout": "10s", "persistent": "true", "application-server": "",
+		"session-timeout": "10s", "persistent": "true", "application-server": "", "standby-replicas": "0",
 	}
 	for name, def := range want {
 		f := cmd.Flags().Lookup(name)
@@ -181,6 +181,7 @@ func TestRunOrdersRejectsBadFlagsSayingWhatToDo(t *testing.T) {
 		{"no brokers", func(c *runOrdersConfig) { c.Brokers = nil }, "--brokers is required"},
 		{"unknown guarantee", func(c *runOrdersConfig) { c.Guarantee = "exactly_once" }, "use exactly_once_v2 or at_least_once"},
 		{"no partitions", func(c *runOrdersConfig) { c.Partitions = 0 }, "positive partition count"},
+		{"negative standbys", func(c *runOrdersConfig) { c.StandbyReplicas = -1 }, "give 0 for none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := defaultRunOrdersConfig()

@@ -27,7 +27,8 @@ type Options struct {
 	// precedes the measured ones.
 	Repetitions int
 	// Only, when not empty, runs the families whose names it lists:
-	// ceiling, counting, orders, goka, restore, state, latency, postgres.
+	// ceiling, counting, orders, goka, restore, failover, state, latency,
+	// postgres.
 	Only []string
 	// ModuleDir is the root of the exactly source tree, where bench/goka
 	// and the PostgreSQL benchmarks live; empty means those scenarios are
@@ -205,6 +206,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		{"counting", r.counting},
 		{"orders", r.orders},
 		{"restore", r.restore},
+		{"failover", r.failover},
 		{"state", r.boundedState},
 		{"latency", r.latency},
 		{"postgres", r.postgres},
@@ -278,6 +280,7 @@ func (r *runner) finish() {
 	ratio("peak_rss_10x_over_1x", "state_peak_rss_10x", "state_peak_rss_1x")
 	ratio("heap_10x_over_1x", "state_heap_10x", "state_heap_1x")
 	ratio("restore_delta_over_full_seconds", "restore_delta_seconds", "restore_full_seconds")
+	ratio("failover_standby_over_none", "failover_standby_seconds", "failover_none_seconds")
 	ratio("inbox_batch_over_per_event", "inbox_bulk_100", "inbox_per_event")
 	rep.Ratios = ratios
 	target := func(name, want string, ok func(float64) bool) {
@@ -291,6 +294,7 @@ func (r *runner) finish() {
 	target("exactly_eos_over_goka_alos", ">= 2", func(v float64) bool { return v >= 2 })
 	target("state_10x_over_1x", "<= 1.1", func(v float64) bool { return v <= 1.1 })
 	target("rss_10x_over_1x", "<= 1.1", func(v float64) bool { return v <= 1.1 })
+	target("failover_standby_over_none", "<= 0.2", func(v float64) bool { return v <= 0.2 })
 	if p99 := r.median("latency_eos_100ms_p99"); p99 > 0 {
 		rep.Targets = append(rep.Targets, Target{Ratio: "latency_eos_100ms_p99_ms", Want: "<= 150", Value: round(p99, 1), Met: p99 <= 150})
 	}

@@ -41,6 +41,10 @@ const (
 	MidRestore = "mid-restore"
 	// InRebalance: inside a partitions-assigned or -revoked callback.
 	InRebalance = "in-rebalance"
+	// AfterStandbyRead: a standby has read a batch of changelog records
+	// and not yet applied it with its checkpoint (its earlier batches are
+	// on disk).
+	AfterStandbyRead = "after-standby-read"
 )
 
 // ExitCode is the status a process killed at a crash point exits with.

@@ -23,6 +23,7 @@ func (w *worker) closeTask(lt *liveTask, abort bool) {
 		delete(w.byInput, task.TopicPartition{Topic: topic, Partition: lt.id.Partition})
 	}
 	w.r.metrics.tasks.Dec()
+	w.r.standbys.activeClosed(lt.id)
 }
 
 func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
@@ -39,6 +40,9 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	}
 	for topic, ps := range assigned {
 		w.pending[topic] = append(w.pending[topic], ps...)
+	}
+	if end := w.endPoll.Load(); end != nil && len(assigned) > 0 {
+		(*end)() // start the new tasks now, not at the poll's deadline
 	}
 	w.log.Info("partitions assigned", "partitions", assigned, "assignment", w.assignment())
 }

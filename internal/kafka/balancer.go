@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -39,6 +40,19 @@ type taskBalancer struct {
 	representative map[string]string   // source topic -> its sub-topology's first source
 	members        map[string][]string // representative -> all sources of the sub-topology
 	subOf          map[string]int      // representative -> sub-topology
+	repOf          map[int]string      // sub-topology -> representative
+	stateful       map[int]bool        // sub-topologies with a logged store
+	// standbyReplicas is the number of standby copies this member places
+	// when it leads the group.
+	standbyReplicas int
+	// standbyHeld returns the tasks this member keeps standby copies of,
+	// advertised at every join; nil: none.
+	standbyHeld func() []topo.TaskID
+
+	mu sync.Mutex
+	// assigned are this member's tasks at its latest sync; released are
+	// those that sync took from it.
+	assigned, released []topo.TaskID
 }
 
 // balancer is the worker's task balancer, wired to the application's
@@ -48,18 +62,34 @@ func (w *worker) balancer() *taskBalancer {
 	b.shutdownRequested = w.r.shutdownAsked.Load
 	b.onShutdown = func() { w.r.shutdownGranted.Store(true) }
 	b.self = memberInfo{Process: w.r.process, Host: w.r.cfg.ApplicationServer}
-	b.onAssignment = func(tasks []topo.TaskID, info *assignmentInfo) { w.r.routes.update(w.index, tasks, info) }
+	b.standbyReplicas = w.r.cfg.StandbyReplicas
+	b.standbyHeld = func() []topo.TaskID { return w.r.standbys.held(w.index) }
+	b.onAssignment = func(tasks []topo.TaskID, info *assignmentInfo) {
+		w.r.routes.update(w.index, tasks, info)
+		var standby []topo.TaskID
+		if info != nil {
+			standby = info.Standby
+		}
+		w.r.standbys.assign(w.index, standby)
+	}
 	return b
 }
 
 func newTaskBalancer(t *topo.Topology) *taskBalancer {
-	b := &taskBalancer{inner: kgo.CooperativeStickyBalancer(), representative: map[string]string{}, members: map[string][]string{}, subOf: map[string]int{}}
+	b := &taskBalancer{inner: kgo.CooperativeStickyBalancer(), representative: map[string]string{}, members: map[string][]string{},
+		subOf: map[string]int{}, repOf: map[int]string{}, stateful: map[int]bool{}}
 	for _, sub := range t.Subtopologies() {
 		rep := sub.SourceTopics[0]
 		b.members[rep] = sub.SourceTopics
 		b.subOf[rep] = sub.ID
+		b.repOf[sub.ID] = rep
 		for _, topic := range sub.SourceTopics {
 			b.representative[topic] = rep
+		}
+		for _, name := range sub.Stores {
+			if spec, _ := t.Store(name); spec.Logged {
+				b.stateful[sub.ID] = true
+			}
 		}
 	}
 	return b
@@ -107,7 +137,14 @@ func (b *taskBalancer) JoinGroupMetadata(interests []string, current map[string]
 	if b.shutdownRequested != nil && b.shutdownRequested() {
 		userData = append(userData, shutdownMark...)
 	}
-	userData = b.self.appendTo(userData)
+	self := b.self
+	if b.standbyHeld != nil {
+		self.Standby = b.standbyHeld()
+	}
+	b.mu.Lock()
+	self.Released = slices.Clone(b.released)
+	b.mu.Unlock()
+	userData = self.appendTo(userData)
 	m.UserData = append(userData, m.UserData...)
 	return m.AppendTo(nil)
 }
@@ -129,6 +166,11 @@ func (b *taskBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int3
 	if err != nil {
 		return nil, err
 	}
+	tasks := b.tasks(reps)
+	b.mu.Lock()
+	b.released = slices.DeleteFunc(b.assigned, func(id topo.TaskID) bool { return slices.Contains(tasks, id) })
+	b.assigned = tasks
+	b.mu.Unlock()
 	if b.onAssignment != nil {
 		// Routing that cannot be read leaves queries unrouted (they answer
 		// "no owner known"); it never stops the member from consuming.
@@ -136,7 +178,7 @@ func (b *taskBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int3
 		if in, ok, err := parseAssignmentInfo(a.UserData); err == nil && ok {
 			info = &in
 		}
-		b.onAssignment(b.tasks(reps), info)
+		b.onAssignment(tasks, info)
 	}
 	out := map[string][]int32{}
 	for rep, ps := range reps {
@@ -154,13 +196,20 @@ func (b *taskBalancer) ParseSyncAssignment(assignment []byte) (map[string][]int3
 func (b *taskBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (kgo.GroupMemberBalancer, map[string]struct{}, error) {
 	shutdown := false
 	advertised := map[string]memberInfo{}
+	placement := make([]placementMember, len(members))
 	inner := make([]kmsg.JoinGroupResponseMember, len(members))
 	for i, m := range members {
 		inner[i] = m
+		placement[i] = placementMember{id: m.MemberID, process: m.MemberID}
 		var meta kmsg.ConsumerMemberMetadata
 		if err := meta.ReadFrom(m.ProtocolMetadata); err != nil {
 			continue
 		}
+		owned := map[string][]int32{}
+		for _, t := range meta.OwnedPartitions {
+			owned[t.Topic] = append(owned[t.Topic], t.Partitions...)
+		}
+		placement[i].owned = b.tasks(owned)
 		if bytes.HasPrefix(meta.UserData, shutdownMark) {
 			shutdown = true
 			meta.UserData = meta.UserData[len(shutdownMark):]
@@ -171,6 +220,10 @@ func (b *taskBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (k
 		}
 		if ok {
 			advertised[m.MemberID] = info
+			if info.Process != "" {
+				placement[i].process = info.Process
+			}
+			placement[i].standby, placement[i].released = info.Standby, info.Released
 		}
 		meta.UserData = rest
 		inner[i].ProtocolMetadata = meta.AppendTo(nil)
@@ -182,7 +235,7 @@ func (b *taskBalancer) MemberBalancer(members []kmsg.JoinGroupResponseMember) (k
 	if shutdown {
 		return shutdownPlan(members), topics, nil
 	}
-	return &routingBalancer{inner: gmb, b: b, advertised: advertised}, topics, nil
+	return &routingBalancer{inner: gmb, b: b, advertised: advertised, placement: placement}, topics, nil
 }
 
 // tasks turns an assignment of representative topics into task ids.
@@ -202,12 +255,14 @@ func (b *taskBalancer) tasks(reps map[string][]int32) []topo.TaskID {
 }
 
 // routingBalancer is the leader's balance of one generation: the inner
-// plan, with the whole assignment by advertised host added to every
-// member's assignment.
+// plan, with orphaned tasks moved to their standby holders and standby
+// copies placed (placement.go), and the whole assignment by advertised
+// host added to every member's assignment.
 type routingBalancer struct {
 	inner      kgo.GroupMemberBalancer
 	b          *taskBalancer
 	advertised map[string]memberInfo // member id -> what it advertised
+	placement  []placementMember     // the members, in the group's order
 	generation int32
 }
 
@@ -240,12 +295,49 @@ func (r *routingBalancer) BalanceOrError(topics map[string]int32) (kgo.IntoSyncA
 	if plan == nil {
 		return nil, errors.New("the inner balancer returned no plan")
 	}
-	return routingPlan{inner: plan, r: r}, nil
+	var standby map[string][]topo.TaskID
+	if bp, ok := plan.(*kgo.BalancePlan); ok {
+		standby = r.place(bp.AsMemberIDMap(), topics)
+	}
+	return routingPlan{inner: plan, r: r, standby: standby}, nil
+}
+
+// place moves orphaned tasks of the inner plan to their standby holders and
+// returns the standby tasks of each member.
+func (r *routingBalancer) place(plan map[string]map[string][]int32, topics map[string]int32) map[string][]topo.TaskID {
+	actives := map[string][]topo.TaskID{}
+	for _, m := range r.placement {
+		actives[m.id] = r.b.tasks(plan[m.id])
+	}
+	preferStandbyHolders(r.placement, actives, func(id topo.TaskID) bool { return r.b.stateful[id.Subtopology] })
+	for member, ids := range actives {
+		reps := plan[member]
+		if reps == nil {
+			reps = map[string][]int32{}
+			plan[member] = reps
+		}
+		clear(reps)
+		for _, id := range ids {
+			rep := r.b.repOf[id.Subtopology]
+			reps[rep] = append(reps[rep], id.Partition)
+		}
+	}
+	var stateful []topo.TaskID
+	for rep, n := range topics {
+		if sub, ok := r.b.subOf[rep]; ok && r.b.stateful[sub] {
+			for p := range n {
+				stateful = append(stateful, topo.TaskID{Subtopology: sub, Partition: p})
+			}
+		}
+	}
+	slices.SortFunc(stateful, compareTaskIDs)
+	return placeStandbys(r.placement, actives, stateful, r.b.standbyReplicas)
 }
 
 type routingPlan struct {
-	inner kgo.IntoSyncAssignment
-	r     *routingBalancer
+	inner   kgo.IntoSyncAssignment
+	r       *routingBalancer
+	standby map[string][]topo.TaskID // member id -> its standby tasks
 }
 
 // IntoSyncAssignment hands every member its assignment with the whole
@@ -271,14 +363,17 @@ func (p routingPlan) IntoSyncAssignment() []kmsg.SyncGroupRequestGroupAssignment
 		ht := info.Hosts[host]
 		ht.Active = append(ht.Active, p.r.b.tasks(reps)...)
 		slices.SortFunc(ht.Active, compareTaskIDs)
+		ht.Standby = append(ht.Standby, p.standby[sa.MemberID]...)
+		slices.SortFunc(ht.Standby, compareTaskIDs)
 		info.Hosts[host] = ht
 	}
-	encoded := info.appendTo(nil)
 	for i, a := range assignments {
 		if a == nil {
 			continue
 		}
-		a.UserData = append(slices.Clip(encoded), a.UserData...)
+		mine := info
+		mine.Standby = p.standby[out[i].MemberID]
+		a.UserData = append(mine.appendTo(nil), a.UserData...)
 		out[i].MemberAssignment = a.AppendTo(nil)
 	}
 	return out

@@ -24,6 +24,37 @@
 //  6. Fatal errors follow Config.OnFatalError; every broker and disk wait
 //     has a deadline; a worker holding work uncommitted past StallTimeout
 //     is restarted and reported (lifecycle.go, runner.go).
+//  7. A standby replica applies its task's changelogs as a restore does,
+//     each batch with its checkpoint (changelog.go, standby.go), and a
+//     task that becomes active where its standby lives takes the
+//     standby's stores over; the group's leader never places a standby on
+//     its active's process and gives an orphaned task to a standby holder
+//     (placement.go).
+//
+// # Standby replicas and warm-up
+//
+// Kafka Streams' high-availability assignor moves a task onto an instance
+// without its state only once a warm-up replica there has caught up: it
+// keeps the task on a caught-up instance, places the warm-up, and probes
+// with rebalances until the warm-up is ready (KIP-441). This runtime has
+// no warm-up replicas. Its placement covers the case warm-ups exist for
+// that matters for availability, failure: the standbys of a failed
+// instance's tasks are caught up (each fetch is applied at once), and the
+// leader hands each orphaned task to a standby's instance rather than
+// where the cooperative-sticky balancer would put it, so the takeover
+// restores only the records written since the standby's last fetch. The
+// balancer's counts are kept where the standbys allow, and what is left
+// uneven is evened out, cooperatively, at the next rebalance.
+//
+// The case it does not cover is a move for balance: an instance that joins
+// (or one that had no standby of the task) receives tasks the balancer
+// takes from live instances, and restores each one's whole changelog
+// while the task pauses; a large store pays its full restore time then.
+// Such moves happen when instances are added, a choice the operator
+// makes, never because one failed while a standby of its task was alive.
+// The instance a task moved away from is the first choice for its standby
+// (its copy is the newest), so a move back, or a failover after it,
+// restores only a delta.
 package kafka
 
 import (
@@ -99,6 +130,10 @@ type Config struct {
 	// key. Default "": this instance is not advertised, and keys it holds
 	// cannot be routed to it.
 	ApplicationServer string
+	// StandbyReplicas is the number of standby copies the group keeps of
+	// each task with a logged store, each on another instance than the
+	// task's active copy (Kafka Streams' num.standby.replicas); default 0.
+	StandbyReplicas int
 	// ClientID is sent to the brokers; default ApplicationID.
 	ClientID string
 	SASL     *SASL
@@ -189,6 +224,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Workers <= 0 {
 		out.Workers = 1
+	}
+	if out.StandbyReplicas < 0 {
+		return out, fmt.Errorf("config: StandbyReplicas %d is negative: use 0 for none, or the number of standby copies of each task", out.StandbyReplicas)
 	}
 	if out.ApplicationServer != "" {
 		if _, port, err := net.SplitHostPort(out.ApplicationServer); err != nil || port == "" {

@@ -29,6 +29,9 @@ type metrics struct {
 	fencedProducers    prometheus.Counter
 	commitFailures     *prometheus.CounterVec
 	taskProcessed      *prometheus.CounterVec
+	standbyTasks       prometheus.Gauge
+	standbyLag         *prometheus.GaugeVec
+	standbyRecords     *prometheus.CounterVec
 }
 
 // newMetrics creates the runtime's metrics and registers them with reg
@@ -67,6 +70,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "exactly_stalled_workers", Help: "Workers holding processed work uncommitted for longer than StallTimeout; the instance is unhealthy while it is above 0."}),
 		workerReplacements: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactly_worker_replacements_total", Help: "Workers started again after a fatal error (OnFatalError ReplaceWorker)."}),
+		standbyTasks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "exactly_standby_tasks", Help: "Standby tasks this instance keeps (Config.StandbyReplicas)."}),
+		standbyLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "exactly_standby_lag_records", Help: "Changelog offsets a standby store partition is behind the changelog's read_committed end, as last fetched: what its promotion would restore."}, []string{"store", "partition"}),
+		standbyRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_standby_records_total", Help: "Changelog records applied to standby stores."}, []string{"store"}),
 		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_produce_errors_total", Help: "Records the broker did not take, by topic and kind: refused (for good: too large, invalid), unknown-topic (deleted or recreated), transient."}, []string{"topic", "kind"}),
 		pollLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -85,7 +94,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
 			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements, m.stalledWorkers,
-			m.pollLatency, m.restoreDuration, m.rebalanceDuration, m.fencedProducers, m.commitFailures, m.taskProcessed} {
+			m.pollLatency, m.restoreDuration, m.rebalanceDuration, m.fencedProducers, m.commitFailures, m.taskProcessed,
+			m.standbyTasks, m.standbyLag, m.standbyRecords} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -50,7 +50,7 @@ type KeyMetadata struct {
 	// the key, "" when none can be named (see NotLocalError.Host).
 	ActiveHost string
 	// StandbyHosts are the instances keeping standby copies of the key's
-	// partition; empty until standby replicas exist.
+	// partition (Config.StandbyReplicas), sorted.
 	StandbyHosts []string
 	// Partition is the key's partition of the store's source topic.
 	Partition int32

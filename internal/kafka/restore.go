@@ -176,9 +176,27 @@ func (w *worker) tryFetchCommitted(ctx context.Context, req *kmsg.OffsetFetchReq
 	return out, nil
 }
 
-func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[task.TopicPartition]committedOffset) (*liveTask, error) {
+// startTask creates, restores and initializes the task id. A standby of it
+// in this process is stopped first, and its stores taken over: the restore
+// then reads only what the standby had not applied.
+func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[task.TopicPartition]committedOffset) (_ *liveTask, err error) {
+	memory, handed, err := w.r.standbys.takeOver(ctx, id)
+	defer func() {
+		if err != nil {
+			w.r.standbys.activeClosed(id)
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if memory != nil || handed != nil {
+		w.log.Info("taking over the stores of this instance's standby", "task", id)
+	}
+	if memory == nil {
+		memory = store.NewMemory()
+	}
 	sub := w.r.topo.Subtopologies()[id.Subtopology]
-	lt := &liveTask{id: id, memory: store.NewMemory(), committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{},
+	lt := &liveTask{id: id, memory: memory, committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{},
 		dataEnd: map[task.TopicPartition]int64{}, seenEnd: map[task.TopicPartition]int64{},
 		processed: w.r.metrics.taskProcessed.WithLabelValues(id.String())}
 	streamTime := int64(task.UnknownTime)
@@ -205,9 +223,12 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 			return 0, fmt.Errorf("partition count of %q is unknown", topic)
 		},
 	}
+	if handed != nil {
+		lt.persistent, lt.release, cfg.Persistent = handed.persistent, handed.release, handed.persistent
+	}
 	for _, name := range sub.Stores {
 		if spec, _ := w.r.topo.Store(name); spec.Persistent && lt.persistent == nil {
-			p, release, err := w.openPersistent(ctx, id)
+			p, release, err := w.r.openPersistent(ctx, id, w.log)
 			if err != nil {
 				return nil, err
 			}
@@ -244,84 +265,42 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 // restore ends on the fetch position, never on seeing a particular record:
 // the last offsets before the end may be aborted data or compacted away.
 func (w *worker) restore(ctx context.Context, lt *liveTask) error {
-	type work struct {
-		store   string
-		topic   string
-		from    int64
-		end     int64
-		empties int // fetches in a row that returned nothing below a stable offset at or past end
+	stores := w.r.loggedStores(lt.id.Subtopology)
+	if len(stores) == 0 {
+		return nil
 	}
-	var todo []*work
-	var topics []string
-	for _, name := range lt.task.Stores() {
-		spec, _ := w.r.topo.Store(name)
-		if !spec.Logged {
-			continue
+	positions, err := w.r.openPositions(ctx, w.adm, lt.task, lt.id, stores, w.log)
+	if err != nil {
+		return err
+	}
+	partition := strconv.Itoa(int(lt.id.Partition))
+	todo := map[string]*changelogPosition{} // topic -> position
+	var reading []*changelogPosition
+	for _, pos := range positions {
+		w.r.metrics.restoreLeft.WithLabelValues(pos.store, partition).Set(float64(pos.end - pos.applied))
+		if pos.applied < pos.end {
+			todo[pos.topic] = pos
+			reading = append(reading, pos)
 		}
-		topic := topo.ChangelogTopic(w.r.cfg.ApplicationID, name)
-		todo = append(todo, &work{store: name, topic: topic})
-		topics = append(topics, topic)
 	}
 	if len(todo) == 0 {
 		return nil
 	}
-	listCtx, cancel := context.WithTimeout(ctx, w.r.cfg.SessionTimeout)
-	ends, err := w.adm.ListEndOffsets(listCtx, topics...)
-	cancel()
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("list changelog ends: %w", err)
-	}
-	partitions := map[string]map[int32]kgo.Offset{}
-	byTopic := map[string]*work{}
-	for _, wk := range todo {
-		end, ok := ends.Lookup(wk.topic, lt.id.Partition)
-		if !ok {
-			return fmt.Errorf("changelog %s has no partition %d", wk.topic, lt.id.Partition)
-		}
-		wk.end = end.Offset
-		cp, ok, err := lt.task.Checkpoint(wk.store)
-		if err != nil || !ok || cp > wk.end {
-			if err != nil || cp > wk.end {
-				w.log.Warn("local store does not match its changelog; rebuilding it", "store", wk.store, "task", lt.id, "checkpoint", cp, "changelog_end", wk.end, "err", err)
-			}
-			if err := lt.task.Wipe(wk.store); err != nil {
-				return fmt.Errorf("wipe %s: %w", wk.store, err)
-			}
-			cp = 0
-		}
-		wk.from = cp
-		w.r.metrics.restoreLeft.WithLabelValues(wk.store, strconv.Itoa(int(lt.id.Partition))).Set(float64(wk.end - wk.from))
-		if wk.from < wk.end {
-			partitions[wk.topic] = map[int32]kgo.Offset{lt.id.Partition: kgo.NewOffset().At(wk.from)}
-			byTopic[wk.topic] = wk
-		}
-	}
-	if len(partitions) == 0 {
-		return nil
-	}
 	started := time.Now()
-	cl, err := kgo.NewClient(append(w.r.clientOptions(),
-		kgo.ConsumePartitions(partitions),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)...)
+	cl, err := w.r.changelogClient()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	consumeFrom(cl, reading)
 	batchSize := crashpoint.RestoreBatch(10000)
-	batches := map[string][]store.Change{}
-	flush := func(wk *work, next int64) error {
-		changes := batches[wk.topic]
-		if err := lt.task.Restore(wk.store, changes, next); err != nil {
-			return fmt.Errorf("restore %s/%d: %w", wk.store, lt.id.Partition, err)
+	apply := func(pos *changelogPosition, next int64) error {
+		n, err := pos.apply(lt.task, next)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
 		}
-		w.r.metrics.restored.WithLabelValues(wk.store).Add(float64(len(changes)))
-		if next < wk.end && crashpoint.Armed() {
+		w.r.metrics.restored.WithLabelValues(pos.store).Add(float64(n))
+		if next < pos.end && crashpoint.Armed() {
 			// The crash finds the batch on disk, as a SIGKILL a moment
 			// later would (Pebble writes its log behind the commit).
 			if lt.persistent != nil {
@@ -329,15 +308,14 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			}
 			crashpoint.Reach(crashpoint.MidRestore)
 		}
-		w.r.metrics.restoreLeft.WithLabelValues(wk.store, strconv.Itoa(int(lt.id.Partition))).Set(float64(wk.end - next))
-		batches[wk.topic] = changes[:0]
+		w.r.metrics.restoreLeft.WithLabelValues(pos.store, partition).Set(float64(pos.end - next))
 		return nil
 	}
 	// A restore waits at most for open transactions on the changelog to end,
 	// which the broker bounds by their transaction timeout.
 	stallLimit := 2*w.r.cfg.TransactionTimeout + 10*time.Second
 	lastProgress := time.Now()
-	for len(byTopic) > 0 {
+	for len(todo) > 0 {
 		pollCtx, cancel := context.WithTimeout(ctx, time.Second)
 		fetches := cl.PollFetches(pollCtx)
 		cancel()
@@ -354,50 +332,28 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			return err
 		}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			wk := byTopic[fp.Topic]
-			if err != nil || wk == nil || fp.Err != nil {
+			pos := todo[fp.Topic]
+			if err != nil || pos == nil || fp.Err != nil {
 				return
 			}
-			reached := false
-			for _, rec := range fp.Records {
+			if len(fp.Records) > 0 {
 				lastProgress = time.Now()
-				if rec.Offset >= wk.end {
-					reached = true
-					break
-				}
-				if !rec.Attrs.IsControl() {
-					batches[wk.topic] = append(batches[wk.topic], store.Change{Key: rec.Key, Value: rec.Value})
-				}
-				if rec.Offset+1 >= wk.end {
-					reached = true
-				} else if len(batches[wk.topic]) >= batchSize {
-					if err = flush(wk, rec.Offset+1); err != nil {
-						return
-					}
-				}
 			}
-			// Nothing left below a stable offset at or past the end, seen by
-			// two fetches in a row (the first may have skipped only aborted
-			// data): the position has reached the end.
-			if len(fp.Records) == 0 && fp.LastStableOffset >= wk.end {
-				wk.empties++
-				reached = reached || wk.empties >= 2
-			} else {
-				wk.empties = 0
+			var reached bool
+			if reached, err = pos.take(fp, batchSize, apply); err != nil || !reached {
+				return
 			}
-			if reached {
-				err = flush(wk, wk.end)
-				delete(byTopic, fp.Topic)
-				cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
-			}
+			err = apply(pos, pos.end)
+			delete(todo, fp.Topic)
+			cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
 		})
 		if err != nil {
 			return err
 		}
 		if time.Since(lastProgress) > stallLimit {
-			for _, wk := range byTopic {
+			for _, pos := range todo {
 				return fmt.Errorf("restore %s/%d made no progress for %v below the changelog end %d: a transaction on the changelog neither commits nor aborts",
-					wk.store, lt.id.Partition, stallLimit, wk.end)
+					pos.store, lt.id.Partition, stallLimit, pos.end)
 			}
 		}
 	}

@@ -27,8 +27,10 @@ import (
 // open the cooperative-sticky balancer's own user data (an array length).
 var routingMagic = []byte{0xe7, 'x', 'q'}
 
-// routingVersion is the version this package writes.
-const routingVersion byte = 1
+// routingVersion is the version this package writes. Version 2 added the
+// standby tasks: those a member holds and gave up (memberInfo), and those
+// the leader hands it (assignmentInfo).
+const routingVersion byte = 2
 
 // memberInfo is what a member advertises in its subscription.
 type memberInfo struct {
@@ -37,10 +39,21 @@ type memberInfo struct {
 	Process string
 	// Host is the instance's ApplicationServer, "" if it serves no queries.
 	Host string
+	// Standby are the tasks the member keeps standby copies of, so that the
+	// leader keeps them there and prefers the member when a task's active
+	// owner is gone.
+	Standby []topo.TaskID
+	// Released are the tasks the member's latest assignment took from it
+	// to move them elsewhere: the leader leaves them to the balancer's
+	// choice (not to a standby holder) and, the member's copy being the
+	// newest, prefers it for their standby.
+	Released []topo.TaskID
 }
 
 func (m memberInfo) appendTo(b []byte) []byte {
-	return appendEnvelope(b, appendString(appendString(nil, m.Process), m.Host))
+	fields := appendString(appendString(nil, m.Process), m.Host)
+	fields = appendTasks(appendTasks(fields, m.Standby), m.Released)
+	return appendEnvelope(b, fields)
 }
 
 // cutMemberInfo splits user data into this package's member info and what
@@ -54,6 +67,10 @@ func cutMemberInfo(data []byte) (m memberInfo, rest []byte, ok bool, err error) 
 	f := decoder{b: fields}
 	m.Process = f.string()
 	m.Host = f.string()
+	if f.more() { // version 2
+		m.Standby = f.tasks()
+		m.Released = f.tasks()
+	}
 	if f.err != nil {
 		return memberInfo{}, data, false, fmt.Errorf("member info: %w", f.err)
 	}
@@ -68,12 +85,15 @@ type assignmentInfo struct {
 	// Hosts maps each advertised ApplicationServer to the tasks its
 	// instance holds. Members that advertise none are left out.
 	Hosts map[string]hostTasks
+	// Standby are the tasks the receiving member keeps standby copies of
+	// (the only field that differs between members).
+	Standby []topo.TaskID
 }
 
 // hostTasks are the tasks one instance holds.
 type hostTasks struct {
 	Active  []topo.TaskID
-	Standby []topo.TaskID // none yet: standby replicas will fill it
+	Standby []topo.TaskID
 }
 
 func (a assignmentInfo) appendTo(b []byte) []byte {
@@ -85,6 +105,7 @@ func (a assignmentInfo) appendTo(b []byte) []byte {
 		body = appendTasks(body, a.Hosts[host].Active)
 		body = appendTasks(body, a.Hosts[host].Standby)
 	}
+	body = appendTasks(body, a.Standby)
 	return appendEnvelope(b, body)
 }
 
@@ -102,6 +123,9 @@ func parseAssignmentInfo(data []byte) (a assignmentInfo, ok bool, err error) {
 	for i := uint64(0); i < n && f.err == nil; i++ {
 		host := f.string()
 		a.Hosts[host] = hostTasks{Active: f.tasks(), Standby: f.tasks()}
+	}
+	if f.more() { // version 2
+		a.Standby = f.tasks()
 	}
 	if f.err != nil {
 		return assignmentInfo{}, false, fmt.Errorf("assignment info: %w", f.err)
@@ -193,6 +217,10 @@ func (d *decoder) take(n uint64) []byte {
 	d.b = d.b[n:]
 	return out
 }
+
+// more reports whether fields are left to read: a field a later version
+// appended, absent from an earlier version's encoding.
+func (d *decoder) more() bool { return d.err == nil && len(d.b) > 0 }
 
 func (d *decoder) string() string { return string(d.take(d.uvarint())) }
 

@@ -19,6 +19,8 @@ func testBalancer(self memberInfo, onAssignment func([]topo.TaskID, *assignmentI
 		representative: map[string]string{"a": "a", "b": "a", "c": "c"},
 		members:        map[string][]string{"a": {"a", "b"}, "c": {"c"}},
 		subOf:          map[string]int{"a": 0, "c": 1},
+		repOf:          map[int]string{0: "a", 1: "c"},
+		stateful:       map[int]bool{},
 		self:           self,
 		onAssignment:   onAssignment,
 	}
@@ -103,7 +105,7 @@ func TestEveryMemberLearnsTheWholeAssignmentByHost(t *testing.T) {
 			t.Errorf("host %s holds %v in the map; member %s was assigned %v", host, got["m1"].Hosts[host].Active, id, want)
 		}
 		if len(got["m1"].Hosts[host].Standby) != 0 {
-			t.Errorf("host %s has standby tasks %v; none exist yet", host, got["m1"].Hosts[host].Standby)
+			t.Errorf("host %s has standby tasks %v; the topology has no logged store", host, got["m1"].Hosts[host].Standby)
 		}
 	}
 	slices.SortFunc(all, compareTaskIDs)
@@ -150,14 +152,24 @@ func TestRoutingEncodingIsVersionedAndOnlyGrows(t *testing.T) {
 	later := appendEnvelope(nil, append(slices.Clip(fields), "a field of version 9"...))
 	later[len(routingMagic)] = 9
 	if out, ok, err := parseAssignmentInfo(later); err != nil || !ok || !reflect.DeepEqual(out, in) {
-		t.Fatalf("version 9 data read as %+v %v %v; want the version 1 fields %+v", out, ok, err, in)
+		t.Fatalf("version 9 data read as %+v %v %v; want the version 2 fields %+v", out, ok, err, in)
 	}
 
-	m := memberInfo{Process: "abc", Host: "h:1"}
+	m := memberInfo{Process: "abc", Host: "h:1", Standby: []topo.TaskID{{Subtopology: 1, Partition: 2}}, Released: []topo.TaskID{{Subtopology: 0, Partition: 7}}}
 	sticky := []byte{0, 0, 0, 1, 'x'} // what the inner balancer wrote
 	gotM, rest, ok, err := cutMemberInfo(m.appendTo(nil))
-	if err != nil || !ok || gotM != m || len(rest) != 0 {
+	if err != nil || !ok || !reflect.DeepEqual(gotM, m) || len(rest) != 0 {
 		t.Fatalf("member info round trip = %+v %q %v %v", gotM, rest, ok, err)
+	}
+	// Version 1 wrote neither standby field: they read as none.
+	v1 := appendEnvelope(nil, appendString(appendString(nil, "old"), "o:1"))
+	if gotM, _, ok, err := cutMemberInfo(v1); err != nil || !ok || !reflect.DeepEqual(gotM, memberInfo{Process: "old", Host: "o:1"}) {
+		t.Fatalf("version 1 member info read as %+v %v %v", gotM, ok, err)
+	}
+	mine := in
+	mine.Standby = []topo.TaskID{{Subtopology: 0, Partition: 1}}
+	if out, ok, err := parseAssignmentInfo(mine.appendTo(nil)); err != nil || !ok || !reflect.DeepEqual(out, mine) {
+		t.Fatalf("assignment info with the member's standby tasks read as %+v %v %v; want %+v", out, ok, err, mine)
 	}
 	if _, rest, ok, err := cutMemberInfo(append(m.appendTo(nil), sticky...)); err != nil || !ok || string(rest) != string(sticky) {
 		t.Fatalf("inner user data after member info = %q %v %v; want %q", rest, ok, err, sticky)

@@ -44,7 +44,8 @@ type Runner struct {
 	shutdownCause                  atomic.Pointer[error]
 	workers                        []atomic.Pointer[worker] // the current worker of each slot
 
-	routes routes // the group's assignment by advertised host (routing.go)
+	routes   routes   // the group's assignment by advertised host (routing.go)
+	standbys standbys // the standby tasks this instance keeps (standby.go)
 
 	blockCache *store.BlockCache // shared by the persistent stores; set while Run runs
 
@@ -88,6 +89,7 @@ func New(t *topo.Topology, cfg Config) (*Runner, error) {
 			r.subOf[topic] = sub.ID
 		}
 	}
+	r.standbys.r = r
 	r.deadLetter = r.deadLetterTopics()
 	r.life = lifecycle{workers: make([]State, c.Workers), listener: c.StateListener}
 	r.workers = make([]atomic.Pointer[worker], c.Workers)
@@ -184,6 +186,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		close(r.ready)
 	}()
 	wg.Wait()
+	r.standbys.stopAll()
 	err = errors.Join(errs...)
 	if err != nil {
 		r.cfg.Logger.Error("instance stopped by an error", "err", err)

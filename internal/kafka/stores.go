@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,8 +15,8 @@ import (
 )
 
 // taskDir is where a task's persistent stores live.
-func (w *worker) taskDir(id topo.TaskID) string {
-	return filepath.Join(w.r.stateDir, id.String())
+func (r *Runner) taskDir(id topo.TaskID) string {
+	return filepath.Join(r.stateDir, id.String())
 }
 
 // errDirHeld says a task directory stayed open in this process too long.
@@ -28,9 +29,9 @@ var errDirHeld = errors.New("the task's store is still open in this process")
 // timeout). Only a store Pebble reports as corrupt is wiped, to be rebuilt
 // from the changelog; any other failure (a lock, no file descriptors, a
 // full disk) is returned and deletes nothing.
-func (w *worker) openPersistent(ctx context.Context, id topo.TaskID) (*store.Pebble, func(), error) {
-	dir := w.taskDir(id)
-	release, err := w.r.acquireDir(ctx, dir, w.r.cfg.RebalanceTimeout)
+func (r *Runner) openPersistent(ctx context.Context, id topo.TaskID, log *slog.Logger) (*store.Pebble, func(), error) {
+	dir := r.taskDir(id)
+	release, err := r.acquireDir(ctx, dir, r.cfg.RebalanceTimeout)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open store of task %s: %w", id, err)
 	}
@@ -39,17 +40,17 @@ func (w *worker) openPersistent(ctx context.Context, id topo.TaskID) (*store.Peb
 		return nil, nil, err
 	}
 	slow := time.AfterFunc(10*time.Second, func() {
-		w.log.Warn("opening a task's store is taking long", "task", id, "dir", dir)
+		log.Warn("opening a task's store is taking long", "task", id, "dir", dir)
 	})
-	p, err := store.OpenPebbleWith(dir, w.r.storeOptions())
+	p, err := store.OpenPebbleWith(dir, r.storeOptions())
 	slow.Stop()
 	if err != nil && store.IsCorrupt(err) {
-		w.log.Warn("local store corrupt; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
+		log.Warn("local store corrupt; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
 		if rmErr := os.RemoveAll(dir); rmErr != nil {
 			release()
 			return nil, nil, fmt.Errorf("wipe %s: %w", dir, rmErr)
 		}
-		p, err = store.OpenPebbleWith(dir, w.r.storeOptions())
+		p, err = store.OpenPebbleWith(dir, r.storeOptions())
 	}
 	if err != nil {
 		release()

@@ -44,7 +44,7 @@ func files(t *testing.T, dir string) int {
 func TestStoreLockedElsewhereIsNeverWiped(t *testing.T) {
 	w, _ := storeWorker(t)
 	id := topo.TaskID{Partition: 1}
-	db, err := pebble.Open(w.taskDir(id), &pebble.Options{Logger: quietPebble{}})
+	db, err := pebble.Open(w.r.taskDir(id), &pebble.Options{Logger: quietPebble{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,13 +52,13 @@ func TestStoreLockedElsewhereIsNeverWiped(t *testing.T) {
 	if err := db.Set([]byte("k"), []byte("v"), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	before := files(t, w.taskDir(id))
-	if p, release, err := w.openPersistent(context.Background(), id); err == nil {
+	before := files(t, w.r.taskDir(id))
+	if p, release, err := w.r.openPersistent(context.Background(), id, w.log); err == nil {
 		p.Close()
 		release()
 		t.Fatal("a store locked by another holder opened")
 	}
-	if after := files(t, w.taskDir(id)); after != before {
+	if after := files(t, w.r.taskDir(id)); after != before {
 		t.Fatalf("the locked store's directory had %d files before the failed open and %d after", before, after)
 	}
 	if _, closer, err := db.Get([]byte("k")); err != nil {
@@ -74,7 +74,7 @@ func TestStoreLockedElsewhereIsNeverWiped(t *testing.T) {
 func TestTaskDirectoryMovesBetweenWorkersOnlyWhenClosed(t *testing.T) {
 	leaving, taking := storeWorker(t)
 	id := topo.TaskID{Partition: 2}
-	p, release, err := leaving.openPersistent(context.Background(), id)
+	p, release, err := leaving.r.openPersistent(context.Background(), id, leaving.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestTaskDirectoryMovesBetweenWorkersOnlyWhenClosed(t *testing.T) {
 		closed <- time.Now()
 		release()
 	}()
-	q, release2, err := taking.openPersistent(context.Background(), id)
+	q, release2, err := taking.r.openPersistent(context.Background(), id, taking.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestTaskDirectoryMovesBetweenWorkersOnlyWhenClosed(t *testing.T) {
 	// A holder that never lets go makes the open fail after the wait,
 	// deleting nothing.
 	taking.r.cfg.RebalanceTimeout = 100 * time.Millisecond
-	if _, _, err := leaving.openPersistent(context.Background(), id); err == nil {
+	if _, _, err := leaving.r.openPersistent(context.Background(), id, leaving.log); err == nil {
 		t.Fatal("opened a store another worker holds")
 	}
 	if _, ok, _ := q.Get([]byte("k000099")); !ok {
@@ -115,14 +115,14 @@ func TestTaskDirectoryMovesBetweenWorkersOnlyWhenClosed(t *testing.T) {
 func TestCorruptStoreIsWipedForRebuild(t *testing.T) {
 	w, _ := storeWorker(t)
 	id := topo.TaskID{Partition: 3}
-	p, release, err := w.openPersistent(context.Background(), id)
+	p, release, err := w.r.openPersistent(context.Background(), id, w.log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	putKeys(t, p, 10)
 	p.Close()
 	release()
-	manifests, _ := filepath.Glob(filepath.Join(w.taskDir(id), "MANIFEST-*"))
+	manifests, _ := filepath.Glob(filepath.Join(w.r.taskDir(id), "MANIFEST-*"))
 	if len(manifests) == 0 {
 		t.Fatal("no manifest to damage")
 	}
@@ -131,7 +131,7 @@ func TestCorruptStoreIsWipedForRebuild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, release, err = w.openPersistent(context.Background(), id)
+	p, release, err = w.r.openPersistent(context.Background(), id, w.log)
 	if err != nil {
 		t.Fatalf("a corrupt store was not rebuilt: %v", err)
 	}
@@ -148,7 +148,7 @@ func TestCorruptStoreIsWipedForRebuild(t *testing.T) {
 func TestReadersKeepAClosingStoreOpen(t *testing.T) {
 	w, _ := storeWorker(t)
 	id := topo.TaskID{Partition: 4}
-	p, release, err := w.openPersistent(context.Background(), id)
+	p, release, err := w.r.openPersistent(context.Background(), id, w.log)
 	if err != nil {
 		t.Fatal(err)
 	}

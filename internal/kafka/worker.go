@@ -39,22 +39,9 @@ type worker struct {
 	stalled          atomic.Bool
 	cancelSession    atomic.Pointer[context.CancelCauseFunc]
 	rebalancingSince atomic.Int64 // unix ns since the worker rebalances (0: running)
-}
-
-// rebalancing marks the worker rebalancing: joining the group or restoring
-// newly assigned tasks.
-func (w *worker) rebalancing() {
-	w.rebalancingSince.CompareAndSwap(0, time.Now().UnixNano())
-	w.r.life.worker(w.index, StateRebalancing)
-}
-
-// running marks the worker processing again, and observes how long the
-// rebalance took.
-func (w *worker) running() {
-	if since := w.rebalancingSince.Swap(0); since != 0 {
-		w.r.metrics.rebalanceDuration.Observe(time.Since(time.Unix(0, since)).Seconds())
-	}
-	w.r.life.worker(w.index, StateRunning)
+	// endPoll ends the poll in progress (nil between polls), so that newly
+	// assigned tasks start at once rather than at the poll's deadline.
+	endPoll atomic.Pointer[context.CancelFunc]
 }
 
 func newWorker(r *Runner, index int, ready func()) *worker {
@@ -179,7 +166,9 @@ func (w *worker) session(parent context.Context) (err error) {
 		}
 		pollCtx, cancel := context.WithDeadline(ctx, w.lastCommit.Add(w.r.cfg.CommitInterval))
 		polled := time.Now()
+		w.endPoll.Store(&cancel)
 		fetches := w.cl.PollRecords(pollCtx, w.r.cfg.MaxPollRecords)
+		w.endPoll.Store(nil)
 		cancel()
 		w.r.metrics.pollLatency.Observe(time.Since(polled).Seconds())
 		if fetches.IsClientClosed() {

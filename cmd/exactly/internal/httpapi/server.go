@@ -53,6 +53,9 @@ type Routing struct {
 	Self string `json:"self"`
 	// LocalTasks are the tasks this instance holds, restoring or running.
 	LocalTasks []exactly.TaskMetadata `json:"localTasks"`
+	// StandbyTasks are the standby tasks this instance keeps, with their
+	// lag.
+	StandbyTasks []exactly.StandbyTaskMetadata `json:"standbyTasks"`
 	// Instances are every instance advertising an address, with its tasks.
 	Instances []exactly.InstanceMetadata `json:"instances"`
 }

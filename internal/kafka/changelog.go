@@ -1,0 +1,169 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/exactly-go/exactly/internal/store"
+	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Reading changelogs into stores, shared by the restore of an active task
+// (restore.go) and the tailing of a standby (standby.go): both apply what
+// they read in batches, each in one atomic write with the offset after its
+// last record as the store's checkpoint (DESIGN invariant 2), so a crash
+// anywhere leaves a store at its checkpoint.
+
+// changelogTarget is what changelog records are applied to: the stores of
+// an active task (*task.Task) or of a standby (standbyStores).
+type changelogTarget interface {
+	// Checkpoint returns the store's checkpoint; false when it has none.
+	Checkpoint(name string) (int64, bool, error)
+	// Restore applies changes with the checkpoint next in one atomic write.
+	Restore(name string, changes []store.Change, next int64) error
+	// Wipe empties the store and removes its checkpoint.
+	Wipe(name string) error
+}
+
+// changelogPosition is where the reading of one store's changelog partition
+// stands.
+type changelogPosition struct {
+	store, topic string
+	partition    int32
+	// applied is the store's checkpoint: the offset after the last record
+	// applied to it.
+	applied int64
+	// read is the offset after the last record read (applied or batched).
+	read int64
+	// end is where a restore stops; a standby never stops.
+	end   int64
+	batch []store.Change
+	// empties counts fetches in a row that returned nothing below a stable
+	// offset at or past end.
+	empties int
+}
+
+// loggedStores returns the stores of sub-topology sub that have a
+// changelog.
+func (r *Runner) loggedStores(sub int) []string {
+	var out []string
+	for _, name := range r.topo.Subtopologies()[sub].Stores {
+		if spec, _ := r.topo.Store(name); spec.Logged {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// openPositions lists the end of each logged store's changelog partition
+// and reads the store's checkpoint. A store without a checkpoint, or with
+// one past its changelog's end (the changelog was recreated), is wiped to be
+// rebuilt from offset 0.
+func (r *Runner) openPositions(ctx context.Context, adm *kadm.Client, target changelogTarget, id topo.TaskID, stores []string, log *slog.Logger) ([]*changelogPosition, error) {
+	var topics []string
+	for _, name := range stores {
+		topics = append(topics, topo.ChangelogTopic(r.cfg.ApplicationID, name))
+	}
+	listCtx, cancel := context.WithTimeout(ctx, r.cfg.SessionTimeout)
+	ends, err := adm.ListEndOffsets(listCtx, topics...)
+	cancel()
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list changelog ends: %w", err)
+	}
+	var out []*changelogPosition
+	for i, name := range stores {
+		end, ok := ends.Lookup(topics[i], id.Partition)
+		if !ok {
+			return nil, fmt.Errorf("changelog %s has no partition %d", topics[i], id.Partition)
+		}
+		cp, ok, err := target.Checkpoint(name)
+		if err != nil || !ok || cp > end.Offset {
+			if err != nil || cp > end.Offset {
+				log.Warn("local store does not match its changelog; rebuilding it", "store", name, "task", id, "checkpoint", cp, "changelog_end", end.Offset, "err", err)
+			}
+			if err := target.Wipe(name); err != nil {
+				return nil, fmt.Errorf("wipe %s: %w", name, err)
+			}
+			cp = 0
+		}
+		out = append(out, &changelogPosition{store: name, topic: topics[i], partition: id.Partition, applied: cp, read: cp, end: end.Offset})
+	}
+	return out, nil
+}
+
+// changelogClient returns a client that reads changelogs read_committed,
+// consuming nothing until told by consumeFrom. It keeps control records, so
+// that its position passes the transaction markers.
+func (r *Runner) changelogClient() (*kgo.Client, error) {
+	return kgo.NewClient(append(r.clientOptions(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(250*time.Millisecond),
+	)...)
+}
+
+// consumeFrom makes cl read the positions' partitions from where they have
+// read up to.
+func consumeFrom(cl *kgo.Client, positions []*changelogPosition) {
+	partitions := map[string]map[int32]kgo.Offset{}
+	for _, pos := range positions {
+		if partitions[pos.topic] == nil {
+			partitions[pos.topic] = map[int32]kgo.Offset{}
+		}
+		partitions[pos.topic][pos.partition] = kgo.NewOffset().At(pos.read)
+	}
+	cl.AddConsumePartitions(partitions)
+}
+
+// take adds the records of one fetched partition that lie below pos.end to
+// pos's batch, calling apply with the offset after the last record taken
+// whenever batchSize changes wait. It reports whether the position reached
+// pos.end; the records from there on are not taken.
+func (pos *changelogPosition) take(fp kgo.FetchTopicPartition, batchSize int, apply func(pos *changelogPosition, next int64) error) (reached bool, err error) {
+	for _, rec := range fp.Records {
+		if rec.Offset >= pos.end {
+			return true, nil
+		}
+		if !rec.Attrs.IsControl() {
+			pos.batch = append(pos.batch, store.Change{Key: rec.Key, Value: rec.Value})
+		}
+		pos.read = rec.Offset + 1
+		if pos.read >= pos.end {
+			return true, nil
+		}
+		if len(pos.batch) >= batchSize {
+			if err := apply(pos, pos.read); err != nil {
+				return false, err
+			}
+		}
+	}
+	// Nothing left below a stable offset at or past the end, seen by two
+	// fetches in a row (the first may have skipped only aborted data): the
+	// position has reached the end.
+	if len(fp.Records) == 0 && fp.LastStableOffset >= pos.end {
+		pos.empties++
+		return pos.empties >= 2, nil
+	}
+	pos.empties = 0
+	return false, nil
+}
+
+// apply writes pos's batch to target with the checkpoint next in one
+// atomic write, and empties the batch. It returns the number of changes
+// applied.
+func (pos *changelogPosition) apply(target changelogTarget, next int64) (int, error) {
+	n := len(pos.batch)
+	if err := target.Restore(pos.store, pos.batch, next); err != nil {
+		return 0, fmt.Errorf("apply changelog %s/%d: %w", pos.store, pos.partition, err)
+	}
+	pos.applied = next
+	pos.batch = pos.batch[:0]
+	return n, nil
+}
