@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Guarantee is a processing guarantee.
@@ -141,6 +142,9 @@ type Config struct {
 	// StateListener, if set, is told every change of the instance's state,
 	// in order. It runs on the runtime's goroutines and must not block.
 	StateListener func(old, new State)
+	// TracerProvider turns on tracing: spans of records, commits and
+	// restores, and traceparent headers on outputs; nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) withDefaults() (Config, error) {
