@@ -32,8 +32,12 @@ import (
 // ScopeName is the instrumentation scope of every span of the runtime.
 const ScopeName = "github.com/exactly-go/exactly"
 
-// HeaderTraceParent is the record header holding the W3C traceparent.
-const HeaderTraceParent = "traceparent"
+// The record headers of the W3C trace context: HeaderTraceParent holds the
+// trace and parent span ids, HeaderTraceState vendors' data.
+const (
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
+)
 
 // Attribute keys of the runtime's own, beside the messaging semantic
 // conventions.
@@ -139,7 +143,7 @@ func Stamp(out, input []topo.Header, sc trace.SpanContext) []topo.Header {
 	}
 	headers := make([]topo.Header, 0, len(out)+2)
 	for _, h := range out {
-		if !strings.EqualFold(h.Key, HeaderTraceParent) && !strings.EqualFold(h.Key, "tracestate") {
+		if !strings.EqualFold(h.Key, HeaderTraceParent) && !strings.EqualFold(h.Key, HeaderTraceState) {
 			headers = append(headers, h)
 		}
 	}
