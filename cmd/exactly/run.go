@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
@@ -63,6 +65,10 @@ type runOrdersConfig struct {
 	DLQTopic          string
 	SessionTimeout    time.Duration
 	Persistent        bool
+	// TraceStdout traces records, commits and restores and writes the
+	// spans to TraceOutput (standard output when nil).
+	TraceStdout bool
+	TraceOutput io.Writer
 }
 
 func defaultRunOrdersConfig() runOrdersConfig {
@@ -124,7 +130,15 @@ After every rebalance every instance knows which instance holds each order,
 without asking the brokers; an order held elsewhere is fetched from its
 holder (one forwarded request, answer unchanged). Set --application-server
 to the address the other instances reach this one at when --http listens on
-all interfaces (e.g. --http :8080 --application-server 10.0.0.5:8080).`,
+all interfaces (e.g. --http :8080 --application-server 10.0.0.5:8080).
+
+Tracing (--trace-stdout): OpenTelemetry spans of every record ("process
+order-events", a child of the record's W3C traceparent header, or of the
+trace its envelope's traceId names when that is 32 hex digits), of every
+commit and of every restore go to standard output, one JSON object per line
+(logs go to standard error). Projections and dead letters carry the
+traceparent of their record's span. Meant for trials: every record is
+traced.`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
@@ -156,6 +170,7 @@ all interfaces (e.g. --http :8080 --application-server 10.0.0.5:8080).`,
 	f.StringVar(&c.DLQTopic, "dlq-topic", c.DLQTopic, "dead-letter topic")
 	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move; must lie within the broker's group.min/max.session.timeout.ms (6s to 30m by default)")
 	f.BoolVar(&c.Persistent, "persistent", c.Persistent, "keep stores on disk (Pebble) rather than in memory")
+	f.BoolVar(&c.TraceStdout, "trace-stdout", false, "trace every record, commit and restore (OpenTelemetry) and write the spans to standard output as JSON lines")
 	return cmd
 }
 
@@ -193,6 +208,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		DeadLetterTopic: c.DLQTopic,
 		Persistent:      c.Persistent,
 		Registerer:      reg,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
@@ -213,6 +229,17 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}
 
+	var tracerProvider trace.TracerProvider
+	if c.TraceStdout {
+		tp, stop, err := stdoutTracing(c.TraceOutput, c.ApplicationID)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		tracerProvider = tp
+		log.Info("tracing every record, commit and restore to standard output")
+	}
+
 	app, err := exactly.New(topology, exactly.Config{
 		Brokers:           c.Brokers,
 		ApplicationServer: advertised,
@@ -225,6 +252,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		CreateTopics:      c.CreateTopics,
 		Registerer:        reg,
 		Logger:            log,
+		TracerProvider:    tracerProvider,
 	})
 	if err != nil {
 		return err
