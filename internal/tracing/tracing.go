@@ -171,7 +171,9 @@ type RecordSpan struct {
 // StartRecord starts the span of one input record: a consumer span named
 // "process <topic>", child of the record's traceparent, or (without one)
 // of the hint's trace, with the messaging semantic conventions' attributes
-// of the record and the task's id.
+// of the record and the task's id. The attributes are set after the span
+// starts, and only on a sampled span: a sampler does not see them, and a
+// record that is not sampled costs less.
 func StartRecord(tracer trace.Tracer, r RecordSpan) trace.Span {
 	ctx := context.Background()
 	if parent := Extract(r.Raw.Headers); parent.IsValid() {
@@ -179,8 +181,11 @@ func StartRecord(tracer trace.Tracer, r RecordSpan) trace.Span {
 	} else if r.Hint.TraceID.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, producerOf(r.Hint.TraceID))
 	}
-	attrs := make([]attribute.KeyValue, 0, 8+len(r.Hint.Attributes))
-	attrs = append(attrs,
+	_, span := tracer.Start(ctx, "process "+r.Raw.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
+	if !span.IsRecording() {
+		return span // not sampled: only its context travels on
+	}
+	span.SetAttributes(
 		semconv.MessagingSystemKafka,
 		semconv.MessagingOperationTypeProcess,
 		semconv.MessagingOperationName("process"),
@@ -190,9 +195,7 @@ func StartRecord(tracer trace.Tracer, r RecordSpan) trace.Span {
 		semconv.MessagingConsumerGroupName(r.ApplicationID),
 		KeyTask.String(r.Task.String()),
 	)
-	attrs = append(attrs, r.Hint.Attributes...)
-	_, span := tracer.Start(ctx, "process "+r.Raw.Topic,
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	span.SetAttributes(r.Hint.Attributes...)
 	return span
 }
 
