@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exactly-go/exactly/internal/kafka"
 )
@@ -246,6 +247,18 @@ type Config struct {
 	// and a store restored from it silently misses them. Changelogs the
 	// runtime creates are always compacted.
 	AllowUncompactedChangelogs bool
+	// TracerProvider turns on OpenTelemetry tracing; default nil, which
+	// traces nothing and costs nothing per record. With it, each processed
+	// record gets a span, a child of the W3C traceparent header the record
+	// carries, and every output and dead letter of the record carries that
+	// span's traceparent, so a trace crosses the pipeline (see
+	// [RecordTrace]). Each commit gets a span ("commit", with the tasks,
+	// input records, outputs and changelog records it holds and its
+	// result), and so does each task's restore ("restore", with the
+	// records read). Spans of an aborted commit's records stay: they
+	// record an attempt, and the records' next attempt has spans of its
+	// own. Sampling and export are the provider's.
+	TracerProvider trace.TracerProvider
 }
 
 // SASL holds the credentials of SASL authentication. The password is never
@@ -312,6 +325,7 @@ func (c Config) runtimeConfig() kafka.Config {
 		StoreMemTableSize:          c.StoreMemTableSize,
 		StoreSyncWrites:            c.StoreSyncWrites,
 		AllowUncompactedChangelogs: c.AllowUncompactedChangelogs,
+		TracerProvider:             c.TracerProvider,
 	}
 	if c.SASL != nil {
 		rc.SASL = &kafka.SASL{Mechanism: c.SASL.Mechanism, User: c.SASL.User, Password: c.SASL.Password}

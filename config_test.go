@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/exactly-go/exactly/internal/kafka"
 )
@@ -69,8 +70,14 @@ func setNonZero(t *testing.T, name string, v reflect.Value) {
 			}
 		}
 	case reflect.Interface:
-		// Only Registerer is an interface; any registry will do.
-		v.Set(reflect.ValueOf(prometheus.NewRegistry()))
+		// Registerer and TracerProvider: any implementation will do.
+		for _, impl := range []any{prometheus.NewRegistry(), noop.NewTracerProvider()} {
+			if reflect.TypeOf(impl).Implements(v.Type()) {
+				v.Set(reflect.ValueOf(impl))
+				return
+			}
+		}
+		t.Fatalf("Config.%s: no value of interface %s", name, v.Type())
 	default:
 		t.Fatalf("Config.%s: no non-zero value for kind %s", name, v.Kind())
 	}

@@ -5,6 +5,7 @@ import (
 
 	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Processor is a node that receives records of type Record[KIn, VIn] and may
@@ -57,6 +58,13 @@ type ProcessorContext[KOut, VOut any] interface {
 	// of the commit under way when it came are not counted again.) A
 	// prometheus.Counter is a Counter.
 	CountOnCommit(c Counter, n float64)
+	// Span is the tracing span of the input record being processed
+	// (Config.TracerProvider); it records nothing when tracing is off or
+	// outside of a record. Add attributes or events to it, log its
+	// SpanContext's ids, or start a child span with
+	// trace.ContextWithSpan(ctx, Span()) around a call to another service.
+	// The span ends when the record's processing does.
+	Span() trace.Span
 
 	rawStore(name string) (*engine.KV, *topo.StoreSpec, error)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
@@ -68,6 +70,10 @@ type runOrdersConfig struct {
 	// kafkaflags flags.
 	Security        kafkaflags.Security
 	StandbyReplicas int
+	// TraceStdout traces records, commits and restores and writes the
+	// spans to TraceOutput (standard output when nil).
+	TraceStdout bool
+	TraceOutput io.Writer
 }
 
 func defaultRunOrdersConfig() runOrdersConfig {
@@ -141,7 +147,15 @@ last fetch instead of the whole changelog: failover takes seconds whatever
 the store's size. Each copy costs the store's disk (or memory, without
 --persistent) and reading its changelog; keep --state-dir across restarts so
 that a restarted instance's copies resume where they stood. The status page
-lists the standby tasks with their lag (exactly_standby_lag_records).`,
+lists the standby tasks with their lag (exactly_standby_lag_records).
+
+Tracing (--trace-stdout): OpenTelemetry spans of every record ("process
+order-events", a child of the record's W3C traceparent header, or of the
+trace its envelope's traceId names when that is 32 hex digits), of every
+commit and of every restore go to standard output, one JSON object per line
+(logs go to standard error). Projections and dead letters carry the
+traceparent of their record's span. Meant for trials: every record is
+traced.`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
@@ -182,6 +196,7 @@ lists the standby tasks with their lag (exactly_standby_lag_records).`,
 	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move; must lie within the broker's group.min/max.session.timeout.ms (6s to 30m by default)")
 	f.BoolVar(&c.Persistent, "persistent", c.Persistent, "keep stores on disk (Pebble) rather than in memory")
 	f.IntVar(&c.StandbyReplicas, "standby-replicas", 0, "standby copies of each task's stores kept on other instances, so that failover restores only the delta (num.standby.replicas)")
+	f.BoolVar(&c.TraceStdout, "trace-stdout", false, "trace every record, commit and restore (OpenTelemetry) and write the spans to standard output as JSON lines")
 	return cmd
 }
 
@@ -219,6 +234,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		DeadLetterTopic: c.DLQTopic,
 		Persistent:      c.Persistent,
 		Registerer:      reg,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
@@ -239,6 +255,17 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}
 
+	var tracerProvider trace.TracerProvider
+	if c.TraceStdout {
+		tp, stop, err := stdoutTracing(c.TraceOutput, c.ApplicationID)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		tracerProvider = tp
+		log.Info("tracing every record, commit and restore to standard output")
+	}
+
 	app, err := exactly.New(topology, exactly.Config{
 		Brokers:           c.Brokers,
 		ApplicationServer: advertised,
@@ -254,6 +281,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		SASL:              c.Security.SASL,
 		Registerer:        reg,
 		Logger:            log,
+		TracerProvider:    tracerProvider,
 	})
 	if err != nil {
 		return err

@@ -67,6 +67,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Guarantee is a processing guarantee.
@@ -193,6 +194,9 @@ type Config struct {
 	// AllowUncompactedChangelogs makes a changelog topic found without
 	// cleanup.policy=compact a warning rather than an error; default false.
 	AllowUncompactedChangelogs bool
+	// TracerProvider turns on tracing: spans of records, commits and
+	// restores, and traceparent headers on outputs; nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultStoreBlockCacheSize is the default of StoreBlockCacheSize.

@@ -13,6 +13,7 @@ import (
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/tracing"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -212,6 +213,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 	cfg := task.Config{
 		Memory:             lt.memory,
 		DeadLetterMaxBytes: task.DefaultDeadLetterMaxBytes,
+		Tracer:             tracing.Tracer(w.r.cfg.TracerProvider),
 		ApplicationID:      w.r.cfg.ApplicationID,
 		ID:                 id,
 		StreamTime:         streamTime,
@@ -241,7 +243,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 		return nil, err
 	}
 	lt.task = tk
-	if err := w.restore(ctx, lt); err != nil {
+	if err := w.restoreTraced(ctx, lt); err != nil {
 		lt.closeStores()
 		return nil, err
 	}
@@ -300,6 +302,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 		w.r.metrics.restored.WithLabelValues(pos.store).Add(float64(n))
+		lt.restored += int64(n)
 		if next < pos.end && crashpoint.Armed() {
 			// The crash finds the batch on disk, as a SIGKILL a moment
 			// later would (Pebble writes its log behind the commit).

@@ -74,6 +74,7 @@ type liveTask struct {
 	release          func() // hands the task directory back (with persistent)
 	processed        prometheus.Counter
 	query            *queryTarget // what interactive queries and metrics read
+	restored         int64        // changelog records restored, for the restore's span
 }
 
 // join makes a new membership the worker's current one and creates its
