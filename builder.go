@@ -106,6 +106,12 @@ type Source[K, V any] struct {
 	// timestamp. An error, or a time before the epoch, is a deserialization
 	// error with reason ReasonInvalidTimestamp.
 	Timestamp func(rec Record[K, V]) (time.Time, error)
+	// Trace, when tracing is on (Config.TracerProvider), is called with
+	// each decoded record before the record's span starts, and says what
+	// the record's content tells of its trace: see [RecordTrace]. Default
+	// none: the span follows the record's traceparent header alone. A
+	// panic in it is ignored.
+	Trace func(rec Record[K, V]) RecordTrace
 }
 
 // AddSource adds a source node reading src.Topics.

@@ -2,11 +2,13 @@ package exactly
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exactly-go/exactly/internal/kafka"
 )
@@ -213,6 +215,50 @@ type Config struct {
 	// [State], in order; default none. It runs on the runtime's goroutines
 	// and must not block.
 	StateListener func(old, new State)
+
+	// StoreBlockCacheSize is the size in bytes of the block cache that all
+	// the persistent stores of the instance share: Pebble's cache of
+	// uncompressed blocks read from disk, which serves reads missing the
+	// memtable. Default 64 MiB. Its memory is taken as blocks are read;
+	// raise it when the stores' working set exceeds it and reads go to
+	// disk.
+	StoreBlockCacheSize int64
+
+	// StoreMemTableSize is the size in bytes of the memtable of each task's
+	// persistent stores (one Pebble database per task), where writes gather
+	// before Pebble flushes them to disk. Default 4 MiB, Pebble's. A larger
+	// one absorbs more writes between flushes and restores faster, at that
+	// much memory per task (twice while one is flushed).
+	StoreMemTableSize int64
+
+	// StoreSyncWrites makes every batch written to a persistent store (one
+	// per task per commit, and one per restored chunk) durable with an
+	// fsync before the commit goes on. Default false: a machine crash can
+	// lose a store's last batches, which only leaves it behind its
+	// checkpoint, and the next start restores them from the changelog, the
+	// source of truth. Turn it on when a restart after a power loss must
+	// restore little, at an fsync per commit per task.
+	StoreSyncWrites bool
+
+	// AllowUncompactedChangelogs makes Run log a warning, rather than
+	// fail with a *ConfigError, when a changelog topic it finds existing
+	// has a cleanup.policy without compact. Default false: a changelog that
+	// the brokers delete by retention loses the keys not written lately,
+	// and a store restored from it silently misses them. Changelogs the
+	// runtime creates are always compacted.
+	AllowUncompactedChangelogs bool
+	// TracerProvider turns on OpenTelemetry tracing; default nil, which
+	// traces nothing and costs nothing per record. With it, each processed
+	// record gets a span, a child of the W3C traceparent header the record
+	// carries, and every output and dead letter of the record carries that
+	// span's traceparent, so a trace crosses the pipeline (see
+	// [RecordTrace]). Each commit gets a span ("commit", with the tasks,
+	// input records, outputs and changelog records it holds and its
+	// result), and so does each task's restore ("restore", with the
+	// records read). Spans of an aborted commit's records stay: they
+	// record an attempt, and the records' next attempt has spans of its
+	// own. Sampling and export are the provider's.
+	TracerProvider trace.TracerProvider
 }
 
 // SASL holds the credentials of SASL authentication. The password is never
@@ -225,6 +271,21 @@ type SASL struct {
 	User string
 	// Password is the user's password.
 	Password string
+}
+
+// String describes the credentials without the password, so that printing
+// a SASL (with %v, %+v or %#v) never shows it.
+func (s SASL) String() string {
+	return fmt.Sprintf("SASL{Mechanism: %s, User: %s, Password: [redacted]}", s.Mechanism, s.User)
+}
+
+// GoString is String, for %#v.
+func (s SASL) GoString() string { return s.String() }
+
+// LogValue is the credentials as log/slog shows them: without the
+// password.
+func (s SASL) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("mechanism", s.Mechanism), slog.String("user", s.User), slog.String("password", "[redacted]"))
 }
 
 // runtimeConfig is c as the Kafka runtime takes it. It carries every field
@@ -259,6 +320,12 @@ func (c Config) runtimeConfig() kafka.Config {
 		StallTimeout:          c.StallTimeout,
 		MaxWorkerReplacements: c.MaxWorkerReplacements,
 		StateListener:         c.StateListener,
+
+		StoreBlockCacheSize:        c.StoreBlockCacheSize,
+		StoreMemTableSize:          c.StoreMemTableSize,
+		StoreSyncWrites:            c.StoreSyncWrites,
+		AllowUncompactedChangelogs: c.AllowUncompactedChangelogs,
+		TracerProvider:             c.TracerProvider,
 	}
 	if c.SASL != nil {
 		rc.SASL = &kafka.SASL{Mechanism: c.SASL.Mechanism, User: c.SASL.User, Password: c.SASL.Password}

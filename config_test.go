@@ -1,10 +1,14 @@
 package exactly
 
 import (
+	"fmt"
+	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/exactly-go/exactly/internal/kafka"
 )
@@ -66,9 +70,32 @@ func setNonZero(t *testing.T, name string, v reflect.Value) {
 			}
 		}
 	case reflect.Interface:
-		// Only Registerer is an interface; any registry will do.
-		v.Set(reflect.ValueOf(prometheus.NewRegistry()))
+		// Registerer and TracerProvider: any implementation will do.
+		for _, impl := range []any{prometheus.NewRegistry(), noop.NewTracerProvider()} {
+			if reflect.TypeOf(impl).Implements(v.Type()) {
+				v.Set(reflect.ValueOf(impl))
+				return
+			}
+		}
+		t.Fatalf("Config.%s: no value of interface %s", name, v.Type())
 	default:
 		t.Fatalf("Config.%s: no non-zero value for kind %s", name, v.Kind())
+	}
+}
+
+// TestSASLNeverPrintsThePassword: printing the credentials, as a value, a
+// pointer or a log attribute, leaves the password out.
+func TestSASLNeverPrintsThePassword(t *testing.T) {
+	const password = "hunter2-unique"
+	s := &SASL{Mechanism: "SCRAM-SHA-256", User: "app", Password: password}
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("connecting", "sasl", *s, "config", Config{SASL: s})
+	for _, shown := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", *s, *s, *s, s), fmt.Sprintf("%+v", Config{SASL: s}), logged.String()} {
+		if strings.Contains(shown, password) {
+			t.Errorf("%s shows the password", shown)
+		}
+		if !strings.Contains(shown, "app") && !strings.Contains(shown, "0x") {
+			t.Errorf("%s does not show the user", shown)
+		}
 	}
 }

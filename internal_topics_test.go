@@ -33,6 +33,9 @@ func TestInternalTopicsNameEveryIntermediateAndChangelogTopic(t *testing.T) {
 	if got := top.ChangelogTopics("app"); !slices.Equal(got, []string{"app-kept-changelog"}) {
 		t.Errorf("ChangelogTopics(app) = %v, want [app-kept-changelog]", got)
 	}
+	if got := top.SourceTopics(); !slices.Equal(got, []string{"input", "middle"}) {
+		t.Errorf("SourceTopics() = %v, want [input middle]", got)
+	}
 
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "risk"})
 	byCustomer := dsl.SelectKey(dsl.Stream(sb, "orders", serde.String, serde.Int64), func(k string, _ int64) string { return k }, serde.String)

@@ -5,6 +5,9 @@ import (
 	"reflect"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
 )
@@ -74,6 +77,14 @@ func (s *sourceInstance[K, V]) Decode(raw *topo.Raw) (int64, error) {
 	}
 	s.decoded = rec
 	return ms, nil
+}
+
+func (s *sourceInstance[K, V]) Trace() (trace.TraceID, []attribute.KeyValue) {
+	if s.node.spec.Trace == nil {
+		return trace.TraceID{}, nil
+	}
+	rt := s.node.spec.Trace(s.decoded)
+	return rt.TraceID, rt.Attributes
 }
 
 func (s *sourceInstance[K, V]) Deliver() {
@@ -241,6 +252,10 @@ func (c *processorContext[KOut, VOut]) Source() (SourceRecord, bool) {
 func (c *processorContext[KOut, VOut]) TaskID() TaskID        { return c.rt.TaskID() }
 func (c *processorContext[KOut, VOut]) ApplicationID() string { return c.rt.ApplicationID() }
 func (c *processorContext[KOut, VOut]) NodeName() string      { return c.name }
+func (c *processorContext[KOut, VOut]) Span() trace.Span      { return c.rt.Span() }
+func (c *processorContext[KOut, VOut]) CountOnCommit(to Counter, n float64) {
+	c.rt.CountOnCommit(to, n)
+}
 func (c *processorContext[KOut, VOut]) rawStore(name string) (*engine.KV, *topo.StoreSpec, error) {
 	return c.rt.Store(c.name, name)
 }

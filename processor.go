@@ -5,6 +5,7 @@ import (
 
 	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Processor is a node that receives records of type Record[KIn, VIn] and may
@@ -22,6 +23,10 @@ type Processor[KIn, VIn, KOut, VOut any] interface {
 	// Close releases what Init acquired.
 	Close() error
 }
+
+// Counter is what ProcessorContext.CountOnCommit advances, such as a
+// prometheus.Counter.
+type Counter interface{ Add(float64) }
 
 // ProcessorContext is a processor's view of its task.
 type ProcessorContext[KOut, VOut any] interface {
@@ -45,6 +50,21 @@ type ProcessorContext[KOut, VOut any] interface {
 	ApplicationID() string
 	// NodeName is the processor's name in the topology.
 	NodeName() string
+	// CountOnCommit adds n to c once the commit that holds the current
+	// record (or punctuation) succeeds. If the record fails, the
+	// transaction aborts or the instance crashes first, the amount is
+	// dropped: c counts committed work only, never an attempt that is
+	// redone. (A crash loses the process's counters anyway; the amounts
+	// of the commit under way when it came are not counted again.) A
+	// prometheus.Counter is a Counter.
+	CountOnCommit(c Counter, n float64)
+	// Span is the tracing span of the input record being processed
+	// (Config.TracerProvider); it records nothing when tracing is off or
+	// outside of a record. Add attributes or events to it, log its
+	// SpanContext's ids, or start a child span with
+	// trace.ContextWithSpan(ctx, Span()) around a call to another service.
+	// The span ends when the record's processing does.
+	Span() trace.Span
 
 	rawStore(name string) (*engine.KV, *topo.StoreSpec, error)
 }

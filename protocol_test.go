@@ -171,7 +171,7 @@ func countingThenStop(t *testing.T, brokers []string, dir string, from, to, keys
 
 // changelogRecords returns a changelog partition's records, control records
 // and aborted ones included, in offset order.
-func changelogRecords(t *testing.T, brokers []string, partition int32) []*kgo.Record {
+func changelogRecords(t testing.TB, brokers []string, partition int32) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.KeepControlRecords(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"counting-counts-changelog": {partition: kgo.NewOffset().AtStart()}}))
@@ -827,6 +827,9 @@ func TestStalledInstanceReportsItselfAndRecovers(t *testing.T) {
 	if n := metricSum(t, reg, "exactly_stalled_workers"); n != 1 {
 		t.Fatalf("exactly_stalled_workers = %v, want 1", n)
 	}
+	if n := metricSumWith(t, reg, "exactly_commit_failures_total", "stage", "produce"); n < 1 {
+		t.Fatalf("exactly_commit_failures_total{stage=produce} = %v after commits timed out waiting for the broker", n)
+	}
 	if lag := metricSum(t, reg, "exactly_consumer_lag"); lag < 100 {
 		t.Fatalf("exactly_consumer_lag = %v while 200 records wait uncommitted; it must count from the committed offset", lag)
 	}
@@ -972,4 +975,51 @@ func TestStaticMemberLeavingOnCloseHandsItsTasksOver(t *testing.T) {
 	}
 	// Well inside the one-minute session timeout.
 	waitFor("the remaining instance holds all 4 tasks", 20*time.Second, func() bool { return holds(apps[1]) == 4 })
+}
+
+// TestIdleLagOnATransactionalInputReadsZero: an input written in
+// transactions ends each one with a commit marker, which takes an offset.
+// Once everything is processed and committed the lag must read 0, not the
+// markers' count.
+func TestIdleLagOnATransactionalInputReadsZero(t *testing.T) {
+	brokers := newCluster(t, 3)
+	const keys, n = 7, 90
+	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID("upstream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for txn := range 3 { // three transactions: three markers per partition
+		if err := producer.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := txn * n / 3; i < (txn+1)*n/3; i++ {
+			producer.Produce(ctx, &kgo.Record{Topic: "input", Key: []byte(fmt.Sprint("k", i%keys)), Value: []byte(fmt.Sprint("r", i)), Timestamp: time.UnixMilli(int64(i))}, nil)
+		}
+		if err := producer.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	app, err := exactly.New(countingApp(t, false), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go app.Run(context.Background())
+	defer app.Close()
+	checkExactlyOnce(t, readCommitted(t, brokers, n, 30*time.Second), n, keys)
+	var lag float64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if lag = metricSum(t, reg, "exactly_consumer_lag"); lag == 0 {
+			return
+		}
+	}
+	t.Fatalf("exactly_consumer_lag = %v with every record processed and committed; the commit markers are not lag", lag)
 }

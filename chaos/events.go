@@ -103,7 +103,6 @@ func (h *harness) restartBroker(ctx context.Context, ev Event) {
 		defer h.quiet.Unlock()
 		h.gate.Hold()
 		defer h.gate.Release()
-		h.waitQuiet(ctx)
 	}
 	h.mu.Lock()
 	busy := h.brokerBusy
@@ -119,6 +118,18 @@ func (h *harness) restartBroker(ctx context.Context, ev Event) {
 		h.mu.Unlock()
 	}()
 	open := h.openTransactions(ctx)
+	if h.cfg.QuiesceBrokerKills {
+		// Instances open transactions without input too (a punctuator's
+		// writes): check again right before the kill, until the moment
+		// is quiet or a minute has passed.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			quiet := h.waitQuiet(ctx, deadline)
+			if open = h.openTransactions(ctx); !quiet || open == 0 || ctx.Err() != nil {
+				break
+			}
+		}
+	}
 	h.procs.Kill(brokerName)
 	h.count(ev, -1)
 	if open > 0 {
@@ -133,23 +144,23 @@ func (h *harness) restartBroker(ctx context.Context, ev Event) {
 	}
 }
 
-// waitQuiet waits, for a minute at most, until the group has committed
-// all the input produced so far and no transaction is open on any topic.
-func (h *harness) waitQuiet(ctx context.Context) {
+// waitQuiet waits, until deadline at most, until the group has committed
+// all the input produced so far and no transaction is open on any topic;
+// it reports whether it saw that.
+func (h *harness) waitQuiet(ctx context.Context, deadline time.Time) bool {
 	start := time.Now()
-	deadline := start.Add(time.Minute)
 	for {
 		_, _, caughtUp := h.poll(ctx)
 		if caughtUp && h.openTransactions(ctx) == 0 {
 			h.log.Info("quiet: input committed, no transaction open", "waited", time.Since(start).Round(time.Millisecond))
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
 			h.log.Warn("no quiet moment for a broker kill within a minute; killing it anyway")
-			return
+			return false
 		}
 		if !sleep(ctx, 100*time.Millisecond) {
-			return
+			return false
 		}
 	}
 }

@@ -7,8 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strconv"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/wire"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -58,6 +61,17 @@ type ConsumerConfig struct {
 	// BlockRebalanceOnPoll: offsets are committed only after the database
 	// commit, and no rebalance happens between the two.
 	Kafka []kgo.Opt
+	// DeadLetterTopic, if set, receives each record the inbox cannot
+	// handle, with the dead-letter headers of SPEC Appendix A (reason
+	// ReasonMissingEventID or ReasonEffectFailed), and the consumer goes on
+	// with the next record. A record without an event id qualifies, and one
+	// whose effect fails with an error that is not transient (in a batch,
+	// the batch is retried record by record to find it). The dead letter is
+	// written before the record's offset is committed: a crash between the
+	// two writes it again. OnResult does not see dead-lettered records.
+	// Without a DeadLetterTopic such a record stops Run, its offset left
+	// uncommitted.
+	DeadLetterTopic string
 	// Logger receives retries and commit failures; nil logs to
 	// slog.Default(). Pass slog.New(slog.DiscardHandler) to silence it.
 	Logger *slog.Logger
@@ -133,9 +147,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.client.AllowRebalance()
 			continue
 		}
-		for start := 0; start < len(records); start += c.cfg.BatchSize {
-			end := min(start+c.cfg.BatchSize, len(records))
-			if err := c.processWithRetry(ctx, records[start:end]); err != nil {
+		handled, err := c.withoutEventID(ctx, records)
+		if err != nil {
+			return err
+		}
+		for start := 0; start < len(handled); start += c.cfg.BatchSize {
+			end := min(start+c.cfg.BatchSize, len(handled))
+			if err := c.processOrDeadLetter(ctx, handled[start:end]); err != nil {
 				return err
 			}
 		}
@@ -149,6 +167,75 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		c.client.AllowRebalance()
 	}
+}
+
+// The reasons the inbox consumer gives its dead letters.
+const (
+	// ReasonMissingEventID: EventID found no event id in the record.
+	ReasonMissingEventID = "missing-event-id"
+	// ReasonEffectFailed: the record's effect failed with an error that is
+	// not transient.
+	ReasonEffectFailed = "effect-failed"
+)
+
+// withoutEventID dead-letters the records EventID finds no id in and
+// returns the others; without a DeadLetterTopic the first such record is
+// an error.
+func (c *Consumer) withoutEventID(ctx context.Context, records []*kgo.Record) ([]*kgo.Record, error) {
+	out := records[:0:0]
+	for _, r := range records {
+		_, err := c.cfg.EventID(r)
+		if err == nil {
+			out = append(out, r)
+			continue
+		}
+		if c.cfg.DeadLetterTopic == "" {
+			return nil, fmt.Errorf("inbox: event id of %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+		}
+		if err := c.deadLetter(ctx, r, ReasonMissingEventID, err); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// processOrDeadLetter runs the effects of records; with a DeadLetterTopic,
+// a batch that fails for good is retried record by record, and a record
+// that fails for good alone is dead-lettered.
+func (c *Consumer) processOrDeadLetter(ctx context.Context, records []*kgo.Record) error {
+	err := c.processWithRetry(ctx, records)
+	if err == nil || c.cfg.DeadLetterTopic == "" || ctx.Err() != nil {
+		return err
+	}
+	if len(records) > 1 {
+		for _, r := range records {
+			if err := c.processOrDeadLetter(ctx, []*kgo.Record{r}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return c.deadLetter(ctx, records[0], ReasonEffectFailed, err)
+}
+
+// deadLetter writes r, with its headers and the dead-letter headers, to
+// the DeadLetterTopic and waits for the broker's acknowledgement.
+func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, reason string, cause error) error {
+	headers := append(slices.Clip(r.Headers),
+		kgo.RecordHeader{Key: wire.HeaderErrorReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: wire.HeaderErrorMessage, Value: []byte(cause.Error())},
+		kgo.RecordHeader{Key: wire.HeaderSourceTopic, Value: []byte(r.Topic)},
+		kgo.RecordHeader{Key: wire.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+		kgo.RecordHeader{Key: wire.HeaderSourceOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
+	)
+	dl := &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
+	produceCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := c.client.ProduceSync(produceCtx, dl).FirstErr(); err != nil {
+		return fmt.Errorf("inbox: dead-letter %s/%d@%d to %s: %w", r.Topic, r.Partition, r.Offset, c.cfg.DeadLetterTopic, err)
+	}
+	c.log.Warn("record dead-lettered", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason, "err", cause)
+	return nil
 }
 
 func (c *Consumer) processWithRetry(ctx context.Context, records []*kgo.Record) error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -218,7 +219,17 @@ func TestBatchedConsumerWithDuplicatesInsideOneBatchRunsOneEffectEach(t *testing
 			if err != nil {
 				t.Fatal(err)
 			}
-			runUntil(t, c, seen)
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- c.Run(ctx) }()
+			defer func() { cancel(); <-errc }()
+			select {
+			case <-seen.done:
+			case err := <-errc:
+				t.Fatalf("consumer stopped after %d deliveries: %v", seen.seen.Load(), err)
+			case <-time.After(60 * time.Second):
+				t.Fatalf("consumer saw %d of %d deliveries", seen.seen.Load(), seen.want)
+			}
 			rows, distinct := countEffects(t, pool)
 			if rows != 200 || distinct != 200 {
 				t.Fatalf("effects = %d rows, %d distinct; want 200 each", rows, distinct)
@@ -287,4 +298,135 @@ func TestConsumerRetriesThroughAPostgreSQLCrashAndRunsEachEffectOnce(t *testing.
 	if rows != len(ids) || distinct != len(ids) {
 		t.Fatalf("effects = %d rows, %d distinct; want %d each", rows, distinct, len(ids))
 	}
+}
+
+// TestPoisonRecordsGoToTheDeadLetterTopicAndTheConsumerGoesOn: a record
+// without an event id and one whose effect fails for good sit between good
+// records. With a DeadLetterTopic, both are dead-lettered with their reason
+// and source, the good records after them take effect, and the offsets of
+// all are committed (a second consumer of the group finds nothing left).
+func TestPoisonRecordsGoToTheDeadLetterTopicAndTheConsumerGoesOn(t *testing.T) {
+	for _, batch := range []int{1, 10} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			pool := newPool(t)
+			ids := seq(20, "e-%d")
+			brokers := newBroker(t, ids)
+			producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer producer.Close()
+			if _, err := kadm.NewClient(producer).CreateTopic(context.Background(), 1, 1, nil, "payment-orders-dlq"); err != nil {
+				t.Fatal(err)
+			}
+			poison := []*kgo.Record{
+				{Topic: topic, Key: []byte("no-id"), Value: []byte(`{}`)},
+				{Topic: topic, Key: []byte("poison"), Value: []byte(`{}`), Headers: []kgo.RecordHeader{{Key: "id", Value: []byte("poison")}}},
+			}
+			good := seq(5, "late-%d")
+			for _, id := range good {
+				poison = append(poison, &kgo.Record{Topic: topic, Key: []byte(id), Value: []byte(`{}`), Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}}})
+			}
+			for _, r := range poison {
+				r.Partition = 0
+			}
+			if err := producer.ProduceSync(context.Background(), poison...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			in := New(pool, "payments", Options{})
+			handler := func(ctx context.Context, tx pgx.Tx, r *kgo.Record) ([]byte, error) {
+				if string(r.Key) == "poison" {
+					return nil, errors.New("the order does not exist")
+				}
+				return effectHandler(ctx, tx, r)
+			}
+			seen := newTally(len(ids) + len(good))
+			c, err := NewConsumer(ConsumerConfig{Inbox: in, Handler: handler, BatchSize: batch, OnResult: seen.onResult,
+				DeadLetterTopic: "payment-orders-dlq", Kafka: kafkaOpts(brokers, "payments")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- c.Run(ctx) }()
+			defer func() { cancel(); <-errc }()
+			select {
+			case <-seen.done:
+			case err := <-errc:
+				t.Fatalf("consumer stopped after %d deliveries: %v", seen.seen.Load(), err)
+			case <-time.After(60 * time.Second):
+				t.Fatalf("consumer saw %d of %d deliveries", seen.seen.Load(), seen.want)
+			}
+			rows, distinct := countEffects(t, pool)
+			if want := len(ids) + len(good); rows != want || distinct != want {
+				t.Fatalf("effects = %d rows, %d distinct; want %d each", rows, distinct, want)
+			}
+			dlq := readAll(t, brokers, "payment-orders-dlq", 2)
+			reasons := map[string]string{}
+			for _, r := range dlq {
+				h := map[string]string{}
+				for _, hd := range r.Headers {
+					h[hd.Key] = string(hd.Value)
+				}
+				if h["exactly.source.topic"] != topic || h["exactly.source.partition"] != "0" || h["exactly.source.offset"] == "" || h["exactly.error.message"] == "" {
+					t.Errorf("dead letter %s lacks its source or message: %v", r.Key, h)
+				}
+				reasons[string(r.Key)] = h["exactly.error.reason"]
+			}
+			if reasons["no-id"] != ReasonMissingEventID || reasons["poison"] != ReasonEffectFailed || len(dlq) != 2 {
+				t.Fatalf("dead letters %v, want no-id as %s and poison as %s, once each", reasons, ReasonMissingEventID, ReasonEffectFailed)
+			}
+			// The group's offsets come to cover the poison records too.
+			admin := kadm.NewClient(producer)
+			ends, err := admin.ListEndOffsets(context.Background(), topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			behind := func() (lagging []string) {
+				offsets, err := admin.FetchOffsets(context.Background(), "payments")
+				if err != nil {
+					t.Fatal(err)
+				}
+				ends.Each(func(e kadm.ListedOffset) {
+					if o, _ := offsets.Lookup(topic, e.Partition); o.At != e.Offset {
+						lagging = append(lagging, fmt.Sprintf("partition %d: committed %d, end %d", e.Partition, o.At, e.Offset))
+					}
+				})
+				return lagging
+			}
+			for deadline := time.Now().Add(15 * time.Second); len(behind()) > 0; time.Sleep(100 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("offsets not committed past the records: %v", behind())
+				}
+			}
+		})
+	}
+}
+
+// readAll reads topic from the start until it holds want records (or 30 s
+// passed) and a little longer, to catch extra ones.
+func readAll(t *testing.T, brokers []string, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	deadline := time.Now().Add(30 * time.Second)
+	var quiet time.Time
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		out = append(out, fs.Records()...)
+		if len(out) >= want {
+			if quiet.IsZero() {
+				quiet = time.Now().Add(time.Second)
+			} else if time.Now().After(quiet) {
+				break
+			}
+		}
+	}
+	return out
 }

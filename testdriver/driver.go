@@ -22,6 +22,7 @@ package testdriver
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -34,7 +35,9 @@ import (
 	engine "github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/tracing"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Driver.
@@ -69,6 +72,13 @@ type Config struct {
 	// does. 0 means the runner's bound (task.DefaultDeadLetterMaxBytes,
 	// 900000 bytes); a negative value means no bound.
 	DeadLetterMaxBytes int
+	// TracerProvider traces as the Kafka runner does (exactly.Config's
+	// TracerProvider): a span per processed record, its traceparent on
+	// the record's outputs and dead letters, and a span per commit that
+	// holds anything; default nil, which traces nothing. Give it an SDK
+	// provider with an in-memory exporter (sdk/trace/tracetest) to test a
+	// topology's traces without a broker.
+	TracerProvider trace.TracerProvider
 }
 
 // Driver runs one topology. It is not safe for concurrent use.
@@ -92,6 +102,10 @@ type Driver struct {
 	disks    map[topo.TaskID]*engine.Memory
 	stateDir string
 	tempDir  bool
+	// tracer is nil unless Config.TracerProvider is set; uncommitted
+	// counts the records processed since the last commit, for its span.
+	tracer      trace.Tracer
+	uncommitted int
 }
 
 // ErrCrashed is returned, wrapped, by every call that needs the
@@ -157,6 +171,7 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 		commits:      map[topo.TaskID]*committed{},
 		disks:        map[topo.TaskID]*engine.Memory{},
 		wall:         cfg.WallClock.UnixMilli(),
+		tracer:       tracing.Tracer(cfg.TracerProvider),
 	}
 	if cfg.WallClock.IsZero() {
 		d.wall = 0
@@ -278,6 +293,7 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 		StreamTime:         c.streamTime,
 		WallClock:          d.wall,
 		DeadLetterMaxBytes: deadLetterMax,
+		Tracer:             d.tracer,
 		PartitionCount: func(topic string) (int32, error) {
 			return d.partitionCount(topic), nil
 		},
@@ -381,6 +397,7 @@ func (d *Driver) pumpCount() (processed int, err error) {
 		raw := next.raw
 		owner.positions[task.TopicPartition{Topic: raw.Topic, Partition: raw.Partition}]++
 		processed++
+		d.uncommitted++
 		if err := owner.task.Process(&raw); err != nil {
 			d.fail(err)
 			return processed, err
@@ -450,7 +467,11 @@ func (d *Driver) CrashMidCommit() error {
 	return nil
 }
 
-func (d *Driver) commitThen(apply bool) error {
+func (d *Driver) commitThen(apply bool) (err error) {
+	if span := d.traceCommit(); span != nil {
+		defer func() { tracing.EndCommit(span, "", err) }()
+	}
+	d.uncommitted = 0
 	for _, id := range slices.SortedFunc(maps.Keys(d.tasks), compareTaskIDs) {
 		lt := d.tasks[id]
 		c := lt.task.PrepareCommit()
@@ -484,6 +505,30 @@ func (d *Driver) commitThen(apply bool) error {
 		}
 	}
 	return nil
+}
+
+// traceCommit starts the span of the commit about to happen, unless
+// tracing is off or the commit holds nothing.
+func (d *Driver) traceCommit() trace.Span {
+	if d.tracer == nil {
+		return nil
+	}
+	c := tracing.Commit{ApplicationID: d.cfg.ApplicationID, Records: d.uncommitted}
+	for _, lt := range d.tasks {
+		pc := lt.task.PrepareCommit()
+		if pc.Empty() {
+			continue
+		}
+		c.Tasks++
+		c.Outputs += len(pc.Outputs)
+		for _, sc := range pc.Changelogs {
+			c.ChangelogRecords += len(sc.Changes)
+		}
+	}
+	if c.Tasks == 0 {
+		return nil
+	}
+	return tracing.StartCommit(context.Background(), d.tracer, c)
 }
 
 func compareTaskIDs(a, b topo.TaskID) int {
@@ -529,6 +574,7 @@ func (d *Driver) Crash() {
 	d.tasks = nil
 	d.running = false
 	d.failure = nil
+	d.uncommitted = 0
 }
 
 // fail crashes the application because a task failed with err.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -236,12 +237,7 @@ func (r *PaymentsReport) Print(w io.Writer) {
 		fmt.Fprintf(w, "  records naming no charge       %d%s\n", len(r.WrongTransaction), sample(r.WrongTransaction))
 		fmt.Fprintf(w, "  charged orders not reported    %d%s\n", len(r.Unreported), sample(r.Unreported))
 	}
-	reasons := make([]string, 0, len(r.DeadLetters))
-	for reason := range r.DeadLetters {
-		reasons = append(reasons, reason)
-	}
-	sort.Strings(reasons)
-	for _, reason := range reasons {
+	for _, reason := range slices.Sorted(maps.Keys(r.DeadLetters)) {
 		fmt.Fprintf(w, "  dead letters %-17s %d\n", reason, r.DeadLetters[reason])
 	}
 	if len(r.DeclinedNotDeadLettered) > 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/tracing"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -45,7 +46,9 @@ type ReplayConfig struct {
 	// IgnoreHeaders are left out of the record comparison, besides
 	// exactly.HeaderErrorMessage, which always is: it carries the text of
 	// the error that dead-lettered a record, which for a panic includes a
-	// stack trace that differs from run to run.
+	// stack trace that differs from run to run; and so are the W3C trace
+	// context headers (traceparent, tracestate), which name the spans of a
+	// run with tracing on.
 	IgnoreHeaders []string
 	// SkipChangelogs turns off the comparison of changelog topics.
 	SkipChangelogs bool
@@ -77,7 +80,7 @@ func (c ReplayConfig) withDefaults() (replayConfig, error) {
 		inputTopics:   c.InputTopics,
 		timeout:       c.Timeout,
 		settle:        c.WaitForTransactions,
-		ignoreHeaders: append([]string{exactly.HeaderErrorMessage}, c.IgnoreHeaders...),
+		ignoreHeaders: append([]string{exactly.HeaderErrorMessage, tracing.HeaderTraceParent, tracing.HeaderTraceState}, c.IgnoreHeaders...),
 		changelogs:    !c.SkipChangelogs,
 	}
 	if out.timeout <= 0 {

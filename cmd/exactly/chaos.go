@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/exactly-go/exactly/chaos"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 	"github.com/exactly-go/exactly/examples/counting"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/verify"
@@ -49,6 +50,8 @@ type chaosOptions struct {
 	BrokerDowntime time.Duration
 	Quiesce        bool
 	DryRun         bool
+	// Security is the TLS and SASL of the cluster named by Brokers.
+	Security kafkaflags.Security
 }
 
 func newChaosCommand() *cobra.Command {
@@ -60,6 +63,7 @@ func newChaosCommand() *cobra.Command {
 	for _, p := range chaos.Placeholders {
 		fmt.Fprintf(&placeholders, "  %-18s %-24s %s\n", p.Name, p.Env, p.Meaning)
 	}
+	var security *kafkaflags.Flags
 	cmd := &cobra.Command{
 		Use:   "chaos [flags] [-- instance command line]",
 		Short: "Run an application's instances under SIGKILLs, zombies, broker restarts and rebalance storms, then verify",
@@ -110,7 +114,13 @@ Kills, zombies and broker restarts are spread evenly over --duration: for
 a soak of 1000 kills, give the kills the time to land, e.g. --kills 1000
 --duration 20m. Logs of every process, the instances' state and the broker's
 data are kept in --dir (default: a temporary directory removed after a run
-that holds); events.log there lists the schedule as it was carried out.`,
+that holds); events.log there lists the schedule as it was carried out.
+
+Against a secured cluster (--brokers with the --tls-* and --sasl-* flags)
+the harness's own clients and the verifiers use them, and the instances
+receive them as EXACTLY_TLS*, EXACTLY_SASL_* environment variables (the
+password as EXACTLY_SASL_PASSWORD_FILE when it came from a file); a
+--verify-command must be given them itself.`,
 		Example: `  # the order projection, 3 instances, 10 kills, a zombie and a broker restart in a minute
   exactly chaos
 
@@ -132,10 +142,15 @@ that holds); events.log there lists the schedule as it was carried out.`,
 			if dash := cmd.ArgsLenAtDash(); dash > 0 || dash < 0 && len(args) > 0 {
 				return fmt.Errorf("unexpected argument %q: put the instance command line after --", args[0])
 			}
-			return runChaos(cmd, o, args)
+			var err error
+			if o.Security, err = security.Load(); err != nil {
+				return err
+			}
+			return o.Security.Explain(runChaos(cmd, o, args))
 		},
 	}
 	f := cmd.Flags()
+	security = kafkaflags.Register(f)
 	f.StringVar(&o.Topology, "topology", o.Topology, "what the instances run: orders, counting or custom (see above)")
 	f.StringVar(&o.ApplicationID, "application-id", "", "the instances' application id (consumer group); default: the topology's name (required for custom)")
 	f.IntVar(&o.Instances, "instances", o.Instances, "instances running at the start")
@@ -207,8 +222,13 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 		Logger: slog.New(slog.DiscardHandler),
 	}
 	if len(o.Brokers) == 0 {
+		if o.Security.TLS != nil || o.Security.SASL != nil {
+			return cfg, errors.New("the --tls-* and --sasl-* flags are for a cluster named by --brokers: the broker chaos starts itself is plaintext")
+		}
 		cfg.BrokerCommand = []string{exe, "broker", "--listen", "{listen}", "--data-dir", "{data-dir}"}
 	}
+	cfg.ClientOptions = o.Security.ClientOptions()
+	cfg.Env = o.Security.Env()
 	if cfg.ApplicationID == "" && o.Topology != "custom" {
 		cfg.ApplicationID = o.Topology
 	}
@@ -228,8 +248,8 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 			cfg.Input = chaos.OrdersInput(input, o.Seed, o.Orders, o.Partitions)
 		}
 		cfg.Verifiers = []chaos.Verifier{
-			chaos.Replay(top, verify.ReplayConfig{Timeout: o.VerifyTimeout}),
-			chaos.OrdersAudit(verify.Config{Options: opts, Timeout: o.VerifyTimeout}),
+			chaos.Replay(top, verify.ReplayConfig{Timeout: o.VerifyTimeout, ClientOptions: cfg.ClientOptions}),
+			chaos.OrdersAudit(verify.Config{Options: opts, Timeout: o.VerifyTimeout, ClientOptions: cfg.ClientOptions}),
 		}
 		if len(command) == 0 {
 			command = []string{exe, "run", "orders"}
@@ -252,7 +272,7 @@ func (o chaosOptions) config(command []string) (chaos.Config, error) {
 				return cfg, err
 			}
 			cfg.Topics = append(cfg.Topics, chaos.Topic{Name: output})
-			cfg.Verifiers = []chaos.Verifier{chaos.Replay(top, verify.ReplayConfig{Timeout: o.VerifyTimeout})}
+			cfg.Verifiers = []chaos.Verifier{chaos.Replay(top, verify.ReplayConfig{Timeout: o.VerifyTimeout, ClientOptions: cfg.ClientOptions})}
 		} else if o.VerifyCommand == "" {
 			return cfg, errors.New("--topology custom needs --verify-command: a program that checks your application's committed output and exits 0 when it holds")
 		}

@@ -2,9 +2,14 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 )
 
 // TestChaosFlagsChooseInputVerifiersAndCommandPerTopology: each topology
@@ -70,5 +75,45 @@ func TestChaosFlagsChooseInputVerifiersAndCommandPerTopology(t *testing.T) {
 				t.Errorf("broker command %q; want this executable's exactly broker", cfg.BrokerCommand)
 			}
 		})
+	}
+}
+
+// TestChaosPassesTheSecurityToItsClientsAndInstances: against a cluster
+// named by --brokers, the harness's clients get the TLS and SASL options
+// and the instances the EXACTLY_* variables (the password as its file);
+// without --brokers the flags are refused, as the broker chaos starts is
+// plaintext.
+func TestChaosPassesTheSecurityToItsClientsAndInstances(t *testing.T) {
+	passFile := filepath.Join(t.TempDir(), "password")
+	os.WriteFile(passFile, []byte("chaos-Pa55\n"), 0o600)
+	fs := pflag.NewFlagSet("chaos", pflag.ContinueOnError)
+	flags := kafkaflags.Register(fs)
+	if err := fs.Parse([]string{"--tls", "--sasl-mechanism", "scram-sha-256", "--sasl-user", "u", "--sasl-password-file", passFile}); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := flags.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := chaosOptions{Topology: "orders", Orders: 1, Partitions: 1, Seed: 1, Security: sec}
+	if _, err := o.config(nil); err == nil || !strings.Contains(err.Error(), "--brokers") {
+		t.Errorf("security without --brokers: %v; want a refusal naming --brokers", err)
+	}
+	o.Brokers = []string{"127.0.0.1:9093"}
+	cfg, err := o.config(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.ClientOptions) != 2 || len(cfg.BrokerCommand) != 0 {
+		t.Errorf("%d client options, broker command %q; want TLS and SASL options and no broker of its own", len(cfg.ClientOptions), cfg.BrokerCommand)
+	}
+	env := strings.Join(cfg.Env, " ")
+	for _, want := range []string{"EXACTLY_TLS=true", "EXACTLY_SASL_MECHANISM=scram-sha-256", "EXACTLY_SASL_USER=u", "EXACTLY_SASL_PASSWORD_FILE=" + passFile} {
+		if !strings.Contains(env, want) {
+			t.Errorf("instances' environment %s lacks %s", env, want)
+		}
+	}
+	if strings.Contains(env, "chaos-Pa55") {
+		t.Error("the instances' environment carries the password, not its file")
 	}
 }

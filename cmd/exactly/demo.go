@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -232,12 +233,7 @@ func printDemoReport(out io.Writer, rep *verify.Report, kills, unexpected int) {
 	fmt.Fprintf(out, "  distinct events applied           %d to %d order projections\n", s.Applied, len(rep.Expected.Projections))
 	fmt.Fprintf(out, "  duplicates skipped                %d (%d with different content)\n", s.Duplicates, s.Conflicting)
 	fmt.Fprintf(out, "  events that waited for their order %d (expired after the buffer TTL: %d)\n", s.Buffered, s.Expired)
-	reasons := make([]string, 0, len(s.DeadLettered))
-	for r := range s.DeadLettered {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, r := range reasons {
+	for _, r := range slices.Sorted(maps.Keys(s.DeadLettered)) {
 		fmt.Fprintf(out, "  dead letters %-21s %d\n", r, s.DeadLettered[r])
 	}
 	if unexpected > 0 {

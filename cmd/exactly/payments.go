@@ -16,6 +16,7 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 	"github.com/exactly-go/exactly/examples/payments"
 	"github.com/exactly-go/exactly/examples/payments/gateway"
 	"github.com/exactly-go/exactly/processors/sideeffect"
@@ -48,10 +49,12 @@ type paymentsConfig struct {
 	RetryFor       time.Duration
 	ClientID       string
 	HTTP           string
+	Security       kafkaflags.Security
 }
 
 func newPaymentsCommand() *cobra.Command {
 	c := paymentsConfig{Role: roleDirect, Concurrency: 1, SessionTimeout: 10 * time.Second, StateDir: filepath.Join(os.TempDir(), "exactly-state")}
+	var security *kafkaflags.Flags
 	cmd := &cobra.Command{
 		Use:   "payments",
 		Short: "Run one instance of the payment pipeline against a cluster and a payment gateway",
@@ -77,9 +80,16 @@ that honours idempotency keys then charges once.`,
   exactly gateway &
   exactly payments --brokers 127.0.0.1:9092 --gateway http://127.0.0.1:8090 --concurrency 8`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runPayments(cmd.Context(), c) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if c.Security, err = security.Load(); err != nil {
+				return err
+			}
+			return c.Security.Explain(runPayments(cmd.Context(), c))
+		},
 	}
 	f := cmd.Flags()
+	security = kafkaflags.Register(f)
 	f.StringSliceVar(&c.Brokers, "brokers", nil, "Kafka seed brokers, host:port[,host:port] (required)")
 	f.StringVar(&c.Role, "role", c.Role, "what this instance runs: direct, validator or caller")
 	f.StringVar(&c.Gateway, "gateway", "http://127.0.0.1:8090", "base URL of the payment gateway")
@@ -161,6 +171,8 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 		InstanceID:     c.InstanceID,
 		SessionTimeout: c.SessionTimeout,
 		CreateTopics:   true,
+		TLS:            c.Security.TLS,
+		SASL:           c.Security.SASL,
 		Registerer:     reg,
 		Logger:         log,
 	})
@@ -175,6 +187,6 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 		}
 		srv = httpapi.New(httpapi.Options{Application: c.ApplicationID, Instance: c.InstanceID, Registry: reg, Ready: app.Ready(), Health: app.Healthy, Logger: log})
 	}
-	log.Info("running the payment pipeline", "brokers", strings.Join(c.Brokers, ","), "gateway", c.Gateway, "guarantee", c.Guarantee, "concurrency", c.Concurrency)
+	log.Info("running the payment pipeline", "brokers", strings.Join(c.Brokers, ","), "security", c.Security.String(), "gateway", c.Gateway, "guarantee", c.Guarantee, "concurrency", c.Concurrency)
 	return runServing(ctx, app, srv, ln, "payments "+c.Role)
 }

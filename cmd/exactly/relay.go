@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 	"github.com/exactly-go/exactly/outbox"
 	"github.com/exactly-go/exactly/outbox/relay"
 )
@@ -30,6 +31,7 @@ func newRelayCommand() *cobra.Command {
 		migrate       bool
 		metricsListen string
 	)
+	var security *kafkaflags.Flags
 	cmd := &cobra.Command{
 		Use:   "relay",
 		Short: "Publish the PostgreSQL outbox table to Kafka (CDC or polling)",
@@ -55,8 +57,12 @@ not allowed.`,
 			if len(brokers) == 0 {
 				return errors.New("--brokers is required: Kafka seed brokers, host:port[,host:port]")
 			}
+			sec, err := security.Load()
+			if err != nil {
+				return err
+			}
 			cfg.Mode = relay.Mode(mode)
-			cfg.Kafka = []kgo.Opt{kgo.SeedBrokers(brokers...)}
+			cfg.Kafka = append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, sec.ClientOptions()...)
 			cfg.Logger = slog.Default()
 			if migrate {
 				if err := migrateOutbox(ctx, cfg.DSN); err != nil {
@@ -77,14 +83,15 @@ not allowed.`,
 			if err != nil {
 				return err
 			}
-			slog.Info("relay started", "mode", cfg.Mode, "table", cfg.Table, "brokers", brokers)
+			slog.Info("relay started", "mode", cfg.Mode, "table", cfg.Table, "brokers", brokers, "security", sec.String())
 			if err := r.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				return err
+				return sec.Explain(err)
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
+	security = kafkaflags.Register(f)
 	f.StringVar(&cfg.DSN, "dsn", "", "PostgreSQL connection string of the database holding the outbox (required)")
 	f.StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka seed brokers")
 	f.StringVar(&mode, "mode", string(relay.ModeCDC), "how to read the outbox: cdc (logical replication) or poll")
@@ -92,6 +99,7 @@ not allowed.`,
 	f.StringVar(&cfg.TopicReplacement, "topic-replacement", relay.DefaultTopicReplacement, "topic for a row; ${aggregate_type} is replaced by the row's aggregate type")
 	f.StringVar(&cfg.TransactionalID, "transactional-id", "", "publish through Kafka transactions with this id (read_committed consumers never see half a database transaction)")
 	f.BoolVar(&cfg.KeepRows, "keep-rows", false, "leave relayed rows in the table (cdc only)")
+	f.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", "", "publish rows that cannot be routed here, with their reason, and go on (default: such a row stops the relay)")
 	f.StringVar(&cfg.Slot, "slot", "exactly_outbox", "replication slot (cdc)")
 	f.StringVar(&cfg.Publication, "publication", "exactly_outbox", "publication (cdc)")
 	f.DurationVar(&cfg.StatusInterval, "status-interval", time.Second, "how often to confirm the relayed position to the slot (cdc)")

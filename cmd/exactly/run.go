@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,9 +18,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/httpquery"
 )
@@ -63,7 +66,14 @@ type runOrdersConfig struct {
 	DLQTopic          string
 	SessionTimeout    time.Duration
 	Persistent        bool
-	StandbyReplicas   int
+	// Security is the connection's TLS and SASL, loaded from the
+	// kafkaflags flags.
+	Security        kafkaflags.Security
+	StandbyReplicas int
+	// TraceStdout traces records, commits and restores and writes the
+	// spans to TraceOutput (standard output when nil).
+	TraceStdout bool
+	TraceOutput io.Writer
 }
 
 func defaultRunOrdersConfig() runOrdersConfig {
@@ -84,6 +94,7 @@ func defaultRunOrdersConfig() runOrdersConfig {
 
 func newRunOrdersCommand() *cobra.Command {
 	c := defaultRunOrdersConfig()
+	var security *kafkaflags.Flags
 	cmd := &cobra.Command{
 		Use:   "orders",
 		Short: "Run the order projection (dedup, reorder, project) with an HTTP query endpoint",
@@ -138,7 +149,15 @@ the store's size. Each copy costs the store's disk (or memory, without
 that a restarted instance's copies resume where they stood. The status page
 lists the standby tasks with their lag (exactly_standby_lag_records);
 GET /orders/{id}?standby=true may answer from this instance's standby copy,
-with its lag in the Exactly-Standby-Lag header.`,
+with its lag in the Exactly-Standby-Lag header.
+
+Tracing (--trace-stdout): OpenTelemetry spans of every record ("process
+order-events", a child of the record's W3C traceparent header, or of the
+trace its envelope's traceId names when that is 32 hex digits), of every
+commit and of every restore go to standard output, one JSON object per line
+(logs go to standard error). Projections and dead letters carry the
+traceparent of their record's span. Meant for trials: every record is
+traced.`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
@@ -154,10 +173,15 @@ with its lag in the Exactly-Standby-Lag header.`,
   exactly run orders --brokers 127.0.0.1:9092 --standby-replicas 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runOrders(cmd.Context(), c, nil)
+			var err error
+			if c.Security, err = security.Load(); err != nil {
+				return err
+			}
+			return c.Security.Explain(runOrders(cmd.Context(), c, nil))
 		},
 	}
 	f := cmd.Flags()
+	security = kafkaflags.Register(f)
 	f.StringSliceVar(&c.Brokers, "brokers", nil, "Kafka seed brokers, host:port[,host:port] (required)")
 	f.StringVar(&c.ApplicationID, "application-id", c.ApplicationID, "consumer group, prefix of changelog topics and transactional ids; instances with the same id share the work")
 	f.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the persistent stores (under <state-dir>/<application-id>); one instance per directory")
@@ -174,6 +198,7 @@ with its lag in the Exactly-Standby-Lag header.`,
 	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move; must lie within the broker's group.min/max.session.timeout.ms (6s to 30m by default)")
 	f.BoolVar(&c.Persistent, "persistent", c.Persistent, "keep stores on disk (Pebble) rather than in memory")
 	f.IntVar(&c.StandbyReplicas, "standby-replicas", 0, "standby copies of each task's stores kept on other instances, so that failover restores only the delta (num.standby.replicas)")
+	f.BoolVar(&c.TraceStdout, "trace-stdout", false, "trace every record, commit and restore (OpenTelemetry) and write the spans to standard output as JSON lines")
 	return cmd
 }
 
@@ -211,6 +236,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		DeadLetterTopic: c.DLQTopic,
 		Persistent:      c.Persistent,
 		Registerer:      reg,
+		Logger:          log,
 	})
 	if err != nil {
 		return err
@@ -231,6 +257,17 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}
 
+	var tracerProvider trace.TracerProvider
+	if c.TraceStdout {
+		tp, stop, err := stdoutTracing(c.TraceOutput, c.ApplicationID)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		tracerProvider = tp
+		log.Info("tracing every record, commit and restore to standard output")
+	}
+
 	app, err := exactly.New(topology, exactly.Config{
 		Brokers:           c.Brokers,
 		ApplicationServer: advertised,
@@ -242,8 +279,11 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		SessionTimeout:    c.SessionTimeout,
 		StandbyReplicas:   c.StandbyReplicas,
 		CreateTopics:      c.CreateTopics,
+		TLS:               c.Security.TLS,
+		SASL:              c.Security.SASL,
 		Registerer:        reg,
 		Logger:            log,
+		TracerProvider:    tracerProvider,
 	})
 	if err != nil {
 		return err
@@ -264,7 +304,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 		}
 	}()
 
-	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "guarantee", c.Guarantee,
+	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "security", c.Security.String(), "guarantee", c.Guarantee,
 		"input", c.InputTopic, "output", c.OutputTopic, "dlq", c.DLQTopic, "state_dir", c.StateDir)
 	if err := runServing(ctx, app, srv, ln, "orders"); err != nil {
 		return err
@@ -334,7 +374,7 @@ func (c runOrdersConfig) validate() error {
 func createOrderTopics(ctx context.Context, c runOrdersConfig, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.Security.ClientOptions()...)...)
 	if err != nil {
 		return fmt.Errorf("--brokers %s: %w", strings.Join(c.Brokers, ","), err)
 	}

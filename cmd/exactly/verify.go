@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/verify"
@@ -26,6 +27,7 @@ type verifyConfig struct {
 	Topology                string
 	ApplicationID           string
 	ThresholdCents          int64
+	Security                kafkaflags.Security
 }
 
 func (c verifyConfig) ordersOptions() orders.Options {
@@ -62,6 +64,7 @@ func newVerifyCommand() *cobra.Command {
 			}
 		}
 	})
+	var security *kafkaflags.Flags
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Audit a reference application's committed topics for loss, duplicates and wrong results",
@@ -91,6 +94,10 @@ input).`,
 			if len(c.Brokers) == 0 {
 				return fmt.Errorf("--brokers is required (host:port of a broker)")
 			}
+			var err error
+			if c.Security, err = security.Load(); err != nil {
+				return err
+			}
 			if why, ok := notReplayable[c.Topology]; ok {
 				return fmt.Errorf("--topology %s cannot be verified by replay: %s", c.Topology, why)
 			}
@@ -103,9 +110,9 @@ input).`,
 			}
 			failed := false
 			if c.Topology == "orders" {
-				rep, err := verify.Orders(cmd.Context(), verify.Config{Brokers: c.Brokers, Timeout: c.Deadline, Options: c.ordersOptions()})
+				rep, err := verify.Orders(cmd.Context(), verify.Config{Brokers: c.Brokers, Timeout: c.Deadline, Options: c.ordersOptions(), ClientOptions: c.Security.ClientOptions()})
 				if err != nil {
-					return err
+					return c.Security.Explain(err)
 				}
 				fmt.Fprint(cmd.OutOrStdout(), rep)
 				failed = !rep.OK()
@@ -120,9 +127,9 @@ input).`,
 			if err != nil {
 				return err
 			}
-			rep, err := verify.Replay(cmd.Context(), top, verify.ReplayConfig{Brokers: c.Brokers, ApplicationID: c.ApplicationID, Timeout: c.Deadline})
+			rep, err := verify.Replay(cmd.Context(), top, verify.ReplayConfig{Brokers: c.Brokers, ApplicationID: c.ApplicationID, Timeout: c.Deadline, ClientOptions: c.Security.ClientOptions()})
 			if err != nil {
-				return err
+				return c.Security.Explain(err)
 			}
 			fmt.Fprint(cmd.OutOrStdout(), rep)
 			switch {
@@ -135,6 +142,7 @@ input).`,
 		},
 	}
 	f := cmd.Flags()
+	security = kafkaflags.Register(f)
 	f.StringSliceVar(&c.Brokers, "brokers", nil, "seed brokers, host:port (comma-separated)")
 	f.StringVar(&c.Input, "input-topic", orders.DefaultInputTopic, "input topic")
 	f.StringVar(&c.Output, "output-topic", orders.DefaultOutputTopic, "projection topic")

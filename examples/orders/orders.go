@@ -31,14 +31,28 @@
 // from Projection.Version, which also counts events without a number and
 // events that reuse one.
 //
+// Tracing: with a TracerProvider in the runtime's configuration, the span
+// of an order event that arrives without a traceparent header joins the
+// trace its envelope's traceId names, when that is a W3C trace id (32
+// lower-case hex digits); the span carries the traceId as the attribute
+// orders.trace_id in any case. A projection continues the trace of the
+// event it applies, also when the event waited in the reorder buffer. The
+// log lines of applied and dead-lettered events (Options.Logger, at debug
+// level) carry the traceId, beside the span's own trace_id and span_id.
+//
 // Oracle computes, independently of the topology, what the committed
 // output and dead-letter topic must hold for a given input, and Generate
 // produces realistic input to check it with.
 package orders
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/processors/dedup"
@@ -110,6 +124,10 @@ type Options struct {
 	// events_buffered_total, buffer_size, events_expired_total); nil
 	// registers nothing.
 	Registerer prometheus.Registerer
+	// Logger receives, at debug level, a line per event applied and per
+	// record dead-lettered by decode, with the envelope's traceId and the
+	// record span's trace_id and span_id; default slog.Default().
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -132,6 +150,9 @@ func (o Options) withDefaults() Options {
 		o.SweepInterval = time.Minute
 	}
 	o.Decoder = o.Decoder.withDefaults()
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	return o
 }
 
@@ -149,9 +170,10 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		Keys:      serde.Bytes,
 		Values:    decodingSerde{decoder: opts.Decoder},
 		Timestamp: eventTime,
+		Trace:     eventTrace,
 	})
 	exactly.AddProcessor(b, NodeDecode, func() exactly.Processor[[]byte, decoded, string, Event] {
-		return &decodeProcessor{}
+		return &decodeProcessor{log: opts.Logger}
 	}, NodeSource)
 	dedup.Add(b, NodeDedup, dedup.Options[string, Event]{
 		ID:            func(_ string, e Event) string { return e.Metadata.EventID },
@@ -181,7 +203,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	}, NodeDedup)
 	b.Connect(NodeReorder, ProjectionStore)
 	exactly.AddProcessor(b, NodeApply, func() exactly.Processor[string, Event, string, Projection] {
-		return &applyProcessor{}
+		return &applyProcessor{log: opts.Logger}
 	}, NodeReorder)
 	exactly.AddStore(b, exactly.Store[string, Aggregate]{
 		Name: ProjectionStore, Keys: serde.String, Values: serde.JSON[Aggregate](), Persistent: opts.Persistent,
@@ -230,8 +252,38 @@ func eventTime(rec exactly.Record[[]byte, decoded]) (time.Time, error) {
 	return time.UnixMilli(rec.Value.event.Metadata.Timestamp), nil
 }
 
+// eventTrace is the source's trace function: the envelope's traceId is the
+// trace of an event that arrives without a traceparent header, when it is a
+// W3C trace id, and an attribute of the event's span in any case.
+func eventTrace(rec exactly.Record[[]byte, decoded]) exactly.RecordTrace {
+	id := rec.Value.event.Metadata.TraceID
+	if id == "" {
+		return exactly.RecordTrace{}
+	}
+	rt := exactly.RecordTrace{Attributes: []attribute.KeyValue{attribute.String("orders.trace_id", id)}}
+	rt.TraceID, _ = trace.TraceIDFromHex(id)
+	return rt
+}
+
+// logEvent logs msg at debug level with the event's traceId and the ids of
+// the record's span, unless debug is off.
+func logEvent(log *slog.Logger, span trace.Span, msg, traceID string, attrs ...slog.Attr) {
+	ctx := context.Background()
+	if !log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	if traceID != "" {
+		attrs = append(attrs, slog.String("traceId", traceID))
+	}
+	if sc := span.SpanContext(); sc.IsValid() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	log.LogAttrs(ctx, slog.LevelDebug, msg, attrs...)
+}
+
 type decodeProcessor struct {
 	ctx exactly.ProcessorContext[string, Event]
+	log *slog.Logger
 }
 
 func (p *decodeProcessor) Init(ctx exactly.ProcessorContext[string, Event]) error {
@@ -245,6 +297,8 @@ func (p *decodeProcessor) Process(rec exactly.Record[[]byte, decoded]) error {
 		derr = checkKey(rec.Key, rec.Value.event)
 	}
 	if derr != nil {
+		logEvent(p.log, p.ctx.Span(), "order event dead-lettered", rec.Value.event.Metadata.TraceID,
+			slog.String("reason", derr.Reason), slog.String("event_id", rec.Value.event.Metadata.EventID))
 		return p.ctx.DeadLetter(exactly.DeadLetter{Reason: derr.Reason, Message: derr.Message})
 	}
 	p.ctx.Forward(exactly.Record[string, Event]{
@@ -276,6 +330,7 @@ func recallOrder(ctx exactly.ProcessorContext[string, Event]) (reorder.RecallFun
 type applyProcessor struct {
 	ctx        exactly.ProcessorContext[string, Projection]
 	aggregates store.KeyValueStore[string, Aggregate]
+	log        *slog.Logger
 }
 
 func (p *applyProcessor) Init(ctx exactly.ProcessorContext[string, Projection]) error {
@@ -294,13 +349,30 @@ func (p *applyProcessor) Process(rec exactly.Record[string, Event]) error {
 	if err := p.aggregates.Put(rec.Key, a); err != nil {
 		return fmt.Errorf("apply event %s to order %s: %w", rec.Value.Metadata.EventID, rec.Key, err)
 	}
+	logEvent(p.log, p.ctx.Span(), "order event applied", rec.Value.Metadata.TraceID,
+		slog.String("order_id", rec.Key), slog.String("event_id", rec.Value.Metadata.EventID),
+		slog.String("type", string(rec.Value.Type)), slog.Int64("version", a.Projection.Version))
 	p.ctx.Forward(exactly.Record[string, Projection]{
 		Key:       rec.Key,
 		Value:     a.Projection,
 		Timestamp: time.UnixMilli(rec.Value.Metadata.Timestamp),
-		Headers:   []exactly.Header{{Key: HeaderEventID, Value: []byte(rec.Value.Metadata.EventID)}},
+		Headers:   withTraceContext([]exactly.Header{{Key: HeaderEventID, Value: []byte(rec.Value.Metadata.EventID)}}, rec.Headers),
 	})
 	return nil
+}
+
+// withTraceContext appends the W3C trace context headers of an event to
+// the headers of its projection, so that the projection stays in the
+// event's trace: the runtime replaces them with the span of the record
+// being processed when the event is that record, and leaves them when
+// the event was held back and another record released it.
+func withTraceContext(headers, event []exactly.Header) []exactly.Header {
+	for _, h := range event {
+		if h.Key == "traceparent" || h.Key == "tracestate" {
+			headers = append(headers, h)
+		}
+	}
+	return headers
 }
 
 func (p *applyProcessor) Close() error { return nil }

@@ -334,12 +334,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "%-34s %12s %12s %12s  %-10s %s\n", res.Name, num(res.Median), num(res.Min), num(res.Max), res.Unit, res.Note)
 	}
 	fmt.Fprintf(w, "\n%-40s %10s\n", "ratio", "value")
-	names := make([]string, 0, len(rep.Ratios))
-	for k := range rep.Ratios {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(rep.Ratios)) {
 		fmt.Fprintf(w, "%-40s %10.3f\n", k, rep.Ratios[k])
 	}
 	if len(rep.Targets) > 0 {

@@ -36,7 +36,7 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	w.txnSpannedRebalance = true
 	if len(assigned) > 0 {
 		w.r.metrics.rebalances.WithLabelValues("assigned").Inc()
-		w.r.life.worker(w.index, StateRebalancing)
+		w.rebalancing()
 	}
 	for topic, ps := range assigned {
 		w.pending[topic] = append(w.pending[topic], ps...)
@@ -44,7 +44,24 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	if end := w.endPoll.Load(); end != nil && len(assigned) > 0 {
 		(*end)() // start the new tasks now, not at the poll's deadline
 	}
-	w.log.Info("partitions assigned", "partitions", assigned)
+	w.log.Info("partitions assigned", "partitions", assigned, "assignment", w.assignment())
+}
+
+// assignment is every input partition the worker holds now, restored or
+// not, by topic.
+func (w *worker) assignment() map[string][]int32 {
+	out := map[string][]int32{}
+	for tp := range w.byInput {
+		out[tp.Topic] = append(out[tp.Topic], tp.Partition)
+	}
+	for topic, ps := range w.pending {
+		out[topic] = append(out[topic], ps...)
+	}
+	for topic := range out {
+		slices.Sort(out[topic])
+		out[topic] = slices.Compact(out[topic])
+	}
+	return out
 }
 
 func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
@@ -68,7 +85,7 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	// revoked tasks' work is discarded here, the others' at the next End.
 	w.txnRebalanced = true
 	w.dropTasks(revoked, w.eos || commitErr != nil)
-	w.log.Info("partitions revoked", "partitions", revoked)
+	w.log.Info("partitions revoked", "partitions", revoked, "assignment", w.assignment())
 	if commitErr != nil {
 		w.log.Warn("commit on revocation failed", "err", commitErr)
 		w.restartTasks()
@@ -81,7 +98,7 @@ func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 	w.r.metrics.rebalances.WithLabelValues("lost").Inc()
 	w.txnRebalanced = true
 	w.dropTasks(lost, true)
-	w.log.Warn("partitions lost", "partitions", lost)
+	w.log.Warn("partitions lost", "partitions", lost, "assignment", w.assignment())
 }
 
 // restartTasks discards every task's uncommitted work and starts the tasks

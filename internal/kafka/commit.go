@@ -118,7 +118,7 @@ type pendingCommit struct {
 
 // commit makes everything the tasks produced since the last commit durable
 // together, then applies the store buffers.
-func (w *worker) commit(ctx context.Context) error {
+func (w *worker) commit(ctx context.Context) (err error) {
 	start := time.Now()
 	w.lastCommit = start
 	var parts []*pendingCommit
@@ -134,9 +134,12 @@ func (w *worker) commit(ctx context.Context) error {
 	if nothing && !w.inTxn {
 		return nil
 	}
+	span := w.traceCommit(ctx, parts, len(w.timestamps))
+	defer func() { span.end(err) }()
 	if len(parts) == 0 {
 		// Every task was revoked or lost while the transaction was open:
 		// nothing of it may commit.
+		span.aborted()
 		_, err := w.sess.End(ctx, kgo.TryAbort)
 		w.inTxn, w.txnRebalanced = false, false
 		w.r.metrics.transactions.WithLabelValues("aborted").Inc()
@@ -147,10 +150,12 @@ func (w *worker) commit(ctx context.Context) error {
 	}
 	w.r.metrics.commits.Inc()
 	if err := w.beginTxn(); err != nil {
+		w.r.metrics.commitFailures.WithLabelValues("begin").Inc()
 		return err
 	}
 	w.produce(parts)
 	if err := w.waitInflight(ctx); err != nil {
+		w.r.metrics.commitFailures.WithLabelValues("produce").Inc()
 		return err
 	}
 	crashpoint.Reach(crashpoint.AfterProduce)
@@ -175,11 +180,14 @@ func (w *worker) commit(ctx context.Context) error {
 		if err != nil {
 			// The outcome is unknown: a new session starts from the
 			// group's committed offsets and the changelogs.
+			span.unknown()
 			w.abortAll()
 			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
+			w.r.metrics.commitFailures.WithLabelValues("end-transaction").Inc()
 			return fmt.Errorf("end transaction: %w", err)
 		}
 		if !committed {
+			span.aborted()
 			w.r.metrics.transactions.WithLabelValues("aborted").Inc()
 			w.timestamps = w.timestamps[:0]
 			switch {
@@ -210,6 +218,7 @@ func (w *worker) commit(ctx context.Context) error {
 		crashpoint.Reach(crashpoint.AfterEndTxn)
 	} else if produceErr != nil {
 		// Nothing was applied and no offset committed: rewind and redo.
+		span.aborted()
 		w.abortAll()
 		w.cl.SetOffsets(w.cl.CommittedOffsets())
 		w.log.Warn("produce failed; input will be redelivered", "err", produceErr)
@@ -409,6 +418,7 @@ func (w *worker) commitOffsets(ctx context.Context, parts []*pendingCommit) {
 		}
 	})
 	if commitErr != nil {
+		w.r.metrics.commitFailures.WithLabelValues("offsets").Inc()
 		w.log.Warn("offset commit failed; records after the last commit will be redelivered", "err", commitErr)
 	}
 }

@@ -69,6 +69,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Guarantee is a processing guarantee.
@@ -93,6 +94,11 @@ type SASL struct {
 	Mechanism string
 	User      string
 	Password  string
+}
+
+// String describes the credentials without the password.
+func (s SASL) String() string {
+	return fmt.Sprintf("SASL{Mechanism: %s, User: %s, Password: [redacted]}", s.Mechanism, s.User)
 }
 
 // Config is exactly.Config as the runtime takes it; the field comments
@@ -178,7 +184,28 @@ type Config struct {
 	// StateListener, if set, is told every change of the instance's state,
 	// in order. It runs on the runtime's goroutines and must not block.
 	StateListener func(old, new State)
+	// StoreBlockCacheSize is the size in bytes of the block cache all the
+	// instance's persistent stores share; default 64 MiB.
+	StoreBlockCacheSize int64
+	// StoreMemTableSize is the memtable size in bytes of each task's
+	// persistent stores; default 4 MiB.
+	StoreMemTableSize int64
+	// StoreSyncWrites fsyncs every batch written to a persistent store;
+	// default false.
+	StoreSyncWrites bool
+	// AllowUncompactedChangelogs makes a changelog topic found without
+	// cleanup.policy=compact a warning rather than an error; default false.
+	AllowUncompactedChangelogs bool
+	// TracerProvider turns on tracing: spans of records, commits and
+	// restores, and traceparent headers on outputs; nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
+
+// DefaultStoreBlockCacheSize is the default of StoreBlockCacheSize.
+const DefaultStoreBlockCacheSize = 64 << 20
+
+// DefaultStoreMemTableSize is the default of StoreMemTableSize, Pebble's.
+const DefaultStoreMemTableSize = 4 << 20
 
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
@@ -240,6 +267,15 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.MaxPollRecords <= 0 {
 		out.MaxPollRecords = 10000
+	}
+	if out.StoreBlockCacheSize < 0 || out.StoreMemTableSize < 0 {
+		return out, errors.New("config: StoreBlockCacheSize and StoreMemTableSize must not be negative: give a size in bytes, or 0 for the default")
+	}
+	if out.StoreBlockCacheSize == 0 {
+		out.StoreBlockCacheSize = DefaultStoreBlockCacheSize
+	}
+	if out.StoreMemTableSize == 0 {
+		out.StoreMemTableSize = DefaultStoreMemTableSize
 	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()

@@ -22,8 +22,18 @@ func configFetchError(err error) error {
 	case errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TopicAuthorizationFailed),
 		errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.SaslAuthenticationFailed):
 		return &ConfigError{fmt.Errorf("not authorized: check the credentials and ACLs: %w", err)}
+	case errors.Is(err, kerr.FencedInstanceID):
+		// Rejoining would fence the other instance in turn, and so on.
+		return &ConfigError{fmt.Errorf("another instance joined the group with this InstanceID and took its place: give each instance its own InstanceID: %w", err)}
 	}
 	return nil
+}
+
+// fenced reports whether err says that a newer producer or group member
+// took this one's place.
+func fenced(err error) bool {
+	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.FencedInstanceID)
 }
 
 // refusedError is a record the broker refuses for good that no input

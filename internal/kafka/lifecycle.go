@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/exactly-go/exactly/internal/task"
 )
@@ -145,4 +146,20 @@ func (l *lifecycle) current() State {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.state
+}
+
+// rebalancing marks the worker rebalancing: joining the group or restoring
+// newly assigned tasks.
+func (w *worker) rebalancing() {
+	w.rebalancingSince.CompareAndSwap(0, time.Now().UnixNano())
+	w.r.life.worker(w.index, StateRebalancing)
+}
+
+// running marks the worker processing again, and observes how long the
+// rebalance took.
+func (w *worker) running() {
+	if since := w.rebalancingSince.Swap(0); since != 0 {
+		w.r.metrics.rebalanceDuration.Observe(time.Since(time.Unix(0, since)).Seconds())
+	}
+	w.r.life.worker(w.index, StateRunning)
 }

@@ -23,6 +23,12 @@ type metrics struct {
 	produceErrors      *prometheus.CounterVec
 	workerReplacements prometheus.Counter
 	stalledWorkers     prometheus.Gauge
+	pollLatency        prometheus.Histogram
+	restoreDuration    prometheus.Histogram
+	rebalanceDuration  prometheus.Histogram
+	fencedProducers    prometheus.Counter
+	commitFailures     *prometheus.CounterVec
+	taskProcessed      *prometheus.CounterVec
 	standbyTasks       prometheus.Gauge
 	standbyLag         *prometheus.GaugeVec
 	standbyRecords     *prometheus.CounterVec
@@ -72,10 +78,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "exactly_standby_records_total", Help: "Changelog records applied to standby stores."}, []string{"store"}),
 		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_produce_errors_total", Help: "Records the broker did not take, by topic and kind: refused (for good: too large, invalid), unknown-topic (deleted or recreated), transient."}, []string{"topic", "kind"}),
+		pollLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "exactly_poll_latency_seconds", Help: "Time one poll waited for records (at most until the next commit is due).", Buckets: latency}),
+		restoreDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "exactly_restore_duration_seconds", Help: "Time to restore the stores of one task from its changelogs.", Buckets: latency}),
+		rebalanceDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "exactly_rebalance_duration_seconds", Help: "Time a worker spent rebalancing (joining the group and restoring its new tasks) before it processed again.", Buckets: latency}),
+		fencedProducers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactly_fenced_producers_total", Help: "Sessions ended because the broker fenced their producer or group membership (a newer instance took over)."}),
+		commitFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_commit_failures_total", Help: "Commits that failed and made the worker start its tasks again from the last commit, by stage (begin, produce, end-transaction, offsets)."}, []string{"stage"}),
+		taskProcessed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "exactly_task_records_processed_total", Help: "Input records processed per task (including ones later aborted and reprocessed): key skew shows as uneven tasks."}, []string{"task"}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
 			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements, m.stalledWorkers,
+			m.pollLatency, m.restoreDuration, m.rebalanceDuration, m.fencedProducers, m.commitFailures, m.taskProcessed,
 			m.standbyTasks, m.standbyLag, m.standbyRecords} {
 			if err := reg.Register(c); err != nil {
 				return nil, err

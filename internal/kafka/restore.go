@@ -13,6 +13,7 @@ import (
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/tracing"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -196,7 +197,9 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 		memory = store.NewMemory()
 	}
 	sub := w.r.topo.Subtopologies()[id.Subtopology]
-	lt := &liveTask{id: id, memory: memory, committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{}}
+	lt := &liveTask{id: id, memory: memory, committed: map[task.TopicPartition]int64{}, stableEnd: map[task.TopicPartition]int64{},
+		dataEnd: map[task.TopicPartition]int64{}, seenEnd: map[task.TopicPartition]int64{},
+		processed: w.r.metrics.taskProcessed.WithLabelValues(id.String())}
 	streamTime := int64(task.UnknownTime)
 	for _, topic := range sub.SourceTopics {
 		tp := task.TopicPartition{Topic: topic, Partition: id.Partition}
@@ -210,6 +213,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 	cfg := task.Config{
 		Memory:             lt.memory,
 		DeadLetterMaxBytes: task.DefaultDeadLetterMaxBytes,
+		Tracer:             tracing.Tracer(w.r.cfg.TracerProvider),
 		ApplicationID:      w.r.cfg.ApplicationID,
 		ID:                 id,
 		StreamTime:         streamTime,
@@ -239,7 +243,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 		return nil, err
 	}
 	lt.task = tk
-	if err := w.restore(ctx, lt); err != nil {
+	if err := w.restoreTraced(ctx, lt); err != nil {
 		lt.closeStores()
 		return nil, err
 	}
@@ -298,6 +302,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 		w.r.metrics.restored.WithLabelValues(pos.store).Add(float64(n))
+		lt.restored += int64(n)
 		if next < pos.end && crashpoint.Armed() {
 			// The crash finds the batch on disk, as a SIGKILL a moment
 			// later would (Pebble writes its log behind the commit).
@@ -355,6 +360,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 			}
 		}
 	}
+	w.r.metrics.restoreDuration.Observe(time.Since(started).Seconds())
 	w.log.Info("restored task", "task", lt.id, "took", time.Since(started).Round(time.Millisecond))
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -45,6 +46,8 @@ type Runner struct {
 
 	routes   routes   // the group's assignment by advertised host (routing.go)
 	standbys standbys // the standby tasks this instance keeps (standby.go)
+
+	blockCache *store.BlockCache // shared by the persistent stores; set while Run runs
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -133,6 +136,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.unlockStateDir()
+	r.blockCache = store.NewBlockCache(r.cfg.StoreBlockCacheSize)
+	defer r.blockCache.Release()
 
 	admCl, err := kgo.NewClient(r.clientOptions()...)
 	if err != nil {
@@ -361,6 +366,7 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 	if err := r.createInternalTopics(ctx, adm); err != nil {
 		return err
 	}
+	var changelogs []string
 	for _, sub := range r.topo.Subtopologies() {
 		var want int32
 		for _, topic := range sub.SourceTopics {
@@ -387,6 +393,7 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 			if r.partitions[topic] != want {
 				return fmt.Errorf("changelog %s has %d partitions but its source has %d: delete the changelog (it is rebuilt) or fix the source", topic, r.partitions[topic], want)
 			}
+			changelogs = append(changelogs, topic)
 		}
 		for _, topic := range sub.SinkTopics {
 			if _, ok := r.partitions[topic]; ok {
@@ -404,7 +411,7 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 			}
 		}
 	}
-	return nil
+	return r.checkChangelogPolicies(ctx, adm, changelogs)
 }
 
 // createInternalTopics creates the topics the topology both writes and

@@ -9,6 +9,7 @@ import (
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -62,18 +63,25 @@ type liveTask struct {
 	// committed for it (-1: none yet).
 	committed map[task.TopicPartition]int64
 	// stableEnd holds, per input partition, the last stable offset the
-	// latest fetch reported.
-	stableEnd  map[task.TopicPartition]int64
-	task       *task.Task
-	memory     *store.Memory
-	persistent *store.Pebble
-	release    func()       // hands the task directory back (with persistent)
-	query      *queryTarget // what interactive queries and metrics read
+	// latest fetch reported; dataEnd the offset after the last record
+	// fetched, seenEnd the offset after the last record or transaction
+	// marker fetched.
+	dataEnd, seenEnd map[task.TopicPartition]int64
+	stableEnd        map[task.TopicPartition]int64
+	task             *task.Task
+	memory           *store.Memory
+	persistent       *store.Pebble
+	release          func() // hands the task directory back (with persistent)
+	processed        prometheus.Counter
+	query            *queryTarget // what interactive queries and metrics read
+	restored         int64        // changelog records restored, for the restore's span
 }
 
-// newMembership creates the clients of a new membership; the caller
-// cancels its produceCtx when the session ends.
-func (w *worker) newMembership(ctx context.Context) (*membership, error) {
+// join makes a new membership the worker's current one and creates its
+// clients, under mu: the group may call the rebalance callbacks as soon as
+// the client exists, and they must find the membership complete. The
+// caller cancels its produceCtx when the session ends.
+func (w *worker) join(ctx context.Context) (*membership, error) {
 	m := &membership{
 		tasks:       map[topo.TaskID]*liveTask{},
 		byInput:     map[task.TopicPartition]*liveTask{},
@@ -83,6 +91,9 @@ func (w *worker) newMembership(ctx context.Context) (*membership, error) {
 		lastCommit:  time.Now(),
 	}
 	m.produceCtx, m.cancelProduce = context.WithCancel(context.WithoutCancel(ctx))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.membership = m
 	var err error
 	if w.eos {
 		m.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
@@ -115,7 +126,7 @@ func (w *worker) shutdown() {
 		w.log.Warn("final commit failed", "err", err)
 		w.abortAll()
 	}
-	w.log.Info("shut down cleanly")
+	w.log.Info("final commit done; closing the tasks")
 }
 
 // closeSession closes every task without applying anything uncommitted and
@@ -130,6 +141,7 @@ func (w *worker) closeSession(ctx context.Context) {
 	w.mu.Unlock()
 	if w.r.cfg.InstanceID != "" && !w.r.cfg.LeaveGroupOnClose {
 		w.cl.CloseAllowingRebalance()
+		w.log.Info("session closed; as a static member this worker stays in the group until its session times out", "session_timeout", w.r.cfg.SessionTimeout)
 		return
 	}
 	leaveCtx, cancel := context.WithTimeout(context.Background(), w.r.cfg.SessionTimeout)
@@ -150,4 +162,5 @@ func (w *worker) closeSession(ctx context.Context) {
 		}
 	}
 	w.cl.Close()
+	w.log.Info("session closed; left the group")
 }

@@ -42,7 +42,7 @@ func (r *Runner) openPersistent(ctx context.Context, id topo.TaskID, log *slog.L
 	slow := time.AfterFunc(10*time.Second, func() {
 		log.Warn("opening a task's store is taking long", "task", id, "dir", dir)
 	})
-	p, err := store.OpenPebble(dir)
+	p, err := store.OpenPebbleWith(dir, r.storeOptions())
 	slow.Stop()
 	if err != nil && store.IsCorrupt(err) {
 		log.Warn("local store corrupt; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
@@ -50,13 +50,18 @@ func (r *Runner) openPersistent(ctx context.Context, id topo.TaskID, log *slog.L
 			release()
 			return nil, nil, fmt.Errorf("wipe %s: %w", dir, rmErr)
 		}
-		p, err = store.OpenPebble(dir)
+		p, err = store.OpenPebbleWith(dir, r.storeOptions())
 	}
 	if err != nil {
 		release()
 		return nil, nil, err
 	}
 	return p, release, nil
+}
+
+// storeOptions tune the persistent stores as the configuration says.
+func (r *Runner) storeOptions() store.PebbleOptions {
+	return store.PebbleOptions{Cache: r.blockCache, MemTableSize: r.cfg.StoreMemTableSize, Sync: r.cfg.StoreSyncWrites}
 }
 
 // acquireDir marks dir as open in this process, waiting up to wait for a

@@ -38,6 +38,7 @@ type worker struct {
 	uncommittedSince atomic.Int64
 	stalled          atomic.Bool
 	cancelSession    atomic.Pointer[context.CancelCauseFunc]
+	rebalancingSince atomic.Int64 // unix ns since the worker rebalances (0: running)
 	// endPoll ends the poll in progress (nil between polls), so that newly
 	// assigned tasks start at once rather than at the poll's deadline.
 	endPoll atomic.Pointer[context.CancelFunc]
@@ -65,6 +66,9 @@ func (w *worker) run(ctx context.Context) error {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if fenced(err) {
+			w.r.metrics.fencedProducers.Inc()
 		}
 		var ce *ConfigError
 		if isFatal(err) || errors.As(err, &ce) {
@@ -99,6 +103,7 @@ func (w *worker) clientOptions() []kgo.Opt {
 		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, cfg.SessionTimeout/3)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // skipped, but they show the position (reportLag)
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RecordPartitioner(explicitOrKeyPartitioner{}),
 		kgo.OnPartitionsAssigned(w.onAssigned),
@@ -136,16 +141,13 @@ func (w *worker) session(parent context.Context) (err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	w.cancelSession.Store(&cancel)
-	m, err := w.newMembership(ctx)
+	m, err := w.join(ctx)
 	if err != nil {
 		return err
 	}
 	defer m.cancelProduce()
-	w.mu.Lock()
-	w.membership = m
-	w.mu.Unlock()
 	defer w.closeSession(ctx)
-	w.r.life.worker(w.index, StateRebalancing)
+	w.rebalancing()
 
 	for {
 		if ctx.Err() != nil {
@@ -163,10 +165,12 @@ func (w *worker) session(parent context.Context) (err error) {
 			return &ApplicationShutdownError{}
 		}
 		pollCtx, cancel := context.WithDeadline(ctx, w.lastCommit.Add(w.r.cfg.CommitInterval))
+		polled := time.Now()
 		w.endPoll.Store(&cancel)
 		fetches := w.cl.PollRecords(pollCtx, w.r.cfg.MaxPollRecords)
 		w.endPoll.Store(nil)
 		cancel()
+		w.r.metrics.pollLatency.Observe(time.Since(polled).Seconds())
 		if fetches.IsClientClosed() {
 			return errors.New("client closed")
 		}
@@ -213,7 +217,7 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	if w.assigned {
 		w.ready()
-		w.r.life.worker(w.index, StateRunning)
+		w.running()
 	}
 
 	start := time.Now()
@@ -232,7 +236,15 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 			procErr = fmt.Errorf("records for %s/%d, which has no task", fp.Topic, fp.Partition)
 			return
 		}
+		processed := 0
 		for _, rec := range fp.Records {
+			if rec.Attrs.IsControl() {
+				// A transaction marker: nothing to process, but the
+				// position is past it (see reportLag).
+				lt.seenEnd[tp] = rec.Offset + 1
+				continue
+			}
+			lt.dataEnd[tp], lt.seenEnd[tp] = rec.Offset+1, rec.Offset+1
 			if rec.Offset < lt.committed[tp] {
 				continue // committed before: its effects are durable already
 			}
@@ -243,7 +255,9 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 			}
 			w.timestamps = append(w.timestamps, raw.Timestamp)
 			n++
+			processed++
 		}
+		lt.processed.Add(float64(processed))
 		lt.stableEnd[tp] = fp.LastStableOffset
 		w.reportLag(lt, tp)
 	})
@@ -292,9 +306,16 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 
 // reportLag sets exactly_consumer_lag of one input partition: the offsets
 // between what the group has committed and the partition's last stable
-// offset, so that it grows while nothing commits.
+// offset, so that it grows while nothing commits. Transaction markers
+// after the last committed record are not lag: once every record fetched
+// is committed, the position past the markers counts as consumed, so an
+// idle transactional input reads 0.
 func (w *worker) reportLag(lt *liveTask, tp task.TopicPartition) {
-	lag := max(lt.stableEnd[tp]-max(lt.committed[tp], 0), 0)
+	consumed := max(lt.committed[tp], 0)
+	if consumed >= lt.dataEnd[tp] {
+		consumed = max(consumed, lt.seenEnd[tp])
+	}
+	lag := max(lt.stableEnd[tp]-consumed, 0)
 	w.r.metrics.lag.WithLabelValues(tp.Topic, strconv.Itoa(int(tp.Partition))).Set(float64(lag))
 }
 

@@ -47,9 +47,15 @@
 //
 // A crash at any step leaves each backend at or behind its checkpoint, never
 // ahead of its changelog: step 2 of the next New catches it up.
+//
+// With Config.Tracer set, each processed record gets a span (package
+// tracing), and every output and dead letter of the record carries the
+// span's traceparent. Spans read the clock, but nothing the task decides
+// depends on them; without a Tracer the task does nothing of it.
 package task
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -60,7 +66,9 @@ import (
 
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/topo"
+	"github.com/exactly-go/exactly/internal/tracing"
 	"github.com/exactly-go/exactly/internal/wire"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // UnknownTime is the stream time of a task that has seen no record.
@@ -93,6 +101,10 @@ type Config struct {
 	// DeadLetterMaxBytes bounds the key and value a dead letter carries;
 	// a larger record is dead-lettered without its value (0: no bound).
 	DeadLetterMaxBytes int
+	// Tracer, when set, traces each record (tracing.StartRecord) and
+	// writes its span's traceparent on the record's outputs and dead
+	// letters; nil traces nothing.
+	Tracer trace.Tracer
 }
 
 // TopicPartition names an input partition.
@@ -169,11 +181,14 @@ type Task struct {
 
 	memory, persistent *store.Txn
 	kvs                map[string]*store.KV
+	counts             []pendingCount // CountOnCommit's amounts since the last commit
+	countsMark         int            // len(counts) when the current record began
 
 	streamTime int64
 	recordTime int64
 	wallClock  int64
 	current    *topo.Raw
+	span       trace.Span // of current, while tracing
 	failure    *nodeFailure
 	failed     error
 
@@ -338,9 +353,18 @@ func (t *Task) Process(raw *topo.Raw) error {
 		return fmt.Errorf("task %s does not read topic %q", t.cfg.ID, raw.Topic)
 	}
 	t.current = raw
-	defer func() { t.current = nil }()
+	defer func() {
+		t.current = nil
+		if t.span != nil {
+			t.span.End()
+			t.span = nil
+		}
+	}()
 	tp := TopicPartition{raw.Topic, raw.Partition}
 	if cause := t.refused[tp][raw.Offset]; cause != nil {
+		if t.cfg.Tracer != nil {
+			t.startSpan(raw, nil)
+		}
 		if err := t.handleFailure(t.topo.OnProductionError, t.sourceOf[raw.Topic], wire.ReasonProduction, cause); err != nil {
 			return err
 		}
@@ -350,6 +374,13 @@ func (t *Task) Process(raw *topo.Raw) error {
 
 	var ts int64
 	err := t.guard(t.sourceOf[raw.Topic], func() (err error) { ts, err = src.Decode(raw); return err })
+	if t.cfg.Tracer != nil {
+		decoded := src
+		if err != nil {
+			decoded = nil // nothing decoded to ask
+		}
+		t.startSpan(raw, decoded)
+	}
 	if err != nil {
 		reason := topo.DecodeErrorReason(err)
 		if err := t.handleFailure(t.topo.OnDeserializationError, t.sourceOf[raw.Topic], reason, err); err != nil {
@@ -386,6 +417,7 @@ func (t *Task) Process(raw *topo.Raw) error {
 }
 
 func (t *Task) beginRecord() {
+	t.countsMark = len(t.counts)
 	t.memory.BeginRecord()
 	if t.persistent != nil {
 		t.persistent.BeginRecord()
@@ -393,10 +425,26 @@ func (t *Task) beginRecord() {
 }
 
 func (t *Task) endRecord(keep bool) {
+	if !keep {
+		t.counts = t.counts[:t.countsMark]
+	}
 	t.memory.EndRecord(keep)
 	if t.persistent != nil {
 		t.persistent.EndRecord(keep)
 	}
+}
+
+// startSpan starts the span of raw; src, when not nil, has decoded raw
+// and may say more of its trace.
+func (t *Task) startSpan(raw *topo.Raw, src topo.SourceInstance) {
+	r := tracing.RecordSpan{ApplicationID: t.cfg.ApplicationID, Task: t.cfg.ID, Raw: raw}
+	if src != nil {
+		_ = t.guard(t.sourceOf[raw.Topic], func() error {
+			r.Hint.TraceID, r.Hint.Attributes = src.Trace()
+			return nil
+		})
+	}
+	t.span = tracing.StartRecord(t.cfg.Tracer, r)
 }
 
 // handleFailure dead-letters the current record or fails the task.
@@ -404,6 +452,9 @@ func (t *Task) handleFailure(action topo.ErrorAction, node, reason string, cause
 	raw := t.current
 	fail := func(err error) error {
 		t.failed = &RecordError{Topic: raw.Topic, Partition: raw.Partition, Offset: raw.Offset, Node: node, Reason: reason, Err: err}
+		if t.span != nil {
+			tracing.RecordFailed(t.span, reason, false, t.failed)
+		}
 		return t.failed
 	}
 	if action != topo.DeadLetter {
@@ -415,6 +466,9 @@ func (t *Task) handleFailure(action topo.ErrorAction, node, reason string, cause
 	}
 	if len(topics) == 0 {
 		return fail(fmt.Errorf("%w (and no dead-letter sink is connected to %q or its source)", cause, node))
+	}
+	if t.span != nil {
+		tracing.RecordFailed(t.span, reason, true, cause)
 	}
 	t.emitDeadLetters(topics, topo.DeadLetterRecord{Reason: reason, Message: cause.Error(), Source: raw})
 	return nil
@@ -438,6 +492,9 @@ func (t *Task) emitDeadLetters(topics []string, rec topo.DeadLetterRecord) {
 		topo.Header{Key: wire.HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(src.Partition), 10)},
 		topo.Header{Key: wire.HeaderSourceOffset, Value: strconv.AppendInt(nil, src.Offset, 10)},
 	)
+	if t.span != nil && src == t.current {
+		headers = tracing.Stamp(headers, src.Headers, t.span.SpanContext())
+	}
 	for _, topic := range topics {
 		t.outputs = append(t.outputs, topo.Output{
 			Topic: topic, Partition: -1, Key: src.Key, Value: value,
@@ -543,6 +600,10 @@ func (t *Task) CompleteCommit(checkpoints map[string]int64) error {
 		}
 	}
 	t.outputs = nil
+	for _, c := range t.counts {
+		c.to.Add(c.n)
+	}
+	t.counts = t.counts[:0]
 	t.takeSnapshot()
 	for tp, offsets := range t.refused {
 		for offset := range offsets {
@@ -563,6 +624,7 @@ func (t *Task) Abort() {
 		t.persistent.Discard()
 	}
 	t.outputs = nil
+	t.counts = t.counts[:0]
 	t.failed, t.failure = nil, nil
 	t.streamTime = t.committed.streamTime
 	t.offsets = cloneOffsets(t.committed.offsets)
@@ -655,8 +717,22 @@ func (t *Task) Failed() bool { return t.failure != nil }
 func (t *Task) Emit(out topo.Output) {
 	if t.current != nil && !t.punctuating {
 		out.SourceTopic, out.SourcePartition, out.SourceOffset = t.current.Topic, t.current.Partition, t.current.Offset
+		if t.span != nil {
+			out.Headers = tracing.Stamp(out.Headers, t.current.Headers, t.span.SpanContext())
+		}
 	}
 	t.outputs = append(t.outputs, out)
+}
+
+// noSpan is the span of a task that traces nothing: it records nothing.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// Span implements topo.Runtime.
+func (t *Task) Span() trace.Span {
+	if t.span == nil {
+		return noSpan
+	}
+	return t.span
 }
 
 // Refuse records that an output of the input record at tp/offset was
@@ -687,6 +763,9 @@ func (t *Task) DeadLetter(node string, rec topo.DeadLetterRecord) error {
 	}
 	if rec.Reason == "" {
 		rec.Reason = wire.ReasonProcessing
+	}
+	if t.span != nil && rec.Source == t.current {
+		tracing.RecordFailed(t.span, rec.Reason, true, errors.New(rec.Message))
 	}
 	t.emitDeadLetters(topics, rec)
 	return nil
@@ -721,6 +800,17 @@ func (t *Task) Schedule(node string, interval time.Duration, typ topo.Punctuatio
 	}
 	t.schedules = append(t.schedules, s)
 	return s, nil
+}
+
+// CountOnCommit implements topo.Runtime.
+func (t *Task) CountOnCommit(c topo.Adder, n float64) {
+	t.counts = append(t.counts, pendingCount{to: c, n: n})
+}
+
+// pendingCount is an amount CountOnCommit holds until the commit.
+type pendingCount struct {
+	to topo.Adder
+	n  float64
 }
 
 // PartitionCount implements topo.Runtime.

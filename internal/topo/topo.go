@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/wire"
 )
@@ -133,7 +136,17 @@ type Runtime interface {
 	Schedule(node string, interval time.Duration, typ PunctuationType, fn func(ts int64) error) (Cancellable, error)
 	// PartitionCount returns the number of partitions of a topic.
 	PartitionCount(topic string) (int32, error)
+	// CountOnCommit adds n to c once the commit holding the current record
+	// or punctuation succeeds; an abort or the record's failure drops it.
+	CountOnCommit(c Adder, n float64)
+	// Span is the span of the input record being processed; a span that
+	// records nothing when tracing is off or no record is processed.
+	Span() trace.Span
 }
+
+// Adder is a counter that CountOnCommit advances, such as a
+// prometheus.Counter.
+type Adder interface{ Add(float64) }
 
 // Cancellable cancels a scheduled punctuator.
 type Cancellable interface{ Cancel() }
@@ -162,6 +175,10 @@ type SourceInstance interface {
 	Decode(raw *Raw) (timestamp int64, err error)
 	// Deliver forwards the last decoded record to the children.
 	Deliver()
+	// Trace says what the last decoded record tells of its trace, for the
+	// record's span; called only while tracing is on, between Decode and
+	// Deliver. The zero TraceID and no attributes when it tells nothing.
+	Trace() (trace.TraceID, []attribute.KeyValue)
 }
 
 // DecodeError is a record that could not be deserialized or timestamped.

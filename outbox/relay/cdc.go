@@ -271,7 +271,7 @@ func (rel *relation) row(t *pglogrepl.TupleData) (row, error) {
 }
 
 func (s *cdcSession) produce(ctx context.Context, row row) error {
-	rec, err := s.r.record(row)
+	rec, err := s.r.routeRecord(row)
 	if err != nil {
 		return err
 	}

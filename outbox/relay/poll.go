@@ -90,7 +90,7 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, selectRows, deleteR
 	records := make([]*kgo.Record, len(batch))
 	ids := make([]string, len(batch))
 	for i, row := range batch {
-		if records[i], err = r.record(row); err != nil {
+		if records[i], err = r.routeRecord(row); err != nil {
 			return 0, err
 		}
 		ids[i] = row.id

@@ -43,6 +43,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/wire"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -76,6 +77,16 @@ type Config struct {
 	// "${aggregate_type}" is replaced by it. Default
 	// DefaultTopicReplacement.
 	TopicReplacement string
+	// DeadLetterTopic, if set, receives each row the relay cannot route
+	// (its headers are not a JSON object, or its aggregate type makes a
+	// topic name Kafka does not accept): the row's aggregate id as key,
+	// its payload as value, its "id" and "eventType" headers, and the
+	// dead-letter headers exactly.error.reason (ReasonUnroutable) and
+	// exactly.error.message. The relay then goes on, confirms its position
+	// and deletes the row as if it were published. Without it, such a row
+	// fails every session that reads it, and the slot keeps the WAL from
+	// it on.
+	DeadLetterTopic string
 	// Kafka are the producer's client options; seed brokers at least. The
 	// relay keeps kgo's defaults of acks=all and idempotent writes, and
 	// lingers 0 (not kgo's 10ms) unless these options say otherwise:
@@ -246,10 +257,52 @@ type row struct {
 	payload, headers                          []byte
 }
 
+// ReasonUnroutable is the exactly.error.reason of a row the relay could
+// not route (see Config.DeadLetterTopic).
+const ReasonUnroutable = "unroutable"
+
+// routeRecord builds the Kafka record of row, or, for a row that cannot be
+// routed, its dead letter when the relay has a DeadLetterTopic.
+func (r *Relay) routeRecord(row row) (*kgo.Record, error) {
+	rec, err := r.record(row)
+	if err == nil || r.cfg.DeadLetterTopic == "" {
+		return rec, err
+	}
+	r.log.Warn("outbox row dead-lettered", "id", row.id, "aggregate_type", row.aggregateType, "topic", r.cfg.DeadLetterTopic, "err", err)
+	return &kgo.Record{
+		Topic: r.cfg.DeadLetterTopic,
+		Key:   []byte(row.aggregateID),
+		Value: row.payload,
+		Headers: []kgo.RecordHeader{
+			{Key: "id", Value: []byte(row.id)},
+			{Key: "eventType", Value: []byte(row.eventType)},
+			{Key: wire.HeaderErrorReason, Value: []byte(ReasonUnroutable)},
+			{Key: wire.HeaderErrorMessage, Value: []byte(err.Error())},
+		},
+	}, nil
+}
+
+// validTopic reports whether Kafka accepts name as a topic name.
+func validTopic(name string) bool {
+	if name == "" || name == "." || name == ".." || len(name) > 249 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // record builds the Kafka record of row by the EventRouter convention.
 func (r *Relay) record(row row) (*kgo.Record, error) {
+	topic := strings.ReplaceAll(r.cfg.TopicReplacement, "${aggregate_type}", row.aggregateType)
+	if !validTopic(topic) {
+		return nil, fmt.Errorf("relay: outbox row %s routes to %q, which is not a valid topic name", row.id, topic)
+	}
 	rec := &kgo.Record{
-		Topic: strings.ReplaceAll(r.cfg.TopicReplacement, "${aggregate_type}", row.aggregateType),
+		Topic: topic,
 		Key:   []byte(row.aggregateID),
 		Value: row.payload,
 		Headers: []kgo.RecordHeader{

@@ -15,10 +15,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactly-go/exactly/internal/pgtest"
+	"github.com/exactly-go/exactly/internal/wire"
 	"github.com/exactly-go/exactly/outbox"
 )
 
@@ -463,4 +465,63 @@ func TestSecondCDCRelayOnTheSlotTakesOverWhenTheFirstStops(t *testing.T) {
 	writeEvents(ctx, t, dsn, 2, 500, &w)
 	got.waitFor(t, len(w.events), 60*time.Second)
 	got.check(t, &w)
+}
+
+// TestUnroutableRowIsDeadLetteredAndTheRelayGoesOn: a row whose aggregate
+// type makes no valid topic name sits between good rows. With a
+// DeadLetterTopic the relay publishes it there with its reason, publishes
+// the good rows after it, and cleans the table (CDC: it confirmed past the
+// row; poll: it deleted it).
+func TestUnroutableRowIsDeadLetteredAndTheRelayGoesOn(t *testing.T) {
+	for _, mode := range []Mode{ModeCDC, ModePoll} {
+		t.Run(string(mode), func(t *testing.T) {
+			ctx := context.Background()
+			dsn := pgtest.NewDatabase(t)
+			migrated(t, dsn)
+			brokers := newKafka(t)
+			admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Close()
+			if _, err := kadm.NewClient(admin).CreateTopic(ctx, 1, 1, nil, "outbox-dlq"); err != nil {
+				t.Fatal(err)
+			}
+			got := consume(ctx, t, brokers)
+			startRelay(t, Config{DSN: dsn, Mode: mode, DeadLetterTopic: "outbox-dlq", StatusInterval: 100 * time.Millisecond,
+				Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}})
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			for i, aggregateType := range []string{"order", "order", "not a topic", "order", "payment"} {
+				tx, err := conn.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := outbox.Write(ctx, tx, outbox.Event{ID: fmt.Sprintf("00000000-0000-7000-8000-%012d", i), AggregateType: aggregateType, AggregateID: fmt.Sprint("a-", i),
+					EventType: "Happened", Payload: []byte(`{}`)}); err != nil {
+					t.Fatal(err)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got.waitFor(t, 4, 30*time.Second)
+			waitEmpty(t, dsn)
+			dl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("outbox-dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dl.Close()
+			pollCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			recs := dl.PollFetches(pollCtx).Records()
+			if len(recs) != 1 || header(recs[0], "id") != "00000000-0000-7000-8000-000000000002" || header(recs[0], wire.HeaderErrorReason) != ReasonUnroutable ||
+				!strings.Contains(header(recs[0], wire.HeaderErrorMessage), "not a valid topic name") {
+				t.Fatalf("dead letters %v, want row 2 as %s", recs, ReasonUnroutable)
+			}
+		})
+	}
 }
