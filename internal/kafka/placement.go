@@ -166,11 +166,12 @@ func preferStandbyHolders(members []placementMember, plan map[string][]topo.Task
 // revoked first), and one instance keeps at most one copy of a task.
 //
 // Copies stay where they were (the instance that released a task has the
-// newest copy of all) as long as that instance keeps no more than an even
-// share of all copies; the rest go to the instances with the fewest
-// copies, and among those to the one keeping the fewest copies of tasks
-// active on the same instance, so that the tasks of one failed instance
-// fail over to several. Within an instance, a copy goes to the member that
+// newest copy of all) as long as that instance keeps at most one more than
+// an even share of all copies; the rest go to the instances with the
+// fewest copies, and among those to the one keeping the fewest copies of
+// tasks active on the same instance, so that the tasks of one failed
+// instance fail over to several. Last, a copy moves wherever an instance
+// that may keep it keeps two fewer. Within an instance, a copy goes to the member that
 // kept it, else to the member with the fewest tasks. The result maps member
 // id to its standby tasks, sorted.
 func placeStandbys(members []placementMember, plan map[string][]topo.TaskID, tasks []topo.TaskID, replicas int) map[string][]topo.TaskID {
@@ -236,7 +237,7 @@ func placeStandbys(members []placementMember, plan map[string][]topo.TaskID, tas
 	}
 	for _, id := range tasks {
 		for _, p := range kept[id] {
-			if len(placed[id]) < want[id] && eligible(id, p) && !slices.Contains(placed[id], p) && load[p] < share && membersOf[p] != nil {
+			if len(placed[id]) < want[id] && eligible(id, p) && !slices.Contains(placed[id], p) && load[p] <= share && membersOf[p] != nil {
 				place(id, p)
 			}
 		}
@@ -254,6 +255,32 @@ func placeStandbys(members []placementMember, plan map[string][]topo.TaskID, tas
 				}
 			}
 			place(id, best)
+		}
+	}
+	// Even out what stickiness and the order of the greedy fill left
+	// uneven: move a copy to an eligible instance keeping at least two
+	// fewer, until none can move. Each move lowers the sum of the squared
+	// loads, so this ends.
+	for moved := true; moved; {
+		moved = false
+		for _, id := range tasks {
+			for i, p := range placed[id] {
+				best := ""
+				for _, q := range processes {
+					if eligible(id, q) && !slices.Contains(placed[id], q) && load[q]+2 <= load[p] && (best == "" || load[q] < load[best]) {
+						best = q
+					}
+				}
+				if best == "" {
+					continue
+				}
+				placed[id][i] = best
+				load[p]--
+				load[best]++
+				pairs[[2]string{activeOn[id], p}]--
+				pairs[[2]string{activeOn[id], best}]++
+				moved = true
+			}
 		}
 	}
 	// Within each instance: the member that kept the copy, else the member

@@ -199,6 +199,25 @@ func (g *simGroup) checkConverged() {
 			t.Fatalf("generation %d: task 0_%d has %d standbys; want %d", g.generation, p, n, want)
 		}
 	}
+	// Copies are spread: none could move to an instance allowed to keep it
+	// that keeps two fewer.
+	perProcess := map[string]int{}
+	holders := map[topo.TaskID][]string{}
+	for _, m := range g.members {
+		perProcess[m.process] += len(m.standby)
+		for _, id := range m.standby {
+			holders[id] = append(holders[id], m.process)
+		}
+	}
+	for id, ps := range holders {
+		for _, p := range ps {
+			for q := range processes {
+				if q != g.activeProcess(id) && !slices.Contains(ps, q) && perProcess[q]+2 <= perProcess[p] {
+					t.Fatalf("generation %d: the standby of %s on %s (%d copies) could go to %s (%d copies)", g.generation, id, p, perProcess[p], q, perProcess[q])
+				}
+			}
+		}
+	}
 }
 
 // TestStandbysNeverShareTheActivesInstance runs the leader's placement over
