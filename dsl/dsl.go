@@ -1,11 +1,35 @@
 // Package dsl is the high-level layer over the Processor API, in Kafka
-// Streams' vocabulary and shaped by Go generics: streams from topics,
-// stateless operations (Filter, MapValues, Map, SelectKey, FlatMap, Peek,
-// Split, Merge, To), grouping and aggregation into tables (Count, Reduce,
-// Aggregate) and windowed aggregation in event time with an explicit grace
-// period. Everything compiles to ordinary processors, stores and sinks of an
-// exactly.Builder, so the runtime's guarantees (exactly-once, restore,
-// crash safety) hold for it unchanged.
+// Streams' vocabulary and shaped by Go generics. Everything compiles to
+// ordinary processors, stores and sinks of an exactly.Builder, so the
+// runtime's guarantees (exactly-once, restore, crash safety) hold for it
+// unchanged.
+//
+// # Streams
+//
+// Streams are read from topics (Stream, StreamFrom) and transformed
+// without state (Filter, MapValues, Map, SelectKey, FlatMap, Peek, Split,
+// Merge), then written (To) or grouped and aggregated into tables (Count,
+// Reduce, Aggregate) or per window in event time with an explicit grace
+// period (WindowedCount, WindowedAggregate). A grouping after a key change
+// goes through a repartition topic.
+//
+// # Mixing in the Processor API
+//
+// Process and ProcessValues hang a processor of the application's own in
+// the middle of a chain, with the stores it names; Dedup and Reorder put
+// the ready processors there, and DeadLetterTo gives a node its
+// dead-letter topic. No intermediate topic is needed.
+//
+// # Tables
+//
+// A KTable is the latest value per key (Table reads a compacted topic).
+// Its updates flow as Change records with the old and the new value, so a
+// tombstone deletes its key everywhere downstream, Filter and
+// TableMapValues retract entries that leave them, and a table re-grouped
+// with TableGroupBy is aggregated with an adder and a subtractor
+// (AggregateTable, CountTable, ReduceTable). Tables join streams (Join,
+// LeftJoin) and each other (JoinTables: inner, left, outer). Materialize
+// makes any table queryable.
 //
 // Operations that change the type parameters are functions (Go methods
 // cannot add type parameters); those that keep them are methods.

@@ -116,3 +116,88 @@ func Example_mixingLayers() {
 	// o-1 30
 	// o-1 42
 }
+
+// account is a row of a table of accounts, keyed by account id.
+type account struct {
+	Branch  string `json:"branch"`
+	Balance int64  `json:"balance"`
+}
+
+// Deposits per branch from a table of accounts: an account that moves to
+// another branch, or is closed (a tombstone), is taken out of its old
+// branch's total by the subtractor.
+func Example_tableAggregation() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "bank"})
+	accounts := dsl.Table(sb, "accounts", serde.String, serde.JSON[account](), "accounts", dsl.Materialized{})
+	byBranch := dsl.TableGroupBy(accounts, func(_ string, a account) dsl.KeyValue[string, int64] {
+		return dsl.KeyValue[string, int64]{Key: a.Branch, Value: a.Balance}
+	}, serde.String, serde.Int64)
+	deposits := dsl.AggregateTable(byBranch, "deposits-per-branch", func() int64 { return 0 },
+		func(_ string, balance, total int64) int64 { return total + balance },
+		func(_ string, balance, total int64) int64 { return total - balance },
+		serde.Int64, dsl.Materialized{})
+	deposits.ToStream().To("deposits")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{ApplicationID: "bank"})
+	defer d.Close()
+	in := testdriver.CreateInputTopic(d, "accounts", serde.String, serde.JSON[account]())
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	in.PipeInput("a-1", account{Branch: "north", Balance: 100}, t0)
+	in.PipeInput("a-2", account{Branch: "north", Balance: 50}, t0)
+	in.PipeInput("a-1", account{Branch: "south", Balance: 120}, t0) // moves: north 50, south 120
+	d.PipeBytes("accounts", []byte("a-2"), nil, t0)                 // closed: north 0
+	recs, _ := testdriver.CreateOutputTopic(d, "deposits", serde.String, serde.Int64).ReadRecords()
+	for _, r := range recs {
+		fmt.Println(r.Key, r.Value)
+	}
+	// Output:
+	// north 100
+	// north 150
+	// north 50
+	// south 120
+	// north 0
+}
+
+// Customers joined with their (optional) loyalty status: a left join of
+// two tables keeps every customer and follows changes on both sides,
+// including a deletion.
+func ExampleJoinTables() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers", dsl.Materialized{})
+	loyalty := dsl.Table(sb, "loyalty", serde.String, serde.String, "loyalty", dsl.Materialized{})
+	profiles := dsl.JoinTables(customers, loyalty, dsl.JoinLeft, func(_ string, j dsl.Joined[string, string]) string {
+		if !j.HasRight {
+			return j.Left + " (no status)"
+		}
+		return j.Left + " (" + j.Right + ")"
+	}, serde.String)
+	profiles.Materialize("profiles", dsl.Materialized{}).To("profiles")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{})
+	defer d.Close()
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	testdriver.CreateInputTopic(d, "customers", serde.String, serde.String).PipeInput("c-1", "Ada", t0)
+	testdriver.CreateInputTopic(d, "loyalty", serde.String, serde.String).PipeInput("c-1", "gold", t0)
+	d.PipeBytes("loyalty", []byte("c-1"), nil, t0)   // status revoked
+	d.PipeBytes("customers", []byte("c-1"), nil, t0) // customer deleted: a tombstone
+	for _, r := range d.TopicRecords("profiles", 0) {
+		if r.Value == nil {
+			fmt.Println(string(r.Key), "tombstone")
+			continue
+		}
+		fmt.Println(string(r.Key), string(r.Value))
+	}
+	// Output:
+	// c-1 Ada (no status)
+	// c-1 Ada (gold)
+	// c-1 Ada (no status)
+	// c-1 tombstone
+}
