@@ -28,8 +28,10 @@
 // TableMapValues retract entries that leave them, and a table re-grouped
 // with TableGroupBy is aggregated with an adder and a subtractor
 // (AggregateTable, CountTable, ReduceTable). Tables join streams (Join,
-// LeftJoin) and each other (JoinTables: inner, left, outer). Materialize
-// makes any table queryable.
+// LeftJoin) and each other: by key (JoinTables: inner, left, outer) or
+// through a foreign key extracted from the left value (JoinOnForeignKey,
+// over a subscription and a response topic, so the tables need not be
+// co-partitioned). Materialize makes any table queryable.
 //
 // Operations that change the type parameters are functions (Go methods
 // cannot add type parameters); those that keep them are methods.

@@ -201,3 +201,47 @@ func ExampleJoinTables() {
 	// c-1 Ada (no status)
 	// c-1 tombstone
 }
+
+// orderRow is a row of a table of orders, referring to its customer.
+type orderRow struct {
+	Customer string `json:"customer"`
+	Total    int64  `json:"total"`
+}
+
+// Orders enriched with their customer's name through a foreign key: the
+// result follows a customer's rename and an order moved to another
+// customer, with no need for the two tables to be co-partitioned.
+func ExampleJoinOnForeignKey() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "shop"})
+	orders := dsl.Table(sb, "orders", serde.String, serde.JSON[orderRow](), "orders", dsl.Materialized{})
+	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers", dsl.Materialized{})
+	enriched := dsl.JoinOnForeignKey(orders, customers, "order-customer",
+		func(o orderRow) string { return o.Customer }, dsl.JoinInner,
+		func(_ string, j dsl.Joined[orderRow, string]) string { return fmt.Sprint(j.Right, " ", j.Left.Total) },
+		serde.String, dsl.Materialized{})
+	enriched.ToStream().To("orders-enriched")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{ApplicationID: "shop",
+		Partitions: map[string]int32{"orders": 2, "customers": 3}})
+	defer d.Close()
+	orderIn := testdriver.CreateInputTopic(d, "orders", serde.String, serde.JSON[orderRow]())
+	customerIn := testdriver.CreateInputTopic(d, "customers", serde.String, serde.String)
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	customerIn.PipeInput("c-1", "Ada", t0)
+	customerIn.PipeInput("c-2", "Grace", t0)
+	orderIn.PipeInput("o-1", orderRow{Customer: "c-1", Total: 30}, t0)
+	customerIn.PipeInput("c-1", "Ada L.", t0)                          // renamed
+	orderIn.PipeInput("o-1", orderRow{Customer: "c-2", Total: 30}, t0) // moved
+	recs, _ := testdriver.CreateOutputTopic(d, "orders-enriched", serde.String, serde.String).ReadRecords()
+	for _, r := range recs {
+		fmt.Println(r.Key, r.Value)
+	}
+	// Output:
+	// o-1 Ada 30
+	// o-1 Ada L. 30
+	// o-1 Grace 30
+}

@@ -41,7 +41,11 @@ import (
 type Config struct {
 	// ApplicationID names changelog topics; default "test".
 	ApplicationID string
-	// Partitions sets topics' partition counts; unlisted topics have one.
+	// Partitions sets topics' partition counts. An unlisted topic has one,
+	// except an internal topic (one the topology writes and reads: a
+	// repartition topic, a foreign-key join's subscription and response
+	// topics), which has as many as the Kafka runner would create: those of
+	// the topics read beside it, or else those of what its writer reads.
 	Partitions map[string]int32
 	// ManualCommit turns off the default commit after every piped record
 	// and every wall-clock advance; call Commit yourself.
@@ -76,6 +80,8 @@ type Driver struct {
 	cfg    Config
 	topo   *topo.Topology
 	topics map[string]*topicLog
+	// internal are the partition counts of unlisted internal topics.
+	internal map[string]int32
 	// partitioners place keyed records, per topic.
 	partitioners map[string]kgo.TopicPartitioner
 	tasks        map[topo.TaskID]*liveTask
@@ -161,6 +167,12 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 	if cfg.WallClock.IsZero() {
 		d.wall = 0
 	}
+	d.internal = d.topo.InternalTopicPartitions(func(topic string) int32 {
+		if n := cfg.Partitions[topic]; n > 0 {
+			return n
+		}
+		return 1
+	})
 	d.stateDir = cfg.StateDir
 	if d.stateDir == "" && !cfg.PersistentInMemory {
 		dir, err := os.MkdirTemp("", "exactly-testdriver-")
@@ -178,6 +190,9 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 
 func (d *Driver) partitionCount(topic string) int32 {
 	if n, ok := d.cfg.Partitions[topic]; ok && n > 0 {
+		return n
+	}
+	if n := d.internal[topic]; n > 0 {
 		return n
 	}
 	return 1
