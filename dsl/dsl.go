@@ -33,6 +33,11 @@
 // over a subscription and a response topic, so the tables need not be
 // co-partitioned). Materialize makes any table queryable.
 //
+// A GlobalKTable (GlobalTable) is held whole by every instance, read to
+// the end of its topic before processing starts and updated while
+// running; a stream joins it through a key it extracts from each record
+// (JoinGlobal, LeftJoinGlobal), with no co-partitioning.
+//
 // Operations that change the type parameters are functions (Go methods
 // cannot add type parameters); those that keep them are methods.
 package dsl

@@ -245,3 +245,43 @@ func ExampleJoinOnForeignKey() {
 	// o-1 Ada L. 30
 	// o-1 Grace 30
 }
+
+// Payments in any currency converted with a global table of exchange
+// rates: every instance holds all the rates, so the payments need not be
+// keyed or partitioned by currency.
+func ExampleJoinGlobal() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	rates := dsl.GlobalTable(sb, "eur-rates", serde.String, serde.Int64, "eur-rates") // cents of EUR per unit
+	type payment struct {
+		Currency string `json:"currency"`
+		Amount   int64  `json:"amount"`
+	}
+	payments := dsl.Stream(sb, "payments", serde.String, serde.JSON[payment]()) // key: account
+	dsl.JoinGlobal(payments, rates, func(_ string, p payment) string { return p.Currency },
+		func(_ string, p payment, rate int64) int64 { return p.Amount * rate }, serde.Int64).To("payments-eur-cents")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{Partitions: map[string]int32{"eur-rates": 3, "payments": 2}})
+	defer d.Close()
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	rateIn := testdriver.CreateInputTopic(d, "eur-rates", serde.String, serde.Int64)
+	rateIn.PipeInput("USD", 92, t0)
+	rateIn.PipeInput("GBP", 117, t0)
+	in := testdriver.CreateInputTopic(d, "payments", serde.String, serde.JSON[payment]())
+	in.PipeInput("acct-1", payment{Currency: "USD", Amount: 10}, t0)
+	in.PipeInput("acct-2", payment{Currency: "GBP", Amount: 10}, t0)
+	rateIn.PipeInput("USD", 95, t0) // applied at once on every instance
+	in.PipeInput("acct-1", payment{Currency: "USD", Amount: 10}, t0)
+	in.PipeInput("acct-3", payment{Currency: "CHF", Amount: 10}, t0) // no rate: dropped
+	recs, _ := testdriver.CreateOutputTopic(d, "payments-eur-cents", serde.String, serde.Int64).ReadRecords()
+	for _, r := range recs {
+		fmt.Println(r.Key, r.Value)
+	}
+	// Output:
+	// acct-1 920
+	// acct-2 1170
+	// acct-1 950
+}

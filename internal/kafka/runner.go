@@ -44,6 +44,9 @@ type Runner struct {
 	workers                        []atomic.Pointer[worker] // the current worker of each slot
 
 	routes routes // the group's assignment by advertised host (routing.go)
+	// globals are the global stores (global.go), bootstrapped before the
+	// workers start; nil without any.
+	globals *globalStores
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -149,6 +152,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
+
+	if r.globals, err = r.startGlobalStores(ctx); err != nil {
+		return err
+	}
+	defer r.globals.stop()
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
