@@ -9,9 +9,18 @@
 // Streams are read from topics (Stream, StreamFrom) and transformed
 // without state (Filter, MapValues, Map, SelectKey, FlatMap, Peek, Split,
 // Merge), then written (To) or grouped and aggregated into tables (Count,
-// Reduce, Aggregate) or per window in event time with an explicit grace
-// period (WindowedCount, WindowedAggregate). A grouping after a key change
-// goes through a repartition topic.
+// Reduce, Aggregate). A grouping after a key change goes through a
+// repartition topic.
+//
+// # Windows
+//
+// Aggregations per window in event time, each with an explicit grace
+// period for late records, give tables keyed by Windowed: tumbling and
+// hopping windows (WindowedCount, WindowedAggregate), session windows that
+// merge as activity bridges them (SessionCount, SessionAggregate) and
+// sliding windows defined by the records themselves (SlidingCount,
+// SlidingAggregate). WindowedSerde and ReadableWindowedSerde write
+// windowed keys, the second as text any consumer reads.
 //
 // # Mixing in the Processor API
 //

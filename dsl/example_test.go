@@ -285,3 +285,73 @@ func ExampleJoinGlobal() {
 	// acct-2 1170
 	// acct-1 950
 }
+
+// Browsing sessions: clicks at most 5 minutes apart belong to one session;
+// a click that extends a session or bridges two replaces them with one,
+// and the table deletes the ones replaced.
+func ExampleSessionCount() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String) // key: user
+	sessions := dsl.SessionCount(clicks.GroupByKey(), dsl.SessionWindows{Gap: 5 * time.Minute, Grace: 5 * time.Minute},
+		"click-sessions", dsl.Materialized{})
+	sessions.Changes().To("session-changes")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{})
+	defer d.Close()
+	in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, minute := range []int{0, 3, 12, 8 /* bridges 12:03 and 12:12 */} {
+		in.PipeInput("u-1", "click", start.Add(time.Duration(minute)*time.Minute))
+	}
+	out := testdriver.CreateOutputTopic(d, "session-changes", dsl.WindowedSerde(serde.String), dsl.ChangeSerde(serde.Int64))
+	recs, _ := out.ReadRecords()
+	for _, r := range recs {
+		window := r.Key.Start.UTC().Format("15:04") + "–" + r.Key.End.Add(-time.Millisecond).UTC().Format("15:04")
+		if !r.Value.HasNew {
+			fmt.Println(window, "deleted")
+			continue
+		}
+		fmt.Println(window, r.Value.New)
+	}
+	// Output:
+	// 12:00–12:00 1
+	// 12:00–12:00 deleted
+	// 12:00–12:03 2
+	// 12:12–12:12 1
+	// 12:00–12:03 deleted
+	// 12:12–12:12 deleted
+	// 12:00–12:12 4
+}
+
+// Sliding windows of 10 minutes: each set of a card's payments within 10
+// minutes of each other is one window, so three payments in any 10
+// minutes are found however the minutes fall on the clock.
+func ExampleSlidingCount() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	payments := dsl.Stream(sb, "payments", serde.String, serde.Int64) // key: card
+	counts := dsl.SlidingCount(payments.GroupByKey(), dsl.SlidingWindows{TimeDifference: 10 * time.Minute, Grace: time.Minute},
+		"payments-per-10-minutes", dsl.Materialized{})
+	counts.ToStream().Filter(func(_ dsl.Windowed[string], n int64) bool { return n == 3 }).To("bursts")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{})
+	defer d.Close()
+	in := testdriver.CreateInputTopic(d, "payments", serde.String, serde.Int64)
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, minute := range []int{0, 7, 14, 16} {
+		in.PipeInput("card-1", 100, start.Add(time.Duration(minute)*time.Minute))
+	}
+	recs, _ := testdriver.CreateOutputTopic(d, "bursts", dsl.WindowedSerde(serde.String), serde.Int64).ReadRecords()
+	for _, r := range recs {
+		fmt.Println(r.Key.Key, r.Key.Start.UTC().Format("15:04"), "to", r.Key.End.Add(-time.Millisecond).UTC().Format("15:04"), r.Value)
+	}
+	// Output:
+	// card-1 12:06 to 12:16 3
+}

@@ -42,6 +42,11 @@ type KTable[K, V any] struct {
 	// Store is the name of the store holding the table, for interactive
 	// queries; empty when the table is not materialized.
 	Store string
+	// windowed says the keys are Windowed, each window closing closeAfter
+	// milliseconds after its last instant (grace, or gap + grace for
+	// sessions): what Suppress with UntilWindowCloses waits for.
+	windowed   bool
+	closeAfter int64
 }
 
 // Node is the name of the table's last node in the topology; it forwards
@@ -90,7 +95,7 @@ func changeOp[K, V, V2 any](t KTable[K, V], op string, values serde.Serde[V2], f
 			}
 			return nil
 		})
-	return KTable[K, V2]{sb: t.sb, node: s.node, keys: t.keys, values: values}
+	return KTable[K, V2]{sb: t.sb, node: s.node, keys: t.keys, values: values, windowed: t.windowed, closeAfter: t.closeAfter}
 }
 
 // Filter is the table of the entries for which keep returns true. An
