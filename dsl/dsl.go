@@ -22,6 +22,11 @@
 // SlidingAggregate). WindowedSerde and ReadableWindowedSerde write
 // windowed keys, the second as text any consumer reads.
 //
+// KTable.Suppress holds a table's updates back in a logged buffer:
+// UntilWindowCloses emits each window's final value once,
+// UntilTimeLimit at most one update per key per period; a bounded buffer
+// either emits early or fails when full.
+//
 // # Mixing in the Processor API
 //
 // Process and ProcessValues hang a processor of the application's own in

@@ -355,3 +355,38 @@ func ExampleSlidingCount() {
 	// Output:
 	// card-1 12:06 to 12:16 3
 }
+
+// Hourly revenue per category, one final figure per hour: the windowed
+// sum updates with every sale, and the suppression holds the updates back
+// until the hour (and its grace for late sales) has passed.
+func ExampleKTable_Suppress() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	sales := dsl.Stream(sb, "sales", serde.String, serde.Int64) // key: category, value: cents
+	revenue := dsl.WindowedAggregate(sales.GroupByKey(), dsl.TumblingWindows(time.Hour, 10*time.Minute), "revenue",
+		func() int64 { return 0 }, func(_ string, cents, total int64) int64 { return total + cents }, serde.Int64, dsl.WindowOptions{})
+	revenue.Suppress("hourly-revenue", dsl.UntilWindowCloses(dsl.BufferConfig{MaxRecords: 10_000})).
+		ToStream().To("hourly-revenue")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{})
+	defer d.Close()
+	in := testdriver.CreateInputTopic(d, "sales", serde.String, serde.Int64)
+	at := func(hhmm string) time.Time {
+		t, _ := time.Parse("2006-01-02 15:04", "2026-01-01 "+hhmm)
+		return t
+	}
+	in.PipeInput("books", 1200, at("12:05"))
+	in.PipeInput("books", 800, at("12:40"))
+	in.PipeInput("books", 500, at("13:02"))
+	in.PipeInput("books", 300, at("12:55")) // late, within grace: still counted
+	in.PipeInput("books", 100, at("13:11")) // closes 12:00–13:00
+	recs, _ := testdriver.CreateOutputTopic(d, "hourly-revenue", dsl.WindowedSerde(serde.String), serde.Int64).ReadRecords()
+	for _, r := range recs {
+		fmt.Println(r.Key.Key, r.Key.Start.UTC().Format("15:04"), r.Value)
+	}
+	// Output:
+	// books 12:00 2300
+}
