@@ -47,6 +47,12 @@
 // over a subscription and a response topic, so the tables need not be
 // co-partitioned). Materialize makes any table queryable.
 //
+// A versioned table (VersionedTable) also keeps each key's history for a
+// retention period: a stream joined with it joins the value valid at each
+// record's timestamp (a temporal join), and GetVersionedStore and
+// QueryAsOf read a key's value as of any time within the history.
+// QueryWindows reads a key's windows over a time range.
+//
 // A GlobalKTable (GlobalTable) is held whole by every instance, read to
 // the end of its topic before processing starts and updated while
 // running; a stream joins it through a key it extracts from each record

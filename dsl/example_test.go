@@ -390,3 +390,37 @@ func ExampleKTable_Suppress() {
 	// Output:
 	// books 12:00 2300
 }
+
+// Orders priced as of their own time: a versioned table of prices keeps
+// each product's price history, so an order that arrives late joins the
+// price that was valid when it was placed, not today's.
+func ExampleVersionedTable() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	prices := dsl.VersionedTable(sb, "prices", serde.String, serde.Int64, "price-history", 24*time.Hour, dsl.Materialized{})
+	orders := dsl.Stream(sb, "orders", serde.String, serde.Int64) // key: product, value: quantity
+	dsl.Join(orders, prices, func(_ string, qty, price int64) int64 { return qty * price }, serde.Int64).To("order-totals")
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+
+	d, _ := testdriver.New(topology, testdriver.Config{})
+	defer d.Close()
+	at := func(hhmm string) time.Time {
+		t, _ := time.Parse("2006-01-02 15:04", "2026-01-01 "+hhmm)
+		return t
+	}
+	priceIn := testdriver.CreateInputTopic(d, "prices", serde.String, serde.Int64)
+	orderIn := testdriver.CreateInputTopic(d, "orders", serde.String, serde.Int64)
+	priceIn.PipeInput("tea", 400, at("09:00"))
+	priceIn.PipeInput("tea", 450, at("12:00"))
+	orderIn.PipeInput("tea", 2, at("12:30"))
+	orderIn.PipeInput("tea", 2, at("11:59")) // placed before the price rise, arriving late
+	recs, _ := testdriver.CreateOutputTopic(d, "order-totals", serde.String, serde.Int64).ReadRecords()
+	for _, r := range recs {
+		fmt.Println(r.Timestamp.UTC().Format("15:04"), r.Value)
+	}
+	// Output:
+	// 12:30 900
+	// 11:59 800
+}

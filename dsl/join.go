@@ -85,6 +85,14 @@ func (p *streamTableJoiner[K, V, VT, VR]) Process(rec exactly.Record[K, V]) erro
 func (p *streamTableJoiner[K, V, VT, VR]) Close() error { return nil }
 
 func streamTableJoin[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], left bool, join func(K, V, VT, bool) VR, values serde.Serde[VR]) KStream[K, VR] {
+	if t.versioned != "" {
+		name := s.sb.name("KSTREAM-JOIN")
+		exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, K, VR] {
+			return &temporalJoiner[K, V, VT, VR]{store: t.versioned, history: t.history, keys: t.keys, values: t.values, left: left, join: join}
+		}, s.node)
+		s.sb.b.Connect(name, t.versioned)
+		return KStream[K, VR]{sb: s.sb, node: name, keys: s.keys, values: values}
+	}
 	t = t.readable()
 	name := s.sb.name("KSTREAM-JOIN")
 	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, K, VR] {
@@ -96,7 +104,10 @@ func streamTableJoin[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], left bo
 
 // Join joins each stream record with the table's current value for its
 // key; records whose key the table lacks (never had, or deleted) are
-// dropped. A table that is not materialized gets a store for the join. The stream and the
+// dropped. A table that is not materialized gets a store for the join.
+// With a versioned table (VersionedTable), the record joins the value
+// valid at its own timestamp instead (a temporal join): none if that time
+// is older than the table's history. The stream and the
 // table's topic must be co-partitioned: the runtime refuses to start (and
 // the test driver to run) when their partition counts differ, naming both.
 func Join[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], join func(K, V, VT) VR, values serde.Serde[VR]) KStream[K, VR] {

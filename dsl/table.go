@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/serde"
@@ -47,6 +48,10 @@ type KTable[K, V any] struct {
 	// sessions): what Suppress with UntilWindowCloses waits for.
 	windowed   bool
 	closeAfter int64
+	// versioned names the store of a versioned table's history, which
+	// stream–table joins read as of each record's time.
+	versioned string
+	history   time.Duration
 }
 
 // Node is the name of the table's last node in the topology; it forwards

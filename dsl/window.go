@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -282,4 +283,34 @@ func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, store
 // WindowedCount counts each key's records per window.
 func WindowedCount[K, V any](g KGroupedStream[K, V], w TimeWindows, storeName string, opts WindowOptions) KTable[Windowed[K], int64] {
 	return WindowedAggregate(g, w, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, opts)
+}
+
+// QueryWindows answers an interactive query of a windowed aggregation's
+// store (WindowedAggregate's storeName, built with windows w): key's open
+// windows that start between from and to inclusive, oldest first, from
+// the committed state of the partitions this instance holds (route the
+// query to the key's instance as for any other store). Closed windows
+// have left the store.
+func QueryWindows[K, A any](ctx context.Context, app *exactly.App, storeName string, keys serde.Serde[K], w TimeWindows,
+	key K, from, to time.Time) ([]exactly.KeyValue[Windowed[K], A], error) {
+	kb, err := keys.Serialize(key)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := exactly.QueryRange[[]byte, A](ctx, app, storeName, windowKey(kb, max(from.UnixMilli(), 0)), windowKey(kb, to.UnixMilli()+1), 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]exactly.KeyValue[Windowed[K], A], 0, len(entries))
+	for _, e := range entries {
+		if len(e.Key) != len(kb)+8 || !bytes.HasPrefix(e.Key, kb) {
+			continue // another key whose bytes begin with these
+		}
+		start := int64(binary.BigEndian.Uint64(e.Key[len(kb):]))
+		out = append(out, exactly.KeyValue[Windowed[K], A]{
+			Key:   Windowed[K]{Key: key, Start: time.UnixMilli(start), End: time.UnixMilli(start + w.Size.Milliseconds())},
+			Value: e.Value,
+		})
+	}
+	return out, nil
 }
