@@ -293,5 +293,29 @@ func RepartitionTopic(applicationID, name string) string {
 // To writes the stream to topic with the stream's serdes; the partition
 // is Kafka's default for the key.
 func (s KStream[K, V]) To(topic string) {
-	exactly.AddSink(s.sb.b, s.sb.name("KSTREAM-SINK"), exactly.Sink[K, V]{Topic: topic, Keys: s.keys, Values: s.values}, s.node)
+	s.ToWith(topic, Produced[K, V]{})
+}
+
+// Produced chooses how ToWith writes records; nil fields take the
+// stream's serdes and Kafka's default partitioner.
+type Produced[K, V any] struct {
+	// Keys and Values serialize the records, for instance
+	// ReadableWindowedSerde for windowed keys that consumers in other
+	// languages read.
+	Keys   serde.Serde[K]
+	Values serde.Serde[V]
+	// Partitioner picks each record's partition (see exactly.Sink).
+	Partitioner func(key K, value V, numPartitions int32) int32
+}
+
+// ToWith writes the stream to topic as p says (Kafka Streams'
+// to(topic, Produced)).
+func (s KStream[K, V]) ToWith(topic string, p Produced[K, V]) {
+	if p.Keys == nil {
+		p.Keys = s.keys
+	}
+	if p.Values == nil {
+		p.Values = s.values
+	}
+	exactly.AddSink(s.sb.b, s.sb.name("KSTREAM-SINK"), exactly.Sink[K, V]{Topic: topic, Keys: p.Keys, Values: p.Values, Partitioner: p.Partitioner}, s.node)
 }
