@@ -192,6 +192,58 @@ func AddStore[K, V any](b *Builder, s Store[K, V], processors ...string) {
 	})
 }
 
+// AddGlobalStore declares a global store fed by topic and connects it to
+// processors, which read it: every instance of the application holds all
+// partitions of topic in it, each record's key and value bytes as they are
+// (a record with a null value deletes its key), so s.Keys and s.Values
+// must be the topic's serdes. The runtime reads topic to its end,
+// read_committed, before any task processes a record, and keeps applying
+// new records while running; topic, usually compacted, is the store's
+// changelog, so it has none of its own. The store lives in memory
+// (s.Persistent, s.TTL and s.DisableChangelog do not apply); a processor
+// reading it sees the updates applied so far, which, unlike a task's own
+// stores, are not part of its transactions. Writes fail with
+// ErrReadOnlyStore. The topic must not also be read by a source.
+func AddGlobalStore[K, V any](b *Builder, s Store[K, V], topic string, processors ...string) {
+	if s.Keys == nil || s.Values == nil {
+		b.AddError(fmt.Errorf("global store %q needs key and value serdes", s.Name))
+		return
+	}
+	if topic == "" {
+		b.AddError(fmt.Errorf("global store %q needs a topic", s.Name))
+		return
+	}
+	b.stores = append(b.stores, &topo.StoreSpec{
+		Name:        s.Name,
+		Keys:        s.Keys,
+		Values:      s.Values,
+		KeyType:     reflect.TypeFor[K](),
+		ValueType:   reflect.TypeFor[V](),
+		Processors:  processors,
+		GlobalTopic: topic,
+	})
+}
+
+// ErrReadOnlyStore is returned by the writes of a store processors may
+// only read: a global store (AddGlobalStore).
+var ErrReadOnlyStore = errors.New("exactly: the store is read-only")
+
+// readOnlyStore refuses writes.
+type readOnlyStore[K, V any] struct{ store.KeyValueStore[K, V] }
+
+func (s readOnlyStore[K, V]) Put(K, V) error {
+	return fmt.Errorf("store %q: %w", s.Name(), ErrReadOnlyStore)
+}
+func (s readOnlyStore[K, V]) PutExpiring(K, V, time.Time) error {
+	return fmt.Errorf("store %q: %w", s.Name(), ErrReadOnlyStore)
+}
+func (s readOnlyStore[K, V]) Delete(K) error {
+	return fmt.Errorf("store %q: %w", s.Name(), ErrReadOnlyStore)
+}
+func (s readOnlyStore[K, V]) SweepExpired() (int, error) {
+	return 0, fmt.Errorf("store %q: %w", s.Name(), ErrReadOnlyStore)
+}
+
 // GetKeyValueStore returns the typed store called name, which must be
 // connected to the processor whose context ctx is and declared with key type
 // K and value type V.
@@ -208,5 +260,9 @@ func GetKeyValueStore[K, V any, KOut, VOut any](ctx ProcessorContext[KOut, VOut]
 	if !ok {
 		return nil, fmt.Errorf("store %q holds values of type %s, not %s", name, spec.ValueType, reflect.TypeFor[V]())
 	}
-	return engine.Typed(raw, keys, values), nil
+	typed := engine.Typed(raw, keys, values)
+	if spec.GlobalTopic != "" {
+		return readOnlyStore[K, V]{typed}, nil
+	}
+	return typed, nil
 }

@@ -1,11 +1,62 @@
 // Package dsl is the high-level layer over the Processor API, in Kafka
-// Streams' vocabulary and shaped by Go generics: streams from topics,
-// stateless operations (Filter, MapValues, Map, SelectKey, FlatMap, Peek,
-// Split, Merge, To), grouping and aggregation into tables (Count, Reduce,
-// Aggregate) and windowed aggregation in event time with an explicit grace
-// period. Everything compiles to ordinary processors, stores and sinks of an
-// exactly.Builder, so the runtime's guarantees (exactly-once, restore,
-// crash safety) hold for it unchanged.
+// Streams' vocabulary and shaped by Go generics. Everything compiles to
+// ordinary processors, stores and sinks of an exactly.Builder, so the
+// runtime's guarantees (exactly-once, restore, crash safety) hold for it
+// unchanged.
+//
+// # Streams
+//
+// Streams are read from topics (Stream, StreamFrom) and transformed
+// without state (Filter, MapValues, Map, SelectKey, FlatMap, Peek, Split,
+// Merge), then written (To) or grouped and aggregated into tables (Count,
+// Reduce, Aggregate). A grouping after a key change goes through a
+// repartition topic.
+//
+// # Windows
+//
+// Aggregations per window in event time, each with an explicit grace
+// period for late records, give tables keyed by Windowed: tumbling and
+// hopping windows (WindowedCount, WindowedAggregate), session windows that
+// merge as activity bridges them (SessionCount, SessionAggregate) and
+// sliding windows defined by the records themselves (SlidingCount,
+// SlidingAggregate). WindowedSerde and ReadableWindowedSerde write
+// windowed keys, the second as text any consumer reads.
+//
+// KTable.Suppress holds a table's updates back in a logged buffer:
+// UntilWindowCloses emits each window's final value once,
+// UntilTimeLimit at most one update per key per period; a bounded buffer
+// either emits early or fails when full.
+//
+// # Mixing in the Processor API
+//
+// Process and ProcessValues hang a processor of the application's own in
+// the middle of a chain, with the stores it names; Dedup and Reorder put
+// the ready processors there, and DeadLetterTo gives a node its
+// dead-letter topic. No intermediate topic is needed.
+//
+// # Tables
+//
+// A KTable is the latest value per key (Table reads a compacted topic).
+// Its updates flow as Change records with the old and the new value, so a
+// tombstone deletes its key everywhere downstream, Filter and
+// TableMapValues retract entries that leave them, and a table re-grouped
+// with TableGroupBy is aggregated with an adder and a subtractor
+// (AggregateTable, CountTable, ReduceTable). Tables join streams (Join,
+// LeftJoin) and each other: by key (JoinTables: inner, left, outer) or
+// through a foreign key extracted from the left value (JoinOnForeignKey,
+// over a subscription and a response topic, so the tables need not be
+// co-partitioned). Materialize makes any table queryable.
+//
+// A versioned table (VersionedTable) also keeps each key's history for a
+// retention period: a stream joined with it joins the value valid at each
+// record's timestamp (a temporal join), and GetVersionedStore and
+// QueryAsOf read a key's value as of any time within the history.
+// QueryWindows reads a key's windows over a time range.
+//
+// A GlobalKTable (GlobalTable) is held whole by every instance, read to
+// the end of its topic before processing starts and updated while
+// running; a stream joins it through a key it extracts from each record
+// (JoinGlobal, LeftJoinGlobal), with no co-partitioning.
 //
 // Operations that change the type parameters are functions (Go methods
 // cannot add type parameters); those that keep them are methods.
@@ -242,5 +293,29 @@ func RepartitionTopic(applicationID, name string) string {
 // To writes the stream to topic with the stream's serdes; the partition
 // is Kafka's default for the key.
 func (s KStream[K, V]) To(topic string) {
-	exactly.AddSink(s.sb.b, s.sb.name("KSTREAM-SINK"), exactly.Sink[K, V]{Topic: topic, Keys: s.keys, Values: s.values}, s.node)
+	s.ToWith(topic, Produced[K, V]{})
+}
+
+// Produced chooses how ToWith writes records; nil fields take the
+// stream's serdes and Kafka's default partitioner.
+type Produced[K, V any] struct {
+	// Keys and Values serialize the records, for instance
+	// ReadableWindowedSerde for windowed keys that consumers in other
+	// languages read.
+	Keys   serde.Serde[K]
+	Values serde.Serde[V]
+	// Partitioner picks each record's partition (see exactly.Sink).
+	Partitioner func(key K, value V, numPartitions int32) int32
+}
+
+// ToWith writes the stream to topic as p says (Kafka Streams'
+// to(topic, Produced)).
+func (s KStream[K, V]) ToWith(topic string, p Produced[K, V]) {
+	if p.Keys == nil {
+		p.Keys = s.keys
+	}
+	if p.Values == nil {
+		p.Values = s.values
+	}
+	exactly.AddSink(s.sb.b, s.sb.name("KSTREAM-SINK"), exactly.Sink[K, V]{Topic: topic, Keys: p.Keys, Values: p.Values, Partitioner: p.Partitioner}, s.node)
 }

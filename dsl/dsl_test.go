@@ -326,51 +326,43 @@ type sideEvent struct {
 	val  string
 }
 
-// joinOracle replays a two-sided stream by brute force: a record later
-// than its window plus grace is dropped; otherwise it pairs with every
-// buffered record of the other side, same key, at most d apart; records
-// leave the buffer once stream time passes ts + d + grace, and unpaired
-// ones are emitted then if the join kind keeps them.
+// joinOracle computes a windowed join from its definition, not from the
+// join's buffers: a record is accepted unless it arrives when stream time
+// has passed its timestamp + d + g; every two accepted records of one key
+// on opposite sides at most d apart make a pair; an accepted record with
+// no accepted partner is emitted alone (if the kind keeps its side) once
+// stream time has passed the last moment a partner could have been
+// accepted, its timestamp + 2d + g.
 func joinOracle(events []sideEvent, d, g int64, kind dsl.JoinKind) (out []string, dropped int) {
-	type entry struct {
-		sideEvent
-		matched bool
-	}
-	var buf []*entry
+	var accepted []sideEvent
 	st := int64(-1 << 62)
 	for _, e := range events {
 		st = max(st, e.ts)
-		if e.ts+d+g >= st {
-			matched := false
-			for _, o := range buf {
-				if o.left != e.left && o.key == e.key && o.ts >= e.ts-d && o.ts <= e.ts+d {
-					l, r := o.val, e.val
-					if e.left {
-						l, r = e.val, o.val
-					}
-					out = append(out, e.key+":"+l+"+"+r)
-					o.matched, matched = true, true
-				}
-			}
-			buf = append(buf, &entry{sideEvent: e, matched: matched})
-		} else {
+		if e.ts+d+g < st {
 			dropped++
+			continue
 		}
-		kept := buf[:0]
-		for _, o := range buf {
-			if o.ts+d+g < st {
-				if !o.matched && (kind == dsl.JoinOuter || (kind == dsl.JoinLeft && o.left)) {
-					if o.left {
-						out = append(out, o.key+":"+o.val+"+-")
-					} else {
-						out = append(out, o.key+":-+"+o.val)
-					}
-				}
+		accepted = append(accepted, e)
+	}
+	for i, a := range accepted {
+		paired := false
+		for j, b := range accepted {
+			if a.left == b.left || a.key != b.key || a.ts-b.ts > d || b.ts-a.ts > d {
 				continue
 			}
-			kept = append(kept, o)
+			paired = true
+			if a.left && i != j {
+				out = append(out, a.key+":"+a.val+"+"+b.val)
+			}
 		}
-		buf = kept
+		if paired || a.ts+2*d+g >= st || !(kind == dsl.JoinOuter || kind == dsl.JoinLeft && a.left) {
+			continue
+		}
+		if a.left {
+			out = append(out, a.key+":"+a.val+"+-")
+		} else {
+			out = append(out, a.key+":-+"+a.val)
+		}
 	}
 	return out, dropped
 }
@@ -474,4 +466,123 @@ func TestStreamFromTakesEventTimeFromTheExtractor(t *testing.T) {
 	if want := map[int64]int64{0: 1, 10_000: 2}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("counts by window start %v, want %v", got, want)
 	}
+}
+
+func joinTopology(t *testing.T, w dsl.JoinWindows, kind dsl.JoinKind, reg prometheus.Registerer) *testdriver.Driver {
+	sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: reg})
+	dsl.JoinStreams(dsl.Stream(sb, "clicks", serde.String, serde.String), dsl.Stream(sb, "views", serde.String, serde.String),
+		w, kind, "click-view", func(_ string, j dsl.Joined[string, string]) string {
+			l, r := "-", "-"
+			if j.HasLeft {
+				l = j.Left
+			}
+			if j.HasRight {
+				r = j.Right
+			}
+			return l + "+" + r
+		}, serde.String).To("joined")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestStreamJoinKeepsRecordsUntilNoPartnerCanArrive: a right record at
+// 100 is still joined by a left record at 105 that arrives after an
+// unrelated record moved stream time to 111 (difference 10 ms, no
+// grace): the left record is on time (105 + 10 >= 111), so its partner
+// must still be there.
+func TestStreamJoinKeepsRecordsUntilNoPartnerCanArrive(t *testing.T) {
+	for _, kind := range []dsl.JoinKind{dsl.JoinInner, dsl.JoinLeft, dsl.JoinOuter} {
+		d := joinTopology(t, dsl.JoinWindows{TimeDifference: 10 * time.Millisecond}, kind, nil)
+		pipe := func(topic, key, value string, ts int64) {
+			if err := testdriver.CreateInputTopic(d, topic, serde.String, serde.String).PipeInput(key, value, time.UnixMilli(ts)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pipe("views", "k", "right", 100)
+		pipe("views", "other", "unrelated", 111)
+		pipe("clicks", "k", "left", 105)
+		recs, _ := testdriver.CreateOutputTopic(d, "joined", serde.String, serde.String).ReadRecords()
+		var got []string
+		for _, r := range recs {
+			got = append(got, r.Key+":"+r.Value)
+		}
+		if !slices.Equal(got, []string{"k:left+right"}) {
+			t.Fatalf("kind %d: joined %v, want the one pair and no unpaired result", kind, got)
+		}
+	}
+}
+
+// TestStreamJoinTellsApartRecordsOfOneOffset: a FlatMap gives its records
+// the offset of their input; each must still be a record of its own in
+// the join's buffer.
+func TestStreamJoinTellsApartRecordsOfOneOffset(t *testing.T) {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	lefts := dsl.FlatMap(dsl.Stream(sb, "batches", serde.String, serde.String), func(k, v string) []dsl.KeyValue[string, string] {
+		var out []dsl.KeyValue[string, string]
+		for _, part := range strings.Split(v, ",") {
+			out = append(out, dsl.KeyValue[string, string]{Key: k, Value: part})
+		}
+		return out
+	}, serde.String, serde.String)
+	dsl.JoinStreams(lefts, dsl.Stream(sb, "views", serde.String, serde.String), dsl.JoinWindows{TimeDifference: time.Second}, dsl.JoinInner, "j",
+		func(_ string, j dsl.Joined[string, string]) string { return j.Left + "+" + j.Right }, serde.String).To("joined")
+	top, err := sb.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := testdriver.New(top, testdriver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	testdriver.CreateInputTopic(d, "batches", serde.String, serde.String).PipeInput("k", "a,b,c", time.UnixMilli(10))
+	testdriver.CreateInputTopic(d, "views", serde.String, serde.String).PipeInput("k", "v", time.UnixMilli(10))
+	recs, _ := testdriver.CreateOutputTopic(d, "joined", serde.String, serde.String).ReadRecords()
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Value)
+	}
+	if !slices.Equal(got, []string{"a+v", "b+v", "c+v"}) {
+		t.Fatalf("joined %v, want each of the three records paired", got)
+	}
+}
+
+func TestStreamStreamJoinSurvivesCrashes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	var events []sideEvent
+	now := int64(100_000)
+	for i := range 200 {
+		now += 500 * rng.Int64N(3)
+		events = append(events, sideEvent{left: rng.IntN(2) == 0, key: fmt.Sprint("k", rng.IntN(3)), ts: now - 500*rng.Int64N(6), val: fmt.Sprint("v", i)})
+	}
+	checkCrashEquivalence(t, crashCase{
+		build: func(t *testing.T) *exactly.Topology {
+			sb := dsl.NewStreamsBuilder(dsl.Options{})
+			dsl.JoinStreams(dsl.Stream(sb, "clicks", serde.String, serde.String), dsl.Stream(sb, "views", serde.String, serde.String),
+				dsl.JoinWindows{TimeDifference: 2 * time.Second, Grace: time.Second}, dsl.JoinOuter, "click-view",
+				func(_ string, j dsl.Joined[string, string]) string { return j.Left + "+" + j.Right }, serde.String).To("joined")
+			top, err := sb.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return top
+		},
+		steps: len(events),
+		step: func(d *testdriver.Driver, i int) error {
+			topic := "views"
+			if events[i].left {
+				topic = "clicks"
+			}
+			return testdriver.CreateInputTopic(d, topic, serde.String, serde.String).PipeInput(events[i].key, events[i].val, time.UnixMilli(events[i].ts))
+		},
+		outputs: []string{"joined"},
+	}, 8)
 }

@@ -6,36 +6,52 @@ import (
 	"github.com/exactly-go/exactly/store"
 )
 
-type tableMaterializer[K, V any] struct {
+// tableSource applies a topic's records to the table's store: a value
+// inserts or updates its key, a tombstone deletes it.
+type tableSource[K, V any] struct {
 	store string
-	ctx   exactly.ProcessorContext[K, V]
+	ctx   exactly.ProcessorContext[K, Change[V]]
 	kv    store.KeyValueStore[K, V]
 }
 
-func (p *tableMaterializer[K, V]) Init(ctx exactly.ProcessorContext[K, V]) (err error) {
+func (p *tableSource[K, V]) Init(ctx exactly.ProcessorContext[K, Change[V]]) (err error) {
 	p.ctx = ctx
 	p.kv, err = exactly.GetKeyValueStore[K, V](ctx, p.store)
 	return err
 }
 
-func (p *tableMaterializer[K, V]) Process(rec exactly.Record[K, V]) error {
-	if err := p.kv.Put(rec.Key, rec.Value); err != nil {
+func (p *tableSource[K, V]) Process(rec exactly.Record[K, optional[V]]) error {
+	old, had, err := p.kv.Get(rec.Key)
+	if err != nil {
 		return err
 	}
-	p.ctx.Forward(rec)
+	c := Change[V]{Old: old, HasOld: had, New: rec.Value.Value, HasNew: rec.Value.Present}
+	switch {
+	case c.HasNew:
+		err = p.kv.Put(rec.Key, c.New)
+	case had:
+		err = p.kv.Delete(rec.Key)
+	default:
+		return nil // deleting an absent key changes nothing
+	}
+	if err != nil {
+		return err
+	}
+	p.ctx.Forward(exactly.Record[K, Change[V]]{Key: rec.Key, Value: c, Timestamp: rec.Timestamp, Headers: rec.Headers})
 	return nil
 }
 
-func (p *tableMaterializer[K, V]) Close() error { return nil }
+func (p *tableSource[K, V]) Close() error { return nil }
 
 // Table reads a (compacted) topic as a table: the latest value per key,
-// materialized in the store called storeName. A tombstone reaches the
-// value serde as nil bytes; with serdes that reject it, it is a
+// materialized in the store called storeName. A tombstone (a record with
+// a null value) deletes its key, and the deletion flows to the table's
+// downstream operations; a value the serde cannot decode is a
 // deserialization error, handled as the builder says.
 func Table[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], storeName string, m Materialized) KTable[K, V] {
-	src := Stream(sb, topic, keys, values)
+	src := StreamFrom(sb, exactly.Source[K, optional[V]]{Topics: []string{topic}, Keys: keys, Values: optionalSerde(values)})
 	name := sb.name("KTABLE-SOURCE")
-	exactly.AddProcessor(sb.b, name, func() exactly.Processor[K, V, K, V] { return &tableMaterializer[K, V]{store: storeName} }, src.node)
+	exactly.AddProcessor(sb.b, name, func() exactly.Processor[K, optional[V], K, Change[V]] { return &tableSource[K, V]{store: storeName} }, src.node)
 	exactly.AddStore(sb.b, exactly.Store[K, V]{Name: storeName, Keys: keys, Values: values, Persistent: m.Persistent}, name)
 	return KTable[K, V]{sb: sb, node: name, keys: keys, values: values, Store: storeName}
 }
@@ -69,6 +85,15 @@ func (p *streamTableJoiner[K, V, VT, VR]) Process(rec exactly.Record[K, V]) erro
 func (p *streamTableJoiner[K, V, VT, VR]) Close() error { return nil }
 
 func streamTableJoin[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], left bool, join func(K, V, VT, bool) VR, values serde.Serde[VR]) KStream[K, VR] {
+	if t.versioned != "" {
+		name := s.sb.name("KSTREAM-JOIN")
+		exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, K, VR] {
+			return &temporalJoiner[K, V, VT, VR]{store: t.versioned, history: t.history, keys: t.keys, values: t.values, left: left, join: join}
+		}, s.node)
+		s.sb.b.Connect(name, t.versioned)
+		return KStream[K, VR]{sb: s.sb, node: name, keys: s.keys, values: values}
+	}
+	t = t.readable()
 	name := s.sb.name("KSTREAM-JOIN")
 	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, K, VR] {
 		return &streamTableJoiner[K, V, VT, VR]{store: t.Store, left: left, join: join}
@@ -78,7 +103,11 @@ func streamTableJoin[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], left bo
 }
 
 // Join joins each stream record with the table's current value for its
-// key; records whose key the table lacks are dropped. The stream and the
+// key; records whose key the table lacks (never had, or deleted) are
+// dropped. A table that is not materialized gets a store for the join.
+// With a versioned table (VersionedTable), the record joins the value
+// valid at its own timestamp instead (a temporal join): none if that time
+// is older than the table's history. The stream and the
 // table's topic must be co-partitioned: the runtime refuses to start (and
 // the test driver to run) when their partition counts differ, naming both.
 func Join[K, V, VT, VR any](s KStream[K, V], t KTable[K, VT], join func(K, V, VT) VR, values serde.Serde[VR]) KStream[K, VR] {

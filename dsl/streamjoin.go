@@ -26,8 +26,10 @@ type JoinKind int
 const (
 	// JoinInner emits pairs only.
 	JoinInner JoinKind = iota
-	// JoinLeft also emits each left record that found no pair, once its
-	// window has closed (stream time past timestamp + difference + grace).
+	// JoinLeft also emits each left record that found no pair, once no
+	// partner can arrive any more (stream time past its timestamp + 2 ×
+	// difference + grace: a partner up to difference later is accepted
+	// until its own window, plus grace, has passed).
 	JoinLeft
 	// JoinOuter emits unpaired records of both sides, likewise.
 	JoinOuter
@@ -100,12 +102,15 @@ func (p *joinSide[K, V, VR]) Process(rec exactly.Record[K, V]) error {
 		p.dropped()
 		return p.close(streamTime)
 	}
-	seq := int64(0)
-	if src, ok := p.ctx.Source(); ok {
-		seq = src.Offset
-	}
 	prefix := binary.AppendUvarint(nil, uint64(len(kb)))
 	prefix = append(prefix, kb...)
+	// The tie-break among a key's records of one timestamp is how many
+	// this side already holds: unique whatever produced them (records of
+	// one input from a FlatMap, or of a punctuator, share an offset).
+	seq, err := p.countAt(prefix, ts)
+	if err != nil {
+		return err
+	}
 	lo := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(max(ts-diff, 0)))
 	hi := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(ts+diff+1))
 	it, err := p.theirs.Range(lo, hi)
@@ -149,15 +154,31 @@ func (p *joinSide[K, V, VR]) Process(rec exactly.Record[K, V]) error {
 	if p.left {
 		side = 'l'
 	}
-	closeAt := binary.BigEndian.AppendUint64(nil, uint64(ts+diff+grace))
+	// A partner up to diff later is accepted until stream time passes its
+	// own timestamp + diff + grace, so this record waits for partners
+	// until ts + 2·diff + grace (Kafka Streams' before + after + grace).
+	closeAt := binary.BigEndian.AppendUint64(nil, uint64(ts+2*diff+grace))
 	if err := p.closing.Put(append(append(closeAt, side), mine...), []byte{}); err != nil {
 		return err
 	}
 	return p.close(streamTime)
 }
 
-// close drops records whose window (and grace) stream time has passed,
-// emitting the unpaired ones the join kind keeps.
+// countAt counts this side's records of the key with prefix at ts.
+func (p *joinSide[K, V, VR]) countAt(prefix []byte, ts int64) (int64, error) {
+	it, err := p.mine.Prefix(binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(ts)))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for it.Next() {
+		n++
+	}
+	return n, it.Close()
+}
+
+// close drops records no partner can join any more, emitting the
+// unpaired ones the join kind keeps.
 func (p *joinSide[K, V, VR]) close(streamTime int64) error {
 	if streamTime <= 0 {
 		return nil
@@ -221,9 +242,12 @@ func (p *joinSide[K, V, VR]) Close() error { return nil }
 // JoinStreams joins two co-partitioned streams by key within w: each pair
 // of records of one key at most w.TimeDifference apart yields
 // join(Joined{...}); with JoinLeft or JoinOuter, records that never paired
-// are emitted alone once their window closes, so no spurious unpaired
+// are emitted alone once no partner can arrive, so no spurious unpaired
 // result precedes a pair. Records later than their window's end + grace
-// are dropped (dropped_records_total{reason="late"}). name names the
+// (timestamp + difference + grace before stream time) are dropped
+// (dropped_records_total{reason="late"}); each side keeps its records
+// for 2 × difference + grace of stream time, so every two accepted
+// records of a key at most difference apart are paired. name names the
 // join's three stores (name-left, name-right, name-closing). Invalid
 // windows are reported by Build.
 func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w JoinWindows, kind JoinKind, name string,

@@ -44,7 +44,11 @@ import (
 type Config struct {
 	// ApplicationID names changelog topics; default "test".
 	ApplicationID string
-	// Partitions sets topics' partition counts; unlisted topics have one.
+	// Partitions sets topics' partition counts. An unlisted topic has one,
+	// except an internal topic (one the topology writes and reads: a
+	// repartition topic, a foreign-key join's subscription and response
+	// topics), which has as many as the Kafka runner would create: those of
+	// the topics read beside it, or else those of what its writer reads.
 	Partitions map[string]int32
 	// ManualCommit turns off the default commit after every piped record
 	// and every wall-clock advance; call Commit yourself.
@@ -86,6 +90,8 @@ type Driver struct {
 	cfg    Config
 	topo   *topo.Topology
 	topics map[string]*topicLog
+	// internal are the partition counts of unlisted internal topics.
+	internal map[string]int32
 	// partitioners place keyed records, per topic.
 	partitioners map[string]kgo.TopicPartitioner
 	tasks        map[topo.TaskID]*liveTask
@@ -99,9 +105,15 @@ type Driver struct {
 	scheduled bool
 	// disks hold each task's persistent stores under PersistentInMemory,
 	// across crashes.
-	disks    map[topo.TaskID]*engine.Memory
-	stateDir string
-	tempDir  bool
+	disks map[topo.TaskID]*engine.Memory
+	// globals hold the global stores, rebuilt from their topics at every
+	// start; globalPos are the positions reached in those topics.
+	globals   *engine.Memory
+	globalTxn *engine.Txn
+	globalKVs map[string]*engine.KV // by topic
+	globalPos map[task.TopicPartition]int64
+	stateDir  string
+	tempDir   bool
 	// tracer is nil unless Config.TracerProvider is set; uncommitted
 	// counts the records processed since the last commit, for its span.
 	tracer      trace.Tracer
@@ -176,6 +188,12 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 	if cfg.WallClock.IsZero() {
 		d.wall = 0
 	}
+	d.internal = d.topo.InternalTopicPartitions(func(topic string) int32 {
+		if n := cfg.Partitions[topic]; n > 0 {
+			return n
+		}
+		return 1
+	})
 	d.stateDir = cfg.StateDir
 	if d.stateDir == "" && !cfg.PersistentInMemory {
 		dir, err := os.MkdirTemp("", "exactly-testdriver-")
@@ -193,6 +211,9 @@ func New(t *exactly.Topology, cfg Config) (*Driver, error) {
 
 func (d *Driver) partitionCount(topic string) int32 {
 	if n, ok := d.cfg.Partitions[topic]; ok && n > 0 {
+		return n
+	}
+	if n := d.internal[topic]; n > 0 {
 		return n
 	}
 	return 1
@@ -234,8 +255,50 @@ func (d *Driver) partitionFor(topic string, key []byte) int32 {
 	return int32(tp.Partition(&kgo.Record{Key: key}, int(n)))
 }
 
+// startGlobals reads every global store's topic to its end into a fresh
+// backend, as an instance does before its tasks process anything.
+func (d *Driver) startGlobals() error {
+	d.globals = engine.NewMemory()
+	d.globalTxn = engine.NewTxn(d.globals)
+	d.globalKVs = map[string]*engine.KV{}
+	d.globalPos = map[task.TopicPartition]int64{}
+	for _, name := range d.topo.GlobalStores() {
+		spec, _ := d.topo.Store(name)
+		d.globalKVs[spec.GlobalTopic] = d.globalTxn.Open(name, spec.Options, func() int64 { return 0 })
+		for p := range d.partitionCount(spec.GlobalTopic) {
+			tp := task.TopicPartition{Topic: spec.GlobalTopic, Partition: p}
+			d.globalPos[tp] = 0
+			for _, e := range d.topic(tp.Topic).partitions[p] {
+				if err := d.applyGlobal(&e.raw); err != nil {
+					return err
+				}
+				d.globalPos[tp]++
+			}
+		}
+	}
+	return nil
+}
+
+// applyGlobal applies one record of a global store's topic.
+func (d *Driver) applyGlobal(raw *topo.Raw) error {
+	kv := d.globalKVs[raw.Topic]
+	var err error
+	if raw.Value == nil {
+		err = kv.Delete(raw.Key)
+	} else {
+		err = kv.Put(raw.Key, raw.Value)
+	}
+	if err != nil {
+		return err
+	}
+	return d.globalTxn.Commit(nil)
+}
+
 // start creates, restores and initializes every task.
 func (d *Driver) start() error {
+	if err := d.startGlobals(); err != nil {
+		return err
+	}
 	d.tasks = map[topo.TaskID]*liveTask{}
 	subs := d.topo.Subtopologies()
 	for _, id := range d.cfg.Subtopologies {
@@ -294,6 +357,7 @@ func (d *Driver) startTask(id topo.TaskID) (*liveTask, error) {
 		WallClock:          d.wall,
 		DeadLetterMaxBytes: deadLetterMax,
 		Tracer:             d.tracer,
+		Globals:            d.globals,
 		PartitionCount: func(topic string) (int32, error) {
 			return d.partitionCount(topic), nil
 		},
@@ -391,8 +455,26 @@ func (d *Driver) pumpCount() (processed int, err error) {
 				}
 			}
 		}
+		var global *task.TopicPartition
+		for tp, pos := range d.globalPos {
+			log := d.topic(tp.Topic).partitions[tp.Partition]
+			if pos < int64(len(log)) && (next == nil || log[pos].seq < next.seq) {
+				next, global = log[pos], &tp
+			}
+		}
 		if next == nil {
 			return processed, nil
+		}
+		if global != nil {
+			// A global store's update applies at once, outside any task's
+			// transaction, as an instance's global consumer applies it.
+			d.globalPos[*global]++
+			processed++
+			if err := d.applyGlobal(&next.raw); err != nil {
+				d.fail(err)
+				return processed, err
+			}
+			continue
 		}
 		raw := next.raw
 		owner.positions[task.TopicPartition{Topic: raw.Topic, Partition: raw.Partition}]++

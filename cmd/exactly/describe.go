@@ -10,6 +10,7 @@ import (
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/exposure"
 	"github.com/exactly-go/exactly/examples/orders"
+	"github.com/exactly-go/exactly/examples/revenue"
 )
 
 func init() { commands = append(commands, newDescribeCommand) }
@@ -22,6 +23,9 @@ var describable = map[string]func(applicationID string) (*exactly.Topology, erro
 	},
 	"suspicious-orders": func(applicationID string) (*exactly.Topology, error) {
 		return exposure.SuspiciousOrderCounts(applicationID, nil)
+	},
+	"revenue": func(applicationID string) (*exactly.Topology, error) {
+		return revenue.Topology(revenue.Options{ApplicationID: applicationID, Persistent: true})
 	},
 }
 
@@ -41,7 +45,8 @@ source and sink topics, processors, state stores and changelog topics, as
 argument it describes orders.`,
 		Example: `  exactly describe orders
   exactly describe orders --application-id orders-staging
-  exactly describe exposure --application-id risk`,
+  exactly describe exposure --application-id risk
+  exactly describe revenue --application-id revenue`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: names,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -29,9 +29,24 @@ func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
 			}
 		}
 	}
+	var out bytes.Buffer
 	root := newRootCommand()
+	root.SetOut(&out)
+	root.SetArgs([]string{"describe", "revenue", "--application-id", "shop"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"shop-order-customer-subscription-registration-topic", "shop-order-customer-subscription-response-topic",
+		"shop-final-revenue-buffer-changelog", "Global store: products (topic: products",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("describe revenue lacks %q:\n%s", want, out.String())
+		}
+	}
+	root = newRootCommand()
 	root.SetArgs([]string{"describe", "nonsense"})
-	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "use one of exposure, orders, suspicious-orders") {
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "use one of exposure, orders, revenue, suspicious-orders") {
 		t.Errorf("describe nonsense = %v; want an error naming the known topologies", err)
 	}
 }

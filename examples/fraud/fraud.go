@@ -198,7 +198,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	counts := dsl.WindowedCount(valid.GroupByKey(), dsl.TumblingWindows(opts.VelocityWindow, opts.Grace),
 		VelocityStore, dsl.WindowOptions{Persistent: opts.Persistent})
 	threshold := opts.VelocityThreshold
-	crossed := counts.Filter(func(_ dsl.Windowed[string], n int64) bool { return n == threshold })
+	crossed := counts.ToStream().Filter(func(_ dsl.Windowed[string], n int64) bool { return n == threshold })
 	dsl.Map(crossed, func(w dsl.Windowed[string], n int64) (string, Alert) {
 		start, end := w.Start.UnixMilli(), w.End.UnixMilli()
 		return w.Key, Alert{

@@ -48,6 +48,9 @@ type Runner struct {
 	standbys standbys // the standby tasks this instance keeps (standby.go)
 
 	blockCache *store.BlockCache // shared by the persistent stores; set while Run runs
+	// globals are the global stores (global.go), bootstrapped before the
+	// workers start; nil without any.
+	globals *globalStores
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -156,6 +159,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
+
+	if r.globals, err = r.startGlobalStores(ctx); err != nil {
+		return err
+	}
+	defer r.globals.stop()
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -415,30 +423,29 @@ func (r *Runner) prepareTopics(ctx context.Context, adm *kadm.Client) error {
 }
 
 // createInternalTopics creates the topics the topology both writes and
-// reads (repartition topics) when missing, with as many partitions as the
-// sources of the sub-topology that writes them.
+// reads (repartition topics, a foreign-key join's subscription and
+// response topics) when missing, with the partition count
+// topo.InternalTopicPartitions decides: that of the topics read beside
+// them, or else that of what their writers read.
 func (r *Runner) createInternalTopics(ctx context.Context, adm *kadm.Client) error {
-	readers := map[string]bool{}
-	for _, sub := range r.topo.Subtopologies() {
-		for _, topic := range sub.SourceTopics {
-			readers[topic] = true
+	counts := r.topo.InternalTopicPartitions(func(topic string) int32 { return r.partitions[topic] })
+	for _, topic := range r.topo.RepartitionTopics() {
+		if _, ok := r.partitions[topic]; ok {
+			continue
 		}
-	}
-	for _, sub := range r.topo.Subtopologies() {
-		for _, topic := range sub.SinkTopics {
-			if !readers[topic] {
-				continue
+		n := counts[topic]
+		if n == 0 {
+			for _, sub := range r.topo.Subtopologies() {
+				for _, src := range sub.SourceTopics {
+					if _, ok := counts[src]; !ok && r.partitions[src] == 0 {
+						return fmt.Errorf("source topic %q does not exist: create it before starting %s", src, r.cfg.ApplicationID)
+					}
+				}
 			}
-			if _, ok := r.partitions[topic]; ok {
-				continue
-			}
-			n := r.partitions[sub.SourceTopics[0]]
-			if n == 0 {
-				return fmt.Errorf("source topic %q does not exist: create it before starting %s", sub.SourceTopics[0], r.cfg.ApplicationID)
-			}
-			if err := r.ensureTopic(ctx, adm, topic, n, nil); err != nil {
-				return err
-			}
+			return fmt.Errorf("internal topic %q: no source topic gives its partition count", topic)
+		}
+		if err := r.ensureTopic(ctx, adm, topic, n, nil); err != nil {
+			return err
 		}
 	}
 	return nil

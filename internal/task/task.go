@@ -105,6 +105,10 @@ type Config struct {
 	// writes its span's traceparent on the record's outputs and dead
 	// letters; nil traces nothing.
 	Tracer trace.Tracer
+	// Globals holds the global stores (topo.StoreSpec.GlobalTopic), which
+	// the task only reads and never commits; required when a processor of
+	// the sub-topology reads one. Whoever drives the task keeps it current.
+	Globals store.Backend
 }
 
 // TopicPartition names an input partition.
@@ -272,6 +276,20 @@ func New(t *topo.Topology, cfg Config) (*Task, error) {
 			txn = tk.persistent
 		}
 		tk.kvs[name] = txn.Open(name, spec.Options, now)
+	}
+	var globals *store.Txn
+	for _, name := range t.GlobalStores() {
+		spec, _ := t.Store(name)
+		if !slices.ContainsFunc(spec.Processors, func(p string) bool { return slices.Contains(tk.sub.Nodes, p) }) {
+			continue
+		}
+		if cfg.Globals == nil {
+			return nil, fmt.Errorf("task %s: global store %q is read but the task has no global stores", cfg.ID, name)
+		}
+		if globals == nil {
+			globals = store.NewTxn(cfg.Globals) // read only: never committed
+		}
+		tk.kvs[name] = globals.Open(name, spec.Options, now)
 	}
 	tk.order = tk.sub.Nodes
 	for i := len(tk.order) - 1; i >= 0; i-- {

@@ -134,6 +134,18 @@ func Build(nodes []Node, stores []*StoreSpec, connections map[string][]string, o
 		for _, p := range s.Processors {
 			t.connect(p, s.Name, &errs)
 		}
+		if s.GlobalTopic == "" {
+			continue
+		}
+		if owner, ok := topicOwner[s.GlobalTopic]; ok {
+			fail("global store %q reads topic %q, which source %q reads too: a topic feeds either a global store or a source", s.Name, s.GlobalTopic, owner)
+		}
+		for _, other := range stores {
+			if other != s && other.GlobalTopic == s.GlobalTopic {
+				fail("global stores %q and %q both read topic %q", s.Name, other.Name, s.GlobalTopic)
+				break
+			}
+		}
 	}
 	for _, p := range slices.Sorted(maps.Keys(connections)) {
 		for _, s := range connections[p] {
@@ -240,7 +252,7 @@ func (t *Topology) splitSubtopologies() {
 			union(t.index[n.Name()], t.index[p])
 		}
 	}
-	storeNames := slices.Sorted(maps.Keys(t.stores))
+	storeNames := slices.DeleteFunc(slices.Sorted(maps.Keys(t.stores)), func(s string) bool { return t.stores[s].GlobalTopic != "" })
 	for _, s := range storeNames {
 		procs := t.stores[s].Processors
 		for i := 1; i < len(procs); i++ {
@@ -367,7 +379,23 @@ func (t *Topology) Describe(applicationID string) string {
 			fmt.Fprintf(&b, "    Store: %s (%s, %s%s)\n", s, kind, log, extra)
 		}
 	}
+	for _, s := range t.GlobalStores() {
+		spec := t.stores[s]
+		fmt.Fprintf(&b, "   Global store: %s (topic: %s, every partition on every instance, no changelog)\n", s, spec.GlobalTopic)
+		fmt.Fprintf(&b, "      read by: %s\n", strings.Join(spec.Processors, ", "))
+	}
 	return b.String()
+}
+
+// GlobalStores returns the names of the global stores, sorted.
+func (t *Topology) GlobalStores() []string {
+	var out []string
+	for _, s := range slices.Sorted(maps.Keys(t.stores)) {
+		if t.stores[s].GlobalTopic != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (t *Topology) storesOf(processor string) []string {

@@ -217,6 +217,12 @@ type StoreSpec struct {
 	KeyType    reflect.Type
 	ValueType  reflect.Type
 	Processors []string
+	// GlobalTopic, when set, makes the store global: every instance holds
+	// all partitions of this topic in it, key for key and value for value
+	// (a null value deletes), bootstrapped before processing and updated
+	// while running. Its processors only read it; it has no changelog (the
+	// topic is its changelog) and belongs to no sub-topology.
+	GlobalTopic string
 }
 
 // TaskID names a task: a sub-topology and the partition it processes.

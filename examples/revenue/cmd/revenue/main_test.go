@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"encoding/binary"
+
+	"github.com/exactly-go/exactly/examples/revenue"
+	"github.com/exactly-go/exactly/internal/fleet"
+	"github.com/exactly-go/exactly/verify"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestMain lets the test binary stand in for the revenue command: the
+// multi-process test starts instances by running its own executable with
+// REVENUE_AS_COMMAND set.
+func TestMain(m *testing.M) {
+	if os.Getenv("REVENUE_AS_COMMAND") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// grace is longer than the sample's six hours of event time: while an
+// instance is dead its partitions lag the others by hours of event time,
+// which must not make their orders late; the ticks close the windows.
+const grace = 24 * time.Hour
+
+func decodeRevenue(t *testing.T, key, value []byte, got map[string]int64) {
+	t.Helper()
+	if len(value) != 8 {
+		t.Fatalf("revenue %q of %q is not 8 bytes", value, key)
+	}
+	if _, dup := got[string(key)]; dup {
+		t.Fatalf("window %s emitted twice", key)
+	}
+	got[string(key)] = int64(binary.BigEndian.Uint64(value))
+}
+
+// TestThreeInstancesUnderSIGKILLsCommitTheOracle runs the application as
+// three processes against an in-process broker and kills them with
+// SIGKILL while the orders flow (each killed instance is started again),
+// then checks that the committed hourly revenue is the oracle's: every
+// window once, with its exact sum.
+func TestThreeInstancesUnderSIGKILLsCommitTheOracle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes for about half a minute")
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, revenue.ProductsTopic, revenue.OrdersTopic), kfake.SeedTopics(2, revenue.CustomersTopic),
+		kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	ctx := context.Background()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(recs []revenue.Record) {
+		t.Helper()
+		var krs []*kgo.Record
+		for _, r := range recs {
+			krs = append(krs, &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Bytes(), Timestamp: r.Timestamp})
+		}
+		if err := cl.ProduceSync(ctx, krs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample := revenue.NewSample(42, 600)
+	produce(sample.Tables())
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	procs := &fleet.Fleet{}
+	defer procs.Close(10 * time.Second)
+	ids := []string{"a", "b", "c"}
+	for _, id := range ids {
+		procs.Set(id, fleet.Spec{Path: exe, Env: append(fleet.WithoutExactlyEnv(os.Environ()), "REVENUE_AS_COMMAND=1"),
+			Log: filepath.Join(dir, id+".log"), Args: []string{
+				"-brokers", strings.Join(brokers, ","), "-state-dir", filepath.Join(dir, "state-"+id),
+				"-session-timeout", "2s", "-commit-interval", "50ms", "-grace", grace.String(),
+			}})
+		if err := procs.Start(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			for _, id := range ids {
+				log, _ := os.ReadFile(filepath.Join(dir, id+".log"))
+				t.Logf("log of instance %s (last 3000 bytes):\n%s", id, log[max(0, len(log)-3000):])
+			}
+		}
+	}()
+
+	// Orders flow in batches; every few batches an instance dies by
+	// SIGKILL and is started again a moment later.
+	rng := rand.New(rand.NewPCG(7, 7))
+	kills := 0
+	for i := 0; i < len(sample.Orders); i += 30 {
+		produce(sample.Orders[i:min(i+30, len(sample.Orders))])
+		time.Sleep(100 * time.Millisecond)
+		if i%90 == 60 {
+			id := ids[rng.IntN(len(ids))]
+			if procs.Kill(id) {
+				kills++
+			}
+			time.Sleep(300 * time.Millisecond)
+			if err := procs.Start(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if kills < 5 {
+		t.Fatalf("%d kills", kills)
+	}
+
+	// Every real order must have gone all the way through before the
+	// ticks close the windows: its line committed in the repartition
+	// topic and consumed by the group.
+	valid := sample.Joined()
+	adm := kadm.NewClient(cl)
+	repartition := ""
+	waitFor(t, 90*time.Second, "every order's line to be consumed", func() bool {
+		if repartition == "" {
+			topics, _ := adm.ListTopics(ctx)
+			for _, name := range topics.Names() {
+				if strings.HasPrefix(name, "revenue-") && strings.HasSuffix(name, "-repartition") {
+					repartition = name
+				}
+			}
+			if repartition == "" {
+				return false
+			}
+		}
+		lines, err := verify.ReadCommitted(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, repartition)
+		if err != nil || len(lines) < valid {
+			return false
+		}
+		if len(lines) > valid {
+			t.Fatalf("%d lines in %s for %d orders: an order went through twice", len(lines), repartition, valid)
+		}
+		last := map[int32]int64{}
+		for _, l := range lines {
+			last[l.Partition] = max(last[l.Partition], l.Offset)
+		}
+		offsets, err := adm.FetchOffsets(ctx, "revenue")
+		if err != nil {
+			return false
+		}
+		for p, off := range last {
+			if o, ok := offsets.Lookup(repartition, p); !ok || o.At <= off {
+				return false
+			}
+		}
+		return true
+	})
+	produce(sample.Ticks)
+
+	want := sample.Oracle()
+	got := map[string]int64{}
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d final windows", len(want)), func() bool {
+		recs, err := verify.ReadCommitted(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, revenue.RevenueTopic)
+		if err != nil {
+			return false
+		}
+		got = map[string]int64{}
+		for _, r := range recs {
+			decodeRevenue(t, r.Key, r.Value, got)
+		}
+		return len(got) >= len(want)
+	})
+	time.Sleep(time.Second) // nothing more may come
+	recs, err := verify.ReadCommitted(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, revenue.RevenueTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[string]int64{}
+	for _, r := range recs {
+		decodeRevenue(t, r.Key, r.Value, got)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after %d SIGKILLs the hourly revenue differs from the oracle\n got %v\nwant %v", kills, got, want)
+	}
+	t.Logf("%d SIGKILLs; %d windows, each committed once with the oracle's sum", kills, len(got))
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+	}
+}
