@@ -22,12 +22,24 @@ type Txn struct {
 	// BeginRecord, so that one record's effects can be rolled back alone.
 	undo     []undoRecord
 	tracking bool
+	// probe is the search key of point lookups in pending, kept here so
+	// that a lookup allocates nothing.
+	probe pendingEntry
 }
 
+// pendingEntry is one buffered write. Once in pending it is not changed,
+// except that decoded may be filled in by a read: undo records point to
+// replaced entries, which must stay as they were.
 type pendingEntry struct {
 	key     []byte
 	value   []byte
 	deleted bool
+	// kv is the store of a data key (nil for index keys), so that a commit
+	// can move decoded values into the store's cache.
+	kv *KV
+	// decoded is the typed value value encodes, when the store caches
+	// decoded values (see valueCache); nil otherwise.
+	decoded any
 }
 
 type undoRecord struct {
@@ -98,6 +110,12 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 	if err := t.backend.Apply(ops); err != nil {
 		return fmt.Errorf("apply committed writes: %w", err)
 	}
+	t.pending.Ascend(func(e *pendingEntry) bool {
+		if e.kv != nil && e.kv.cache != nil {
+			e.kv.cache.committed(e)
+		}
+		return true
+	})
 	t.pending.Clear(false)
 	t.undo = t.undo[:0]
 	return nil
@@ -150,6 +168,9 @@ func (t *Txn) Checkpoint(name string) (int64, bool, error) {
 // Wipe deletes store name's data, expiry index and checkpoint from the
 // backend, so that it can be rebuilt from its changelog from offset 0.
 func (t *Txn) Wipe(name string) error {
+	if kv, ok := t.stores[name]; ok && kv.cache != nil {
+		kv.cache.clear()
+	}
 	data, index := dataPrefix(name), indexPrefix(name)
 	return t.backend.Apply([]Op{
 		{Kind: OpDeleteRange, Key: data, End: prefixEnd(data)},
@@ -165,6 +186,9 @@ func (t *Txn) Restore(name string, changes []Change, next int64) error {
 	kv, ok := t.stores[name]
 	if !ok {
 		return fmt.Errorf("restore: store %q is not open", name)
+	}
+	if kv.cache != nil {
+		kv.cache.clear()
 	}
 	ops := make([]Op, 0, 2*len(changes)+1)
 	for _, c := range changes {
@@ -189,7 +213,7 @@ func (t *Txn) Restore(name string, changes []Change, next int64) error {
 }
 
 func (t *Txn) get(key []byte) ([]byte, bool, error) {
-	if e, ok := t.pending.Get(&pendingEntry{key: key}); ok {
+	if e, ok := t.buffered(key); ok {
 		if e.deleted {
 			return nil, false, nil
 		}
@@ -198,8 +222,18 @@ func (t *Txn) get(key []byte) ([]byte, bool, error) {
 	return t.backend.Get(key)
 }
 
-func (t *Txn) write(key, value []byte, deleted bool) {
-	e := &pendingEntry{key: key, value: value, deleted: deleted}
+// buffered returns the pending write of key, if there is one.
+func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
+	t.probe.key = key
+	e, ok := t.pending.Get(&t.probe)
+	t.probe.key = nil
+	return e, ok
+}
+
+// write buffers a write of key; kv and decoded are set for data keys of a
+// store that caches decoded values (see pendingEntry).
+func (t *Txn) write(key, value []byte, deleted bool, kv *KV, decoded any) {
+	e := &pendingEntry{key: key, value: value, deleted: deleted, kv: kv, decoded: decoded}
 	prev, had := t.pending.ReplaceOrInsert(e)
 	if t.tracking {
 		u := undoRecord{key: key}
