@@ -168,6 +168,7 @@ func BenchmarkOrdersCore(b *testing.B) {
 	}
 	n := float64(last.Records)
 	b.ReportMetric(float64(last.Elapsed.Nanoseconds())/n, "ns/record")
+	b.ReportMetric(float64(last.CPU.Nanoseconds())/n, "cpu-ns/record")
 	b.ReportMetric(float64(last.Allocs)/n, "allocs/record")
 	b.ReportMetric(float64(last.Bytes)/n, "B/record")
 	b.ReportMetric(last.ChangelogPerInput(), "changelog/input")

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/exactly-go/exactly"
@@ -21,9 +22,11 @@ type coreStats struct {
 	ChangelogByStore   map[string]int
 	// Commits is the number of commits of each task.
 	Commits int
-	// Elapsed is the time from the first record to the last commit;
-	// Allocs and Bytes are the heap allocations over that time.
-	Elapsed       time.Duration
+	// Elapsed is the time from the first record to the last commit, CPU
+	// the CPU time the process used meanwhile (less sensitive than
+	// Elapsed to other load on the machine); Allocs and Bytes are the heap
+	// allocations over that time.
+	Elapsed, CPU  time.Duration
 	Allocs, Bytes uint64
 }
 
@@ -77,7 +80,7 @@ func coreRun(top *exactly.Topology, topic string, records []topo.Raw, partitions
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	start := time.Now()
+	start, startCPU := time.Now(), cpuTime()
 	for i := range records {
 		raw := &records[i]
 		if raw.Topic != topic || raw.Partition < 0 || raw.Partition >= partitions {
@@ -96,7 +99,7 @@ func coreRun(top *exactly.Topology, topic string, records []topo.Raw, partitions
 	if err := commit(); err != nil {
 		return stats, err
 	}
-	stats.Elapsed = time.Since(start)
+	stats.Elapsed, stats.CPU = time.Since(start), cpuTime()-startCPU
 	runtime.ReadMemStats(&after)
 	stats.Allocs, stats.Bytes = after.Mallocs-before.Mallocs, after.TotalAlloc-before.TotalAlloc
 	for _, tk := range tasks {
@@ -105,6 +108,15 @@ func coreRun(top *exactly.Topology, topic string, records []topo.Raw, partitions
 		}
 	}
 	return stats, nil
+}
+
+// cpuTime is the user and system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ordersRaw is the generated order stream of ordersInput as the task core

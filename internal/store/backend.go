@@ -33,7 +33,9 @@ const (
 // Apply is atomic: after a crash either all of a batch is visible or none of
 // it. Implementations are safe for concurrent readers alongside one writer.
 type Backend interface {
-	// Get returns a copy of the value stored under key.
+	// Get returns the value stored under key. The caller must not modify
+	// it: it may be the backend's own copy, valid for as long as the
+	// caller keeps it.
 	Get(key []byte) (value []byte, ok bool, err error)
 	// NewIter iterates keys in [lower, upper) in ascending byte order; a nil
 	// upper means no upper bound. Keys and values are valid until Next.

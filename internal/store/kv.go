@@ -34,6 +34,14 @@ type KV struct {
 	// cache holds decoded values of committed entries when a typed view
 	// caches values (nil otherwise); see valueCache.
 	cache *valueCache
+	// scratch holds the data key of a point read, which nothing keeps.
+	scratch []byte
+	// swept is the expiry up to which the buffer holds the deletion of
+	// every index entry (-1: not known), so that a sweep does not read
+	// again the entries an earlier one deleted while the backend still
+	// holds them until the commit. Whatever drops buffered deletions or
+	// changes the backend behind the buffer resets it (forgetSweeps).
+	swept int64
 }
 
 // Open returns the store called name within the buffer. now reports the
@@ -50,6 +58,7 @@ func (t *Txn) Open(name string, opts Options, now func() int64) *KV {
 		expiring:    opts.Expiring || opts.TTL > 0,
 		ttl:         opts.TTL.Milliseconds(),
 		now:         now,
+		swept:       -1,
 	}
 	t.stores[name] = kv
 	return kv
@@ -62,6 +71,12 @@ func (s *KV) dataKey(key []byte) []byte {
 	return append(append(make([]byte, 0, len(s.dataPrefix)+len(key)), s.dataPrefix...), key...)
 }
 
+// readKey is dataKey in a buffer reused by the next call: for reads only.
+func (s *KV) readKey(key []byte) []byte {
+	s.scratch = append(append(s.scratch[:0], s.dataPrefix...), key...)
+	return s.scratch
+}
+
 func (s *KV) indexKey(expiry int64, key []byte) []byte {
 	b := make([]byte, 0, len(s.indexPrefix)+8+len(key))
 	b = append(b, s.indexPrefix...)
@@ -71,7 +86,7 @@ func (s *KV) indexKey(expiry int64, key []byte) []byte {
 
 // Get returns the value of key, or false if it is absent or expired.
 func (s *KV) Get(key []byte) ([]byte, bool, error) {
-	raw, ok, err := s.txn.get(s.dataKey(key))
+	raw, ok, err := s.txn.get(s.readKey(key))
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -144,6 +159,9 @@ func (s *KV) putExpiring(key, value []byte, exp int64, decoded any) {
 		// An older index entry of this key, if any, is left in place: the
 		// sweep recognises it as stale because the expiry no longer matches.
 		s.txn.write(s.indexKey(exp, key), []byte{}, false, nil, nil)
+		if exp <= s.swept {
+			s.swept = exp - 1
+		}
 	}
 }
 
@@ -170,7 +188,7 @@ type lookup struct {
 // getDecoded reads key as Get does, from the write buffer, then the cache
 // of committed decoded values, then the backend.
 func (s *KV) getDecoded(key []byte) (lookup, error) {
-	dk := s.dataKey(key)
+	dk := s.readKey(key)
 	if e, ok := s.txn.buffered(dk); ok {
 		if e.deleted {
 			return lookup{}, nil
@@ -258,8 +276,12 @@ func (s *KV) SweepExpired() (int, error) {
 	if now < 0 {
 		return 0, nil
 	}
+	if now <= s.swept {
+		return 0, nil
+	}
+	lower := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(s.swept+1))
 	upper := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(now)+1)
-	m, err := s.txn.iter(s.indexPrefix, upper)
+	m, err := s.txn.iter(lower, upper)
 	if err != nil {
 		return 0, fmt.Errorf("sweep %s: %w", s.name, err)
 	}
@@ -294,8 +316,13 @@ func (s *KV) SweepExpired() (int, error) {
 		}
 		s.txn.write(d.indexKey, nil, true, nil, nil)
 	}
+	s.swept = now
 	return deleted, nil
 }
+
+// forgetSweeps resets what the store knows of earlier sweeps, when the
+// buffered deletions they made are dropped or the backend changes.
+func (s *KV) forgetSweeps() { s.swept = -1 }
 
 // RawIter walks live entries of one store; keys are the store's keys.
 type RawIter struct {

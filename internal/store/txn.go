@@ -22,8 +22,8 @@ type Txn struct {
 	// BeginRecord, so that one record's effects can be rolled back alone.
 	undo     []undoRecord
 	tracking bool
-	// probe is the search key of point lookups in pending, kept here so
-	// that a lookup allocates nothing.
+	// probe is the search key of point reads in pending, kept here so that
+	// a read allocates nothing.
 	probe pendingEntry
 }
 
@@ -123,9 +123,16 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 
 // Discard drops every buffered write; the backend is untouched.
 func (t *Txn) Discard() {
+	t.forgetSweeps()
 	t.pending.Clear(false)
 	t.undo = t.undo[:0]
 	t.tracking = false
+}
+
+func (t *Txn) forgetSweeps() {
+	for _, kv := range t.stores {
+		kv.forgetSweeps()
+	}
 }
 
 // BeginRecord starts a savepoint: writes from here on can be undone by
@@ -139,6 +146,7 @@ func (t *Txn) BeginRecord() {
 // when keep is true and undoing them otherwise.
 func (t *Txn) EndRecord(keep bool) {
 	if !keep {
+		t.forgetSweeps()
 		for i := len(t.undo) - 1; i >= 0; i-- {
 			u := t.undo[i]
 			if u.prev == nil {
@@ -168,8 +176,11 @@ func (t *Txn) Checkpoint(name string) (int64, bool, error) {
 // Wipe deletes store name's data, expiry index and checkpoint from the
 // backend, so that it can be rebuilt from its changelog from offset 0.
 func (t *Txn) Wipe(name string) error {
-	if kv, ok := t.stores[name]; ok && kv.cache != nil {
-		kv.cache.clear()
+	if kv, ok := t.stores[name]; ok {
+		kv.forgetSweeps()
+		if kv.cache != nil {
+			kv.cache.clear()
+		}
 	}
 	data, index := dataPrefix(name), indexPrefix(name)
 	return t.backend.Apply([]Op{
@@ -187,6 +198,7 @@ func (t *Txn) Restore(name string, changes []Change, next int64) error {
 	if !ok {
 		return fmt.Errorf("restore: store %q is not open", name)
 	}
+	kv.forgetSweeps()
 	if kv.cache != nil {
 		kv.cache.clear()
 	}
