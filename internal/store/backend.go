@@ -17,6 +17,10 @@ type Op struct {
 	Key   []byte
 	Value []byte // for OpSet
 	End   []byte // for OpDeleteRange: the exclusive end of [Key, End)
+	// Owned lets the backend keep Key and Value instead of copying them:
+	// the caller never changes them, and they hold no memory that should
+	// be freed with something else (a fetched record batch).
+	Owned bool
 }
 
 // OpKind says what an Op does.

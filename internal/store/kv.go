@@ -125,7 +125,7 @@ func (s *KV) put(key, value []byte, decoded any) error {
 		return s.Delete(key)
 	}
 	if !s.expiring {
-		s.txn.write(s.dataKey(key), value, false, s, decoded)
+		s.txn.write(s.dataKey(key), value, false, false, s, decoded)
 		return nil
 	}
 	exp := int64(never)
@@ -154,11 +154,11 @@ func (s *KV) putExpiringChecked(key, value []byte, expiresAt int64, decoded any)
 }
 
 func (s *KV) putExpiring(key, value []byte, exp int64, decoded any) {
-	s.txn.write(s.dataKey(key), encodeExpiring(exp, value), false, s, decoded)
+	s.txn.write(s.dataKey(key), encodeExpiring(exp, value), false, true, s, decoded)
 	if exp != never {
 		// An older index entry of this key, if any, is left in place: the
 		// sweep recognises it as stale because the expiry no longer matches.
-		s.txn.write(s.indexKey(exp, key), []byte{}, false, nil, nil)
+		s.txn.write(s.indexKey(exp, key), []byte{}, false, true, nil, nil)
 		if exp <= s.swept {
 			s.swept = exp - 1
 		}
@@ -167,7 +167,7 @@ func (s *KV) putExpiring(key, value []byte, exp int64, decoded any) {
 
 // Delete removes key.
 func (s *KV) Delete(key []byte) error {
-	s.txn.write(s.dataKey(key), nil, true, s, nil)
+	s.txn.write(s.dataKey(key), nil, true, true, s, nil)
 	return nil
 }
 
@@ -310,11 +310,11 @@ func (s *KV) SweepExpired() (int, error) {
 				return deleted, fmt.Errorf("sweep %s: %w", s.name, err)
 			}
 			if exp == d.expiry {
-				s.txn.write(s.dataKey(key), nil, true, s, nil)
+				s.txn.write(s.dataKey(key), nil, true, true, s, nil)
 				deleted++
 			}
 		}
-		s.txn.write(d.indexKey, nil, true, nil, nil)
+		s.txn.write(d.indexKey, nil, true, true, nil, nil)
 	}
 	s.swept = now
 	return deleted, nil

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"sync"
+	"unsafe"
 
 	"github.com/google/btree"
 )
@@ -66,9 +67,13 @@ func (m *Memory) Apply(ops []Op) error {
 	for _, op := range ops {
 		switch op.Kind {
 		case OpSet:
-			it := kvItem{key: bytes.Clone(op.Key), value: bytes.Clone(op.Value)}
+			it := kvItem{key: op.Key, value: op.Value}
+			if !op.Owned {
+				it = kvItem{key: bytes.Clone(op.Key), value: bytes.Clone(op.Value)}
+			}
 			m.tree.ReplaceOrInsert(it)
-			m.values[string(it.key)] = it.value
+			// The map shares the tree's copy of the key: neither changes it.
+			m.values[unsafe.String(unsafe.SliceData(it.key), len(it.key))] = it.value
 		case OpDelete:
 			m.tree.Delete(kvItem{key: op.Key})
 			delete(m.values, string(op.Key))

@@ -34,6 +34,9 @@ type pendingEntry struct {
 	key     []byte
 	value   []byte
 	deleted bool
+	// owned reports that the buffer made value itself (keys it always
+	// makes), so that a backend may keep it: nobody else holds it.
+	owned bool
 	// kv is the store of a data key (nil for index keys), so that a commit
 	// can move decoded values into the store's cache.
 	kv *KV
@@ -95,14 +98,14 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 	ops := make([]Op, 0, t.pending.Len()+len(checkpoints))
 	t.pending.Ascend(func(e *pendingEntry) bool {
 		if e.deleted {
-			ops = append(ops, Op{Kind: OpDelete, Key: e.key})
+			ops = append(ops, Op{Kind: OpDelete, Key: e.key, Owned: true})
 		} else {
-			ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value})
+			ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value, Owned: e.owned})
 		}
 		return true
 	})
 	for name, offset := range checkpoints {
-		ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(offset))})
+		ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(offset)), Owned: true})
 	}
 	if len(ops) == 0 {
 		return nil
@@ -242,10 +245,11 @@ func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
 	return e, ok
 }
 
-// write buffers a write of key; kv and decoded are set for data keys of a
-// store that caches decoded values (see pendingEntry).
-func (t *Txn) write(key, value []byte, deleted bool, kv *KV, decoded any) {
-	e := &pendingEntry{key: key, value: value, deleted: deleted, kv: kv, decoded: decoded}
+// write buffers a write of key, a key the caller made for it; owned says
+// the same of value. kv and decoded are set for data keys of a store that
+// caches decoded values (see pendingEntry).
+func (t *Txn) write(key, value []byte, deleted, owned bool, kv *KV, decoded any) {
+	e := &pendingEntry{key: key, value: value, deleted: deleted, owned: owned, kv: kv, decoded: decoded}
 	prev, had := t.pending.ReplaceOrInsert(e)
 	if t.tracking {
 		u := undoRecord{key: key}
