@@ -19,6 +19,14 @@ func codecCorpus(n int) [][]byte {
 	for _, r := range Generate(gen) {
 		seeds = append(seeds, r.Value)
 	}
+	// Repeated keys: the last one counts, and objects repeated are merged.
+	seeds = append(seeds,
+		[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"o-1","customerId":"c","createdAt":1},"payload":{"customerId":"d"}}`),
+		[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"o-1","customerId":"c","createdAt":1},"payload":null}`),
+		[]byte(`{"metadata":{"eventId":"e"},"metadata":{"timestamp":1732260000000},"type":"OrderShipped","type":"OrderCreated","payload":{"orderId":"o-1","customerId":"c","createdAt":1}}`),
+		[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderCreated","payload":[],"payload":{"orderId":"o-1","customerId":"c","createdAt":1}}`),
+		[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"o-1","customerId":"c","createdAt":"1"},"type":"Nope"}`),
+	)
 	rng := rand.New(rand.NewPCG(7, 7))
 	alphabet := []byte(`{}[]":,0123456789-+.eEtrufalsn \ax` + "\t\u00e9")
 	out := append([][]byte{}, seeds...)
