@@ -9,6 +9,18 @@
 // commits. An aborted or crashed task loses all of them, never some, so a
 // store never holds data that is not part of a committed transaction.
 //
+// A store keeps the values a task writes or reads decoded, so that the next
+// read of the same key does not decode it again: values written since the
+// last commit live, decoded, beside their bytes in the task's write buffer
+// and go with it on abort; a bounded cache holds committed values. Readers
+// of committed state (interactive queries) never see the buffer. Values are
+// shared only through copies: Get returns a copy and Put keeps a copy, so a
+// processor may change a value it read or wrote without changing the
+// store. This works for value types without pointers, slices, maps,
+// channels, functions or interfaces, copied by assignment, and for types
+// with a method Clone() V returning a deep copy (on V or *V); values of
+// other types are decoded at every read.
+//
 // Keys are ordered by the bytes their serde produces: ranges and prefixes
 // follow that order, which for serde.String is the strings' byte order and
 // for serde.Int64 the numeric order of non-negative values.

@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/IBM/sarama v1.46.3
 	github.com/exactly-go/exactly v0.0.0
+	github.com/goccy/go-json v0.12.0
 	github.com/lovoo/goka v1.1.16
 	github.com/twmb/franz-go v1.22.2
 	github.com/twmb/franz-go/pkg/kadm v1.19.0

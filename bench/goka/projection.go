@@ -2,8 +2,9 @@ package main
 
 import (
 	"cmp"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -12,13 +13,15 @@ import (
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/orders"
+	json "github.com/goccy/go-json"
 	"github.com/lovoo/goka"
 )
 
 // orderState is goka's table value for one order: its aggregate, the event
-// ids seen (dedup) and the events waiting for their prerequisites.
+// ids seen (dedup) and the events waiting for their prerequisites. The
+// aggregate is encoded apart (stateCodec).
 type orderState struct {
-	Aggregate orders.Aggregate `json:"aggregate"`
+	Aggregate orders.Aggregate `json:"-"`
 	Created   bool             `json:"created"`
 	NextSeq   uint64           `json:"nextSeq"`
 	Seen      map[string]bool  `json:"seen"`
@@ -227,12 +230,41 @@ func (p *projection) expire(ctx goka.Context, msg any) {
 	ctx.SetValue(st)
 }
 
+// stateCodec encodes an order's state with the codecs exactly's version
+// uses for the same facts: the aggregate in the projection store's binary
+// form (orders.AggregateSerde), length-prefixed, then the rest (ids seen,
+// waiting events in their wire format) as JSON, with the JSON library of
+// examples/orders.
 type stateCodec struct{}
 
-func (stateCodec) Encode(v any) ([]byte, error) { return json.Marshal(v) }
+func (stateCodec) Encode(v any) ([]byte, error) {
+	st, ok := v.(*orderState)
+	if !ok {
+		return nil, fmt.Errorf("goka bench: cannot encode %T as an order state", v)
+	}
+	agg, err := orders.AggregateSerde{}.Serialize(st.Aggregate)
+	if err != nil {
+		return nil, err
+	}
+	rest, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(agg)+len(rest)), uint64(len(agg)))
+	return append(append(b, agg...), rest...), nil
+}
+
 func (stateCodec) Decode(b []byte) (any, error) {
-	st := &orderState{}
-	if err := json.Unmarshal(b, st); err != nil {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, errors.New("goka bench: malformed order state")
+	}
+	agg, err := orders.AggregateSerde{}.Deserialize(b[w : w+int(n)])
+	if err != nil {
+		return nil, err
+	}
+	st := &orderState{Aggregate: agg}
+	if err := json.Unmarshal(b[w+int(n):], st); err != nil {
 		return nil, err
 	}
 	if st.Seen == nil {

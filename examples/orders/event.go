@@ -2,11 +2,12 @@ package orders
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/processors/reorder"
@@ -271,6 +272,12 @@ func jsonProblem(err error) string {
 // decodeValue decodes and checks a value; limits applies the size and
 // timestamp limits of d, which must have its defaults filled in.
 func (d Decoder) decodeValue(value []byte, limits bool) (Event, *DecodeError) {
+	return d.decodeValueWith(json.Unmarshal, value, limits)
+}
+
+// decodeValueWith is decodeValue with the given JSON decoder, which must
+// behave as encoding/json.Unmarshal does (tests compare the two).
+func (d Decoder) decodeValueWith(unmarshal func([]byte, any) error, value []byte, limits bool) (Event, *DecodeError) {
 	var e Event
 	if limits && d.MaxEventBytes >= 0 && len(value) > d.MaxEventBytes {
 		return e, decodeErr(ReasonMalformed, "the value has %d bytes, more than the limit of %d", len(value), d.MaxEventBytes)
@@ -282,7 +289,7 @@ func (d Decoder) decodeValue(value []byte, limits bool) (Event, *DecodeError) {
 		return e, decodeErr(ReasonMalformed, "the value is not a JSON object")
 	}
 	var in envelopeIn
-	if err := json.Unmarshal(value, &in); err != nil {
+	if err := unmarshal(value, &in); err != nil {
 		return e, decodeErr(ReasonMalformed, "%s", jsonProblem(err))
 	}
 	if in.Type == nil || *in.Type == "" {
@@ -319,7 +326,7 @@ func (d Decoder) decodeValue(value []byte, limits bool) (Event, *DecodeError) {
 		return Event{}, decodeErr(ReasonMalformed, "payload is not a JSON object")
 	}
 	var p payloadIn
-	if err := json.Unmarshal(in.Payload, &p); err != nil {
+	if err := unmarshal(in.Payload, &p); err != nil {
 		return Event{}, decodeErr(ReasonMalformed, "payload: %s", jsonProblem(err))
 	}
 	if derr := d.fill(&e, &p); derr != nil {

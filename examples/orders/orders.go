@@ -185,7 +185,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	}, NodeDecode)
 	reorder.Add(b, NodeReorder, reorder.Options[string, Event]{
 		Keys:    serde.String,
-		Values:  serde.JSON[Event](),
+		Values:  eventSerde{},
 		EventID: func(e Event) string { return e.Metadata.EventID },
 		// An order opens when its OrderCreated is released to apply, which
 		// applies it in the same step: the reorder buffer's own per-order
@@ -206,10 +206,10 @@ func Topology(opts Options) (*exactly.Topology, error) {
 		return &applyProcessor{log: opts.Logger}
 	}, NodeReorder)
 	exactly.AddStore(b, exactly.Store[string, Aggregate]{
-		Name: ProjectionStore, Keys: serde.String, Values: serde.JSON[Aggregate](), Persistent: opts.Persistent,
+		Name: ProjectionStore, Keys: serde.String, Values: AggregateSerde{}, Persistent: opts.Persistent,
 	}, NodeApply)
 	exactly.AddSink(b, NodeProjections, exactly.Sink[string, Projection]{
-		Topic: opts.OutputTopic, Keys: serde.String, Values: serde.JSON[Projection](),
+		Topic: opts.OutputTopic, Keys: serde.String, Values: jsonSerde[Projection]{},
 	}, NodeApply)
 	exactly.AddDeadLetterSink(b, NodeDeadLetters, opts.DeadLetterTopic, NodeSource, NodeDecode, NodeDedup, NodeReorder, NodeApply)
 	t, err := b.Build()

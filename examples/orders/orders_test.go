@@ -371,3 +371,67 @@ func BenchmarkTopology(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(records)*b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// TestChangelogRecordsAreCoalescedPerKeyPerCommit pipes a known order's
+// events in one commit: each store logs only the last value of each key
+// it wrote in the transaction, so the changelogs carry 10 records for 6
+// inputs where a commit after every record carries 16.
+func TestChangelogRecordsAreCoalescedPerKeyPerCommit(t *testing.T) {
+	const order = "o-1"
+	event := func(n int, typ orders.EventType, ts int64) orders.InputRecord {
+		e := orders.Event{Metadata: orders.Metadata{EventID: fmt.Sprintf("e-%d", n), Timestamp: 1732260000000 + ts}, Type: typ}
+		switch typ {
+		case orders.TypeOrderCreated:
+			e.Created = &orders.OrderCreated{OrderID: order, CustomerID: "c-1", CreatedAt: e.Metadata.Timestamp}
+		case orders.TypeOrderUpdated:
+			e.Updated = &orders.OrderUpdated{OrderID: order, Items: []orders.LineItem{{SKU: "s", Quantity: int64(n), PriceCents: 100}}, UpdatedAt: e.Metadata.Timestamp}
+		case orders.TypeOrderShipped:
+			e.Shipped = &orders.OrderShipped{OrderID: order, TrackingNumber: "t", ShippedAt: e.Metadata.Timestamp}
+		}
+		v, err := e.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return orders.InputRecord{Key: []byte(order), Value: v, Timestamp: time.UnixMilli(e.Metadata.Timestamp)}
+	}
+	input := []orders.InputRecord{
+		event(2, orders.TypeOrderUpdated, 2000), // waits for its OrderCreated
+		event(1, orders.TypeOrderCreated, 1000),
+		event(3, orders.TypeOrderUpdated, 3000),
+		event(3, orders.TypeOrderUpdated, 3000), // a duplicate
+		event(4, orders.TypeOrderUpdated, 4000),
+		event(5, orders.TypeOrderShipped, 5000),
+	}
+	// Per store: one dedup id per distinct event; the order's key state and
+	// aggregate once; for the buffered event, tombstones of its entry and
+	// its expiry index entry, and the buffer's size.
+	coalesced := map[string]int{orders.DedupStore: 5, orders.KeyStateStore: 1, orders.BufferStore: 3, orders.ProjectionStore: 1}
+	perRecord := map[string]int{orders.DedupStore: 5, orders.KeyStateStore: 1, orders.BufferStore: 6, orders.ProjectionStore: 4}
+	for _, manual := range []bool{true, false} {
+		d := newDriver(t, orders.Options{}, testdriver.Config{ManualCommit: manual})
+		for _, r := range input {
+			pipe(t, d, r)
+		}
+		if err := d.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]map[string]int{true: coalesced, false: perRecord}[manual]
+		total, wantTotal := 0, 0
+		for store, n := range want {
+			recs, err := testdriver.CreateOutputTopic(d, "test-"+store+"-changelog", serde.Bytes, serde.Bytes).ReadRecords()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) != n {
+				t.Errorf("commit after every record: %v: %s logged %d records, want %d", !manual, store, len(recs), n)
+			}
+			total, wantTotal = total+len(recs), wantTotal+n
+		}
+		if !manual {
+			continue
+		}
+		if perInput := float64(total) / float64(len(input)); total != wantTotal || perInput > 1.7 {
+			t.Errorf("%d changelog records for %d inputs (%.2f per input), want %d", total, len(input), perInput, wantTotal)
+		}
+	}
+}

@@ -105,6 +105,14 @@ type Aggregate struct {
 	Sequence uint64 `json:"sequence,omitempty"`
 }
 
+// Clone returns a deep copy of a: the projection store keeps decoded
+// aggregates and hands out copies made with it, so that a processor
+// changing the aggregate it read changes nothing in the store.
+func (a Aggregate) Clone() Aggregate {
+	a.Projection.Items = slices.Clone(a.Projection.Items)
+	return a
+}
+
 // Apply applies one event not applied before, in O(1).
 func (a *Aggregate) Apply(e Event) {
 	ref := refOf(e)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exactly-go/exactly/examples/orders"
 )
 
 // TestCloseCommitsEverythingProcessed checks what every throughput scenario
@@ -145,4 +147,29 @@ func BenchmarkLatency(b *testing.B) {
 		b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 		b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
 	}
+}
+
+// BenchmarkOrdersCore runs the orders projection's task core over the
+// generated stream of the orders family without a broker, committing every
+// 5000 records: the runtime's and the application's processing alone.
+// Per-record figures: ns/record, allocs/record, B/record and the
+// changelog records produced per input.
+func BenchmarkOrdersCore(b *testing.B) {
+	input := ordersRaw(12000)
+	top, err := orders.Topology(orders.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var last coreStats
+	for b.Loop() {
+		if last, err = coreRun(top, orders.DefaultInputTopic, input, partitions, 5000); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := float64(last.Records)
+	b.ReportMetric(float64(last.Elapsed.Nanoseconds())/n, "ns/record")
+	b.ReportMetric(float64(last.CPU.Nanoseconds())/n, "cpu-ns/record")
+	b.ReportMetric(float64(last.Allocs)/n, "allocs/record")
+	b.ReportMetric(float64(last.Bytes)/n, "B/record")
+	b.ReportMetric(last.ChangelogPerInput(), "changelog/input")
 }

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/exactly-go/exactly/verify"
 )
@@ -117,6 +119,13 @@ func (r *runner) ordersRep(ctx context.Context, c *cluster, input []*kgo.Record,
 			if err := r.audit(ctx, c, "orders_"+g, opts); err != nil {
 				return err
 			}
+		}
+		if eos {
+			logged, err := changelogRecords(ctx, c.brokers, top, cfg.ApplicationID)
+			if err != nil {
+				return err
+			}
+			r.add("orders_eos_changelog_records", "records", n, float64(logged))
 		}
 	}
 	if r.want("goka") {
@@ -252,4 +261,68 @@ func (r *runner) ordersWarmUp(ctx context.Context, c *cluster, input []*kgo.Reco
 		return fmt.Errorf("orders warm-up: %w", err)
 	}
 	return nil
+}
+
+// changelogRecords counts the committed records of the changelog topics of
+// application appID's topology top: what its stores logged.
+func changelogRecords(ctx context.Context, brokers []string, top *exactly.Topology, appID string) (int, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	topics := top.ChangelogTopics(appID)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("list changelog ends: %w", err)
+	}
+	partitions := map[string]map[int32]kgo.Offset{}
+	left := map[string]map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset <= 0 {
+			return
+		}
+		if partitions[o.Topic] == nil {
+			partitions[o.Topic], left[o.Topic] = map[int32]kgo.Offset{}, map[int32]int64{}
+		}
+		partitions[o.Topic][o.Partition] = kgo.NewOffset().AtStart()
+		left[o.Topic][o.Partition] = o.Offset
+	})
+	if len(partitions) == 0 {
+		return 0, nil
+	}
+	reader, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(partitions),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		return 0, err
+	}
+	defer reader.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	n := 0
+	for len(left) > 0 {
+		fetches := reader.PollFetches(ctx)
+		if err := fetches.Err0(); err != nil {
+			return 0, fmt.Errorf("read changelogs: %w", err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, ok := left[r.Topic][r.Partition]
+			if !ok {
+				return
+			}
+			if !r.Attrs.IsControl() && r.Offset < end {
+				n++
+			}
+			if r.Offset+1 >= end {
+				delete(left[r.Topic], r.Partition)
+				if len(left[r.Topic]) == 0 {
+					delete(left, r.Topic)
+				}
+			}
+		})
+	}
+	return n, nil
 }

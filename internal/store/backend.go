@@ -17,6 +17,10 @@ type Op struct {
 	Key   []byte
 	Value []byte // for OpSet
 	End   []byte // for OpDeleteRange: the exclusive end of [Key, End)
+	// Owned lets the backend keep Key and Value instead of copying them:
+	// the caller never changes them, and they hold no memory that should
+	// be freed with something else (a fetched record batch).
+	Owned bool
 }
 
 // OpKind says what an Op does.
@@ -33,7 +37,9 @@ const (
 // Apply is atomic: after a crash either all of a batch is visible or none of
 // it. Implementations are safe for concurrent readers alongside one writer.
 type Backend interface {
-	// Get returns a copy of the value stored under key.
+	// Get returns the value stored under key. The caller must not modify
+	// it: it may be the backend's own copy, valid for as long as the
+	// caller keeps it.
 	Get(key []byte) (value []byte, ok bool, err error)
 	// NewIter iterates keys in [lower, upper) in ascending byte order; a nil
 	// upper means no upper bound. Keys and values are valid until Next.

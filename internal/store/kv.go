@@ -31,6 +31,17 @@ type KV struct {
 	expiring    bool
 	ttl         int64 // milliseconds
 	now         func() int64
+	// cache holds decoded values of committed entries when a typed view
+	// caches values (nil otherwise); see valueCache.
+	cache *valueCache
+	// scratch holds the data key of a point read, which nothing keeps.
+	scratch []byte
+	// swept is the expiry up to which the buffer holds the deletion of
+	// every index entry (-1: not known), so that a sweep does not read
+	// again the entries an earlier one deleted while the backend still
+	// holds them until the commit. Whatever drops buffered deletions or
+	// changes the backend behind the buffer resets it (forgetSweeps).
+	swept int64
 }
 
 // Open returns the store called name within the buffer. now reports the
@@ -47,6 +58,7 @@ func (t *Txn) Open(name string, opts Options, now func() int64) *KV {
 		expiring:    opts.Expiring || opts.TTL > 0,
 		ttl:         opts.TTL.Milliseconds(),
 		now:         now,
+		swept:       -1,
 	}
 	t.stores[name] = kv
 	return kv
@@ -59,6 +71,12 @@ func (s *KV) dataKey(key []byte) []byte {
 	return append(append(make([]byte, 0, len(s.dataPrefix)+len(key)), s.dataPrefix...), key...)
 }
 
+// readKey is dataKey in a buffer reused by the next call: for reads only.
+func (s *KV) readKey(key []byte) []byte {
+	s.scratch = append(append(s.scratch[:0], s.dataPrefix...), key...)
+	return s.scratch
+}
+
 func (s *KV) indexKey(expiry int64, key []byte) []byte {
 	b := make([]byte, 0, len(s.indexPrefix)+8+len(key))
 	b = append(b, s.indexPrefix...)
@@ -68,7 +86,7 @@ func (s *KV) indexKey(expiry int64, key []byte) []byte {
 
 // Get returns the value of key, or false if it is absent or expired.
 func (s *KV) Get(key []byte) ([]byte, bool, error) {
-	raw, ok, err := s.txn.get(s.dataKey(key))
+	raw, ok, err := s.txn.get(s.readKey(key))
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -76,63 +94,136 @@ func (s *KV) Get(key []byte) ([]byte, bool, error) {
 }
 
 func (s *KV) visible(raw []byte) ([]byte, bool, error) {
+	v, _, ok, err := s.visibleAt(raw)
+	return v, ok, err
+}
+
+// visibleAt is visible, also returning the entry's expiry (never on a
+// store without expiry).
+func (s *KV) visibleAt(raw []byte) ([]byte, int64, bool, error) {
 	if !s.expiring {
-		return raw, true, nil
+		return raw, never, true, nil
 	}
 	exp, v, err := decodeExpiring(raw)
 	if err != nil {
-		return nil, false, fmt.Errorf("store %s: %w", s.name, err)
+		return nil, 0, false, fmt.Errorf("store %s: %w", s.name, err)
 	}
 	if exp <= s.now() {
-		return nil, false, nil
+		return nil, 0, false, nil
 	}
-	return v, true, nil
+	return v, exp, true, nil
 }
 
 // Put sets key to value; a nil value deletes the key. On a store with a TTL
 // the entry expires TTL after the current stream time.
-func (s *KV) Put(key, value []byte) error {
+func (s *KV) Put(key, value []byte) error { return s.put(key, value, nil) }
+
+// put is Put, keeping decoded as the typed value that value encodes when
+// the store caches decoded values.
+func (s *KV) put(key, value []byte, decoded any) error {
 	if value == nil {
 		return s.Delete(key)
 	}
 	if !s.expiring {
-		s.txn.write(s.dataKey(key), value, false)
+		s.txn.write(s.dataKey(key), value, false, false, s, decoded)
 		return nil
 	}
 	exp := int64(never)
 	if s.ttl > 0 {
 		exp = max(s.now(), 0) + s.ttl
 	}
-	s.putExpiring(key, value, exp)
+	s.putExpiring(key, value, exp, decoded)
 	return nil
 }
 
 // PutExpiring sets key to value until stream time reaches expiresAt (epoch
 // milliseconds).
 func (s *KV) PutExpiring(key, value []byte, expiresAt int64) error {
+	return s.putExpiringChecked(key, value, expiresAt, nil)
+}
+
+func (s *KV) putExpiringChecked(key, value []byte, expiresAt int64, decoded any) error {
 	if !s.expiring {
 		return fmt.Errorf("store %s: %w", s.name, public.ErrNotExpiring)
 	}
 	if value == nil {
 		return s.Delete(key)
 	}
-	s.putExpiring(key, value, expiresAt)
+	s.putExpiring(key, value, expiresAt, decoded)
 	return nil
 }
 
-func (s *KV) putExpiring(key, value []byte, exp int64) {
-	s.txn.write(s.dataKey(key), encodeExpiring(exp, value), false)
+func (s *KV) putExpiring(key, value []byte, exp int64, decoded any) {
+	s.txn.write(s.dataKey(key), encodeExpiring(exp, value), false, true, s, decoded)
 	if exp != never {
 		// An older index entry of this key, if any, is left in place: the
 		// sweep recognises it as stale because the expiry no longer matches.
-		s.txn.write(s.indexKey(exp, key), []byte{}, false)
+		s.txn.write(s.indexKey(exp, key), []byte{}, false, true, nil, nil)
+		if exp <= s.swept {
+			s.swept = exp - 1
+		}
 	}
 }
 
 // Delete removes key.
 func (s *KV) Delete(key []byte) error {
-	s.txn.write(s.dataKey(key), nil, true)
+	s.txn.write(s.dataKey(key), nil, true, true, s, nil)
 	return nil
+}
+
+// lookup is what a read of one key found: the visible value, and its
+// decoded form when the store caches one.
+type lookup struct {
+	found bool
+	// value is the stored value without its expiry; nil when decoded came
+	// from the cache of committed values.
+	value   []byte
+	decoded any
+	// entry is the buffered write the value comes from, nil if it comes
+	// from the backend; expiry is the entry's expiry (never if none).
+	entry  *pendingEntry
+	expiry int64
+}
+
+// getDecoded reads key as Get does, from the write buffer, then the cache
+// of committed decoded values, then the backend.
+func (s *KV) getDecoded(key []byte) (lookup, error) {
+	dk := s.readKey(key)
+	if e, ok := s.txn.buffered(dk); ok {
+		if e.deleted {
+			return lookup{}, nil
+		}
+		v, exp, visible, err := s.visibleAt(e.value)
+		if err != nil || !visible {
+			return lookup{}, err
+		}
+		return lookup{found: true, value: v, decoded: e.decoded, entry: e, expiry: exp}, nil
+	}
+	if c, ok := s.cache.get(key); ok {
+		if s.expiring && c.expiry <= s.now() {
+			return lookup{}, nil
+		}
+		return lookup{found: true, decoded: c.decoded, expiry: c.expiry}, nil
+	}
+	raw, ok, err := s.txn.backend.Get(dk)
+	if err != nil || !ok {
+		return lookup{}, err
+	}
+	v, exp, visible, err := s.visibleAt(raw)
+	if err != nil || !visible {
+		return lookup{}, err
+	}
+	return lookup{found: true, value: v, expiry: exp}, nil
+}
+
+// remember keeps decoded as the decoded form of the value l found, so that
+// the next read of key does not decode it again.
+func (s *KV) remember(key []byte, l lookup, decoded any) {
+	if l.entry != nil {
+		l.entry.decoded = decoded
+		return
+	}
+	s.cache.put(key, cachedValue{expiry: l.expiry, decoded: decoded})
 }
 
 // Range iterates the live entries with from <= key < to in key byte order; a
@@ -185,8 +276,12 @@ func (s *KV) SweepExpired() (int, error) {
 	if now < 0 {
 		return 0, nil
 	}
+	if now <= s.swept {
+		return 0, nil
+	}
+	lower := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(s.swept+1))
 	upper := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(now)+1)
-	m, err := s.txn.iter(s.indexPrefix, upper)
+	m, err := s.txn.iter(lower, upper)
 	if err != nil {
 		return 0, fmt.Errorf("sweep %s: %w", s.name, err)
 	}
@@ -215,14 +310,19 @@ func (s *KV) SweepExpired() (int, error) {
 				return deleted, fmt.Errorf("sweep %s: %w", s.name, err)
 			}
 			if exp == d.expiry {
-				s.txn.write(s.dataKey(key), nil, true)
+				s.txn.write(s.dataKey(key), nil, true, true, s, nil)
 				deleted++
 			}
 		}
-		s.txn.write(d.indexKey, nil, true)
+		s.txn.write(d.indexKey, nil, true, true, nil, nil)
 	}
+	s.swept = now
 	return deleted, nil
 }
+
+// forgetSweeps resets what the store knows of earlier sweeps, when the
+// buffered deletions they made are dropped or the backend changes.
+func (s *KV) forgetSweeps() { s.swept = -1 }
 
 // RawIter walks live entries of one store; keys are the store's keys.
 type RawIter struct {

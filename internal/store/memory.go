@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"sync"
+	"unsafe"
 
 	"github.com/google/btree"
 )
@@ -10,8 +11,11 @@ import (
 // Memory is an in-process Backend. Its contents live as long as the value:
 // after a process dies, its stores are rebuilt from their changelogs.
 type Memory struct {
-	mu     sync.RWMutex
-	tree   *btree.BTreeG[kvItem]
+	mu   sync.RWMutex
+	tree *btree.BTreeG[kvItem]
+	// values indexes the tree's values by key for point reads. Stored keys
+	// and values are never modified, so both views share them.
+	values map[string][]byte
 	closed bool
 }
 
@@ -21,7 +25,7 @@ func lessItem(a, b kvItem) bool { return bytes.Compare(a.key, b.key) < 0 }
 
 // NewMemory returns an empty in-memory backend.
 func NewMemory() *Memory {
-	return &Memory{tree: btree.NewG(32, lessItem)}
+	return &Memory{tree: btree.NewG(32, lessItem), values: map[string][]byte{}}
 }
 
 // Get implements Backend.
@@ -31,11 +35,8 @@ func (m *Memory) Get(key []byte) ([]byte, bool, error) {
 	if m.closed {
 		return nil, false, ErrClosed
 	}
-	it, ok := m.tree.Get(kvItem{key: key})
-	if !ok {
-		return nil, false, nil
-	}
-	return bytes.Clone(it.value), true, nil
+	v, ok := m.values[string(key)]
+	return v, ok, nil
 }
 
 // NewIter implements Backend. The iterator sees a snapshot of the range taken
@@ -66,9 +67,16 @@ func (m *Memory) Apply(ops []Op) error {
 	for _, op := range ops {
 		switch op.Kind {
 		case OpSet:
-			m.tree.ReplaceOrInsert(kvItem{key: bytes.Clone(op.Key), value: bytes.Clone(op.Value)})
+			it := kvItem{key: op.Key, value: op.Value}
+			if !op.Owned {
+				it = kvItem{key: bytes.Clone(op.Key), value: bytes.Clone(op.Value)}
+			}
+			m.tree.ReplaceOrInsert(it)
+			// The map shares the tree's copy of the key: neither changes it.
+			m.values[unsafe.String(unsafe.SliceData(it.key), len(it.key))] = it.value
 		case OpDelete:
 			m.tree.Delete(kvItem{key: op.Key})
+			delete(m.values, string(op.Key))
 		case OpDeleteRange:
 			var doomed []kvItem
 			m.tree.AscendRange(kvItem{key: op.Key}, kvItem{key: op.End}, func(it kvItem) bool {
@@ -77,6 +85,7 @@ func (m *Memory) Apply(ops []Op) error {
 			})
 			for _, it := range doomed {
 				m.tree.Delete(it)
+				delete(m.values, string(it.key))
 			}
 		}
 	}

@@ -454,3 +454,79 @@ func BenchmarkSweep(b *testing.B) {
 		}
 	}
 }
+
+// countingBackend counts the entries its iterators hand out.
+type countingBackend struct {
+	Backend
+	read int
+}
+
+type countingIter struct {
+	Iter
+	b *countingBackend
+}
+
+func (c *countingBackend) NewIter(lower, upper []byte) (Iter, error) {
+	it, err := c.Backend.NewIter(lower, upper)
+	return &countingIter{Iter: it, b: c}, err
+}
+
+func (it *countingIter) Next() bool {
+	ok := it.Iter.Next()
+	if ok {
+		it.b.read++
+	}
+	return ok
+}
+
+// TestSweepsBetweenCommitsReadOnlyWhatIsNewlyDue checks that a sweep does
+// not read again the entries an earlier sweep deleted in the buffer (which
+// the backend holds until the commit), so that frequent sweeps in a long
+// commit interval cost what they delete; and that whatever brings those
+// entries back (abort, an undone record, a write expiring in the past)
+// makes the next sweep find them.
+func TestSweepsBetweenCommitsReadOnlyWhatIsNewlyDue(t *testing.T) {
+	b := &countingBackend{Backend: NewMemory()}
+	c := &clock{}
+	txn := NewTxn(b)
+	s := openCounts(txn, c, Options{Expiring: true})
+	for i := range 1000 {
+		s.PutExpiring(strconv.Itoa(i), int64(i), time.UnixMilli(int64(i+1)))
+	}
+	if err := txn.Commit(map[string]int64{"counts": 1000}); err != nil {
+		t.Fatal(err)
+	}
+	swept, read := 0, 0
+	for c.ms = 10; c.ms <= 1000; c.ms += 10 {
+		b.read = 0
+		n, err := s.SweepExpired()
+		if err != nil {
+			t.Fatal(err)
+		}
+		swept, read = swept+n, read+b.read
+	}
+	if swept != 1000 || read > 1000 {
+		t.Fatalf("100 sweeps deleted %d entries reading %d from the backend; want 1000 reading each once", swept, read)
+	}
+
+	for name, undo := range map[string]func(){
+		"abort": txn.Discard,
+		"undone record": func() {
+			txn.Discard()
+			txn.BeginRecord()
+			if n, _ := s.SweepExpired(); n != 1000 {
+				t.Fatalf("sweep in a record deleted %d, want 1000", n)
+			}
+			txn.EndRecord(false)
+		},
+	} {
+		undo()
+		if n, _ := s.SweepExpired(); n != 1000 {
+			t.Fatalf("after %s the sweep deleted %d, want the 1000 due again", name, n)
+		}
+	}
+	s.PutExpiring("late", 1, time.UnixMilli(5)) // due long ago
+	if n, _ := s.SweepExpired(); n != 1 {
+		t.Fatalf("an entry written already expired was swept %d times, want 1", n)
+	}
+}

@@ -22,12 +22,27 @@ type Txn struct {
 	// BeginRecord, so that one record's effects can be rolled back alone.
 	undo     []undoRecord
 	tracking bool
+	// probe is the search key of point reads in pending, kept here so that
+	// a read allocates nothing.
+	probe pendingEntry
 }
 
+// pendingEntry is one buffered write. Once in pending it is not changed,
+// except that decoded may be filled in by a read: undo records point to
+// replaced entries, which must stay as they were.
 type pendingEntry struct {
 	key     []byte
 	value   []byte
 	deleted bool
+	// owned reports that the buffer made value itself (keys it always
+	// makes), so that a backend may keep it: nobody else holds it.
+	owned bool
+	// kv is the store of a data key (nil for index keys), so that a commit
+	// can move decoded values into the store's cache.
+	kv *KV
+	// decoded is the typed value value encodes, when the store caches
+	// decoded values (see valueCache); nil otherwise.
+	decoded any
 }
 
 type undoRecord struct {
@@ -83,14 +98,14 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 	ops := make([]Op, 0, t.pending.Len()+len(checkpoints))
 	t.pending.Ascend(func(e *pendingEntry) bool {
 		if e.deleted {
-			ops = append(ops, Op{Kind: OpDelete, Key: e.key})
+			ops = append(ops, Op{Kind: OpDelete, Key: e.key, Owned: true})
 		} else {
-			ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value})
+			ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value, Owned: e.owned})
 		}
 		return true
 	})
 	for name, offset := range checkpoints {
-		ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(offset))})
+		ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(offset)), Owned: true})
 	}
 	if len(ops) == 0 {
 		return nil
@@ -98,6 +113,12 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 	if err := t.backend.Apply(ops); err != nil {
 		return fmt.Errorf("apply committed writes: %w", err)
 	}
+	t.pending.Ascend(func(e *pendingEntry) bool {
+		if e.kv != nil && e.kv.cache != nil {
+			e.kv.cache.committed(e)
+		}
+		return true
+	})
 	t.pending.Clear(false)
 	t.undo = t.undo[:0]
 	return nil
@@ -105,9 +126,16 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 
 // Discard drops every buffered write; the backend is untouched.
 func (t *Txn) Discard() {
+	t.forgetSweeps()
 	t.pending.Clear(false)
 	t.undo = t.undo[:0]
 	t.tracking = false
+}
+
+func (t *Txn) forgetSweeps() {
+	for _, kv := range t.stores {
+		kv.forgetSweeps()
+	}
 }
 
 // BeginRecord starts a savepoint: writes from here on can be undone by
@@ -121,6 +149,7 @@ func (t *Txn) BeginRecord() {
 // when keep is true and undoing them otherwise.
 func (t *Txn) EndRecord(keep bool) {
 	if !keep {
+		t.forgetSweeps()
 		for i := len(t.undo) - 1; i >= 0; i-- {
 			u := t.undo[i]
 			if u.prev == nil {
@@ -150,6 +179,12 @@ func (t *Txn) Checkpoint(name string) (int64, bool, error) {
 // Wipe deletes store name's data, expiry index and checkpoint from the
 // backend, so that it can be rebuilt from its changelog from offset 0.
 func (t *Txn) Wipe(name string) error {
+	if kv, ok := t.stores[name]; ok {
+		kv.forgetSweeps()
+		if kv.cache != nil {
+			kv.cache.clear()
+		}
+	}
 	data, index := dataPrefix(name), indexPrefix(name)
 	return t.backend.Apply([]Op{
 		{Kind: OpDeleteRange, Key: data, End: prefixEnd(data)},
@@ -165,6 +200,10 @@ func (t *Txn) Restore(name string, changes []Change, next int64) error {
 	kv, ok := t.stores[name]
 	if !ok {
 		return fmt.Errorf("restore: store %q is not open", name)
+	}
+	kv.forgetSweeps()
+	if kv.cache != nil {
+		kv.cache.clear()
 	}
 	ops := make([]Op, 0, 2*len(changes)+1)
 	for _, c := range changes {
@@ -189,7 +228,7 @@ func (t *Txn) Restore(name string, changes []Change, next int64) error {
 }
 
 func (t *Txn) get(key []byte) ([]byte, bool, error) {
-	if e, ok := t.pending.Get(&pendingEntry{key: key}); ok {
+	if e, ok := t.buffered(key); ok {
 		if e.deleted {
 			return nil, false, nil
 		}
@@ -198,8 +237,19 @@ func (t *Txn) get(key []byte) ([]byte, bool, error) {
 	return t.backend.Get(key)
 }
 
-func (t *Txn) write(key, value []byte, deleted bool) {
-	e := &pendingEntry{key: key, value: value, deleted: deleted}
+// buffered returns the pending write of key, if there is one.
+func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
+	t.probe.key = key
+	e, ok := t.pending.Get(&t.probe)
+	t.probe.key = nil
+	return e, ok
+}
+
+// write buffers a write of key, a key the caller made for it; owned says
+// the same of value. kv and decoded are set for data keys of a store that
+// caches decoded values (see pendingEntry).
+func (t *Txn) write(key, value []byte, deleted, owned bool, kv *KV, decoded any) {
+	e := &pendingEntry{key: key, value: value, deleted: deleted, owned: owned, kv: kv, decoded: decoded}
 	prev, had := t.pending.ReplaceOrInsert(e)
 	if t.tracking {
 		u := undoRecord{key: key}

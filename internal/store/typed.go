@@ -9,15 +9,25 @@ import (
 )
 
 // Typed returns the typed view processors use of raw, through the given
-// serdes.
+// serdes. When values of V can be copied safely (see cloneFuncFor), the view
+// caches decoded values in raw's write buffer and in a bounded cache of
+// committed values, so that a value written or read before is not decoded
+// again; Get then returns a copy of the cached value and Put keeps a copy of
+// the value it is given.
 func Typed[K, V any](raw *KV, keys serde.Serde[K], values serde.Serde[V]) public.KeyValueStore[K, V] {
-	return &typedKV[K, V]{raw: raw, keys: keys, values: values}
+	s := &typedKV[K, V]{raw: raw, keys: keys, values: values, clone: cloneFuncFor[V]()}
+	if s.clone != nil && raw.cache == nil {
+		raw.cache = newValueCache(raw.expiring)
+	}
+	return s
 }
 
 type typedKV[K, V any] struct {
 	raw    *KV
 	keys   serde.Serde[K]
 	values serde.Serde[V]
+	// clone copies a cached value; nil when values are not cached.
+	clone func(*V) V
 }
 
 func (s *typedKV[K, V]) Name() string { return s.raw.name }
@@ -36,15 +46,50 @@ func (s *typedKV[K, V]) Get(k K) (V, bool, error) {
 	if err != nil {
 		return zero, false, err
 	}
-	vb, ok, err := s.raw.Get(kb)
-	if err != nil || !ok {
+	if s.clone == nil {
+		vb, ok, err := s.raw.Get(kb)
+		if err != nil || !ok {
+			return zero, false, err
+		}
+		v, err := s.values.Deserialize(vb)
+		if err != nil {
+			return zero, false, fmt.Errorf("store %s: deserialize value: %w", s.raw.name, err)
+		}
+		return v, true, nil
+	}
+	l, err := s.raw.getDecoded(kb)
+	if err != nil || !l.found {
 		return zero, false, err
 	}
-	v, err := s.values.Deserialize(vb)
-	if err != nil {
+	if p, ok := l.decoded.(*V); ok {
+		return s.clone(p), true, nil
+	}
+	if l.value == nil {
+		// Cached by a view of another value type: read the bytes.
+		vb, ok, err := s.raw.Get(kb)
+		if err != nil || !ok {
+			return zero, false, err
+		}
+		l.value = vb
+	}
+	p := new(V)
+	if *p, err = s.values.Deserialize(l.value); err != nil {
 		return zero, false, fmt.Errorf("store %s: deserialize value: %w", s.raw.name, err)
 	}
-	return v, true, nil
+	s.raw.remember(kb, l, p)
+	return s.clone(p), true, nil
+}
+
+// cached returns the copy of v that the store keeps decoded, or nil when
+// values are not cached.
+func (s *typedKV[K, V]) cached(v V) any {
+	if s.clone == nil {
+		return nil
+	}
+	p := new(V)
+	*p = v
+	*p = s.clone(p)
+	return p
 }
 
 func (s *typedKV[K, V]) encode(k K, v V) ([]byte, []byte, error) {
@@ -67,7 +112,7 @@ func (s *typedKV[K, V]) Put(k K, v V) error {
 	if err != nil {
 		return err
 	}
-	return s.raw.Put(kb, vb)
+	return s.raw.put(kb, vb, s.cached(v))
 }
 
 func (s *typedKV[K, V]) PutExpiring(k K, v V, expiresAt time.Time) error {
@@ -75,7 +120,7 @@ func (s *typedKV[K, V]) PutExpiring(k K, v V, expiresAt time.Time) error {
 	if err != nil {
 		return err
 	}
-	return s.raw.PutExpiring(kb, vb, expiresAt.UnixMilli())
+	return s.raw.putExpiringChecked(kb, vb, expiresAt.UnixMilli(), s.cached(v))
 }
 
 func (s *typedKV[K, V]) Delete(k K) error {
