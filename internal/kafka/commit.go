@@ -274,18 +274,19 @@ func (w *worker) produce(parts []*pendingCommit) {
 		for _, sc := range p.c.Changelogs {
 			topic := topo.ChangelogTopic(w.r.cfg.ApplicationID, sc.Store)
 			storeName, checkpoints := sc.Store, p.checkpoints
+			onAck := func(r *kgo.Record) {
+				mu.Lock()
+				if r.Offset+1 > checkpoints[storeName] {
+					checkpoints[storeName] = r.Offset + 1
+				}
+				mu.Unlock()
+			}
 			for _, ch := range sc.Changes {
 				rec := &kgo.Record{Topic: topic, Partition: p.lt.id.Partition, Key: ch.Key, Value: ch.Value}
 				if p.c.StreamTime >= 0 {
 					rec.Timestamp = time.UnixMilli(p.c.StreamTime)
 				}
-				w.send(rec, nil, func(r *kgo.Record) {
-					mu.Lock()
-					if r.Offset+1 > checkpoints[storeName] {
-						checkpoints[storeName] = r.Offset + 1
-					}
-					mu.Unlock()
-				})
+				w.send(rec, nil, onAck)
 			}
 		}
 	}

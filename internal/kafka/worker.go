@@ -223,6 +223,9 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 	start := time.Now()
 	n := 0
 	var procErr error
+	// raw holds each record while its task processes it; no task keeps it
+	// after Process returns, so one serves the whole batch.
+	var raw topo.Raw
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		if procErr != nil || len(fp.Records) == 0 {
 			return
@@ -248,7 +251,7 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 			if rec.Offset < lt.committed[tp] {
 				continue // committed before: its effects are durable already
 			}
-			raw := rawOf(rec)
+			raw = rawOf(rec)
 			if err := lt.task.Process(&raw); err != nil {
 				procErr = err
 				return

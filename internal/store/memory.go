@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"sync"
-	"unsafe"
 
 	"github.com/google/btree"
 )
@@ -11,11 +10,8 @@ import (
 // Memory is an in-process Backend. Its contents live as long as the value:
 // after a process dies, its stores are rebuilt from their changelogs.
 type Memory struct {
-	mu   sync.RWMutex
-	tree *btree.BTreeG[kvItem]
-	// values indexes the tree's values by key for point reads. Stored keys
-	// and values are never modified, so both views share them.
-	values map[string][]byte
+	mu     sync.RWMutex
+	tree   *btree.BTreeG[kvItem]
 	closed bool
 }
 
@@ -25,7 +21,7 @@ func lessItem(a, b kvItem) bool { return bytes.Compare(a.key, b.key) < 0 }
 
 // NewMemory returns an empty in-memory backend.
 func NewMemory() *Memory {
-	return &Memory{tree: btree.NewG(32, lessItem), values: map[string][]byte{}}
+	return &Memory{tree: btree.NewG(32, lessItem)}
 }
 
 // Get implements Backend.
@@ -35,8 +31,8 @@ func (m *Memory) Get(key []byte) ([]byte, bool, error) {
 	if m.closed {
 		return nil, false, ErrClosed
 	}
-	v, ok := m.values[string(key)]
-	return v, ok, nil
+	it, ok := m.tree.Get(kvItem{key: key})
+	return it.value, ok, nil
 }
 
 // NewIter implements Backend. The iterator sees a snapshot of the range taken
@@ -72,11 +68,8 @@ func (m *Memory) Apply(ops []Op) error {
 				it = kvItem{key: bytes.Clone(op.Key), value: bytes.Clone(op.Value)}
 			}
 			m.tree.ReplaceOrInsert(it)
-			// The map shares the tree's copy of the key: neither changes it.
-			m.values[unsafe.String(unsafe.SliceData(it.key), len(it.key))] = it.value
 		case OpDelete:
 			m.tree.Delete(kvItem{key: op.Key})
-			delete(m.values, string(op.Key))
 		case OpDeleteRange:
 			var doomed []kvItem
 			m.tree.AscendRange(kvItem{key: op.Key}, kvItem{key: op.End}, func(it kvItem) bool {
@@ -85,7 +78,6 @@ func (m *Memory) Apply(ops []Op) error {
 			})
 			for _, it := range doomed {
 				m.tree.Delete(it)
-				delete(m.values, string(it.key))
 			}
 		}
 	}

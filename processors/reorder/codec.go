@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/exactly-go/exactly"
@@ -71,27 +72,55 @@ func parseExpiryKey(k []byte) (expiresAt int64, entry []byte, err error) {
 
 var countKey = []byte{tagCount}
 
-// keyStateSerde encodes a KeyState as a byte (1 if opened) and the last
-// sequence number as a uvarint.
+// keyStateSerde encodes a KeyState as a byte of flags (keyOpened,
+// keyWaiting), the last sequence number as a uvarint and, with keyWaiting,
+// the bound on the events waiting as a uvarint. Earlier versions wrote no
+// keyWaiting: their states read as not knowing what waits.
 type keyStateSerde struct{}
 
+const (
+	keyOpened  = 1 << 0
+	keyWaiting = 1 << 1
+)
+
 func (keyStateSerde) Serialize(s KeyState) ([]byte, error) {
-	b := []byte{0}
+	b := make([]byte, 1, 1+2*binary.MaxVarintLen32)
 	if s.Opened {
-		b[0] = 1
+		b[0] |= keyOpened
 	}
-	return binary.AppendUvarint(b, s.LastSequence), nil
+	if s.waiting > 0 {
+		b[0] |= keyWaiting
+	}
+	b = binary.AppendUvarint(b, s.LastSequence)
+	if s.waiting > 0 {
+		b = binary.AppendUvarint(b, uint64(s.waiting-1))
+	}
+	return b, nil
 }
 
 func (keyStateSerde) Deserialize(b []byte) (KeyState, error) {
-	if len(b) < 2 || b[0] > 1 {
-		return KeyState{}, errors.New("malformed key state")
+	malformed := errors.New("malformed key state")
+	if len(b) < 2 || b[0]&^(keyOpened|keyWaiting) != 0 {
+		return KeyState{}, malformed
 	}
+	flags := b[0]
+	st := KeyState{Opened: flags&keyOpened != 0}
 	last, n := binary.Uvarint(b[1:])
-	if n <= 0 || 1+n != len(b) {
-		return KeyState{}, errors.New("malformed key state")
+	if n <= 0 {
+		return KeyState{}, malformed
 	}
-	return KeyState{Opened: b[0] == 1, LastSequence: last}, nil
+	st.LastSequence, b = last, b[1+n:]
+	if flags&keyWaiting != 0 {
+		waiting, n := binary.Uvarint(b)
+		if n <= 0 || waiting >= math.MaxUint32 {
+			return KeyState{}, malformed
+		}
+		st.waiting, b = uint32(waiting)+1, b[n:]
+	}
+	if len(b) != 0 {
+		return KeyState{}, malformed
+	}
+	return st, nil
 }
 
 // entry is a buffered event: the typed record to release, in serialized

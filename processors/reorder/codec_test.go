@@ -29,3 +29,35 @@ func TestKeysOrderBySignedTime(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyStatesRoundTripAndEarlierOnesKnowNothingOfWhatWaits checks the
+// key state encoding, and that a state written by an earlier version
+// (flags 0 or 1, then the last sequence number) reads as not knowing how
+// many events wait, so that the buffer is read.
+func TestKeyStatesRoundTripAndEarlierOnesKnowNothingOfWhatWaits(t *testing.T) {
+	for _, st := range []KeyState{{}, {Opened: true}, {LastSequence: 300}, KeyState{Opened: true, LastSequence: 7}.withWaiting(0),
+		KeyState{LastSequence: 2}.withWaiting(3), KeyState{Opened: true}.withWaiting(math.MaxUint32 - 1)} {
+		b, err := keyStateSerde{}.Serialize(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := keyStateSerde{}.Deserialize(b)
+		if err != nil || got != st {
+			t.Fatalf("%+v round-trips to %+v (%v)", st, got, err)
+		}
+		for n := range len(b) {
+			if _, err := (keyStateSerde{}).Deserialize(b[:n]); err == nil {
+				t.Fatalf("%d of the %d bytes of %+v decode", n, len(b), st)
+			}
+		}
+	}
+	for _, old := range [][]byte{{0, 0}, {1, 5}, {1, 0x80, 0x01}} {
+		st, err := keyStateSerde{}.Deserialize(old)
+		if _, known := st.knownWaiting(); err != nil || known {
+			t.Fatalf("earlier state %x reads as %+v (%v), knowing what waits", old, st, err)
+		}
+	}
+	if st := (KeyState{}).withWaiting(0); st != (KeyState{}) {
+		t.Fatalf("a key with nothing released and nothing waiting has state %+v, not the zero state", st)
+	}
+}

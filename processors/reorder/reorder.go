@@ -50,6 +50,11 @@
 //
 // Ready alone needs no state of the processor's own; it costs a read of
 // the application's record for every event instead.
+//
+// A key's state also bounds how many of its events wait, so that releasing
+// an event of a key with none waiting (the usual case) does not read the
+// buffer; a state recalled, or written by an earlier version, does not
+// know, and the buffer is read once to learn it.
 package reorder
 
 import (
@@ -92,9 +97,30 @@ type KeyState struct {
 	// if none. Since a number is released only once every lower one has
 	// been, LastSequence+1 is the number that is ready next.
 	LastSequence uint64
+	// waiting bounds from above the number of the key's events in the
+	// buffer, plus one; 0 when the processor does not know it (a state
+	// recalled or built by the application). A key known to have none
+	// waiting is not looked up in the buffer when one of its events is
+	// released.
+	waiting uint32
 }
 
 func (s KeyState) next() uint64 { return s.LastSequence + 1 }
+
+// knownWaiting returns how many events of the key may wait, and whether
+// that is known.
+func (s KeyState) knownWaiting() (uint32, bool) { return s.waiting - 1, s.waiting > 0 }
+
+// withWaiting returns s knowing that n events of the key wait. A key of
+// which nothing was released and nothing waits keeps the zero state, so
+// that it costs no entry in the store of key states.
+func (s KeyState) withWaiting(n uint32) KeyState {
+	s.waiting = n + 1
+	if n == 0 && !s.Opened && s.LastSequence == 0 {
+		s.waiting = 0
+	}
+	return s
+}
 
 // RecallFunc returns a key's state as the application's own state records
 // it, for a key whose state the processor no longer remembers. It may read
@@ -341,7 +367,15 @@ func (p *processor[K, V]) Process(rec exactly.Record[K, V]) error {
 		return err
 	}
 	if !ok {
-		return p.buffer(kb, rec)
+		if err := p.buffer(kb, rec); err != nil {
+			return err
+		}
+		if n, known := st.knownWaiting(); known {
+			if err := p.keys.Put(kb, st.withWaiting(n+1)); err != nil {
+				return p.errorf("save key state: %w", err)
+			}
+		}
+		return nil
 	}
 	p.release(&st, rec)
 	return p.drain(kb, rec.Key, st, remembered)
@@ -389,9 +423,12 @@ type waiting[V any] struct {
 // testing the rest again after each release, until none is ready; then it
 // saves the key's state st unless its store already holds it (remembered).
 func (p *processor[K, V]) drain(kb []byte, key K, st, remembered KeyState) error {
-	queue, err := p.waitingFor(kb)
-	if err != nil {
-		return err
+	var queue []waiting[V]
+	if n, known := st.knownWaiting(); !known || n > 0 {
+		var err error
+		if queue, err = p.waitingFor(kb); err != nil {
+			return err
+		}
 	}
 	released := 0
 	for {
@@ -422,7 +459,10 @@ func (p *processor[K, V]) drain(kb []byte, key K, st, remembered KeyState) error
 			return err
 		}
 	}
-	if p.tracksKeys && st != remembered {
+	if !p.tracksKeys {
+		return nil
+	}
+	if st = st.withWaiting(uint32(len(queue))); st != remembered {
 		if err := p.keys.Put(kb, st); err != nil {
 			return p.errorf("save key state: %w", err)
 		}

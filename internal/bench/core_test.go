@@ -1,0 +1,38 @@
+package bench
+
+import (
+	"testing"
+
+	"github.com/exactly-go/exactly/examples/orders"
+)
+
+// TestOrdersCoreCostsPerRecord guards, without timing, what the orders
+// projection's task core spends per input record of the generated stream
+// (3000 orders) with a commit every 5000 records: heap allocations (the
+// application's decoding and encoding included) and changelog records.
+// The bounds sit a little above what the core does today (67.6
+// allocations, 1.29 changelog records per input; BenchmarkOrdersCore's
+// longer stream: 58.3 and 1.30, against 105.9 and 1.30 before the typed
+// value cache, the binary aggregate, go-json and the reorder's key-state
+// bound).
+func TestOrdersCoreCostsPerRecord(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	top, err := orders.Topology(orders.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := coreRun(top, orders.DefaultInputTopic, ordersRaw(3000), partitions, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := float64(s.Allocs) / float64(s.Records)
+	t.Logf("%d records: %.1f allocs/record, %.0f B/record, %.3f changelog records/input", s.Records, allocs, float64(s.Bytes)/float64(s.Records), s.ChangelogPerInput())
+	if allocs > 72 {
+		t.Errorf("%.1f heap allocations per record, want at most 72", allocs)
+	}
+	if cl := s.ChangelogPerInput(); cl > 1.4 {
+		t.Errorf("%.3f changelog records per input, want at most 1.4", cl)
+	}
+}
