@@ -192,7 +192,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 	cfg := task.Config{
 		Memory:             lt.memory,
 		DeadLetterMaxBytes: task.DefaultDeadLetterMaxBytes,
-		Globals:            w.r.globals.storesBackend(),
+		Globals:            w.r.globals.Load().storesBackend(),
 		ApplicationID:      w.r.cfg.ApplicationID,
 		ID:                 id,
 		StreamTime:         streamTime,
