@@ -69,12 +69,17 @@ func TestGlobalTableOnKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
-		cfg.ApplicationID = "catalogue"
-		stop := startApp(t, top, cfg)
-		defer stop()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.ApplicationID = "catalogue"
+	app, err := exactly.New(top, cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	go app.Run(ctx)
+	defer app.Close()
+	cfg.StateDir = t.TempDir()
+	stop := startApp(t, top, cfg)
+	defer stop()
 
 	out, _ := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("named"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -114,6 +119,25 @@ func TestGlobalTableOnKafka(t *testing.T) {
 			t.Fatalf("items still join %q after the product was renamed", got[key])
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Any instance answers a query of the global store, for any key.
+	for p := range products {
+		want := fmt.Sprint("name", p)
+		if p == 0 {
+			want = "renamed"
+		}
+		var name string
+		var found bool
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			name, found, err = exactly.Query[string, string](ctx, app, "products", fmt.Sprint("p", p))
+			if err == nil && found && name == want || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil || !found || name != want {
+			t.Fatalf("query p%d: %q, %v, %v; want %q", p, name, found, err, want)
+		}
 	}
 
 	topics, err := kadm.NewClient(cl).ListTopics(ctx)

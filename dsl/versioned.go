@@ -65,9 +65,10 @@ type VersionedStore[K, V any] struct {
 	now     func() int64
 }
 
-// GetVersionedStore returns the versioned store called name (the Store of
-// a VersionedKTable) to a processor connected to it, reading keys and
-// values with the table's serdes.
+// GetVersionedStore returns the versioned store called name (the
+// storeName given to VersionedTable) to a processor connected to it
+// (Process and ProcessValues connect the stores they name), reading keys
+// and values with the table's serdes; history must be the table's.
 func GetVersionedStore[K, V, KOut, VOut any](ctx exactly.ProcessorContext[KOut, VOut], name string, keys serde.Serde[K], values serde.Serde[V], history time.Duration) (VersionedStore[K, V], error) {
 	kv, err := exactly.GetKeyValueStore[[]byte, []byte](ctx, name)
 	if err != nil {

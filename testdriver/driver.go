@@ -12,6 +12,11 @@
 // Commit makes one hop's records visible and processes them, and the next
 // Commit commits their results; Drain commits until every hop is idle.
 //
+// A global store (exactly.AddGlobalStore) is read from its topic at every
+// start, before any task processes a record, and a record appended to its
+// topic updates it at once, in order with the other records, outside any
+// transaction, as an instance's global consumer does.
+//
 // Crash, CrashMidCommit and Restart model a killed process; RunWithCrashes
 // runs a sequence of steps under a seeded schedule of them, so that a test
 // can check that the committed output and stores equal those of an

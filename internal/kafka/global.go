@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/internal/store"
+	"github.com/exactly-go/exactly/internal/topo"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -228,4 +230,29 @@ func (g *globalStores) storesBackend() store.Backend {
 		return nil
 	}
 	return g.backend
+}
+
+// get answers an interactive query of a global store from this instance,
+// which holds all of it (what its consumer has applied so far).
+func (g *globalStores) get(spec *topo.StoreSpec, key []byte) ([]byte, bool, error) {
+	if g == nil {
+		return nil, false, fmt.Errorf("store %s: the global stores are not bootstrapped yet: %w", spec.Name, ErrRestoring)
+	}
+	return committedView(g.backend, spec).Get(key)
+}
+
+// scan answers a range query of a global store, as get does.
+func (g *globalStores) scan(spec *topo.StoreSpec, from, to []byte, limit int) ([]Entry, error) {
+	if g == nil {
+		return nil, fmt.Errorf("store %s: the global stores are not bootstrapped yet: %w", spec.Name, ErrRestoring)
+	}
+	it, err := committedView(g.backend, spec).Range(from, to)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for n := 0; n < limit && it.Next(); n++ {
+		out = append(out, Entry{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
+	}
+	return out, it.Close()
 }

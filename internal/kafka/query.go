@@ -93,6 +93,9 @@ func (r *Runner) locate(storeName string) (*topo.StoreSpec, *topo.Subtopology, i
 	if !ok || len(spec.Processors) == 0 {
 		return nil, nil, 0, fmt.Errorf("unknown store %q", storeName)
 	}
+	if spec.GlobalTopic != "" {
+		return spec, nil, 0, nil // every instance holds all of it (global.go)
+	}
 	var sub *topo.Subtopology
 	for _, s := range r.topo.Subtopologies() {
 		if slices.Contains(s.Stores, storeName) {
@@ -117,9 +120,12 @@ func partitionOf(topic string, key []byte, partitions int32) int32 {
 // KeyMetadata says which instance holds key of a store, from what the
 // latest rebalance told every member: no request leaves the process.
 func (r *Runner) KeyMetadata(storeName string, key []byte) (KeyMetadata, error) {
-	_, sub, partitions, err := r.locate(storeName)
+	spec, sub, partitions, err := r.locate(storeName)
 	if err != nil {
 		return KeyMetadata{}, err
+	}
+	if spec.GlobalTopic != "" {
+		return KeyMetadata{ActiveHost: r.cfg.ApplicationServer}, nil
 	}
 	id := topo.TaskID{Subtopology: sub.ID, Partition: partitionOf(sub.SourceTopics[0], key, partitions)}
 	active, standbys := r.routes.hostsOf(id)
@@ -136,6 +142,9 @@ func (r *Runner) Get(ctx context.Context, storeName string, key []byte) ([]byte,
 	spec, sub, partitions, err := r.locate(storeName)
 	if err != nil {
 		return nil, false, err
+	}
+	if spec.GlobalTopic != "" {
+		return r.globals.Load().get(spec, key)
 	}
 	id := topo.TaskID{Subtopology: sub.ID, Partition: partitionOf(sub.SourceTopics[0], key, partitions)}
 	r.mu.Lock()
@@ -167,6 +176,9 @@ func (r *Runner) Scan(ctx context.Context, storeName string, from, to []byte, li
 	spec, sub, _, err := r.locate(storeName)
 	if err != nil {
 		return nil, err
+	}
+	if spec.GlobalTopic != "" {
+		return r.globals.Load().scan(spec, from, to, limit)
 	}
 	targets := map[topo.TaskID]*queryTarget{}
 	r.mu.Lock()

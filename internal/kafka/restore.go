@@ -214,7 +214,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 		Memory:             lt.memory,
 		DeadLetterMaxBytes: task.DefaultDeadLetterMaxBytes,
 		Tracer:             tracing.Tracer(w.r.cfg.TracerProvider),
-		Globals:            w.r.globals.storesBackend(),
+		Globals:            w.r.globals.Load().storesBackend(),
 		ApplicationID:      w.r.cfg.ApplicationID,
 		ID:                 id,
 		StreamTime:         streamTime,

@@ -50,7 +50,7 @@ type Runner struct {
 	blockCache *store.BlockCache // shared by the persistent stores; set while Run runs
 	// globals are the global stores (global.go), bootstrapped before the
 	// workers start; nil without any.
-	globals *globalStores
+	globals atomic.Pointer[globalStores]
 
 	mu        sync.Mutex
 	queryable map[topo.TaskID]*queryTarget
@@ -160,10 +160,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 
-	if r.globals, err = r.startGlobalStores(ctx); err != nil {
+	globals, err := r.startGlobalStores(ctx)
+	if err != nil {
 		return err
 	}
-	defer r.globals.stop()
+	defer globals.stop()
+	r.globals.Store(globals)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
