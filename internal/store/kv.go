@@ -34,6 +34,9 @@ type KV struct {
 	// cache holds decoded values of committed entries when a typed view
 	// caches values (nil otherwise); see valueCache.
 	cache *valueCache
+	// uncached: a typed view must not cache committed values, because the
+	// backend changes behind this KV (a global store).
+	uncached bool
 	// scratch holds the data key of a point read, which nothing keeps.
 	scratch []byte
 	// swept is the expiry up to which the buffer holds the deletion of

@@ -16,6 +16,9 @@ import (
 // the value it is given.
 func Typed[K, V any](raw *KV, keys serde.Serde[K], values serde.Serde[V]) public.KeyValueStore[K, V] {
 	s := &typedKV[K, V]{raw: raw, keys: keys, values: values, clone: cloneFuncFor[V]()}
+	if raw.uncached {
+		s.clone = nil
+	}
 	if s.clone != nil && raw.cache == nil {
 		raw.cache = newValueCache(raw.expiring)
 	}
@@ -29,6 +32,11 @@ type typedKV[K, V any] struct {
 	// clone copies a cached value; nil when values are not cached.
 	clone func(*V) V
 }
+
+// DisableValueCache makes typed views of k decode every read: for a store
+// whose backend is written from outside its task (a global store), where
+// cached committed values would go stale.
+func (k *KV) DisableValueCache() { k.uncached, k.cache = true, nil }
 
 func (s *typedKV[K, V]) Name() string { return s.raw.name }
 

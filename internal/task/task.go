@@ -289,7 +289,9 @@ func New(t *topo.Topology, cfg Config) (*Task, error) {
 		if globals == nil {
 			globals = store.NewTxn(cfg.Globals) // read only: never committed
 		}
-		tk.kvs[name] = globals.Open(name, spec.Options, now)
+		kv := globals.Open(name, spec.Options, now)
+		kv.DisableValueCache() // the driver updates it behind the task
+		tk.kvs[name] = kv
 	}
 	tk.order = tk.sub.Nodes
 	for i := len(tk.order) - 1; i >= 0; i-- {
