@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -70,10 +69,9 @@ type runOrdersConfig struct {
 	// kafkaflags flags.
 	Security        kafkaflags.Security
 	StandbyReplicas int
-	// TraceStdout traces records, commits and restores and writes the
-	// spans to TraceOutput (standard output when nil).
-	TraceStdout bool
-	TraceOutput io.Writer
+	// Tracing traces records, commits and restores to the exporters it
+	// names; none by default.
+	Tracing tracingConfig
 }
 
 func defaultRunOrdersConfig() runOrdersConfig {
@@ -89,6 +87,7 @@ func defaultRunOrdersConfig() runOrdersConfig {
 		DLQTopic:       orders.DefaultDeadLetterTopic,
 		SessionTimeout: 10 * time.Second,
 		Persistent:     true,
+		Tracing:        tracingConfig{SampleRatio: 1},
 	}
 }
 
@@ -151,13 +150,15 @@ lists the standby tasks with their lag (exactly_standby_lag_records);
 GET /orders/{id}?standby=true may answer from this instance's standby copy,
 with its lag in the Exactly-Standby-Lag header.
 
-Tracing (--trace-stdout): OpenTelemetry spans of every record ("process
-order-events", a child of the record's W3C traceparent header, or of the
-trace its envelope's traceId names when that is 32 hex digits), of every
-commit and of every restore go to standard output, one JSON object per line
-(logs go to standard error). Projections and dead letters carry the
-traceparent of their record's span. Meant for trials: every record is
-traced.`,
+Tracing (--otlp-endpoint, --trace-stdout): OpenTelemetry spans of records
+("process order-events", a child of the record's W3C traceparent header, or
+of the trace its envelope's traceId names when that is 32 hex digits), of
+commits and of restores go to an OTLP/HTTP collector (--otlp-endpoint, e.g.
+http://127.0.0.1:4318; the OTEL_EXPORTER_OTLP_* variables set headers and
+certificates) and/or to standard output, one JSON object per line (logs go
+to standard error). Projections and dead letters carry the traceparent of
+their record's span. --trace-sample-ratio records that share of the traces
+started here; a record whose traceparent is sampled is always recorded.`,
 		Example: `  # against the embedded broker of "exactly broker"
   exactly run orders --brokers 127.0.0.1:9092
 
@@ -198,7 +199,9 @@ traced.`,
 	f.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "consumer group session timeout: how long before a silent instance's partitions move; must lie within the broker's group.min/max.session.timeout.ms (6s to 30m by default)")
 	f.BoolVar(&c.Persistent, "persistent", c.Persistent, "keep stores on disk (Pebble) rather than in memory")
 	f.IntVar(&c.StandbyReplicas, "standby-replicas", 0, "standby copies of each task's stores kept on other instances, so that failover restores only the delta (num.standby.replicas)")
-	f.BoolVar(&c.TraceStdout, "trace-stdout", false, "trace every record, commit and restore (OpenTelemetry) and write the spans to standard output as JSON lines")
+	f.BoolVar(&c.Tracing.Stdout, "trace-stdout", false, "trace every record, commit and restore (OpenTelemetry) and write the spans to standard output as JSON lines")
+	f.StringVar(&c.Tracing.OTLPEndpoint, "otlp-endpoint", "", "trace records, commits and restores (OpenTelemetry) and export the spans over OTLP/HTTP to this URL, e.g. http://127.0.0.1:4318 (OTEL_EXPORTER_OTLP_* variables set headers and certificates)")
+	f.Float64Var(&c.Tracing.SampleRatio, "trace-sample-ratio", 1, "share of traces started here that are recorded, 0 to 1 (records whose traceparent is sampled are always recorded)")
 	return cmd
 }
 
@@ -258,14 +261,14 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 	}
 
 	var tracerProvider trace.TracerProvider
-	if c.TraceStdout {
-		tp, stop, err := stdoutTracing(c.TraceOutput, c.ApplicationID)
+	if c.Tracing.enabled() {
+		tp, stop, err := newTracing(c.Tracing, c.ApplicationID)
 		if err != nil {
 			return err
 		}
 		defer stop()
 		tracerProvider = tp
-		log.Info("tracing every record, commit and restore to standard output")
+		log.Info("tracing records, commits and restores", "stdout", c.Tracing.Stdout, "otlp_endpoint", c.Tracing.OTLPEndpoint, "sample_ratio", c.Tracing.SampleRatio)
 	}
 
 	app, err := exactly.New(topology, exactly.Config{

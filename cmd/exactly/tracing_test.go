@@ -4,15 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // lockedBuffer is a bytes.Buffer the exporter's goroutine writes while the
@@ -44,11 +52,11 @@ type exportedSpan struct {
 	}
 }
 
-// TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits: with
-// --trace-stdout, an order event whose envelope names a W3C trace id is
-// traced in that trace, its commit is traced, and its projection carries
-// the record span's traceparent.
-func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
+// runTracedOrder runs the orders application with tr on a fresh broker,
+// feeds it one OrderCreated whose envelope names traceID, and returns the
+// committed projection once the run has stopped (and flushed its spans).
+func runTracedOrder(t *testing.T, tr tracingConfig, traceID string) *kgo.Record {
+	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +64,6 @@ func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
 	defer cluster.Close()
 	brokers := cluster.ListenAddrs()
 
-	var spans lockedBuffer
 	c := defaultRunOrdersConfig()
 	c.Brokers = brokers
 	c.StateDir = t.TempDir()
@@ -64,13 +71,12 @@ func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
 	c.Partitions = 1
 	c.CommitInterval = 50 * time.Millisecond
 	c.SessionTimeout = time.Second
-	c.TraceStdout, c.TraceOutput = true, &spans
+	c.Tracing = tr
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runOrders(ctx, c, nil) }()
 
-	const traceID = "0af7651916cd43dd8448eb211c80319c"
 	ts := time.Now().UnixMilli()
 	waitFor(t, 20*time.Second, "the input topic", func() bool {
 		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
@@ -103,6 +109,19 @@ func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
 		t.Fatalf("run orders: %v", err)
 	}
 
+	return projection
+}
+
+// TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits: with
+// --trace-stdout, an order event whose envelope names a W3C trace id is
+// traced in that trace, its commit is traced, and its projection carries
+// the record span's traceparent.
+func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	var spans lockedBuffer
+	projection := runTracedOrder(t, tracingConfig{Stdout: true, Output: &spans, SampleRatio: 1}, traceID)
+	const inputTopic = orders.DefaultInputTopic
+
 	var record, commit *exportedSpan
 	sc := bufio.NewScanner(strings.NewReader(spans.String()))
 	sc.Buffer(nil, 1<<20)
@@ -112,7 +131,7 @@ func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
 			t.Fatalf("a line of the trace output is not a span: %v: %s", err, sc.Text())
 		}
 		switch {
-		case s.Name == "process "+c.InputTopic:
+		case s.Name == "process "+inputTopic:
 			record = &s
 		case s.Name == "commit" && commit == nil:
 			commit = &s
@@ -132,5 +151,107 @@ func TestRunOrdersTraceStdoutWritesTheSpansOfRecordsAndCommits(t *testing.T) {
 	}
 	if want := "00-" + traceID + "-" + record.SpanContext.SpanID + "-01"; traceparent != want {
 		t.Errorf("the projection carries traceparent %q; want %q", traceparent, want)
+	}
+}
+
+// otlpCollector is an OTLP/HTTP trace receiver on loopback: it keeps the
+// spans it is sent.
+type otlpCollector struct {
+	mu    sync.Mutex
+	spans []*tracepb.Span
+	bad   error
+}
+
+func (o *otlpCollector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	var req coltracepb.ExportTraceServiceRequest
+	if err == nil && r.URL.Path != "/v1/traces" {
+		err = fmt.Errorf("spans posted to %s, not /v1/traces", r.URL.Path)
+	}
+	if err == nil {
+		err = proto.Unmarshal(body, &req)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err != nil {
+		o.bad = err
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			o.spans = append(o.spans, ss.Spans...)
+		}
+	}
+	resp, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(resp)
+}
+
+// TestRunOrdersOTLPEndpointExportsTheTraceToACollector: with
+// --otlp-endpoint, the spans of a record and of its commit reach an OTLP/HTTP
+// collector, the record's in the trace its envelope names, and the
+// projection carries that span's traceparent.
+func TestRunOrdersOTLPEndpointExportsTheTraceToACollector(t *testing.T) {
+	collector := &otlpCollector{}
+	srv := httptest.NewServer(collector) // 127.0.0.1
+	defer srv.Close()
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	projection := runTracedOrder(t, tracingConfig{OTLPEndpoint: srv.URL, SampleRatio: 1}, traceID)
+
+	collector.mu.Lock()
+	defer collector.mu.Unlock()
+	if collector.bad != nil {
+		t.Fatalf("the collector got a request it could not read: %v", collector.bad)
+	}
+	var record, commit *tracepb.Span
+	for _, s := range collector.spans {
+		switch s.Name {
+		case "process " + orders.DefaultInputTopic:
+			record = s
+		case "commit":
+			commit = s
+		}
+	}
+	if record == nil || commit == nil {
+		t.Fatalf("the collector got %d spans, without a record's or a commit's span", len(collector.spans))
+	}
+	if got := hex.EncodeToString(record.TraceId); got != traceID {
+		t.Errorf("the record is traced in %s; want its envelope's traceId %s", got, traceID)
+	}
+	var traceparent string
+	for _, h := range projection.Headers {
+		if h.Key == "traceparent" {
+			traceparent = string(h.Value)
+		}
+	}
+	if want := "00-" + traceID + "-" + hex.EncodeToString(record.SpanId) + "-01"; traceparent != want {
+		t.Errorf("the projection carries traceparent %q; want %q", traceparent, want)
+	}
+}
+
+// TestTracingFlagsRefuseWhatCannotWork: an endpoint that is not an http(s)
+// URL and a sample ratio outside [0, 1] are errors naming the flag.
+func TestTracingFlagsRefuseWhatCannotWork(t *testing.T) {
+	for _, c := range []struct {
+		cfg  tracingConfig
+		flag string
+	}{
+		{tracingConfig{OTLPEndpoint: "127.0.0.1:4318", SampleRatio: 1}, "--otlp-endpoint"},
+		{tracingConfig{OTLPEndpoint: "grpc://collector:4317", SampleRatio: 1}, "--otlp-endpoint"},
+		{tracingConfig{Stdout: true, SampleRatio: 1.5}, "--trace-sample-ratio"},
+		{tracingConfig{Stdout: true, SampleRatio: -0.1}, "--trace-sample-ratio"},
+	} {
+		tp, stop, err := newTracing(c.cfg, "orders")
+		if err == nil {
+			stop()
+			_ = tp
+			t.Errorf("%+v: no error", c.cfg)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%+v: error %q does not name %s", c.cfg, err, c.flag)
+		}
 	}
 }
