@@ -145,7 +145,7 @@ func TestRelayRouterFlagsAreDebeziumsOptions(t *testing.T) {
 			"--route.tombstone.on.empty.payload")
 		want := relay.Router{RouteByField: "aggregatetype", RouteTopicRegex: "(?<t>.*)", RouteTopicReplacement: "outbox.event.${t}",
 			FieldEventID: "event_id", FieldEventKey: "aggregateid", FieldEventPayload: "body", FieldEventTimestamp: "occurred_at",
-			AdditionalFields: []relay.AdditionalField{{Column: "type", Placement: relay.PlacementHeader, Alias: "eventType"}, {Column: "tenant", Placement: relay.PlacementHeader}},
+			AdditionalFields:        []relay.AdditionalField{{Column: "type", Placement: relay.PlacementHeader, Alias: "eventType"}, {Column: "tenant", Placement: relay.PlacementHeader}},
 			TombstoneOnEmptyPayload: true}
 		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("got %+v, %v; want %+v", got, err, want)

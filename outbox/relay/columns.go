@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -282,10 +281,4 @@ func parseTime(text string, oid uint32) (time.Time, error) {
 		}
 		return time.UnixMilli(ms), nil
 	}
-}
-
-// isUndefinedTable reports a statement that failed for want of the table.
-func isUndefinedTable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }

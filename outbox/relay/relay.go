@@ -5,7 +5,8 @@
 // from the row's aggregate_type through a replacement pattern (default
 // "${aggregate_type}.events"), the key is aggregate_id, the value is the
 // payload's bytes unchanged, and the headers "id" and "eventType" carry the
-// event id and type, followed by the row's own headers.
+// event id and type, followed by the row's own headers. Config.Router
+// changes that with the options of Debezium's Outbox Event Router.
 //
 //   - ModeCDC (default) reads committed inserts from PostgreSQL's logical
 //     replication (pgoutput), in commit order. It creates its publication
@@ -22,7 +23,8 @@
 //     before writing events and one poller runs; several pollers may run at
 //     once for throughput, at the price of that order.
 //
-// Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows).
+// Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows;
+// by the table's primary key when it is one column, else by the event id).
 // Consumers deduplicate by the "id" header; package inbox does.
 //
 // A second CDC relay on the same slot cannot stream while the first holds
@@ -31,6 +33,36 @@
 // before the slot existed, read in the snapshot the slot exported, so none
 // is skipped; it records that in the table exactly_relay_backfills beside
 // the outbox.
+//
+// # Routing as Debezium's Outbox Event Router
+//
+// Each option of [Router] is one of Debezium's, and the command exactly
+// relay takes it as a flag of the same name. Defaults differ where the
+// relay's outbox table (outbox.SchemaSQL) names its columns differently:
+//
+//	Debezium key = flag name           Router field                  default: ours / Debezium's
+//	route.by.field                     RouteByField                  aggregate_type / aggregatetype
+//	route.topic.regex                  RouteTopicRegex               (?<routedByValue>.*) / same
+//	route.topic.replacement            RouteTopicReplacement [1]     ${aggregate_type}.events / outbox.event.${routedByValue}
+//	table.field.event.id               FieldEventID                  id / same
+//	table.field.event.key              FieldEventKey                 aggregate_id / aggregateid
+//	table.field.event.payload          FieldEventPayload             payload / same
+//	table.field.event.timestamp        FieldEventTimestamp           none: publish time / none: processing time
+//	table.fields.additional.placement  AdditionalFields [2]          none / same
+//	route.tombstone.on.empty.payload   TombstoneOnEmptyPayload       false / same
+//
+//	[1] also Config.TopicReplacement and --topic-replacement, its older names
+//	[2] header placement only; ParseAdditionalFields reads Debezium's syntax
+//
+// Not carried over: table.expand.json.payload (the payload goes out as its
+// bytes, so a json column already is JSON), table.field.event.schema.version
+// (there are no Connect schemas), table.op.invalid.behavior (the
+// publication carries inserts only) and the tracing options. Beyond
+// Debezium, the columns event_type and headers, when the table has them,
+// add the headers "eventType" and one per key of the JSON object; a bytea
+// payload is published as its bytes. The relay reads the columns it needs
+// by name, in both modes, and checks them against the catalog when a
+// session starts: a missing one ends Run with ErrTableColumns.
 package relay
 
 import (
