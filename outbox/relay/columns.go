@@ -266,6 +266,14 @@ func decodeValue(text []byte, oid uint32) ([]byte, error) {
 // runs in UTC, and a timestamp without zone is taken as UTC) or an integer
 // of milliseconds since the epoch.
 func parseTime(text string, oid uint32) (time.Time, error) {
+	t, err := parseTimeText(text, oid)
+	if err == nil && t.UnixMilli() < 0 {
+		return time.Time{}, fmt.Errorf("%q is before 1970, which a Kafka record cannot carry", text)
+	}
+	return t, err
+}
+
+func parseTimeText(text string, oid uint32) (time.Time, error) {
 	switch oid {
 	case oidTimestamptz, oidTimestamp:
 		for _, layout := range []string{"2006-01-02 15:04:05.999999999Z07", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07:00:00", "2006-01-02 15:04:05.999999999"} {

@@ -82,7 +82,11 @@ type Router struct {
 	// timestamp (read as UTC) or an integer of milliseconds since the Unix
 	// epoch; Kafka keeps milliseconds. When unset, or NULL in a row, the
 	// timestamp is the time the relay hands the record to the producer
-	// (Debezium's: the time it processed the change).
+	// (Debezium's: the time it processed the change). A time before 1970
+	// makes the row unroutable. Kafka's time-based retention counts from
+	// this timestamp, and a broker refuses one further in the future than
+	// its log.message.timestamp.after.max.ms: that publish fails, and the
+	// relay retries it like any failed publish, holding up the rows after.
 	FieldEventTimestamp string
 	// AdditionalFields (table.fields.additional.placement) are further
 	// columns published with the record. Only PlacementHeader is

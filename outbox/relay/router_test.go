@@ -191,10 +191,13 @@ func TestParseTimeReadsTheColumnTypes(t *testing.T) {
 			t.Errorf("parseTime(%q) = %v, %v; want %v", tc.text, got, err, want)
 		}
 	}
-	for _, bad := range []string{"infinity", "2021-03-04 05:06:07 BC"} {
+	for _, bad := range []string{"infinity", "2021-03-04 05:06:07 BC", "1969-12-31 23:59:59+00"} {
 		if _, err := parseTime(bad, oidTimestamptz); err == nil {
 			t.Errorf("parseTime(%q) accepted it", bad)
 		}
+	}
+	if _, err := parseTime("-1", 20); err == nil {
+		t.Error("parseTime accepted -1 ms")
 	}
 	if _, err := decodeValue([]byte(`\x00ff`), oidBytea); err != nil {
 		t.Error(err)
