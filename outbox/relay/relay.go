@@ -100,7 +100,7 @@ type Config struct {
 	Table string
 	// Router says which columns make the record and how the topic is
 	// found, with the options of Debezium's Outbox Event Router. The zero
-	// value routes as described above.
+	// value routes as the package documentation describes.
 	Router Router
 	// TopicReplacement is the older name of Router.RouteTopicReplacement,
 	// kept for compatibility: "${aggregate_type}" in it is replaced by the
