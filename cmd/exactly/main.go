@@ -3,8 +3,8 @@
 // applications, the outbox relay, the verifier and the benchmarks.
 //
 // Every flag can also be given as an environment variable (EXACTLY_ and the
-// flag name in upper case with dashes as underscores, e.g.
-// EXACTLY_BROKERS) or as a key of the YAML, JSON or TOML file named by
+// flag name in upper case with dashes and dots as underscores, e.g.
+// EXACTLY_BROKERS, EXACTLY_ROUTE_BY_FIELD) or as a key of the YAML, JSON or TOML file named by
 // --config (the flag name as the key). A flag on the command line wins over
 // the environment, which wins over the file.
 package main
@@ -76,7 +76,7 @@ var commands []func() *cobra.Command
 func applyConfig(cmd *cobra.Command, configFile string) error {
 	v := viper.New()
 	v.SetEnvPrefix("EXACTLY")
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_", ".", "_"))
 	v.AutomaticEnv()
 	if configFile != "" {
 		v.SetConfigFile(configFile)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactly-go/exactly/cmd/exactly/internal/kafkaflags"
@@ -37,9 +39,16 @@ func newRelayCommand() *cobra.Command {
 		Short: "Publish the PostgreSQL outbox table to Kafka (CDC or polling)",
 		Long: `Runs the outbox relay until interrupted. Each committed row of the outbox
 table becomes one Kafka record: topic from aggregate_type through
---topic-replacement, key aggregate_id, value the payload bytes unchanged,
-headers "id" and "eventType" plus the row's headers. Delivery is at least
-once: consumers deduplicate by the "id" header.
+--route.topic.replacement, key aggregate_id, value the payload bytes
+unchanged, headers "id" and "eventType" plus the row's headers. Delivery is
+at least once: consumers deduplicate by the "id" header.
+
+The --route.* and --table.field* flags are the options of Debezium's Outbox
+Event Router under the same names: which column routes, how the topic is
+made from it, which columns are the event id, key, payload and timestamp,
+which further columns become headers, and whether an empty payload is
+published as a tombstone. A column they name that the table lacks stops the
+relay at start.
 
 --mode cdc (default) reads the table through logical replication: the server
 needs wal_level=logical and the user the REPLICATION privilege. The
@@ -48,6 +57,10 @@ and the server keeps WAL for it until the relay returns. --mode poll reads
 the table with SELECT ... FOR UPDATE SKIP LOCKED where logical replication is
 not allowed.`,
 		Example: `  exactly relay --dsn postgres://app@127.0.0.1/shop --brokers 127.0.0.1:9092
+  exactly relay --dsn postgres://app@127.0.0.1/shop --table outboxevent \
+      --route.by.field aggregatetype --table.field.event.key aggregateid \
+      --route.topic.replacement 'outbox.event.${routedByValue}' \
+      --table.fields.additional.placement type:header:eventType
   EXACTLY_DSN=postgres://app@127.0.0.1/shop exactly relay --mode poll --migrate`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -62,6 +75,9 @@ not allowed.`,
 				return err
 			}
 			cfg.Mode = relay.Mode(mode)
+			if cfg.Router, err = relayRouter(cmd.Flags()); err != nil {
+				return err
+			}
 			cfg.Kafka = append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, sec.ClientOptions()...)
 			cfg.Logger = slog.Default()
 			if migrate {
@@ -96,7 +112,7 @@ not allowed.`,
 	f.StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka seed brokers")
 	f.StringVar(&mode, "mode", string(relay.ModeCDC), "how to read the outbox: cdc (logical replication) or poll")
 	f.StringVar(&cfg.Table, "table", "outbox", "outbox table, optionally schema-qualified")
-	f.StringVar(&cfg.TopicReplacement, "topic-replacement", relay.DefaultTopicReplacement, "topic for a row; ${aggregate_type} is replaced by the row's aggregate type")
+	registerRouterFlags(f)
 	f.StringVar(&cfg.TransactionalID, "transactional-id", "", "publish through Kafka transactions with this id (read_committed consumers never see half a database transaction)")
 	f.BoolVar(&cfg.KeepRows, "keep-rows", false, "leave relayed rows in the table (cdc only)")
 	f.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", "", "publish rows that cannot be routed here, with their reason, and go on (default: such a row stops the relay)")
@@ -108,6 +124,55 @@ not allowed.`,
 	f.BoolVar(&migrate, "migrate", false, "create the outbox table first if it does not exist")
 	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address at /metrics, e.g. 127.0.0.1:9464 (default: off)")
 	return cmd
+}
+
+// registerRouterFlags registers the flags of relay.Router, named after
+// Debezium's options.
+func registerRouterFlags(f *pflag.FlagSet) {
+	f.String("route.by.field", "aggregate_type", "column whose value routes a row to its topic")
+	f.String("route.topic.regex", relay.DefaultRouteTopicRegex, "regular expression (Go syntax; (?<name>...) groups) the whole routed-by value must match for --route.topic.replacement to apply; a value it does not match is the topic itself")
+	f.String("route.topic.replacement", "", "topic of a matched value: ${name} or ${1} is a group of --route.topic.regex, $$ a dollar sign; ${aggregate_type} the whole value while routing by aggregate_type (default \"${aggregate_type}.events\")")
+	f.String("topic-replacement", "", "older name of --route.topic.replacement")
+	f.String("table.field.event.id", "id", "column published in the header \"id\", by which consumers deduplicate")
+	f.String("table.field.event.key", "aggregate_id", "column whose value is the record key (NULL: no key)")
+	f.String("table.field.event.payload", "payload", "column whose value is the record value, byte for byte")
+	f.String("table.field.event.timestamp", "", "column whose time is the record timestamp: timestamptz, timestamp (UTC) or integer milliseconds (default: the time the relay publishes)")
+	f.StringSlice("table.fields.additional.placement", nil, "further columns published as headers: column:header or column:header:alias, comma-separated")
+	f.Bool("route.tombstone.on.empty.payload", false, "publish a row whose payload is NULL or empty as a tombstone (nil value); without it a NULL payload is unroutable")
+}
+
+// relayRouter reads the router flags.
+func relayRouter(f *pflag.FlagSet) (relay.Router, error) {
+	var r relay.Router
+	var err error
+	str := func(name string) string {
+		v, e := f.GetString(name)
+		err = errors.Join(err, e)
+		return v
+	}
+	r.RouteByField = str("route.by.field")
+	r.RouteTopicRegex = str("route.topic.regex")
+	r.RouteTopicReplacement = str("route.topic.replacement")
+	r.FieldEventID = str("table.field.event.id")
+	r.FieldEventKey = str("table.field.event.key")
+	r.FieldEventPayload = str("table.field.event.payload")
+	r.FieldEventTimestamp = str("table.field.event.timestamp")
+	if old := str("topic-replacement"); old != "" {
+		if r.RouteTopicReplacement != "" && r.RouteTopicReplacement != old {
+			return r, fmt.Errorf("--topic-replacement %q and --route.topic.replacement %q disagree: give only --route.topic.replacement", old, r.RouteTopicReplacement)
+		}
+		r.RouteTopicReplacement = old
+	}
+	placements, e := f.GetStringSlice("table.fields.additional.placement")
+	if err = errors.Join(err, e); err != nil {
+		return r, err
+	}
+	r.AdditionalFields, err = relay.ParseAdditionalFields(strings.Join(placements, ","))
+	if err != nil {
+		return r, fmt.Errorf("--table.fields.additional.placement: %w", err)
+	}
+	r.TombstoneOnEmptyPayload, err = f.GetBool("route.tombstone.on.empty.payload")
+	return r, err
 }
 
 func migrateOutbox(ctx context.Context, dsn string) error {

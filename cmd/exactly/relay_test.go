@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/exactly-go/exactly/internal/pgtest"
 	"github.com/exactly-go/exactly/outbox"
+	"github.com/exactly-go/exactly/outbox/relay"
 )
 
 // TestRelayCommandTakesDSNFromEnvAndModeFromConfigFile runs `exactly relay`
@@ -101,4 +103,93 @@ func TestRelayCommandWithoutDSNSaysWhatToDo(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "EXACTLY_DSN") {
 		t.Fatalf("err = %v, want a hint about --dsn / EXACTLY_DSN", err)
 	}
+}
+
+// TestRelayRouterFlagsAreDebeziumsOptions: the router's flags, named after
+// Debezium's options, reach relay.Router from the command line, the
+// environment (dots as underscores) and a config file (the flag name as a
+// key, flat or nested); --topic-replacement stays an alias of
+// --route.topic.replacement.
+func TestRelayRouterFlagsAreDebeziumsOptions(t *testing.T) {
+	parse := func(t *testing.T, configFile string, args ...string) (relay.Router, error) {
+		t.Helper()
+		cmd := newRelayCommand()
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyConfig(cmd, configFile); err != nil {
+			t.Fatal(err)
+		}
+		return relayRouter(cmd.Flags())
+	}
+	defaults := relay.Router{RouteByField: "aggregate_type", RouteTopicRegex: relay.DefaultRouteTopicRegex, FieldEventID: "id", FieldEventKey: "aggregate_id", FieldEventPayload: "payload"}
+
+	t.Run("defaults", func(t *testing.T) {
+		got, err := parse(t, "")
+		if err != nil || !reflect.DeepEqual(got, defaults) {
+			t.Fatalf("got %+v, %v; want %+v", got, err, defaults)
+		}
+		// The defaults the flags show are ones the relay accepts.
+		r, err := relay.New(relay.Config{DSN: "host=/nonexistent", Router: got})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r.Run(ctx) // closes its producer
+	})
+	t.Run("command line", func(t *testing.T) {
+		got, err := parse(t, "", "--route.by.field", "aggregatetype", "--route.topic.regex", "(?<t>.*)", "--route.topic.replacement", "outbox.event.${t}",
+			"--table.field.event.id", "event_id", "--table.field.event.key", "aggregateid", "--table.field.event.payload", "body",
+			"--table.field.event.timestamp", "occurred_at", "--table.fields.additional.placement", "type:header:eventType,tenant:header",
+			"--route.tombstone.on.empty.payload")
+		want := relay.Router{RouteByField: "aggregatetype", RouteTopicRegex: "(?<t>.*)", RouteTopicReplacement: "outbox.event.${t}",
+			FieldEventID: "event_id", FieldEventKey: "aggregateid", FieldEventPayload: "body", FieldEventTimestamp: "occurred_at",
+			AdditionalFields:        []relay.AdditionalField{{Column: "type", Placement: relay.PlacementHeader, Alias: "eventType"}, {Column: "tenant", Placement: relay.PlacementHeader}},
+			TombstoneOnEmptyPayload: true}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %+v, %v; want %+v", got, err, want)
+		}
+	})
+	t.Run("environment and config file", func(t *testing.T) {
+		t.Setenv("EXACTLY_ROUTE_BY_FIELD", "tenant")
+		t.Setenv("EXACTLY_ROUTE_TOMBSTONE_ON_EMPTY_PAYLOAD", "true")
+		file := filepath.Join(t.TempDir(), "relay.yaml")
+		yaml := "route.topic.replacement: tenant.${routedByValue}\ntable.fields.additional.placement: [\"type:header:eventType\"]\ntable:\n  field:\n    event:\n      key: k\n"
+		if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := parse(t, file, "--table.field.event.payload", "body")
+		want := defaults
+		want.RouteByField, want.TombstoneOnEmptyPayload, want.RouteTopicReplacement = "tenant", true, "tenant.${routedByValue}"
+		want.FieldEventKey, want.FieldEventPayload = "k", "body"
+		want.AdditionalFields = []relay.AdditionalField{{Column: "type", Placement: relay.PlacementHeader, Alias: "eventType"}}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %+v, %v; want %+v", got, err, want)
+		}
+	})
+	t.Run("topic-replacement alias", func(t *testing.T) {
+		got, err := parse(t, "", "--topic-replacement", "${aggregate_type}.out")
+		if err != nil || got.RouteTopicReplacement != "${aggregate_type}.out" {
+			t.Fatalf("got %+v, %v", got, err)
+		}
+		if _, err := parse(t, "", "--topic-replacement", "a", "--route.topic.replacement", "b"); err == nil || !strings.Contains(err.Error(), "disagree") {
+			t.Fatalf("two different replacements: err = %v", err)
+		}
+		if _, err := parse(t, "", "--topic-replacement", "a", "--route.topic.replacement", "a"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("unsupported placement", func(t *testing.T) {
+		got, err := parse(t, "", "--table.fields.additional.placement", "type:envelope:eventType")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := relay.New(relay.Config{DSN: "host=/nonexistent", Router: got}); err == nil || !strings.Contains(err.Error(), `placement "envelope" is not supported`) {
+			t.Fatalf("relay.New: err = %v", err)
+		}
+		if _, err := parse(t, "", "--table.fields.additional.placement", "type"); err == nil || !strings.Contains(err.Error(), "--table.fields.additional.placement") {
+			t.Fatalf("malformed placement: err = %v", err)
+		}
+	})
 }

@@ -34,8 +34,9 @@ type cdcSession struct {
 	conn *pgx.Conn // for setup and cleanup
 	repl *pgconn.PgConn
 
-	relations map[uint32]*relation
-	open      *txnState // between Begin and Commit
+	table     *table
+	relations map[uint32]*layout // the outbox's relations; nil for others
+	open      *txnState          // between Begin and Commit
 
 	mu        sync.Mutex
 	queue     []*txnState // in commit order, not yet confirmed
@@ -50,18 +51,16 @@ type cdcSession struct {
 	cleaner cleaner
 }
 
-// relation maps the outbox columns to their positions in a tuple; nil for
-// relations other than the outbox.
-type relation struct {
-	id, aggregateType, aggregateID, eventType, payload, headers int
-}
-
 func (r *Relay) runCDC(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, r.cfg.DSN)
+	conn, err := r.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("relay: connect: %w", err)
+		return err
 	}
 	defer conn.Close(context.Background())
+	table, err := r.inspectTable(ctx, conn)
+	if err != nil {
+		return err
+	}
 	if err := r.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
@@ -69,6 +68,9 @@ func (r *Relay) runCDC(ctx context.Context) error {
 	replCfg, err := pgconn.ParseConfig(r.cfg.DSN)
 	if err != nil {
 		return fmt.Errorf("relay: DSN: %w", err)
+	}
+	for k, v := range sessionParams {
+		replCfg.RuntimeParams[k] = v
 	}
 	replCfg.RuntimeParams["replication"] = "database"
 	repl, err := pgconn.ConnectConfig(ctx, replCfg)
@@ -81,7 +83,7 @@ func (r *Relay) runCDC(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.backfill(ctx, conn, snapshot); err != nil {
+	if err := r.backfill(ctx, conn, table, snapshot); err != nil {
 		return err
 	}
 	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
@@ -91,7 +93,7 @@ func (r *Relay) runCDC(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: start replication on slot %s: %w", r.cfg.Slot, err)
 	}
-	s := &cdcSession{r: r, conn: conn, repl: repl, relations: map[uint32]*relation{}}
+	s := &cdcSession{r: r, conn: conn, repl: repl, table: table, relations: map[uint32]*layout{}}
 	cleanCtx, stopCleaner := context.WithCancel(ctx)
 	s.cleaner.wake, s.cleaner.stopped = make(chan struct{}, 1), make(chan struct{})
 	go s.clean(cleanCtx)
@@ -171,22 +173,21 @@ func (s *cdcSession) handle(ctx context.Context, walData []byte) error {
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
-		s.relations[m.RelationID] = s.r.outboxRelation(m)
+		s.relations[m.RelationID] = nil
+		if s.r.isOutbox(m) {
+			s.relations[m.RelationID] = s.table.layoutOf(s.r.router, m)
+		}
 	case *pglogrepl.BeginMessage:
 		s.open = &txnState{commitTime: m.CommitTime}
 		s.mu.Lock()
 		s.queue = append(s.queue, s.open)
 		s.mu.Unlock()
 	case *pglogrepl.InsertMessage:
-		rel := s.relations[m.RelationID]
-		if rel == nil || s.open == nil {
+		l := s.relations[m.RelationID]
+		if l == nil || s.open == nil {
 			return nil
 		}
-		row, err := rel.row(m.Tuple)
-		if err != nil {
-			return err
-		}
-		return s.produce(ctx, row)
+		return s.produce(ctx, s.r.router.tupleRow(l, m.Tuple))
 	case *pglogrepl.CommitMessage:
 		if s.open == nil {
 			return errors.New("relay: commit without begin in the replication stream")
@@ -201,73 +202,17 @@ func (s *cdcSession) handle(ctx context.Context, walData []byte) error {
 	return nil
 }
 
-func (r *Relay) outboxRelation(m *pglogrepl.RelationMessage) *relation {
+// isOutbox reports whether a relation of the replication stream is the
+// outbox table.
+func (r *Relay) isOutbox(m *pglogrepl.RelationMessage) bool {
 	table := r.cfg.Table
 	if i := strings.LastIndexByte(table, '.'); i >= 0 {
 		if m.Namespace != table[:i] {
-			return nil
+			return false
 		}
 		table = table[i+1:]
 	}
-	if m.RelationName != table {
-		return nil
-	}
-	rel := &relation{id: -1, aggregateType: -1, aggregateID: -1, eventType: -1, payload: -1, headers: -1}
-	for i, c := range m.Columns {
-		switch c.Name {
-		case "id":
-			rel.id = i
-		case "aggregate_type":
-			rel.aggregateType = i
-		case "aggregate_id":
-			rel.aggregateID = i
-		case "event_type":
-			rel.eventType = i
-		case "payload":
-			rel.payload = i
-		case "headers":
-			rel.headers = i
-		}
-	}
-	return rel
-}
-
-func (rel *relation) row(t *pglogrepl.TupleData) (row, error) {
-	text := func(i int, name string) ([]byte, error) {
-		if i < 0 || i >= len(t.Columns) {
-			return nil, fmt.Errorf("relay: outbox tuple has no %s column", name)
-		}
-		c := t.Columns[i]
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeNull:
-			return nil, nil
-		case pglogrepl.TupleDataTypeText:
-			return append([]byte(nil), c.Data...), nil
-		}
-		return nil, fmt.Errorf("relay: outbox column %s in unexpected format %q", name, c.DataType)
-	}
-	var x row
-	var err error
-	var b []byte
-	for _, f := range []struct {
-		i    int
-		name string
-		dst  *string
-	}{{rel.id, "id", &x.id}, {rel.aggregateType, "aggregate_type", &x.aggregateType}, {rel.aggregateID, "aggregate_id", &x.aggregateID}, {rel.eventType, "event_type", &x.eventType}} {
-		if b, err = text(f.i, f.name); err != nil {
-			return row{}, err
-		}
-		*f.dst = string(b)
-	}
-	if x.payload, err = text(rel.payload, "payload"); err != nil {
-		return row{}, err
-	}
-	if rel.headers >= 0 {
-		if x.headers, err = text(rel.headers, "headers"); err != nil {
-			return row{}, err
-		}
-	}
-	return x, nil
+	return m.RelationName == table
 }
 
 func (s *cdcSession) produce(ctx context.Context, row row) error {
@@ -286,8 +231,8 @@ func (s *cdcSession) produce(ctx context.Context, row row) error {
 	s.mu.Lock()
 	t.records++
 	t.outstanding++
-	if !s.r.cfg.KeepRows {
-		t.ids = append(t.ids, row.id)
+	if !s.r.cfg.KeepRows && row.deleteKey != "" {
+		t.ids = append(t.ids, row.deleteKey)
 	}
 	s.mu.Unlock()
 	commitTime := t.commitTime
@@ -297,7 +242,7 @@ func (s *cdcSession) produce(ctx context.Context, row row) error {
 		t.outstanding--
 		if err != nil {
 			if s.failed == nil {
-				s.failed = fmt.Errorf("relay: publish outbox row %s: %w", row.id, err)
+				s.failed = fmt.Errorf("relay: publish outbox row %s: %w", s.r.router.eventID(row), err)
 			}
 			return
 		}

@@ -70,7 +70,7 @@ const visibilityWait = 2 * time.Second
 // deleteRows deletes the relayed rows ids. Rows not yet visible are waited
 // for, up to visibilityWait.
 func (s *cdcSession) deleteRows(ctx context.Context, ids []string) error {
-	sql := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[]) RETURNING id::text`, quoteTable(s.r.cfg.Table))
+	sql := s.table.deleteByKey
 	deadline := time.Now().Add(visibilityWait)
 	for {
 		rows, err := s.conn.Query(ctx, sql, ids)

@@ -64,7 +64,7 @@ const backfillTable = "exactly_relay_backfills"
 // that, the next session finds the slot without its record and no snapshot
 // any more: it publishes and deletes every row in the table instead, so rows
 // the slot also sends may go out twice, and none is skipped.
-func (r *Relay) backfill(ctx context.Context, conn *pgx.Conn, snapshot string) error {
+func (r *Relay) backfill(ctx context.Context, conn *pgx.Conn, table *table, snapshot string) error {
 	marker := pgx.Identifier{backfillTable}.Sanitize()
 	if i := strings.LastIndexByte(r.cfg.Table, '.'); i >= 0 {
 		marker = pgx.Identifier{r.cfg.Table[:i], backfillTable}.Sanitize() // beside the outbox
@@ -98,12 +98,8 @@ func (r *Relay) backfill(ctx context.Context, conn *pgx.Conn, snapshot string) e
 	if r.cfg.KeepRows {
 		r.log.Warn("new slot with KeepRows: rows already in the outbox are not published", "slot", r.cfg.Slot)
 	} else {
-		table := quoteTable(r.cfg.Table)
-		selectRows := fmt.Sprintf(`SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers::text, created_at
-FROM %s ORDER BY created_at, id LIMIT $1`, table)
-		deleteRows := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, table)
 		for {
-			n, err := r.publishBatch(ctx, tx, selectRows, deleteRows)
+			n, err := r.publishBatch(ctx, tx, table, table.selectBackfill, table.deleteByCtid)
 			if err != nil {
 				return fmt.Errorf("relay: backfill: %w", err)
 			}

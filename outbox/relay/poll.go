@@ -12,17 +12,17 @@ import (
 // runPoll is one polling session on one connection: it ends at the first
 // error, leaving the rows of the failed poll in the table.
 func (r *Relay) runPoll(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, r.cfg.DSN)
+	conn, err := r.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("relay: connect: %w", err)
+		return err
 	}
 	defer conn.Close(context.Background())
-	table := quoteTable(r.cfg.Table)
-	selectRows := fmt.Sprintf(`SELECT id::text, aggregate_type, aggregate_id, event_type, payload::text, headers::text, created_at
-FROM %s ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED`, table)
-	deleteRows := fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1::text[]::uuid[])`, table)
+	table, err := r.inspectTable(ctx, conn)
+	if err != nil {
+		return err
+	}
 	for {
-		n, err := r.pollOnce(ctx, conn, selectRows, deleteRows)
+		n, err := r.pollOnce(ctx, conn, table)
 		if err != nil {
 			return err
 		}
@@ -39,13 +39,13 @@ FROM %s ORDER BY created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED`, table)
 // pollOnce publishes up to BatchSize rows and deletes them, in one database
 // transaction that commits only after Kafka acknowledged every record. A
 // failure at any point rolls back: the rows stay and are published again.
-func (r *Relay) pollOnce(ctx context.Context, conn *pgx.Conn, selectRows, deleteRows string) (int, error) {
+func (r *Relay) pollOnce(ctx context.Context, conn *pgx.Conn, table *table) (int, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("relay: begin: %w", err)
 	}
 	defer tx.Rollback(context.Background())
-	n, err := r.publishBatch(ctx, tx, selectRows, deleteRows)
+	n, err := r.publishBatch(ctx, tx, table, table.selectRows, table.deleteByCtid)
 	if err != nil {
 		return 0, err
 	}
@@ -55,30 +55,35 @@ func (r *Relay) pollOnce(ctx context.Context, conn *pgx.Conn, selectRows, delete
 	return n, nil
 }
 
-// publishBatch reads up to BatchSize rows with selectRows, publishes them,
-// waits for Kafka's acknowledgement and deletes them with deleteRows, all in
-// tx, which the caller commits.
-func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, selectRows, deleteRows string) (int, error) {
+// publishBatch reads up to BatchSize rows with selectRows (one of table's),
+// publishes them, waits for Kafka's acknowledgement and deletes them by
+// ctid with deleteRows, all in tx, which the caller commits.
+func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, table *table, selectRows, deleteRows string) (int, error) {
 	rows, err := tx.Query(ctx, selectRows, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("relay: select outbox rows: %w", err)
 	}
 	var batch []row
 	var created []time.Time
-	var headers *string
-	var x row
-	var payload string
-	var createdAt time.Time
-	if _, err := pgx.ForEachRow(rows, []any{&x.id, &x.aggregateType, &x.aggregateID, &x.eventType, &payload, &headers, &createdAt}, func() error {
-		x.payload = []byte(payload)
-		x.headers = nil
-		if headers != nil {
-			x.headers = []byte(*headers)
+	for rows.Next() {
+		var ctid string
+		var createdAt *time.Time
+		dest := make([]any, 2+len(r.router.columns))
+		dest[0], dest[1] = &ctid, &createdAt
+		if err := rows.Scan(dest...); err != nil {
+			return 0, fmt.Errorf("relay: read outbox rows: %w", err)
 		}
+		raw := rows.RawValues()[2:]
+		x := r.router.decode(table.types, func(i int) ([]byte, error) { return raw[i], nil })
+		x.ctid = ctid
 		batch = append(batch, x)
-		created = append(created, createdAt)
-		return nil
-	}); err != nil {
+		var t time.Time
+		if createdAt != nil {
+			t = *createdAt
+		}
+		created = append(created, t)
+	}
+	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("relay: read outbox rows: %w", err)
 	}
 	if len(batch) == 0 {
@@ -93,7 +98,7 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, selectRows, deleteR
 		if records[i], err = r.routeRecord(row); err != nil {
 			return 0, err
 		}
-		ids[i] = row.id
+		ids[i] = row.ctid
 	}
 	if err := r.publish(ctx, records, created); err != nil {
 		return 0, err

@@ -5,7 +5,8 @@
 // from the row's aggregate_type through a replacement pattern (default
 // "${aggregate_type}.events"), the key is aggregate_id, the value is the
 // payload's bytes unchanged, and the headers "id" and "eventType" carry the
-// event id and type, followed by the row's own headers.
+// event id and type, followed by the row's own headers. Config.Router
+// changes that with the options of Debezium's Outbox Event Router.
 //
 //   - ModeCDC (default) reads committed inserts from PostgreSQL's logical
 //     replication (pgoutput), in commit order. It creates its publication
@@ -22,7 +23,8 @@
 //     before writing events and one poller runs; several pollers may run at
 //     once for throughput, at the price of that order.
 //
-// Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows).
+// Relayed rows are deleted (ModeCDC: after confirmation, unless KeepRows;
+// by the table's primary key when it is one column, else by the event id).
 // Consumers deduplicate by the "id" header; package inbox does.
 //
 // A second CDC relay on the same slot cannot stream while the first holds
@@ -31,19 +33,46 @@
 // before the slot existed, read in the snapshot the slot exported, so none
 // is skipped; it records that in the table exactly_relay_backfills beside
 // the outbox.
+//
+// # Routing as Debezium's Outbox Event Router
+//
+// Each option of [Router] is one of Debezium's, and the command exactly
+// relay takes it as a flag of the same name. Defaults differ where the
+// relay's outbox table (outbox.SchemaSQL) names its columns differently:
+//
+//	Debezium key = flag name           Router field                  default: ours / Debezium's
+//	route.by.field                     RouteByField                  aggregate_type / aggregatetype
+//	route.topic.regex                  RouteTopicRegex               (?<routedByValue>.*) / same
+//	route.topic.replacement            RouteTopicReplacement [1]     ${aggregate_type}.events / outbox.event.${routedByValue}
+//	table.field.event.id               FieldEventID                  id / same
+//	table.field.event.key              FieldEventKey                 aggregate_id / aggregateid
+//	table.field.event.payload          FieldEventPayload             payload / same
+//	table.field.event.timestamp        FieldEventTimestamp           none: publish time / none: processing time
+//	table.fields.additional.placement  AdditionalFields [2]          none / same
+//	route.tombstone.on.empty.payload   TombstoneOnEmptyPayload       false / same
+//
+//	[1] also Config.TopicReplacement and --topic-replacement, its older names
+//	[2] header placement only; ParseAdditionalFields reads Debezium's syntax
+//
+// Not carried over: table.expand.json.payload (the payload goes out as its
+// bytes, so a json column already is JSON), table.field.event.schema.version
+// (there are no Connect schemas), table.op.invalid.behavior (the
+// publication carries inserts only) and the tracing options. Beyond
+// Debezium, the columns event_type and headers, when the table has them,
+// add the headers "eventType" and one per key of the JSON object; a bytea
+// payload is published as its bytes. The relay reads the columns it needs
+// by name, in both modes, and checks them against the catalog when a
+// session starts: a missing one ends Run with ErrTableColumns.
 package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/exactly-go/exactly/internal/wire"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -59,10 +88,6 @@ const (
 	ModePoll Mode = "poll"
 )
 
-// DefaultTopicReplacement routes aggregate type "order" to topic
-// "order.events".
-const DefaultTopicReplacement = "${aggregate_type}.events"
-
 // Config configures a Relay. Zero values take the documented defaults.
 type Config struct {
 	// DSN is the PostgreSQL connection string of the database holding the
@@ -73,16 +98,20 @@ type Config struct {
 	// Table is the outbox table (default "outbox"), optionally
 	// schema-qualified.
 	Table string
-	// TopicReplacement builds the topic from the aggregate type: every
-	// "${aggregate_type}" is replaced by it. Default
-	// DefaultTopicReplacement.
+	// Router says which columns make the record and how the topic is
+	// found, with the options of Debezium's Outbox Event Router. The zero
+	// value routes as the package documentation describes.
+	Router Router
+	// TopicReplacement is the older name of Router.RouteTopicReplacement,
+	// kept for compatibility: "${aggregate_type}" in it is replaced by the
+	// row's aggregate type. Setting both to different values is an error.
 	TopicReplacement string
 	// DeadLetterTopic, if set, receives each row the relay cannot route
-	// (its headers are not a JSON object, or its aggregate type makes a
-	// topic name Kafka does not accept): the row's aggregate id as key,
-	// its payload as value, its "id" and "eventType" headers, and the
-	// dead-letter headers exactly.error.reason (ReasonUnroutable) and
-	// exactly.error.message. The relay then goes on, confirms its position
+	// (see Router; e.g. its headers are not a JSON object, or its
+	// aggregate type makes a topic name Kafka does not accept): the row's
+	// key and payload as far as it has them, its "id" and "eventType"
+	// headers, and the dead-letter headers exactly.error.reason
+	// (ReasonUnroutable) and exactly.error.message. The relay then goes on, confirms its position
 	// and deletes the row as if it were published. Without it, such a row
 	// fails every session that reads it, and the slot keeps the WAL from
 	// it on.
@@ -145,9 +174,6 @@ func (c *Config) setDefaults() error {
 	if c.Table == "" {
 		c.Table = "outbox"
 	}
-	if c.TopicReplacement == "" {
-		c.TopicReplacement = DefaultTopicReplacement
-	}
 	if c.TransactionInterval <= 0 {
 		c.TransactionInterval = 100 * time.Millisecond
 	}
@@ -175,6 +201,7 @@ func (c *Config) setDefaults() error {
 // Relay publishes outbox rows to Kafka until its context ends.
 type Relay struct {
 	cfg     Config
+	router  *router
 	client  *kgo.Client
 	metrics *metrics
 	log     *slog.Logger
@@ -183,6 +210,10 @@ type Relay struct {
 // New validates cfg and creates the Kafka producer.
 func New(cfg Config) (*Relay, error) {
 	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	rt, err := newRouter(cfg.Router, cfg.TopicReplacement)
+	if err != nil {
 		return nil, err
 	}
 	opts := append([]kgo.Opt{kgo.ProducerLinger(0)}, cfg.Kafka...)
@@ -198,12 +229,14 @@ func New(cfg Config) (*Relay, error) {
 		client.Close()
 		return nil, fmt.Errorf("relay: register metrics: %w (a registry holds one relay of each mode)", err)
 	}
-	return &Relay{cfg: cfg, client: client, metrics: m, log: cfg.Logger.With("relay", string(cfg.Mode), "table", cfg.Table)}, nil
+	return &Relay{cfg: cfg, router: rt, client: client, metrics: m, log: cfg.Logger.With("relay", string(cfg.Mode), "table", cfg.Table)}, nil
 }
 
 // Run relays until ctx is done, then closes the producer and returns ctx's
-// error; a Relay runs once. Lost connections (database or Kafka) and failed publishes end the
-// current session without confirming what was not acknowledged; Run logs
+// error; a Relay runs once. An outbox table that lacks a column the
+// configuration names ends Run at once with ErrTableColumns. Lost
+// connections (database or Kafka) and failed publishes end the current
+// session without confirming what was not acknowledged; Run logs
 // them and starts a new session after a backoff, resuming from the slot
 // (ModeCDC) or from the rows still in the table (ModePoll).
 func (r *Relay) Run(ctx context.Context) error {
@@ -220,6 +253,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			r.abortKafkaTransaction()
 			return ctx.Err()
+		}
+		if errors.Is(err, ErrTableColumns) {
+			r.abortKafkaTransaction()
+			return err
 		}
 		if time.Since(start) > time.Minute {
 			backoff = 100 * time.Millisecond
@@ -251,85 +288,15 @@ func (r *Relay) abortKafkaTransaction() {
 	}
 }
 
-// row is one outbox row on its way to Kafka.
-type row struct {
-	id, aggregateType, aggregateID, eventType string
-	payload, headers                          []byte
-}
-
-// ReasonUnroutable is the exactly.error.reason of a row the relay could
-// not route (see Config.DeadLetterTopic).
-const ReasonUnroutable = "unroutable"
-
 // routeRecord builds the Kafka record of row, or, for a row that cannot be
 // routed, its dead letter when the relay has a DeadLetterTopic.
 func (r *Relay) routeRecord(row row) (*kgo.Record, error) {
-	rec, err := r.record(row)
+	rec, err := r.router.record(row)
 	if err == nil || r.cfg.DeadLetterTopic == "" {
 		return rec, err
 	}
-	r.log.Warn("outbox row dead-lettered", "id", row.id, "aggregate_type", row.aggregateType, "topic", r.cfg.DeadLetterTopic, "err", err)
-	return &kgo.Record{
-		Topic: r.cfg.DeadLetterTopic,
-		Key:   []byte(row.aggregateID),
-		Value: row.payload,
-		Headers: []kgo.RecordHeader{
-			{Key: "id", Value: []byte(row.id)},
-			{Key: "eventType", Value: []byte(row.eventType)},
-			{Key: wire.HeaderErrorReason, Value: []byte(ReasonUnroutable)},
-			{Key: wire.HeaderErrorMessage, Value: []byte(err.Error())},
-		},
-	}, nil
-}
-
-// validTopic reports whether Kafka accepts name as a topic name.
-func validTopic(name string) bool {
-	if name == "" || name == "." || name == ".." || len(name) > 249 {
-		return false
-	}
-	for _, c := range name {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// record builds the Kafka record of row by the EventRouter convention.
-func (r *Relay) record(row row) (*kgo.Record, error) {
-	topic := strings.ReplaceAll(r.cfg.TopicReplacement, "${aggregate_type}", row.aggregateType)
-	if !validTopic(topic) {
-		return nil, fmt.Errorf("relay: outbox row %s routes to %q, which is not a valid topic name", row.id, topic)
-	}
-	rec := &kgo.Record{
-		Topic: topic,
-		Key:   []byte(row.aggregateID),
-		Value: row.payload,
-		Headers: []kgo.RecordHeader{
-			{Key: "id", Value: []byte(row.id)},
-			{Key: "eventType", Value: []byte(row.eventType)},
-		},
-	}
-	if len(row.headers) > 0 && string(row.headers) != "null" {
-		var extra map[string]json.RawMessage
-		if err := json.Unmarshal(row.headers, &extra); err != nil {
-			return nil, fmt.Errorf("relay: headers of outbox row %s: %w", row.id, err)
-		}
-		keys := make([]string, 0, len(extra))
-		for k := range extra {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			value := []byte(extra[k])
-			var s string
-			if json.Unmarshal(value, &s) == nil {
-				value = []byte(s)
-			}
-			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: value})
-		}
-	}
-	return rec, nil
+	r.log.Warn("outbox row dead-lettered", "id", r.router.eventID(row), "topic", r.cfg.DeadLetterTopic, "err", err)
+	return r.router.deadLetter(row, r.cfg.DeadLetterTopic, err), nil
 }
 
 // quoteTable quotes a possibly schema-qualified table name.

@@ -435,7 +435,7 @@ func TestCustomTopicReplacementRoutesByAggregateType(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.client.Close()
-	rec, err := r.record(row{id: "i", aggregateType: "order", aggregateID: "o-1", eventType: "OrderCreated", payload: []byte(`{}`), headers: []byte(`{"n": 1, "s": "x"}`)})
+	rec, err := r.router.record(textRow(r.router, map[string]string{"id": "i", "aggregate_type": "order", "aggregate_id": "o-1", "event_type": "OrderCreated", "payload": `{}`, "headers": `{"n": 1, "s": "x"}`}))
 	if err != nil {
 		t.Fatal(err)
 	}
