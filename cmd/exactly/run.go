@@ -306,7 +306,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 
 	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "security", c.Security.String(), "guarantee", c.Guarantee,
 		"input", c.InputTopic, "output", c.OutputTopic, "dlq", c.DLQTopic, "state_dir", c.StateDir)
-	if err := runServing(ctx, app, srv, ln, "orders"); err != nil {
+	if err := runServing(ctx, app, srv, ln, "orders", log); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -327,6 +327,7 @@ func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig
 		Routing: func() httpapi.Routing {
 			return httpapi.Routing{Self: app.ApplicationServer(), LocalTasks: app.LocalTasks(), StandbyTasks: app.StandbyTasks(), Instances: app.Instances()}
 		},
+		Restores: app.Restores,
 	})
 	queries := httpquery.New(app, httpquery.Options{Logger: log})
 	httpquery.Add(queries, httpquery.Store[string, orders.Aggregate]{
