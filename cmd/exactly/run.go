@@ -121,7 +121,8 @@ HTTP (--http, loopback by default; "" turns it off):
                     and to, all keys; at most limit (default 100)
   GET /instances    every instance's advertised address and tasks
   GET /             live status page (throughput, lag, duplicates, buffer,
-                    dead letters, transactions over time)
+                    dead letters, transactions, pipeline latency and
+                    event-time lag over time; restore progress bars)
   GET /status.json  the numbers behind the status page
   GET /metrics      Prometheus metrics
   GET /healthz      200 while the instance works; 503 with the reason while

@@ -24,6 +24,9 @@ const (
 	metricDeadLetters  = "exactly_dead_letter_records_total"
 	metricActiveTasks  = "exactly_active_tasks"
 	metricRebalances   = "exactly_rebalances_total"
+	metricRestored     = "exactly_restore_records_total"
+	metricProduceErr   = "exactly_produce_errors_total"
+	metricRetries      = "exactly_produce_request_retries_total"
 	metricEventTimeLag = "exactly_record_e2e_latency_seconds"
 	metricPipeline     = "exactly_record_commit_latency_seconds"
 	metricDuplicates   = "duplicates_skipped_total"
@@ -50,6 +53,9 @@ type Totals struct {
 	TransactionsAborted   float64            `json:"transactionsAborted"`
 	ActiveTasks           float64            `json:"activeTasks"`
 	Rebalances            float64            `json:"rebalances"`
+	RestoredRecords       float64            `json:"restoredRecords"`
+	ProduceErrors         float64            `json:"produceErrors"`
+	ProduceRetries        float64            `json:"produceRequestRetries"`
 	// PipelineLatencySince says what the pipeline latency is measured
 	// from, as the series of exactly_record_commit_latency_seconds with
 	// observations: "append" (LogAppendTime inputs: the broker's append
@@ -304,6 +310,12 @@ func gatherTotals(reg prometheus.Gatherer) (Totals, error) {
 				t.ActiveTasks += v
 			case metricRebalances:
 				t.Rebalances += v
+			case metricRestored:
+				t.RestoredRecords += v
+			case metricProduceErr:
+				t.ProduceErrors += v
+			case metricRetries:
+				t.ProduceRetries += v
 			case metricDeadLetters:
 				t.DeadLetters += v
 				t.DeadLettersByTopic[label(m, "topic")] += v
