@@ -117,3 +117,21 @@ func TestProduceRetryHookCountsFailedProduceRequestsOnly(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkObserveCommitted measures the commit path's per-record cost of
+// the two latency observations.
+func BenchmarkObserveCommitted(b *testing.B) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	times := make([]recordTimes, 1000)
+	for i := range times {
+		times[i] = timesOf(&kgo.Record{Timestamp: time.UnixMilli(int64(i))}, 5000)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.observeCommitted(times, 6000)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(times)), "ns/record")
+}
