@@ -1,9 +1,11 @@
 package exactly_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,4 +184,46 @@ func TestRestoreRebuildsDeletedStateAndReadsOnlyTheDelta(t *testing.T) {
 		t.Fatalf("with the state intact, restored %.0f records; want 0 (checkpoint at the changelog end)", delta)
 	}
 	t.Logf("full restore read %.0f changelog records; restart with state read 0", full)
+}
+
+// TestProduceRetriesAreCountedApartFromErrors drops the connection of the
+// application's first transactional produce request: franz-go sends the
+// batches again, exactly_produce_request_retries_total counts it, no
+// produce error is counted, and every record is in the output once.
+func TestProduceRetriesAreCountedApartFromErrors(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	const n, keys = 2_000, 7
+	produceInputs(t, brokers, 0, n, keys)
+
+	var dropped atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if req.(*kmsg.ProduceRequest).TransactionID == nil {
+			c.KeepControl()
+			return nil, nil, false
+		}
+		dropped.Add(1)
+		return nil, errors.New("connection dropped by the test"), true // closes the connection
+	})
+
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	stop := startApp(t, countingApp(t, true), cfg)
+	defer stop()
+	checkExactlyOnce(t, readCommitted(t, brokers, n, 60*time.Second), n, keys)
+
+	if dropped.Load() != 1 {
+		t.Fatalf("the broker dropped %d produce requests; want 1", dropped.Load())
+	}
+	if got := metricSum(t, reg, "exactly_produce_request_retries_total"); got < 1 {
+		t.Errorf("exactly_produce_request_retries_total = %v after a dropped produce request; want at least 1", got)
+	}
+	if got := metricSum(t, reg, "exactly_produce_errors_total"); got != 0 {
+		t.Errorf("exactly_produce_errors_total = %v; a retried request is not an error", got)
+	}
 }

@@ -3,6 +3,7 @@ package exactly
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/exactly-go/exactly/internal/kafka"
 	"github.com/exactly-go/exactly/serde"
@@ -211,6 +212,63 @@ func (a *App) StandbyTasks() []StandbyTaskMetadata {
 	out := []StandbyTaskMetadata{}
 	for _, t := range a.runner.StandbyTasks() {
 		out = append(out, StandbyTaskMetadata{ID: t.ID.String(), Lag: t.Lag, CaughtUp: t.CaughtUp})
+	}
+	return out
+}
+
+// RestoreProgress is where the restore of one store partition from its
+// changelog stands (Kafka Streams reports the same through its
+// StateRestoreListener).
+type RestoreProgress struct {
+	// Store and Partition name the store partition; Task is the task
+	// restoring it, as "subtopology_partition".
+	Store     string `json:"store"`
+	Partition int32  `json:"partition"`
+	Task      string `json:"task"`
+	// StartOffset is the store's checkpoint when the restore began (0 for
+	// a store rebuilt from scratch), EndOffset the changelog offset it
+	// restores up to, and Position the offset after the last changelog
+	// record read; Position is EndOffset once the restore is done. These
+	// are offsets, not records: aborted transactions, their markers and
+	// compaction leave gaps.
+	StartOffset int64 `json:"startOffset"`
+	EndOffset   int64 `json:"endOffset"`
+	Position    int64 `json:"position"`
+	// Records counts the changelog records read so far.
+	Records int64 `json:"records"`
+	// Started is when the restore began; Finished when it reached
+	// EndOffset, the zero time while it is under way.
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Done reports whether the restore has reached its end.
+func (p RestoreProgress) Done() bool { return !p.Finished.IsZero() }
+
+// Fraction is the share of the offsets to restore that are restored, from
+// 0 to 1.
+func (p RestoreProgress) Fraction() float64 {
+	if p.EndOffset <= p.StartOffset {
+		return 1
+	}
+	return float64(p.Position-p.StartOffset) / float64(p.EndOffset-p.StartOffset)
+}
+
+// Restores returns the latest restore of each store partition of the tasks
+// this instance holds, under way or finished, sorted by store and
+// partition; a store partition whose local copy was already current has
+// none. A restore runs when a task is assigned (from the local checkpoint,
+// or from offset 0 for a missing or corrupt store); the instance is ready
+// once each of its first tasks' restores is done. Poll it to show progress
+// (exactly_restore_remaining_records says the same to Prometheus).
+func (a *App) Restores() []RestoreProgress {
+	out := []RestoreProgress{}
+	for _, p := range a.runner.Restores() {
+		out = append(out, RestoreProgress{
+			Store: p.Store, Partition: p.Partition, Task: p.Task.String(),
+			StartOffset: p.StartOffset, EndOffset: p.EndOffset, Position: p.Position, Records: p.Records,
+			Started: p.Started, Finished: p.Finished,
+		})
 	}
 	return out
 }

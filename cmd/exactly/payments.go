@@ -185,8 +185,8 @@ func runPayments(ctx context.Context, c paymentsConfig) error {
 		if ln, err = net.Listen("tcp", c.HTTP); err != nil {
 			return fmt.Errorf("--http %s: %w: choose a free address, or leave --http empty", c.HTTP, err)
 		}
-		srv = httpapi.New(httpapi.Options{Application: c.ApplicationID, Instance: c.InstanceID, Registry: reg, Ready: app.Ready(), Health: app.Healthy, Logger: log})
+		srv = httpapi.New(httpapi.Options{Application: c.ApplicationID, Instance: c.InstanceID, Registry: reg, Ready: app.Ready(), Health: app.Healthy, Logger: log, Restores: app.Restores})
 	}
 	log.Info("running the payment pipeline", "brokers", strings.Join(c.Brokers, ","), "security", c.Security.String(), "gateway", c.Gateway, "guarantee", c.Guarantee, "concurrency", c.Concurrency)
-	return runServing(ctx, app, srv, ln, "payments "+c.Role)
+	return runServing(ctx, app, srv, ln, "payments "+c.Role, log)
 }

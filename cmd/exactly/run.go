@@ -120,7 +120,8 @@ HTTP (--http, loopback by default; "" turns it off):
                     and to, all keys; at most limit (default 100)
   GET /instances    every instance's advertised address and tasks
   GET /             live status page (throughput, lag, duplicates, buffer,
-                    dead letters, transactions over time)
+                    dead letters, transactions, pipeline latency and
+                    event-time lag over time; restore progress bars)
   GET /status.json  the numbers behind the status page
   GET /metrics      Prometheus metrics
   GET /healthz      200 while the instance works; 503 with the reason while
@@ -309,7 +310,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 
 	log.Info("running the order projection", "brokers", strings.Join(c.Brokers, ","), "security", c.Security.String(), "guarantee", c.Guarantee,
 		"input", c.InputTopic, "output", c.OutputTopic, "dlq", c.DLQTopic, "state_dir", c.StateDir)
-	if err := runServing(ctx, app, srv, ln, "orders"); err != nil {
+	if err := runServing(ctx, app, srv, ln, "orders", log); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -330,6 +331,7 @@ func newOrdersHTTP(app *exactly.App, reg *prometheus.Registry, c runOrdersConfig
 		Routing: func() httpapi.Routing {
 			return httpapi.Routing{Self: app.ApplicationServer(), LocalTasks: app.LocalTasks(), StandbyTasks: app.StandbyTasks(), Instances: app.Instances()}
 		},
+		Restores: app.Restores,
 	})
 	queries := httpquery.New(app, httpquery.Options{Logger: log})
 	httpquery.Add(queries, httpquery.Store[string, orders.Aggregate]{

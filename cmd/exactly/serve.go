@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 
 	"github.com/exactly-go/exactly"
@@ -22,11 +23,21 @@ func newRegistry() *prometheus.Registry {
 }
 
 // runServing runs app until ctx ends, serving srv on ln meanwhile (ln nil:
-// no HTTP), and stops both. A cancelled context is a clean stop; what names
-// the application in errors.
-func runServing(ctx context.Context, app *exactly.App, srv *httpapi.Server, ln net.Listener, what string) error {
+// no HTTP) and logging the progress of its restores to log, and stops
+// both. A cancelled context is a clean stop; what names the application in
+// errors.
+func runServing(ctx context.Context, app *exactly.App, srv *httpapi.Server, ln net.Listener, what string, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	restoresLogged := make(chan struct{})
+	go func() {
+		defer close(restoresLogged)
+		(&restoreLogger{log: log}).run(ctx, app.Restores, restoreLogInterval)
+	}()
+	defer func() {
+		cancel()
+		<-restoresLogged
+	}()
 	served := make(chan error, 1)
 	if ln != nil {
 		go func() { served <- srv.Serve(ctx, ln) }()

@@ -24,6 +24,7 @@ func (w *worker) closeTask(lt *liveTask, abort bool) {
 	}
 	w.r.metrics.tasks.Dec()
 	w.r.standbys.activeClosed(lt.id)
+	w.r.restores.forget(lt.id)
 }
 
 func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {

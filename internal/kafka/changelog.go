@@ -39,6 +39,8 @@ type changelogPosition struct {
 	applied int64
 	// read is the offset after the last record read (applied or batched).
 	read int64
+	// records counts the changelog records read (control records aside).
+	records int64
 	// end is where a restore stops; a standby never stops.
 	end   int64
 	batch []store.Change
@@ -133,6 +135,7 @@ func (pos *changelogPosition) take(fp kgo.FetchTopicPartition, batchSize int, ap
 		}
 		if !rec.Attrs.IsControl() {
 			pos.batch = append(pos.batch, store.Change{Key: rec.Key, Value: rec.Value})
+			pos.records++
 		}
 		pos.read = rec.Offset + 1
 		if pos.read >= pos.end {

@@ -253,10 +253,7 @@ func (w *worker) commit(ctx context.Context) (err error) {
 		w.r.metrics.stalledWorkers.Dec()
 		w.log.Info("committing again after a stall")
 	}
-	now := time.Now()
-	for _, ts := range w.timestamps {
-		w.r.metrics.e2eLatency.Observe(float64(now.UnixMilli()-ts) / 1000)
-	}
+	w.r.metrics.observeCommitted(w.timestamps, time.Now().UnixMilli())
 	w.timestamps = w.timestamps[:0]
 	w.r.metrics.commitLatency.Observe(time.Since(start).Seconds())
 	return nil

@@ -1,7 +1,14 @@
 package kafka
 
 import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // metrics are the runtime's Prometheus metrics, named after Kafka Streams'
@@ -32,12 +39,22 @@ type metrics struct {
 	standbyTasks       prometheus.Gauge
 	standbyLag         *prometheus.GaugeVec
 	standbyRecords     *prometheus.CounterVec
+
+	// recordCommitLatency and its two series: since the broker's append
+	// (LogAppendTime inputs) and since this instance's fetch.
+	recordCommitLatency                               *prometheus.HistogramVec
+	commitLatencySinceAppend, commitLatencySinceFetch prometheus.Observer
+	produceRetries                                    prometheus.Counter
 }
 
 // newMetrics creates the runtime's metrics and registers them with reg
 // (nil: nowhere); it fails if reg holds any of them already.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10}
+	// A record can wait in its topic for minutes behind a backlog, and
+	// carry an event time hours or days old.
+	recordLatency := append(slices.Clip(latency), 30, 60, 120, 300, 600)
+	eventTimeLag := append(slices.Clip(recordLatency), 1800, 3600, 6*3600, 24*3600, 7*24*3600)
 	m := &metrics{
 		processed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "exactly_records_processed_total", Help: "Input records processed (including ones later aborted and reprocessed)."}),
@@ -59,7 +76,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "exactly_consumer_lag", Help: "Offsets between the committed offset and the partition's last stable offset (as last fetched), per input partition; set at each commit."}, []string{"topic", "partition"}),
 		e2eLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "exactly_record_e2e_latency_seconds", Help: "From a record's timestamp to the commit of its effects (KIP-613).", Buckets: latency}),
+			Name: "exactly_record_e2e_latency_seconds", Help: "Event-time lag: from a record's timestamp (its event time when the producer sets one) to the commit of its effects (KIP-613).", Buckets: eventTimeLag}),
+		recordCommitLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "exactly_record_commit_latency_seconds", Help: "Pipeline latency: from a record's append to its input topic to the commit of its effects; since=append for LogAppendTime topics (the broker's append time), since=fetch otherwise (the time this instance polled it: Kafka keeps no append time for CreateTime topics).", Buckets: recordLatency}, []string{"since"}),
+		produceRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "exactly_produce_request_retries_total", Help: "Produce requests that failed on the way (connection lost, no answer in time) and whose records franz-go sends again."}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_dead_letter_records_total", Help: "Records committed to dead-letter topics."}, []string{"topic"}),
 		tasks: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -91,15 +112,75 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		taskProcessed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_task_records_processed_total", Help: "Input records processed per task (including ones later aborted and reprocessed): key skew shows as uneven tasks."}, []string{"task"}),
 	}
+	m.commitLatencySinceAppend = m.recordCommitLatency.WithLabelValues("append")
+	m.commitLatencySinceFetch = m.recordCommitLatency.WithLabelValues("fetch")
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.processed, m.processLatency, m.commits, m.commitLatency, m.transactions, m.rebalances,
 			m.restored, m.restoreLeft, m.lag, m.e2eLatency, m.deadLetters, m.tasks, m.outputsProduced, m.produceErrors, m.workerReplacements, m.stalledWorkers,
 			m.pollLatency, m.restoreDuration, m.rebalanceDuration, m.fencedProducers, m.commitFailures, m.taskProcessed,
-			m.standbyTasks, m.standbyLag, m.standbyRecords} {
+			m.standbyTasks, m.standbyLag, m.standbyRecords, m.recordCommitLatency, m.produceRetries} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return m, nil
+}
+
+// recordTimes are the instants a record's latencies are measured from, in
+// epoch milliseconds.
+type recordTimes struct {
+	timestamp int64 // the record's own: its event time, when its producer set one
+	arrived   int64 // its append to the topic, or its fetch by this instance
+	appended  bool  // arrived is the broker's append time
+}
+
+// timesOf returns rec's times; fetched is when this instance's poll
+// returned it. Only a LogAppendTime topic tells when a record was appended:
+// there the broker overwrites the timestamp with its append time (franz-go
+// hands the batch's MaxTimestamp to every record). A CreateTime batch
+// carries the producer's timestamps and nothing of the broker's clock.
+func timesOf(rec *kgo.Record, fetched int64) recordTimes {
+	ts := rec.Timestamp.UnixMilli()
+	if rec.Attrs.TimestampType() == 1 {
+		return recordTimes{timestamp: ts, arrived: ts, appended: true}
+	}
+	return recordTimes{timestamp: ts, arrived: fetched}
+}
+
+// observeCommitted observes the event-time lag and the pipeline latency of
+// records whose effects committed at now (epoch milliseconds). It runs
+// once per record and allocates nothing.
+func (m *metrics) observeCommitted(records []recordTimes, now int64) {
+	for _, r := range records {
+		m.e2eLatency.Observe(float64(now-r.timestamp) / 1000)
+		// An append time ahead of this instance's clock is skew, not speed.
+		latency := float64(max(now-r.arrived, 0)) / 1000
+		if r.appended {
+			m.commitLatencySinceAppend.Observe(latency)
+		} else {
+			m.commitLatencySinceFetch.Observe(latency)
+		}
+	}
+}
+
+// produceRetryHook counts produce requests that failed on the way: no
+// answer, or a connection lost. franz-go sends their record batches again
+// (the idempotent producer's sequence numbers keep that free of
+// duplicates), and says so through no other hook. A broker's retriable
+// answer for one partition (NOT_LEADER_OR_FOLLOWER while a leader moves) is
+// retried as silently and reaches no hook at all, so it is not counted.
+type produceRetryHook struct{ retries prometheus.Counter }
+
+// OnBrokerE2E implements kgo.HookBrokerE2E.
+func (h produceRetryHook) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
+	err := e2e.Err()
+	if key != int16(kmsg.Produce) || err == nil {
+		return
+	}
+	// A client closing (the membership ended) fails its requests for good.
+	if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		return
+	}
+	h.retries.Inc()
 }

@@ -77,6 +77,7 @@ func (w *worker) restorePending(ctx context.Context) (rewound map[task.TopicPart
 	for _, id := range ids {
 		lt, err := w.startTask(ctx, id, committed)
 		if err != nil {
+			w.r.restores.forget(id)
 			return nil, fmt.Errorf("start task %s: %w", id, err)
 		}
 		w.tasks[id] = lt
@@ -284,6 +285,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		if pos.applied < pos.end {
 			todo[pos.topic] = pos
 			reading = append(reading, pos)
+			w.r.restores.begin(lt.id, pos, time.Now())
 		}
 	}
 	if len(todo) == 0 {
@@ -344,10 +346,18 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 				lastProgress = time.Now()
 			}
 			var reached bool
-			if reached, err = pos.take(fp, batchSize, apply); err != nil || !reached {
+			reached, err = pos.take(fp, batchSize, apply)
+			if err != nil {
 				return
 			}
-			err = apply(pos, pos.end)
+			if !reached {
+				w.r.restores.advance(pos, pos.records, time.Now())
+				return
+			}
+			if err = apply(pos, pos.end); err != nil {
+				return
+			}
+			w.r.restores.finish(pos, pos.records, time.Now())
 			delete(todo, fp.Topic)
 			cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
 		})

@@ -44,8 +44,9 @@ type Runner struct {
 	shutdownCause                  atomic.Pointer[error]
 	workers                        []atomic.Pointer[worker] // the current worker of each slot
 
-	routes   routes   // the group's assignment by advertised host (routing.go)
-	standbys standbys // the standby tasks this instance keeps (standby.go)
+	routes   routes       // the group's assignment by advertised host (routing.go)
+	standbys standbys     // the standby tasks this instance keeps (standby.go)
+	restores restoreBoard // progress of the restores of this instance's tasks (restoreprogress.go)
 
 	blockCache *store.BlockCache // shared by the persistent stores; set while Run runs
 	// globals are the global stores (global.go), bootstrapped before the

@@ -33,8 +33,8 @@ type membership struct {
 	assigned bool // the group has assigned this member its partitions
 
 	lastCommit time.Time
-	timestamps []int64 // record timestamps since the last commit
-	fatal      error   // a failure that must stop the worker
+	timestamps []recordTimes // of the records processed since the last commit
+	fatal      error         // a failure that must stop the worker
 
 	inTxn bool // a transaction is open (exactly_once_v2)
 	// txnRebalanced: partitions were revoked or lost since the last End, so

@@ -109,6 +109,7 @@ func (w *worker) clientOptions() []kgo.Opt {
 		kgo.OnPartitionsAssigned(w.onAssigned),
 		kgo.OnPartitionsRevoked(w.onRevoked),
 		kgo.OnPartitionsLost(w.onLost),
+		kgo.WithHooks(produceRetryHook{w.r.metrics.produceRetries}),
 	)
 	if crashpoint.Armed() {
 		opts = append(opts, kgo.WithHooks(protocolCrashHooks{}))
@@ -185,6 +186,7 @@ func (w *worker) session(parent context.Context) (err error) {
 // iteration restores newly assigned tasks, processes one polled batch and
 // commits when the interval has passed, all while rebalances are blocked.
 func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
+	fetched := time.Now().UnixMilli()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.fatal != nil {
@@ -256,7 +258,7 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 				procErr = err
 				return
 			}
-			w.timestamps = append(w.timestamps, raw.Timestamp)
+			w.timestamps = append(w.timestamps, timesOf(rec, fetched))
 			n++
 			processed++
 		}

@@ -45,6 +45,10 @@ type Options struct {
 	// Routing, if set, says which tasks this instance holds and where the
 	// others are, for /status.json and the status page.
 	Routing func() Routing
+	// Restores, if set, reports the instance's restores from changelogs
+	// (App.Restores), for /status.json and the progress bars of the status
+	// page.
+	Restores func() []exactly.RestoreProgress
 }
 
 // Routing is what the status says of the group's assignment.

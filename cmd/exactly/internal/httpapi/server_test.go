@@ -3,11 +3,13 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/exactly-go/exactly"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -101,5 +103,69 @@ func TestServeStopsWithItsContext(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return after cancel")
+	}
+}
+
+// TestStatusSeparatesPipelineLatencyFromEventTimeLag: records a year old by
+// their timestamps, committed 40 ms after their fetch, read as an
+// event-time lag of a year and a pipeline latency of 40 ms (the 95th
+// percentile within its bucket), measured from the fetch.
+func TestStatusSeparatesPipelineLatencyFromEventTimeLag(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	lag := prometheus.NewHistogram(prometheus.HistogramOpts{Name: metricEventTimeLag, Buckets: []float64{1, 3600}})
+	pipeline := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: metricPipeline, Buckets: []float64{.025, .05, .1}}, []string{"since"})
+	reg.MustRegister(lag, pipeline)
+	pipeline.WithLabelValues("append") // a series without observations
+
+	h := newHistory(10)
+	start := time.UnixMilli(1_000_000)
+	if err := h.record(reg, start); err != nil {
+		t.Fatal(err)
+	}
+	const year = 365 * 24 * 3600.0
+	for range 100 {
+		lag.Observe(year)
+		pipeline.WithLabelValues("fetch").Observe(0.04)
+	}
+	if err := h.record(reg, start.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got := h.snapshot()[0]
+	if got.EventTimeLagMillis != year*1000 {
+		t.Errorf("event-time lag %v ms; want a year, %v ms", got.EventTimeLagMillis, year*1000)
+	}
+	if math.Abs(got.PipelineLatencyMillis-40) > 1e-9 {
+		t.Errorf("pipeline latency mean %v ms; want 40", got.PipelineLatencyMillis)
+	}
+	// All 100 in (25 ms, 50 ms]: the 95th lies at 95% of that bucket.
+	if want := 25 + 0.95*25; math.Abs(got.PipelineLatencyP95Millis-want) > 1e-9 {
+		t.Errorf("pipeline latency p95 %v ms; want %v", got.PipelineLatencyP95Millis, want)
+	}
+	if err := h.record(reg, start.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if idle := h.snapshot()[1]; idle.PipelineLatencyP95Millis != 0 || idle.EventTimeLagMillis != 0 {
+		t.Errorf("an interval without commits reads %+v; want zero latencies", idle)
+	}
+	st := New(Options{Registry: reg}).status()
+	if len(st.Totals.PipelineLatencySince) != 1 || st.Totals.PipelineLatencySince[0] != "fetch" {
+		t.Errorf("pipeline latency since %v; want [fetch]", st.Totals.PipelineLatencySince)
+	}
+}
+
+// TestStatusReportsRestoreProgress: a restore under way reads as restored
+// of total offsets with its percent and rate; a finished one as 100%.
+func TestStatusReportsRestoreProgress(t *testing.T) {
+	now := time.UnixMilli(1_000_000)
+	got := restoresOf([]exactly.RestoreProgress{
+		{Store: "s", Partition: 1, Task: "0_1", StartOffset: 100, EndOffset: 1100, Position: 350, Records: 240, Started: now.Add(-2 * time.Second)},
+		{Store: "s", Partition: 2, Task: "0_2", StartOffset: 0, EndOffset: 500, Position: 500, Records: 480, Started: now.Add(-3 * time.Second), Finished: now.Add(-time.Second)},
+	}, now)
+	want := []Restore{
+		{Store: "s", Partition: 1, Task: "0_1", Restored: 250, Total: 1000, Percent: 25, Records: 240, RecordsPerSecond: 120, ElapsedSeconds: 2},
+		{Store: "s", Partition: 2, Task: "0_2", Restored: 500, Total: 500, Percent: 100, Done: true, Records: 480, RecordsPerSecond: 240, ElapsedSeconds: 2},
+	}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("restores = %+v\nwant %+v", got, want)
 	}
 }
