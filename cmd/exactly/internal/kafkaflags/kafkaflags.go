@@ -249,6 +249,8 @@ func (s Security) Explain(err error) error {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		var hint string
 		switch {
+		case s.SASL != nil && s.TLS == nil:
+			hint = "brokers do so when a plaintext client meets a listener that requires TLS (add --tls) and when SASL authentication failed (check --sasl-mechanism, --sasl-user and the password: --sasl-password-file or EXACTLY_SASL_PASSWORD)"
 		case s.SASL != nil:
 			hint = "brokers do so when SASL authentication failed: check --sasl-mechanism, --sasl-user and the password (--sasl-password-file or EXACTLY_SASL_PASSWORD)"
 		case s.TLS == nil:

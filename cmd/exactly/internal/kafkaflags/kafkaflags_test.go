@@ -1,6 +1,7 @@
 package kafkaflags
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/exactly-go/exactly"
 )
 
 const secret = "pa55-w0rd-unique"
@@ -122,5 +125,33 @@ func TestExplainNamesTheFlagToCheck(t *testing.T) {
 	}
 	if (Security{}).Explain(nil) != nil {
 		t.Error("Explain(nil) != nil")
+	}
+
+	// A closed connection, by security: a client with SASL but no TLS is
+	// told that either may be the cause, a client with both only about
+	// SASL, a client with TLS only about SASL missing.
+	eof := fmt.Errorf("list topics: %w", io.EOF)
+	saslOnly := Security{SASL: &exactly.SASL{Mechanism: "PLAIN", User: "u", Password: "p"}}
+	both := Security{TLS: &tls.Config{}, SASL: saslOnly.SASL}
+	tlsOnly := Security{TLS: &tls.Config{}}
+	for _, tc := range []struct {
+		s           Security
+		want, avoid []string
+	}{
+		{saslOnly, []string{"add --tls", "--sasl-user"}, nil},
+		{both, []string{"--sasl-user"}, []string{"add --tls"}},
+		{tlsOnly, []string{"--sasl-"}, []string{"add --tls"}},
+	} {
+		got := tc.s.Explain(eof).Error()
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: Explain(EOF) = %q; want it to mention %q", tc.s, got, w)
+			}
+		}
+		for _, a := range tc.avoid {
+			if strings.Contains(got, a) {
+				t.Errorf("%s: Explain(EOF) = %q; want no %q", tc.s, got, a)
+			}
+		}
 	}
 }
