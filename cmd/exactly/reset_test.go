@@ -110,7 +110,7 @@ func TestResetThenRerunGivesTheFirstRunsOutput(t *testing.T) {
 	}
 	run(func() {
 		_, err := reset()
-		if err == nil || !strings.Contains(err.Error(), "has 1 active members") || !strings.Contains(err.Error(), "member orders-") {
+		if err == nil || !strings.Contains(err.Error(), "has 1 active member:") || !strings.Contains(err.Error(), "member orders-") {
 			t.Errorf("reset while an instance runs = %v; want a refusal naming the member", err)
 		}
 	})

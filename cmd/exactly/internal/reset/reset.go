@@ -132,8 +132,12 @@ type ActiveMembersError struct {
 
 // Error names the members and what to do.
 func (e *ActiveMembersError) Error() string {
-	return fmt.Sprintf("consumer group %s has %d active members: stop every instance of the application first (a static member, one with an instance id, stays in the group for its session timeout after it stops unless it left the group): %s",
-		e.Group, len(e.Members), strings.Join(e.Members, "; "))
+	members := "members"
+	if len(e.Members) == 1 {
+		members = "member"
+	}
+	return fmt.Sprintf("consumer group %s has %d active %s: stop every instance of the application first (a static member, one with an instance id, stays in the group for its session timeout after it stops unless it left the group): %s",
+		e.Group, len(e.Members), members, strings.Join(e.Members, "; "))
 }
 
 // Prepare works out the plan of a reset, changing nothing. It returns an

@@ -192,7 +192,7 @@ func TestPrepareRefusesWhileTheGroupHasMembersNamingThem(t *testing.T) {
 	}
 	_, err = Prepare(ctx, adm, Options{ApplicationID: "app"})
 	var active *ActiveMembersError
-	if !errors.As(err, &active) || len(active.Members) != 1 || !strings.Contains(err.Error(), "client instance-a") || !strings.Contains(err.Error(), "instance a") {
+	if !errors.As(err, &active) || len(active.Members) != 1 || !strings.Contains(err.Error(), "has 1 active member:") || !strings.Contains(err.Error(), "client instance-a") || !strings.Contains(err.Error(), "instance a") {
 		t.Errorf("Prepare with a member = %v; want an ActiveMembersError naming client instance-a, instance a", err)
 	}
 }
