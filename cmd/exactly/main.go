@@ -25,7 +25,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "exactly:", err)
@@ -35,6 +35,47 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// signalContext returns a context cancelled at the first SIGINT or SIGTERM,
+// with a *stopSignal naming the signal as its cause; the commands then stop
+// cleanly (an application commits what is pending and leaves its group).
+// A second signal ends the process at once, as if the first had not been
+// caught: the way out of a stop that takes too long.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-signals:
+			signal.Stop(signals)
+			cancel(&stopSignal{sig})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(signals)
+		close(done)
+		cancel(context.Canceled)
+	}
+}
+
+// stopSignal is the cause of the stop of a command that received a signal.
+type stopSignal struct{ sig os.Signal }
+
+func (s *stopSignal) Error() string {
+	name := s.sig.String()
+	if sig, ok := s.sig.(syscall.Signal); ok {
+		switch sig {
+		case syscall.SIGINT:
+			name = "SIGINT"
+		case syscall.SIGTERM:
+			name = "SIGTERM"
+		}
+	}
+	return "received " + name + " (a second signal ends the process at once)"
 }
 
 // exitError ends the command with a specific exit status.

@@ -33,7 +33,10 @@ func newRunCommand() *cobra.Command {
 		Use:   "run",
 		Short: "Run a reference application against a Kafka-protocol cluster",
 		Long: `Runs one instance of a reference application until interrupted (SIGINT or
-SIGTERM), then commits what is pending and closes its stores. Start more
+SIGTERM), then commits what is pending, closes its stores and leaves the
+group, logging each step. The stop is bounded even when the brokers do not
+answer: the final commit gets up to 10s and leaving the group up to
+--session-timeout; a second signal ends the process at once. Start more
 instances with the same --application-id to share the partitions.`,
 		Example: "  exactly run orders --brokers 127.0.0.1:9092",
 		Args:    cobra.NoArgs,

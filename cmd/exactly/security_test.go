@@ -213,6 +213,18 @@ func TestRunOrdersOverTLSAndSASLAgainstTheBrokerCommand(t *testing.T) {
 	if !procs.Stop("run", 15*time.Second) {
 		t.Fatal("run orders did not stop on SIGTERM")
 	}
+	// The log tells the stop in the order it happens, from its cause on.
+	runLog, _ := os.ReadFile(logs["run"])
+	at := 0
+	for _, step := range []string{`msg="stopping: committing what is pending, then closing the tasks"`, `cause="received SIGTERM`,
+		`msg="final commit done; closing the tasks"`, `msg="partitions revoked"`, `msg="session closed; left the group"`, `msg=stopped`} {
+		i := strings.Index(string(runLog[at:]), step)
+		if i < 0 {
+			t.Errorf("the log of run orders lacks %s after offset %d", step, at)
+			break
+		}
+		at += i
+	}
 
 	out, err := runExactly(t, exe, time.Minute, append([]string{"verify", "--log-level", "debug", "--timeout", "30s"}, clientFlags...)...)
 	outputs = append(outputs, out)

@@ -24,7 +24,8 @@ func newRegistry() *prometheus.Registry {
 
 // runServing runs app until ctx ends, serving srv on ln meanwhile (ln nil:
 // no HTTP) and logging the progress of its restores to log, and stops
-// both. A cancelled context is a clean stop; what names the application in
+// both, logging the start of the stop with its cause (the signal). A
+// cancelled context is a clean stop; what names the application in
 // errors.
 func runServing(ctx context.Context, app *exactly.App, srv *httpapi.Server, ln net.Listener, what string, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -44,7 +45,16 @@ func runServing(ctx context.Context, app *exactly.App, srv *httpapi.Server, ln n
 	} else {
 		served <- nil
 	}
-	runErr := app.Run(ctx)
+	// The app stops after the line that says why, so that the log tells
+	// the stop in order.
+	appCtx, stopApp := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopApp(nil)
+	stopping := context.AfterFunc(ctx, func() {
+		log.Info("stopping: committing what is pending, then closing the tasks", "cause", context.Cause(ctx).Error())
+		stopApp(context.Cause(ctx))
+	})
+	runErr := app.Run(appCtx)
+	stopping()
 	cancel()
 	httpErr := <-served
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {

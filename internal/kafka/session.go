@@ -123,8 +123,9 @@ func (w *worker) shutdown() {
 	stop := context.AfterFunc(ctx, w.cancelProduce)
 	defer stop()
 	if err := w.commit(ctx); err != nil {
-		w.log.Warn("final commit failed", "err", err)
+		w.log.Warn("final commit failed; closing the tasks, whose uncommitted input the next owner processes again", "err", err)
 		w.abortAll()
+		return
 	}
 	w.log.Info("final commit done; closing the tasks")
 }
@@ -146,7 +147,9 @@ func (w *worker) closeSession(ctx context.Context) {
 	}
 	leaveCtx, cancel := context.WithTimeout(context.Background(), w.r.cfg.SessionTimeout)
 	defer cancel()
+	left := true
 	if err := w.cl.LeaveGroupContext(leaveCtx); err != nil {
+		left = false
 		w.log.Warn("leaving the group failed; the broker expires this member after the session timeout", "err", err)
 	}
 	if id := w.instanceID(); id != "" {
@@ -158,9 +161,14 @@ func (w *worker) closeSession(ctx context.Context) {
 			err = resp.Error()
 		}
 		if err != nil {
+			left = false
 			w.log.Warn("leaving the group as a static member failed; the broker expires this member after the session timeout", "instance_id", id, "err", err)
 		}
 	}
 	w.cl.Close()
-	w.log.Info("session closed; left the group")
+	if left {
+		w.log.Info("session closed; left the group")
+	} else {
+		w.log.Info("session closed")
+	}
 }
