@@ -2,7 +2,11 @@ package kafka
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 
 	"github.com/exactly-go/exactly/internal/crashpoint"
 	"github.com/exactly-go/exactly/internal/task"
@@ -45,8 +49,32 @@ func (w *worker) onAssigned(_ context.Context, _ *kgo.Client, assigned map[strin
 	if end := w.endPoll.Load(); end != nil && len(assigned) > 0 {
 		(*end)() // start the new tasks now, not at the poll's deadline
 	}
-	w.log.Info("partitions assigned", "partitions", assigned, "assignment", w.assignment())
+	w.log.Info("partitions assigned", "partitions", partitions(assigned), "assignment", partitions(w.assignment()))
 }
+
+// partitions are partitions by topic as the rebalance log lines show
+// them: topic[p p …], topics and partitions sorted, or "none".
+type partitions map[string][]int32
+
+func (ps partitions) String() string {
+	var b strings.Builder
+	for _, topic := range slices.Sorted(maps.Keys(ps)) {
+		if len(ps[topic]) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s%v", topic, slices.Sorted(slices.Values(ps[topic])))
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+// LogValue makes every handler print the String form.
+func (ps partitions) LogValue() slog.Value { return slog.StringValue(ps.String()) }
 
 // assignment is every input partition the worker holds now, restored or
 // not, by topic.
@@ -86,7 +114,7 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	// revoked tasks' work is discarded here, the others' at the next End.
 	w.txnRebalanced = true
 	w.dropTasks(revoked, w.eos || commitErr != nil)
-	w.log.Info("partitions revoked", "partitions", revoked, "assignment", w.assignment())
+	w.log.Info("partitions revoked", "partitions", partitions(revoked), "assignment", partitions(w.assignment()))
 	if commitErr != nil {
 		w.log.Warn("commit on revocation failed", "err", commitErr)
 		w.restartTasks()
@@ -99,7 +127,7 @@ func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 	w.r.metrics.rebalances.WithLabelValues("lost").Inc()
 	w.txnRebalanced = true
 	w.dropTasks(lost, true)
-	w.log.Warn("partitions lost", "partitions", lost, "assignment", w.assignment())
+	w.log.Warn("partitions lost", "partitions", partitions(lost), "assignment", partitions(w.assignment()))
 }
 
 // restartTasks discards every task's uncommitted work and starts the tasks

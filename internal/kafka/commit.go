@@ -196,7 +196,7 @@ func (w *worker) commit(ctx context.Context) (err error) {
 				w.abortAll()
 				return w.refuse(refused)
 			case rebalanced:
-				w.log.Info("transaction aborted: partitions moved while it was open; input will be redelivered")
+				w.log.Info("transaction aborted: partitions were revoked since the previous transaction ended; input will be redelivered")
 				w.abortAll()
 			default:
 				// The session reports no commit, but some of the broker

@@ -202,7 +202,14 @@ func (w *worker) iteration(ctx context.Context, fetches kgo.Fetches) error {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return
 		}
-		w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		if topic == "" {
+			// franz-go reports the group's errors (a failed join, a
+			// member the coordinator forgot) as a fetch error of no
+			// partition.
+			w.log.Warn("consumer group error", "err", err)
+		} else {
+			w.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		}
 		fetchErr = err
 	})
 	if fetchErr != nil {
