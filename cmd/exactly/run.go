@@ -266,7 +266,7 @@ func runOrders(ctx context.Context, c runOrdersConfig, listening func(net.Addr))
 
 	var tracerProvider trace.TracerProvider
 	if c.Tracing.enabled() {
-		tp, stop, err := newTracing(c.Tracing, c.ApplicationID)
+		tp, stop, err := newTracing(c.Tracing, c.ApplicationID, log)
 		if err != nil {
 			return err
 		}

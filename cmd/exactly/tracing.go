@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -35,8 +37,10 @@ type tracingConfig struct {
 func (c tracingConfig) enabled() bool { return c.Stdout || c.OTLPEndpoint != "" }
 
 // newTracing returns a tracer provider exporting as c asks, with service as
-// the service name, and the function that flushes and stops it.
-func newTracing(c tracingConfig, service string) (*sdktrace.TracerProvider, func(), error) {
+// the service name, and the function that flushes and stops it. The spans
+// an exporter fails to send (a collector that is down) are logged to log
+// as warnings.
+func newTracing(c tracingConfig, service string, log *slog.Logger) (*sdktrace.TracerProvider, func(), error) {
 	if c.SampleRatio < 0 || c.SampleRatio > 1 {
 		return nil, nil, fmt.Errorf("--trace-sample-ratio %v: want a number from 0 to 1", c.SampleRatio)
 	}
@@ -75,6 +79,9 @@ func newTracing(c tracingConfig, service string) (*sdktrace.TracerProvider, func
 	if err != nil {
 		return nil, nil, fmt.Errorf("tracing: %w", err)
 	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("tracing: spans not exported", "err", err)
+	}))
 	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithResource(res))...)
 	stop := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

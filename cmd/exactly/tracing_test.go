@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/exactly-go/exactly/examples/orders"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
@@ -243,7 +246,7 @@ func TestTracingFlagsRefuseWhatCannotWork(t *testing.T) {
 		{tracingConfig{Stdout: true, SampleRatio: 1.5}, "--trace-sample-ratio"},
 		{tracingConfig{Stdout: true, SampleRatio: -0.1}, "--trace-sample-ratio"},
 	} {
-		tp, stop, err := newTracing(c.cfg, "orders")
+		tp, stop, err := newTracing(c.cfg, "orders", slog.Default())
 		if err == nil {
 			stop()
 			_ = tp
@@ -252,6 +255,28 @@ func TestTracingFlagsRefuseWhatCannotWork(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), c.flag) {
 			t.Errorf("%+v: error %q does not name %s", c.cfg, err, c.flag)
+		}
+	}
+}
+
+// TestTracingErrorsAreWarningsOfTheApplication: an export that fails (a
+// collector that is down) is logged as a warning by the application's
+// logger, saying that spans were lost, not as OpenTelemetry's bare
+// informational line.
+func TestTracingErrorsAreWarningsOfTheApplication(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil)).With("application", "orders")
+	tp, stop, err := newTracing(tracingConfig{OTLPEndpoint: "http://127.0.0.1:4318", SampleRatio: 1}, "orders", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tp
+	otel.Handle(errors.New("traces export: connection refused"))
+	stop()
+	got := buf.String()
+	for _, want := range []string{"level=WARN", "application=orders", "tracing", "connection refused"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the log %q lacks %q", got, want)
 		}
 	}
 }
