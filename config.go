@@ -247,6 +247,7 @@ type Config struct {
 	// and a store restored from it silently misses them. Changelogs the
 	// runtime creates are always compacted.
 	AllowUncompactedChangelogs bool
+
 	// TracerProvider turns on OpenTelemetry tracing; default nil, which
 	// traces nothing and costs nothing per record. With it, each processed
 	// record gets a span, a child of the W3C traceparent header the record

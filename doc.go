@@ -108,4 +108,25 @@
 // from any instance, routing each key to the one that holds it.
 // [Topology.Describe] shows the sub-topologies, and so which topics must be
 // co-partitioned.
+//
+// # Operating an application
+//
+// Config.TLS and Config.SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) secure
+// every connection; [SASL] never prints its password. Config.Registerer
+// receives the runtime's metrics, named exactly_* and listed with their
+// labels, types and units in the repository's METRICS.md, and
+// [ProcessorContext.CountOnCommit] gives a processor counters that advance
+// only with the commit of its work; deploy/prometheus and deploy/grafana
+// hold alert rules and a dashboard over them. Config.Logger gets the
+// runtime's log: each rebalance with the partitions it moved and the
+// whole assignment after it, each aborted transaction with its cause, a
+// stop step by step. Config.TracerProvider turns on OpenTelemetry spans
+// of records, commits and restores, carried across topics by the W3C
+// traceparent header ([RecordTrace], [Source].Trace). [App.Restores]
+// reports restore progress. Builder.OnProductionError chooses what
+// becomes of an input record whose output the broker refuses for good.
+// Config.StoreBlockCacheSize, StoreMemTableSize and StoreSyncWrites tune
+// the Pebble stores. The command exactly (cmd/exactly) runs the reference
+// applications with all of this behind flags, and its reset command
+// resets an application as Kafka Streams' application reset tool does.
 package exactly

@@ -62,15 +62,17 @@ type ConsumerConfig struct {
 	// commit, and no rebalance happens between the two.
 	Kafka []kgo.Opt
 	// DeadLetterTopic, if set, receives each record the inbox cannot
-	// handle, with the dead-letter headers of SPEC Appendix A (reason
-	// ReasonMissingEventID or ReasonEffectFailed), and the consumer goes on
-	// with the next record. A record without an event id qualifies, and one
-	// whose effect fails with an error that is not transient (in a batch,
-	// the batch is retried record by record to find it). The dead letter is
-	// written before the record's offset is committed: a crash between the
-	// two writes it again. OnResult does not see dead-lettered records.
-	// Without a DeadLetterTopic such a record stops Run, its offset left
-	// uncommitted.
+	// handle, and the consumer goes on with the next record. A record
+	// without an event id qualifies, and one whose effect fails with an
+	// error that is not transient (in a batch, the batch is retried record
+	// by record to find it). The dead letter is the original key, value and
+	// headers followed by the five dead-letter headers of the exactly
+	// package: exactly.HeaderErrorReason (ReasonMissingEventID or
+	// ReasonEffectFailed), HeaderErrorMessage, HeaderSourceTopic,
+	// HeaderSourcePartition and HeaderSourceOffset. It is written before
+	// the record's offset is committed: a crash between the two writes it
+	// again. OnResult does not see dead-lettered records. Without a
+	// DeadLetterTopic such a record stops Run, its offset left uncommitted.
 	DeadLetterTopic string
 	// Logger receives retries and commit failures; nil logs to
 	// slog.Default(). Pass slog.New(slog.DiscardHandler) to silence it.

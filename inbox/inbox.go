@@ -10,7 +10,10 @@
 // id serialise on the table's unique key, and only one effect commits.
 //
 // Inbox works on any pgx connection or pool; Consumer adds the Kafka loop,
-// which commits offsets only after the database transaction committed.
+// which commits offsets only after the database transaction committed. A
+// record the consumer cannot handle (no event id, an effect that fails for
+// good) stops it, or, with ConsumerConfig.DeadLetterTopic, goes to that
+// topic with the reason while the consumer goes on.
 package inbox
 
 import (
