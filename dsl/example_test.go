@@ -251,7 +251,7 @@ func ExampleJoinOnForeignKey() {
 // keyed or partitioned by currency.
 func ExampleJoinGlobal() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	rates := dsl.GlobalTable(sb, "eur-rates", serde.String, serde.Int64, "eur-rates") // cents of EUR per unit
+	rates := dsl.GlobalTable(sb, "eur-rates", serde.String, serde.Int64, "eur-rates", dsl.Materialized{}) // cents of EUR per unit
 	type payment struct {
 		Currency string `json:"currency"`
 		Amount   int64  `json:"amount"`

@@ -104,7 +104,7 @@ func Topology(o Options) (*exactly.Topology, error) {
 	o = o.WithDefaults()
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: o.ApplicationID})
 	m := dsl.Materialized{Persistent: o.Persistent}
-	products := dsl.GlobalTable(sb, ProductsTopic, serde.String, serde.JSON[Product](), "products")
+	products := dsl.GlobalTable(sb, ProductsTopic, serde.String, serde.JSON[Product](), "products", m)
 	customers := dsl.Table(sb, CustomersTopic, serde.String, serde.JSON[Customer](), "customers", m)
 	orders := dsl.Table(sb, OrdersTopic, serde.String, serde.JSON[Order](), "orders", m)
 	sales := dsl.JoinOnForeignKey(orders, customers, "order-customer", func(o Order) string { return o.CustomerID }, dsl.JoinInner,
