@@ -38,7 +38,8 @@ func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
 	}
 	for _, want := range []string{
 		"shop-order-customer-subscription-registration-topic", "shop-order-customer-subscription-response-topic",
-		"shop-final-revenue-buffer-changelog", "Global store: products (topic: products",
+		"shop-final-revenue-buffer-changelog", "shop-final-revenue-buffer-index-changelog", "shop-revenue-changelog",
+		"Global store: products (persistent, topic: products",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("describe revenue lacks %q:\n%s", want, out.String())
