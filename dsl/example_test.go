@@ -18,8 +18,9 @@ import (
 func Example_windowedCount() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	orders := dsl.Stream(sb, "orders", serde.String, serde.String) // key: customer id
-	counts := dsl.WindowedCount(orders.GroupByKey(), dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
-		"orders-per-customer", dsl.WindowOptions{EmitFinal: true})
+	windows := dsl.TumblingWindows(5*time.Minute, 2*time.Minute)
+	windows.Emit = dsl.OnWindowClose
+	counts := dsl.WindowedCount(orders.GroupByKey(), windows, "orders-per-customer", dsl.Materialized{})
 	counts.Filter(func(_ dsl.Windowed[string], n int64) bool { return n >= 3 }).To("suspicious-customers")
 	topology, err := sb.Build()
 	if err != nil {
@@ -215,8 +216,8 @@ func ExampleJoinOnForeignKey() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "shop"})
 	orders := dsl.Table(sb, "orders", serde.String, serde.JSON[orderRow](), "orders", dsl.Materialized{})
 	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers", dsl.Materialized{})
-	enriched := dsl.JoinOnForeignKey(orders, customers, "order-customer",
-		func(o orderRow) string { return o.Customer }, dsl.JoinInner,
+	enriched := dsl.JoinOnForeignKey(orders, customers, dsl.JoinInner, "order-customer",
+		func(o orderRow) string { return o.Customer },
 		func(_ string, j dsl.Joined[orderRow, string]) string { return fmt.Sprint(j.Right, " ", j.Left.Total) },
 		serde.String, dsl.Materialized{})
 	enriched.ToStream().To("orders-enriched")
@@ -363,7 +364,7 @@ func ExampleKTable_Suppress() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	sales := dsl.Stream(sb, "sales", serde.String, serde.Int64) // key: category, value: cents
 	revenue := dsl.WindowedAggregate(sales.GroupByKey(), dsl.TumblingWindows(time.Hour, 10*time.Minute), "revenue",
-		func() int64 { return 0 }, func(_ string, cents, total int64) int64 { return total + cents }, serde.Int64, dsl.WindowOptions{})
+		func() int64 { return 0 }, func(_ string, cents, total int64) int64 { return total + cents }, serde.Int64, dsl.Materialized{})
 	revenue.Suppress("hourly-revenue", dsl.UntilWindowCloses(dsl.BufferConfig{MaxRecords: 10_000})).
 		ToStream().To("hourly-revenue")
 	topology, err := sb.Build()

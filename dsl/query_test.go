@@ -27,7 +27,7 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	brokers := c.ListenAddrs()
 	windows := dsl.TumblingWindows(10*time.Second, time.Hour)
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), windows, "clicks-per-window", dsl.WindowOptions{}).
+	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), windows, "clicks-per-window", dsl.Materialized{}).
 		ToStream().To("out")
 	dsl.VersionedTable(sb, "prices", serde.String, serde.Int64, "prices", time.Hour, dsl.Materialized{})
 	top, err := sb.Build()

@@ -248,10 +248,10 @@ func (p *joinSide[K, V, VR]) Close() error { return nil }
 // (dropped_records_total{reason="late"}); each side keeps its records
 // for 2 × difference + grace of stream time, so every two accepted
 // records of a key at most difference apart are paired. name names the
-// join's three stores (name-left, name-right, name-closing). Invalid
-// windows are reported by Build.
+// join's three stores (name-left, name-right, name-closing), kept as m
+// says. Invalid windows are reported by Build.
 func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w JoinWindows, kind JoinKind, name string,
-	join func(K, Joined[V1, V2]) VR, values serde.Serde[VR]) KStream[K, VR] {
+	join func(K, Joined[V1, V2]) VR, values serde.Serde[VR], m Materialized) KStream[K, VR] {
 	sb := left.sb
 	if w.TimeDifference < 0 || w.Grace < 0 {
 		sb.b.AddError(fmt.Errorf("join %q: time difference and grace must not be negative", name))
@@ -293,7 +293,7 @@ func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w
 			stores: [3]string{stores[1], stores[0], stores[2]}, dropped: dropped}
 	}, right.node)
 	for _, s := range stores {
-		exactly.AddStore(sb.b, exactly.Store[[]byte, []byte]{Name: s, Keys: serde.Bytes, Values: serde.Bytes}, ln, rn)
+		exactly.AddStore(sb.b, exactly.Store[[]byte, []byte]{Name: s, Keys: serde.Bytes, Values: serde.Bytes, Persistent: m.Persistent}, ln, rn)
 	}
 	merged := sb.name("KSTREAM-MERGE")
 	exactly.AddProcessor(sb.b, merged, exactly.ProcessorFunc[K, VR, K, VR](func(ctx exactly.ProcessorContext[K, VR], rec exactly.Record[K, VR]) error {

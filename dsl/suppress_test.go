@@ -29,7 +29,7 @@ func pipeEvents(t *testing.T, d *testdriver.Driver, topic string, events []event
 func finalTopology(w dsl.TimeWindows) func(t *testing.T) *exactly.Topology {
 	return func(t *testing.T) *exactly.Topology {
 		sb := dsl.NewStreamsBuilder(dsl.Options{})
-		dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "counts", dsl.WindowOptions{}).
+		dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "counts", dsl.Materialized{}).
 			Suppress("final", dsl.UntilWindowCloses(dsl.BufferConfig{})).To("final")
 		top, err := sb.Build()
 		if err != nil {
@@ -214,7 +214,7 @@ func TestSuppressionMistakesAreReportedAtBuild(t *testing.T) {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
 	dsl.Count(clicks.GroupByKey(), "counts", dsl.Materialized{}).Suppress("not-windowed", dsl.UntilWindowCloses(dsl.BufferConfig{}))
-	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(time.Second, 0), "w", dsl.WindowOptions{}).
+	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(time.Second, 0), "w", dsl.Materialized{}).
 		Suppress("early", dsl.UntilWindowCloses(dsl.BufferConfig{MaxRecords: 5, WhenFull: dsl.EmitEarlyWhenFull}))
 	_, err := sb.Build()
 	for _, want := range []string{`suppression "not-windowed": UntilWindowCloses needs a windowed table`, `suppression "early": UntilWindowCloses cannot emit early`} {

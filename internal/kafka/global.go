@@ -122,6 +122,13 @@ func (r *Runner) startGlobalStores(ctx context.Context) (_ *globalStores, err er
 	if err := readToEnd(ctx, cl, g.positions, "bootstrap global store", 10000, r.stallLimit(), apply); err != nil {
 		return nil, err
 	}
+	if g.persistent != nil {
+		// Pebble keeps the tail of its log in memory: without a sync, a
+		// process killed soon after the bootstrap would read it all again.
+		if err := g.persistent.Sync(); err != nil {
+			return nil, fmt.Errorf("sync the persistent global stores: %w", err)
+		}
+	}
 	r.cfg.Logger.Info("global stores bootstrapped", "stores", names, "records", restored, "took", time.Since(started).Round(time.Millisecond))
 	if g.cl, err = r.changelogClient(); err != nil {
 		return nil, &ConfigError{fmt.Errorf("create the global stores' consumer: %w", err)}
