@@ -75,7 +75,9 @@ func TestThreeInstancesUnderSIGKILLsCommitTheOracle(t *testing.T) {
 	// Every call to the broker has a deadline: a broker that stops
 	// answering fails the test with the instances' logs and the group's
 	// state instead of hanging it.
-	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 30*time.Second) }
+	call := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 30*time.Second)
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
