@@ -93,16 +93,22 @@ func lateDrops(t *testing.T, reg *prometheus.Registry) int {
 	return int(v)
 }
 
+func windowedCountTopology(w dsl.TimeWindows, reg prometheus.Registerer) func(t *testing.T) *exactly.Topology {
+	return func(t *testing.T) *exactly.Topology {
+		sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: reg})
+		dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.Materialized{}).
+			To("click-counts")
+		top, err := sb.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return top
+	}
+}
+
 func windowedTopology(t *testing.T, w dsl.TimeWindows) (*testdriver.Driver, *prometheus.Registry) {
 	m := prometheus.NewRegistry()
-	sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: m})
-	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.Materialized{}).
-		To("click-counts")
-	top, err := sb.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := testdriver.New(top, testdriver.Config{})
+	d, err := testdriver.New(windowedCountTopology(w, m)(t), testdriver.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,12 +130,7 @@ func TestWindowedCountsMatchBruteForce(t *testing.T) {
 					events := randomEvents(rand.New(rand.NewPCG(seed, 3)), 300)
 					want := oracle(events, w)
 					d, m := windowedTopology(t, w)
-					in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
-					for _, e := range events {
-						if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
-							t.Fatal(err)
-						}
-					}
+					pipeEvents(t, d, "clicks", events)
 					out := testdriver.CreateOutputTopic(d, "click-counts", dsl.WindowedSerde(serde.String), serde.Int64)
 					recs, err := out.ReadRecords()
 					if err != nil {
@@ -166,6 +167,14 @@ func TestWindowedCountsMatchBruteForce(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestWindowedAggregationsSurviveCrashes(t *testing.T) {
+	events := randomEvents(rand.New(rand.NewPCG(4, 4)), 200)
+	for _, w := range []dsl.TimeWindows{dsl.HoppingWindows(4*time.Second, 2*time.Second, time.Second),
+		{Size: 3 * time.Second, Advance: 3 * time.Second, Grace: 2 * time.Second, Emit: dsl.OnWindowClose}} {
+		checkCrashEquivalence(t, clicksCrashCase(windowedCountTopology(w, nil), events, "click-counts"), 8)
 	}
 }
 

@@ -1,6 +1,7 @@
 package dsl_test
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -424,4 +425,43 @@ func ExampleVersionedTable() {
 	// Output:
 	// 12:30 900
 	// 11:59 800
+}
+
+// Interactive queries of a running instance: a customer's clicks per
+// minute over the last hour, their sessions of today, and a price as it
+// was this morning. Each query reads the committed state of the partitions
+// this instance holds; exactly.KeyMetadata names the instance holding a
+// key, to which a handler routes the query.
+func ExampleQueryWindows() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey() // key: customer id
+	perMinute := dsl.TumblingWindows(time.Minute, 10*time.Second)
+	dsl.WindowedCount(clicks, perMinute, "clicks-per-minute", dsl.Materialized{})
+	dsl.SessionCount(clicks, dsl.SessionWindows{Gap: 30 * time.Minute, Grace: time.Hour}, "click-sessions", dsl.Materialized{})
+	dsl.VersionedTable(sb, "prices", serde.String, serde.Int64, "price-history", 24*time.Hour, dsl.Materialized{})
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+	app, err := exactly.New(topology, exactly.Config{Brokers: []string{"127.0.0.1:9092"}, ApplicationID: "clicks"})
+	if err != nil {
+		panic(err)
+	}
+	go app.Run(context.Background())
+	<-app.Ready()
+
+	ctx, now := context.Background(), time.Now()
+	minutes, err := dsl.QueryWindows[string, int64](ctx, app, "clicks-per-minute", serde.String, perMinute, "c-1", now.Add(-time.Hour), now)
+	if err != nil {
+		panic(err) // a *exactly.NotLocalError names the instance to ask
+	}
+	for _, m := range minutes {
+		fmt.Println(m.Key.Start.Format("15:04"), m.Value)
+	}
+	sessions, _ := dsl.QuerySessions[string, int64](ctx, app, "click-sessions", serde.String, "c-1", now.Truncate(24*time.Hour), now)
+	for _, s := range sessions {
+		fmt.Println(s.Key.Start.Format("15:04"), "to", s.Key.End.Format("15:04"), s.Value)
+	}
+	price, since, found, _ := dsl.QueryAsOf(ctx, app, "price-history", serde.String, serde.Int64, "tea", now.Add(-6*time.Hour))
+	fmt.Println(price, since, found)
 }

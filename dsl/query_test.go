@@ -15,8 +15,8 @@ import (
 )
 
 // TestWindowAndVersionedQueriesOnKafka asks a running instance for a
-// key's windows over a time range and for a versioned table's value as
-// of a past time, from its committed state.
+// key's windows and sessions over a time range and for a versioned
+// table's value as of a past time, from its committed state.
 func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "clicks", "prices", "out"),
 		kfake.GroupMinSessionTimeout(100*time.Millisecond))
@@ -27,8 +27,9 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	brokers := c.ListenAddrs()
 	windows := dsl.TumblingWindows(10*time.Second, time.Hour)
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), windows, "clicks-per-window", dsl.Materialized{}).
-		ToStream().To("out")
+	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey()
+	dsl.WindowedCount(clicks, windows, "clicks-per-window", dsl.Materialized{}).ToStream().To("out")
+	dsl.SessionCount(clicks, dsl.SessionWindows{Gap: 5 * time.Second, Grace: time.Hour}, "click-sessions", dsl.Materialized{Persistent: true})
 	dsl.VersionedTable(sb, "prices", serde.String, serde.Int64, "prices", time.Hour, dsl.Materialized{})
 	top, err := sb.Build()
 	if err != nil {
@@ -48,7 +49,9 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	defer cl.Close()
 	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	var recs []*kgo.Record
-	for _, sec := range []int{1, 2, 15, 31, 33, 35} { // windows at 0 s (2), 10 s (1), 30 s (3)
+	// Windows at 0 s (2), 10 s (1), 30 s (3); sessions [1 s, 2 s], [15 s],
+	// [31 s, 35 s].
+	for _, sec := range []int{1, 2, 15, 31, 33, 35} {
 		recs = append(recs, &kgo.Record{Topic: "clicks", Key: []byte("u-1"), Value: []byte("c"), Timestamp: base.Add(time.Duration(sec) * time.Second)})
 	}
 	recs = append(recs, &kgo.Record{Topic: "clicks", Key: []byte("u-10"), Value: []byte("c"), Timestamp: base.Add(time.Second)})
@@ -77,6 +80,22 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	}
 	if got != "[10s,20s)=1 [30s,40s)=3 " {
 		t.Fatalf("windows of u-1 starting in [5 s, 60 s]: %q", got)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		ss, err := dsl.QuerySessions[string, int64](ctx, app, "click-sessions", serde.String, "u-1", base.Add(10*time.Second), base.Add(32*time.Second))
+		if err != nil {
+			continue // not ready yet
+		}
+		got = ""
+		for _, s := range ss {
+			got += fmt.Sprintf("[%v,%v)=%d ", s.Key.Start.Sub(base), s.Key.End.Sub(base), s.Value)
+		}
+		if got == "[15s,15.001s)=1 [31s,35.001s)=3 " {
+			break
+		}
+	}
+	if got != "[15s,15.001s)=1 [31s,35.001s)=3 " {
+		t.Fatalf("sessions of u-1 overlapping [10 s, 32 s]: %q", got)
 	}
 	for _, c := range []struct {
 		at    time.Duration

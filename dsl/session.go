@@ -2,6 +2,7 @@ package dsl
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"time"
@@ -167,4 +168,36 @@ func SessionAggregate[K, V, A any](g KGroupedStream[K, V], w SessionWindows, sto
 func SessionCount[K, V any](g KGroupedStream[K, V], w SessionWindows, storeName string, m Materialized) KTable[Windowed[K], int64] {
 	return SessionAggregate(g, w, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 },
 		func(_ K, a, b int64) int64 { return a + b }, serde.Int64, m)
+}
+
+// QuerySessions answers an interactive query of a session aggregation's
+// store (SessionAggregate's storeName): key's open sessions that overlap
+// the time range from to to (a session [first, last] with last >= from
+// and first <= to), ordered by their last record, from the committed
+// state of the partitions this instance holds (route the query to the
+// key's instance as for any other store). Closed sessions have left the
+// store.
+func QuerySessions[K, A any](ctx context.Context, app *exactly.App, storeName string, keys serde.Serde[K],
+	key K, from, to time.Time) ([]exactly.KeyValue[Windowed[K], A], error) {
+	kb, err := keys.Serialize(key)
+	if err != nil {
+		return nil, err
+	}
+	prefix := keyPrefix(kb)
+	entries, err := exactly.QueryRange[[]byte, A](ctx, app, storeName, sessionKey(prefix, 0, max(from.UnixMilli(), 0)), prefixEnd(prefix), 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	var out []exactly.KeyValue[Windowed[K], A]
+	for _, e := range entries {
+		rest := e.Key[len(prefix):]
+		end, start := int64(binary.BigEndian.Uint64(rest)), int64(binary.BigEndian.Uint64(rest[8:]))
+		if start > to.UnixMilli() {
+			continue
+		}
+		out = append(out, exactly.KeyValue[Windowed[K], A]{
+			Key: Windowed[K]{Key: key, Start: time.UnixMilli(start), End: time.UnixMilli(end + 1)}, Value: e.Value,
+		})
+	}
+	return out, nil
 }

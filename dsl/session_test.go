@@ -142,12 +142,7 @@ func TestSessionWindowsMatchBruteForce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
-			for _, e := range events {
-				if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			pipeEvents(t, d, "clicks", events)
 			got := windowEmissions(t, d, "sessions")
 			sameByKey(t, fmt.Sprintf("%+v seed %d", w, seed), got, want)
 			merges := 0
@@ -167,18 +162,24 @@ func TestSessionWindowsMatchBruteForce(t *testing.T) {
 	}
 }
 
+// clicksCrashCase pipes events into the topic clicks of build's topology
+// and compares what it commits to output.
+func clicksCrashCase(build func(t *testing.T) *exactly.Topology, events []event, output string) crashCase {
+	return crashCase{
+		build: build,
+		steps: len(events),
+		step: func(d *testdriver.Driver, i int) error {
+			return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
+		},
+		outputs: []string{output},
+	}
+}
+
 func TestSessionWindowsSurviveCrashes(t *testing.T) {
 	events := randomEvents(rand.New(rand.NewPCG(2, 2)), 200)
 	for _, emit := range []dsl.EmitStrategy{dsl.OnWindowUpdate, dsl.OnWindowClose} {
-		checkCrashEquivalence(t, crashCase{
-			build: sessionTopology(dsl.SessionWindows{Gap: 2 * time.Second, Grace: time.Second, Emit: emit}, nil),
-			cfg:   testdriver.Config{},
-			steps: len(events),
-			step: func(d *testdriver.Driver, i int) error {
-				return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
-			},
-			outputs: []string{"sessions"},
-		}, 8)
+		checkCrashEquivalence(t, clicksCrashCase(sessionTopology(dsl.SessionWindows{Gap: 2 * time.Second, Grace: time.Second, Emit: emit}, nil),
+			events, "sessions"), 8)
 	}
 }
 
@@ -264,12 +265,7 @@ func TestSlidingWindowsMatchBruteForce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
-			for _, e := range events {
-				if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			pipeEvents(t, d, "clicks", events)
 			sameByKey(t, fmt.Sprintf("%+v seed %d", w, seed), windowEmissions(t, d, "sliding"), want)
 			if dropped := lateDrops(t, m); dropped != wantDropped || dropped == 0 {
 				t.Fatalf("seed %d: dropped %d, want %d (and some)", seed, dropped, wantDropped)
@@ -286,14 +282,7 @@ func TestSlidingWindowsMatchBruteForce(t *testing.T) {
 func TestSlidingWindowsSurviveCrashes(t *testing.T) {
 	events := randomEvents(rand.New(rand.NewPCG(3, 3)), 200)
 	for _, emit := range []dsl.EmitStrategy{dsl.OnWindowUpdate, dsl.OnWindowClose} {
-		checkCrashEquivalence(t, crashCase{
-			build: slidingTopology(dsl.SlidingWindows{TimeDifference: 2 * time.Second, Grace: time.Second, Emit: emit}, nil),
-			cfg:   testdriver.Config{},
-			steps: len(events),
-			step: func(d *testdriver.Driver, i int) error {
-				return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
-			},
-			outputs: []string{"sliding"},
-		}, 8)
+		checkCrashEquivalence(t, clicksCrashCase(slidingTopology(dsl.SlidingWindows{TimeDifference: 2 * time.Second, Grace: time.Second, Emit: emit}, nil),
+			events, "sliding"), 8)
 	}
 }

@@ -218,7 +218,8 @@ func (p *slidingAggregator[K, V, A]) closeWindows(st int64) error {
 // value, when it closes. It keeps each key's records of the last
 // 2·TimeDifference + Grace of stream time in its stores (storeName,
 // storeName-closing, kept as m says) and recomputes the windows around
-// each record from them. Invalid windows are reported by Build.
+// each record from them; as its store holds records, not windows,
+// QueryWindows does not read it. Invalid windows are reported by Build.
 func SlidingAggregate[K, V, A any](g KGroupedStream[K, V], w SlidingWindows, storeName string, init func() A, add func(K, V, A) A,
 	values serde.Serde[A], m Materialized) KTable[Windowed[K], A] {
 	recordValues := g.s.values

@@ -78,11 +78,9 @@ func (p *joinSide[K, V, VR]) Init(ctx exactly.ProcessorContext[K, VR]) (err erro
 	return err
 }
 
-// joinKey is len(key) key timestamp sequence: a key's records sort by time.
+// joinKey is keyPrefix timestamp sequence: a key's records sort by time.
 func joinKey(kb []byte, ts int64, seq int64) []byte {
-	b := binary.AppendUvarint(nil, uint64(len(kb)))
-	b = append(b, kb...)
-	b = binary.BigEndian.AppendUint64(b, uint64(ts))
+	b := binary.BigEndian.AppendUint64(keyPrefix(kb), uint64(ts))
 	return binary.BigEndian.AppendUint64(b, uint64(seq))
 }
 
@@ -102,8 +100,7 @@ func (p *joinSide[K, V, VR]) Process(rec exactly.Record[K, V]) error {
 		p.dropped()
 		return p.close(streamTime)
 	}
-	prefix := binary.AppendUvarint(nil, uint64(len(kb)))
-	prefix = append(prefix, kb...)
+	prefix := keyPrefix(kb)
 	// The tie-break among a key's records of one timestamp is how many
 	// this side already holds: unique whatever produced them (records of
 	// one input from a FlatMap, or of a punctuator, share an offset).
@@ -180,21 +177,7 @@ func (p *joinSide[K, V, VR]) countAt(prefix []byte, ts int64) (int64, error) {
 // close drops records no partner can join any more, emitting the
 // unpaired ones the join kind keeps.
 func (p *joinSide[K, V, VR]) close(streamTime int64) error {
-	if streamTime <= 0 {
-		return nil
-	}
-	it, err := p.closing.Range(nil, binary.BigEndian.AppendUint64(nil, uint64(streamTime)))
-	if err != nil {
-		return err
-	}
-	var due [][]byte
-	for it.Next() {
-		due = append(due, bytes.Clone(it.Key()))
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-	for _, ck := range due {
+	return closeDue(p.closing, streamTime, func(ck []byte) error {
 		left := ck[8] == 'l'
 		key := ck[9:]
 		st := p.theirs
@@ -202,39 +185,32 @@ func (p *joinSide[K, V, VR]) close(streamTime int64) error {
 			st = p.mine
 		}
 		raw, ok, err := st.Get(key)
-		if err != nil {
+		if err != nil || !ok {
 			return err
 		}
-		if ok {
-			var b buffered
-			if err := json.Unmarshal(raw, &b); err != nil {
+		var b buffered
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return err
+		}
+		if keep := p.kind == JoinOuter || (p.kind == JoinLeft && left); keep && !b.Matched {
+			kb, _, err := splitKeyPrefix(key)
+			if err != nil {
 				return err
 			}
-			keep := p.kind == JoinOuter || (p.kind == JoinLeft && left)
-			if keep && !b.Matched {
-				n, _ := binary.Uvarint(key)
-				width := len(binary.AppendUvarint(nil, n))
-				k, err := p.keys.Deserialize(key[width : width+int(n)])
-				if err != nil {
-					return err
-				}
-				self, other := b.Value, []byte(nil)
-				if left != p.left {
-					self, other = nil, b.Value
-				}
-				if err := p.emit(p.ctx, k, self, other, left == p.left, left != p.left, b.TS); err != nil {
-					return err
-				}
+			k, err := p.keys.Deserialize(kb)
+			if err != nil {
+				return err
 			}
-			if err := st.Delete(key); err != nil {
+			self, other := b.Value, []byte(nil)
+			if left != p.left {
+				self, other = nil, b.Value
+			}
+			if err := p.emit(p.ctx, k, self, other, left == p.left, left != p.left, b.TS); err != nil {
 				return err
 			}
 		}
-		if err := p.closing.Delete(ck); err != nil {
-			return err
-		}
-	}
-	return nil
+		return st.Delete(key)
+	})
 }
 
 func (p *joinSide[K, V, VR]) Close() error { return nil }

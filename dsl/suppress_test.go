@@ -226,15 +226,11 @@ func TestSuppressionMistakesAreReportedAtBuild(t *testing.T) {
 
 func TestSuppressionSurvivesCrashes(t *testing.T) {
 	events := randomEvents(rand.New(rand.NewPCG(11, 11)), 200)
-	step := func(d *testdriver.Driver, i int) error {
-		return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
-	}
 	t.Run("until window closes", func(t *testing.T) {
-		checkCrashEquivalence(t, crashCase{build: finalTopology(dsl.TumblingWindows(5*time.Second, 2*time.Second)),
-			steps: len(events), step: step, outputs: []string{"final"}}, 8)
+		checkCrashEquivalence(t, clicksCrashCase(finalTopology(dsl.TumblingWindows(5*time.Second, 2*time.Second)), events, "final"), 8)
 	})
 	t.Run("until time limit", func(t *testing.T) {
-		checkCrashEquivalence(t, crashCase{build: timeLimitTopology(3*time.Second, dsl.BufferConfig{MaxRecords: 2, WhenFull: dsl.EmitEarlyWhenFull}),
-			steps: len(events), step: step, outputs: []string{"limited"}}, 8)
+		checkCrashEquivalence(t, clicksCrashCase(timeLimitTopology(3*time.Second, dsl.BufferConfig{MaxRecords: 2, WhenFull: dsl.EmitEarlyWhenFull}),
+			events, "limited"), 8)
 	})
 }

@@ -218,10 +218,17 @@ func (p *windowedAggregation[K, S, A]) final(kb []byte, start, end int64, agg A)
 // closeDue calls closed for every entry of the closing index whose time is
 // before before, soonest first, and deletes the entry.
 func (p *windowedAggregation[K, S, A]) closeDue(before int64, closed func(ck []byte) error) error {
+	return closeDue(p.closing, before, closed)
+}
+
+// closeDue calls closed for every entry of a closing index (keys starting
+// with a big-endian time) whose time is before before, soonest first, and
+// deletes the entry.
+func closeDue(closing store.KeyValueStore[[]byte, []byte], before int64, closed func(ck []byte) error) error {
 	if before <= 0 {
 		return nil
 	}
-	it, err := p.closing.Range(nil, binary.BigEndian.AppendUint64(nil, uint64(before)))
+	it, err := closing.Range(nil, binary.BigEndian.AppendUint64(nil, uint64(before)))
 	if err != nil {
 		return err
 	}
@@ -236,7 +243,7 @@ func (p *windowedAggregation[K, S, A]) closeDue(before int64, closed func(ck []b
 		if err := closed(ck); err != nil {
 			return err
 		}
-		if err := p.closing.Delete(ck); err != nil {
+		if err := closing.Delete(ck); err != nil {
 			return err
 		}
 	}
