@@ -67,6 +67,7 @@ const (
 	OnWindowClose
 )
 
+// String names the strategy as its constant does.
 func (e EmitStrategy) String() string {
 	switch e {
 	case OnWindowUpdate:

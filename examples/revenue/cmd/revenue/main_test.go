@@ -36,6 +36,17 @@ func TestMain(m *testing.M) {
 // which must not make their orders late; the ticks close the windows.
 const grace = 24 * time.Hour
 
+// The instances are static members (-instance-id), as instances that
+// are restarted with their state directory are deployed: a restarted
+// instance takes its predecessor's place in the group and fences its open
+// transaction at once. With dynamic members every kill leaves a member
+// behind until it times out, and the in-process broker keeps one for
+// good when it is killed while waiting for its JoinGroup response (kfake
+// starts its session timer only once the response is sent, and the
+// leader's SyncGroup stops the timer that would remove a member that
+// never syncs): the partitions the leader gives that member are never
+// processed again (a failure seen in about one run in four).
+//
 // rebalanceTimeout bounds how long a rebalance waits for a member that
 // does not join it again. An instance killed while the group rebalances
 // holds the group for that long (the classic protocol removes it only
@@ -115,7 +126,7 @@ func TestThreeInstancesUnderSIGKILLsCommitTheOracle(t *testing.T) {
 	for _, id := range ids {
 		procs.Set(id, fleet.Spec{Path: exe, Env: append(fleet.WithoutExactlyEnv(os.Environ()), "REVENUE_AS_COMMAND=1"),
 			Log: filepath.Join(dir, id+".log"), Args: []string{
-				"-brokers", strings.Join(brokers, ","), "-state-dir", filepath.Join(dir, "state-"+id),
+				"-brokers", strings.Join(brokers, ","), "-instance-id", id, "-state-dir", filepath.Join(dir, "state-"+id),
 				"-session-timeout", "2s", "-rebalance-timeout", rebalanceTimeout.String(), "-commit-interval", "50ms", "-grace", grace.String(),
 			}})
 		if err := procs.Start(id); err != nil {
