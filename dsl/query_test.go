@@ -64,39 +64,31 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	var got string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		ws, err := dsl.QueryWindows[string, int64](ctx, app, "clicks-per-window", serde.String, windows, "u-1", base.Add(5*time.Second), base.Add(time.Minute))
-		if err != nil {
-			continue // not ready yet
+	// eventually asks query until it renders want, for up to 30 s (the
+	// instance answers once it has committed the records).
+	eventually := func(what, want string, query func() ([]exactly.KeyValue[dsl.Windowed[string], int64], error)) {
+		t.Helper()
+		var got string
+		for deadline := time.Now().Add(30 * time.Second); got != want && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			ws, err := query()
+			if err != nil {
+				continue // not ready yet
+			}
+			got = ""
+			for _, w := range ws {
+				got += fmt.Sprintf("[%v,%v)=%d ", w.Key.Start.Sub(base), w.Key.End.Sub(base), w.Value)
+			}
 		}
-		got = ""
-		for _, w := range ws {
-			got += fmt.Sprintf("[%v,%v)=%d ", w.Key.Start.Sub(base), w.Key.End.Sub(base), w.Value)
-		}
-		if got == "[10s,20s)=1 [30s,40s)=3 " {
-			break
-		}
-	}
-	if got != "[10s,20s)=1 [30s,40s)=3 " {
-		t.Fatalf("windows of u-1 starting in [5 s, 60 s]: %q", got)
-	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		ss, err := dsl.QuerySessions[string, int64](ctx, app, "click-sessions", serde.String, "u-1", base.Add(10*time.Second), base.Add(32*time.Second))
-		if err != nil {
-			continue // not ready yet
-		}
-		got = ""
-		for _, s := range ss {
-			got += fmt.Sprintf("[%v,%v)=%d ", s.Key.Start.Sub(base), s.Key.End.Sub(base), s.Value)
-		}
-		if got == "[15s,15.001s)=1 [31s,35.001s)=3 " {
-			break
+		if got != want {
+			t.Fatalf("%s: %q, want %q", what, got, want)
 		}
 	}
-	if got != "[15s,15.001s)=1 [31s,35.001s)=3 " {
-		t.Fatalf("sessions of u-1 overlapping [10 s, 32 s]: %q", got)
-	}
+	eventually("windows of u-1 starting in [5 s, 60 s]", "[10s,20s)=1 [30s,40s)=3 ", func() ([]exactly.KeyValue[dsl.Windowed[string], int64], error) {
+		return dsl.QueryWindows[string, int64](ctx, app, "clicks-per-window", serde.String, windows, "u-1", base.Add(5*time.Second), base.Add(time.Minute))
+	})
+	eventually("sessions of u-1 overlapping [10 s, 32 s]", "[15s,15.001s)=1 [31s,35.001s)=3 ", func() ([]exactly.KeyValue[dsl.Windowed[string], int64], error) {
+		return dsl.QuerySessions[string, int64](ctx, app, "click-sessions", serde.String, "u-1", base.Add(10*time.Second), base.Add(32*time.Second))
+	})
 	for _, c := range []struct {
 		at    time.Duration
 		price int64

@@ -74,7 +74,7 @@ func decodeRevenue(t *testing.T, key, value []byte, got map[string]int64) {
 // window once, with its exact sum.
 func TestThreeInstancesUnderSIGKILLsCommitTheOracle(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs processes for about half a minute")
+		t.Skip("runs three instance processes against a broker")
 	}
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, revenue.ProductsTopic, revenue.OrdersTopic), kfake.SeedTopics(2, revenue.CustomersTopic),
 		kfake.GroupMinSessionTimeout(100*time.Millisecond))
