@@ -199,11 +199,16 @@ func AddStore[K, V any](b *Builder, s Store[K, V], processors ...string) {
 // must be the topic's serdes. The runtime reads topic to its end,
 // read_committed, before any task processes a record, and keeps applying
 // new records while running; topic, usually compacted, is the store's
-// changelog, so it has none of its own. The store lives in memory
-// (s.Persistent, s.TTL and s.DisableChangelog do not apply); a processor
-// reading it sees the updates applied so far, which, unlike a task's own
-// stores, are not part of its transactions. Writes fail with
-// ErrReadOnlyStore. The topic must not also be read by a source.
+// changelog, so it has none of its own (s.TTL and s.DisableChangelog do
+// not apply). The store lives in memory and is read from the start of
+// topic at every start; with s.Persistent it lives on disk (Pebble, under
+// StateDir/ApplicationID/global) with a checkpoint per partition of topic,
+// so a restart reads only the records topic gained since (a store whose
+// checkpoints are missing, corrupt or past the topic's end is rebuilt from
+// the start). A processor reading it sees the updates applied so far,
+// which, unlike a task's own stores, are not part of its transactions.
+// Writes fail with ErrReadOnlyStore. The topic must not also be read by a
+// source.
 func AddGlobalStore[K, V any](b *Builder, s Store[K, V], topic string, processors ...string) {
 	if s.Keys == nil || s.Values == nil {
 		b.AddError(fmt.Errorf("global store %q needs key and value serdes", s.Name))
@@ -219,6 +224,7 @@ func AddGlobalStore[K, V any](b *Builder, s Store[K, V], topic string, processor
 		Values:      s.Values,
 		KeyType:     reflect.TypeFor[K](),
 		ValueType:   reflect.TypeFor[V](),
+		Persistent:  s.Persistent,
 		Processors:  processors,
 		GlobalTopic: topic,
 	})

@@ -19,7 +19,7 @@ import (
 func TestBuildReportsEveryExtensionMistakeAtOnce(t *testing.T) {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
-	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(0, time.Second), "per-window", dsl.WindowOptions{}).To("counts")
+	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(0, time.Second), "per-window", dsl.Materialized{}).To("counts")
 	b := sb.Builder()
 	dedup.Add(b, "dedup", dedup.Options[string, string]{}, clicks.Node())
 	reorder.Add(b, "reorder", reorder.Options[string, string]{Keys: serde.String, Values: serde.String}, "dedup")

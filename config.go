@@ -51,7 +51,8 @@ type Config struct {
 	// instance of the same application on the same directory fails with
 	// [ErrStateDirLocked], so give each instance its own. Keeping it across
 	// restarts lets a persistent store restore only what its checkpoint
-	// lacks instead of its whole changelog.
+	// lacks instead of its whole changelog, and a persistent global store
+	// read only what its topic gained.
 	StateDir string
 
 	// Workers is the number of consumer-group members this instance runs,

@@ -19,8 +19,10 @@
 // hopping windows (WindowedCount, WindowedAggregate), session windows that
 // merge as activity bridges them (SessionCount, SessionAggregate) and
 // sliding windows defined by the records themselves (SlidingCount,
-// SlidingAggregate). WindowedSerde and ReadableWindowedSerde write
-// windowed keys, the second as text any consumer reads.
+// SlidingAggregate). The windows carry the emit strategy: OnWindowUpdate
+// (the default) emits every update, OnWindowClose each window's final
+// value once. WindowedSerde and ReadableWindowedSerde write windowed
+// keys, the second as text any consumer reads.
 //
 // KTable.Suppress holds a table's updates back in a logged buffer:
 // UntilWindowCloses emits each window's final value once,
@@ -51,15 +53,25 @@
 // retention period: a stream joined with it joins the value valid at each
 // record's timestamp (a temporal join), and GetVersionedStore and
 // QueryAsOf read a key's value as of any time within the history.
-// QueryWindows reads a key's windows over a time range.
+// QueryWindows and QuerySessions read a key's windows and sessions over a
+// time range.
 //
 // A GlobalKTable (GlobalTable) is held whole by every instance, read to
 // the end of its topic before processing starts and updated while
 // running; a stream joins it through a key it extracts from each record
 // (JoinGlobal, LeftJoinGlobal), with no co-partitioning.
 //
+// # Conventions
+//
 // Operations that change the type parameters are functions (Go methods
-// cannot add type parameters); those that keep them are methods.
+// cannot add type parameters); those that keep them are methods. A
+// stateful operation takes, in this order, what it reads (a grouped
+// stream, tables), what shapes it (windows, a join kind), the name of its
+// store or of its internal topics, its functions (init, add, merge, a key
+// extractor, a joiner), the serde of its result, and last a Materialized
+// saying how its stores are kept (Persistent: on disk). Every operation
+// returns a stream or a table, never an error: invalid arguments are
+// recorded with Builder.AddError, and Build reports them all at once.
 package dsl
 
 import (

@@ -93,16 +93,22 @@ func lateDrops(t *testing.T, reg *prometheus.Registry) int {
 	return int(v)
 }
 
-func windowedTopology(t *testing.T, w dsl.TimeWindows, emitFinal bool) (*testdriver.Driver, *prometheus.Registry) {
-	m := prometheus.NewRegistry()
-	sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: m})
-	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.WindowOptions{EmitFinal: emitFinal}).
-		To("click-counts")
-	top, err := sb.Build()
-	if err != nil {
-		t.Fatal(err)
+func windowedCountTopology(w dsl.TimeWindows, reg prometheus.Registerer) func(t *testing.T) *exactly.Topology {
+	return func(t *testing.T) *exactly.Topology {
+		sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: reg})
+		dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "clicks-per-window", dsl.Materialized{}).
+			To("click-counts")
+		top, err := sb.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return top
 	}
-	d, err := testdriver.New(top, testdriver.Config{})
+}
+
+func windowedTopology(t *testing.T, w dsl.TimeWindows) (*testdriver.Driver, *prometheus.Registry) {
+	m := prometheus.NewRegistry()
+	d, err := testdriver.New(windowedCountTopology(w, m)(t), testdriver.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,18 +123,14 @@ func TestWindowedCountsMatchBruteForce(t *testing.T) {
 		"no grace": dsl.TumblingWindows(7*time.Second, 0),
 	}
 	for name, w := range shapes {
-		for _, emitFinal := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/emitFinal=%v", name, emitFinal), func(t *testing.T) {
+		for _, emit := range []dsl.EmitStrategy{dsl.OnWindowUpdate, dsl.OnWindowClose} {
+			w.Emit = emit
+			t.Run(fmt.Sprintf("%s/emit=%v", name, emit), func(t *testing.T) {
 				for seed := range uint64(8) {
 					events := randomEvents(rand.New(rand.NewPCG(seed, 3)), 300)
 					want := oracle(events, w)
-					d, m := windowedTopology(t, w, emitFinal)
-					in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
-					for _, e := range events {
-						if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
-							t.Fatal(err)
-						}
-					}
+					d, m := windowedTopology(t, w)
+					pipeEvents(t, d, "clicks", events)
 					out := testdriver.CreateOutputTopic(d, "click-counts", dsl.WindowedSerde(serde.String), serde.Int64)
 					recs, err := out.ReadRecords()
 					if err != nil {
@@ -145,7 +147,7 @@ func TestWindowedCountsMatchBruteForce(t *testing.T) {
 						emitted[k]++
 					}
 					expect := want.latest
-					if emitFinal {
+					if emit == dsl.OnWindowClose {
 						expect = want.final
 						for k, n := range emitted {
 							if n != 1 {
@@ -168,9 +170,18 @@ func TestWindowedCountsMatchBruteForce(t *testing.T) {
 	}
 }
 
+func TestWindowedAggregationsSurviveCrashes(t *testing.T) {
+	events := randomEvents(rand.New(rand.NewPCG(4, 4)), 200)
+	for _, w := range []dsl.TimeWindows{dsl.HoppingWindows(4*time.Second, 2*time.Second, time.Second),
+		{Size: 3 * time.Second, Advance: 3 * time.Second, Grace: 2 * time.Second, Emit: dsl.OnWindowClose}} {
+		checkCrashEquivalence(t, clicksCrashCase(windowedCountTopology(w, nil), events, "click-counts"), 8)
+	}
+}
+
 func TestWindowStoreStaysBounded(t *testing.T) {
 	w := dsl.TumblingWindows(10*time.Second, 5*time.Second)
-	d, _ := windowedTopology(t, w, true)
+	w.Emit = dsl.OnWindowClose
+	d, _ := windowedTopology(t, w)
 	in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
 	for i := range 20_000 {
 		if err := in.PipeInput(fmt.Sprint("k", i%5), "c", time.UnixMilli(int64(i)*100)); err != nil {
@@ -373,29 +384,7 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 		for seed := range uint64(8) {
 			rng := rand.New(rand.NewPCG(seed, uint64(kind)+20))
 			m := prometheus.NewRegistry()
-			sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: m})
-			clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
-			views := dsl.Stream(sb, "views", serde.String, serde.String)
-			joined := dsl.JoinStreams(clicks, views, w, kind, "click-view",
-				func(_ string, j dsl.Joined[string, string]) string {
-					l, r := "-", "-"
-					if j.HasLeft {
-						l = j.Left
-					}
-					if j.HasRight {
-						r = j.Right
-					}
-					return l + "+" + r
-				}, serde.String)
-			joined.To("joined")
-			top, err := sb.Build()
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := testdriver.New(top, testdriver.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := joinTopology(t, w, kind, m)
 			var events []sideEvent
 			now := int64(100_000)
 			for i := range 300 {
@@ -428,7 +417,6 @@ func TestStreamStreamJoinsMatchBruteForce(t *testing.T) {
 			if dropped := lateDrops(t, m); dropped != wantDropped || dropped == 0 {
 				t.Fatalf("kind %d seed %d: dropped %d, want %d (and some)", kind, seed, dropped, wantDropped)
 			}
-			d.Close()
 		}
 	}
 }
@@ -439,7 +427,7 @@ func TestStreamFromTakesEventTimeFromTheExtractor(t *testing.T) {
 		Topics: []string{"clicks"}, Keys: serde.String, Values: serde.Int64,
 		Timestamp: func(rec exactly.Record[string, int64]) (time.Time, error) { return time.UnixMilli(rec.Value), nil },
 	})
-	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(10*time.Second, 0), "per-window", dsl.WindowOptions{}).To("counts")
+	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(10*time.Second, 0), "per-window", dsl.Materialized{}).To("counts")
 	top, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +468,7 @@ func joinTopology(t *testing.T, w dsl.JoinWindows, kind dsl.JoinKind, reg promet
 				r = j.Right
 			}
 			return l + "+" + r
-		}, serde.String).To("joined")
+		}, serde.String, dsl.Materialized{}).To("joined")
 	top, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -533,7 +521,7 @@ func TestStreamJoinTellsApartRecordsOfOneOffset(t *testing.T) {
 		return out
 	}, serde.String, serde.String)
 	dsl.JoinStreams(lefts, dsl.Stream(sb, "views", serde.String, serde.String), dsl.JoinWindows{TimeDifference: time.Second}, dsl.JoinInner, "j",
-		func(_ string, j dsl.Joined[string, string]) string { return j.Left + "+" + j.Right }, serde.String).To("joined")
+		func(_ string, j dsl.Joined[string, string]) string { return j.Left + "+" + j.Right }, serde.String, dsl.Materialized{}).To("joined")
 	top, err := sb.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -568,7 +556,7 @@ func TestStreamStreamJoinSurvivesCrashes(t *testing.T) {
 			sb := dsl.NewStreamsBuilder(dsl.Options{})
 			dsl.JoinStreams(dsl.Stream(sb, "clicks", serde.String, serde.String), dsl.Stream(sb, "views", serde.String, serde.String),
 				dsl.JoinWindows{TimeDifference: 2 * time.Second, Grace: time.Second}, dsl.JoinOuter, "click-view",
-				func(_ string, j dsl.Joined[string, string]) string { return j.Left + "+" + j.Right }, serde.String).To("joined")
+				func(_ string, j dsl.Joined[string, string]) string { return j.Left + "+" + j.Right }, serde.String, dsl.Materialized{}).To("joined")
 			top, err := sb.Build()
 			if err != nil {
 				t.Fatal(err)

@@ -1,6 +1,7 @@
 package dsl_test
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -18,8 +19,9 @@ import (
 func Example_windowedCount() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	orders := dsl.Stream(sb, "orders", serde.String, serde.String) // key: customer id
-	counts := dsl.WindowedCount(orders.GroupByKey(), dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
-		"orders-per-customer", dsl.WindowOptions{EmitFinal: true})
+	windows := dsl.TumblingWindows(5*time.Minute, 2*time.Minute)
+	windows.Emit = dsl.OnWindowClose
+	counts := dsl.WindowedCount(orders.GroupByKey(), windows, "orders-per-customer", dsl.Materialized{})
 	counts.Filter(func(_ dsl.Windowed[string], n int64) bool { return n >= 3 }).To("suspicious-customers")
 	topology, err := sb.Build()
 	if err != nil {
@@ -215,8 +217,8 @@ func ExampleJoinOnForeignKey() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "shop"})
 	orders := dsl.Table(sb, "orders", serde.String, serde.JSON[orderRow](), "orders", dsl.Materialized{})
 	customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers", dsl.Materialized{})
-	enriched := dsl.JoinOnForeignKey(orders, customers, "order-customer",
-		func(o orderRow) string { return o.Customer }, dsl.JoinInner,
+	enriched := dsl.JoinOnForeignKey(orders, customers, dsl.JoinInner, "order-customer",
+		func(o orderRow) string { return o.Customer },
 		func(_ string, j dsl.Joined[orderRow, string]) string { return fmt.Sprint(j.Right, " ", j.Left.Total) },
 		serde.String, dsl.Materialized{})
 	enriched.ToStream().To("orders-enriched")
@@ -251,7 +253,7 @@ func ExampleJoinOnForeignKey() {
 // keyed or partitioned by currency.
 func ExampleJoinGlobal() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	rates := dsl.GlobalTable(sb, "eur-rates", serde.String, serde.Int64, "eur-rates") // cents of EUR per unit
+	rates := dsl.GlobalTable(sb, "eur-rates", serde.String, serde.Int64, "eur-rates", dsl.Materialized{}) // cents of EUR per unit
 	type payment struct {
 		Currency string `json:"currency"`
 		Amount   int64  `json:"amount"`
@@ -363,7 +365,7 @@ func ExampleKTable_Suppress() {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	sales := dsl.Stream(sb, "sales", serde.String, serde.Int64) // key: category, value: cents
 	revenue := dsl.WindowedAggregate(sales.GroupByKey(), dsl.TumblingWindows(time.Hour, 10*time.Minute), "revenue",
-		func() int64 { return 0 }, func(_ string, cents, total int64) int64 { return total + cents }, serde.Int64, dsl.WindowOptions{})
+		func() int64 { return 0 }, func(_ string, cents, total int64) int64 { return total + cents }, serde.Int64, dsl.Materialized{})
 	revenue.Suppress("hourly-revenue", dsl.UntilWindowCloses(dsl.BufferConfig{MaxRecords: 10_000})).
 		ToStream().To("hourly-revenue")
 	topology, err := sb.Build()
@@ -423,4 +425,43 @@ func ExampleVersionedTable() {
 	// Output:
 	// 12:30 900
 	// 11:59 800
+}
+
+// Interactive queries of a running instance: a customer's clicks per
+// minute over the last hour, their sessions of today, and a price as it
+// was this morning. Each query reads the committed state of the partitions
+// this instance holds; exactly.KeyMetadata names the instance holding a
+// key, to which a handler routes the query.
+func ExampleQueryWindows() {
+	sb := dsl.NewStreamsBuilder(dsl.Options{})
+	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey() // key: customer id
+	perMinute := dsl.TumblingWindows(time.Minute, 10*time.Second)
+	dsl.WindowedCount(clicks, perMinute, "clicks-per-minute", dsl.Materialized{})
+	dsl.SessionCount(clicks, dsl.SessionWindows{Gap: 30 * time.Minute, Grace: time.Hour}, "click-sessions", dsl.Materialized{})
+	dsl.VersionedTable(sb, "prices", serde.String, serde.Int64, "price-history", 24*time.Hour, dsl.Materialized{})
+	topology, err := sb.Build()
+	if err != nil {
+		panic(err)
+	}
+	app, err := exactly.New(topology, exactly.Config{Brokers: []string{"127.0.0.1:9092"}, ApplicationID: "clicks"})
+	if err != nil {
+		panic(err)
+	}
+	go app.Run(context.Background())
+	<-app.Ready()
+
+	ctx, now := context.Background(), time.Now()
+	minutes, err := dsl.QueryWindows[string, int64](ctx, app, "clicks-per-minute", serde.String, perMinute, "c-1", now.Add(-time.Hour), now)
+	if err != nil {
+		panic(err) // a *exactly.NotLocalError names the instance to ask
+	}
+	for _, m := range minutes {
+		fmt.Println(m.Key.Start.Format("15:04"), m.Value)
+	}
+	sessions, _ := dsl.QuerySessions[string, int64](ctx, app, "click-sessions", serde.String, "c-1", now.Truncate(24*time.Hour), now)
+	for _, s := range sessions {
+		fmt.Println(s.Key.Start.Format("15:04"), "to", s.Key.End.Format("15:04"), s.Value)
+	}
+	price, since, found, _ := dsl.QueryAsOf(ctx, app, "price-history", serde.String, serde.Int64, "tea", now.Add(-6*time.Hour))
+	fmt.Println(price, since, found)
 }

@@ -359,13 +359,14 @@ func ResponseTopic(applicationID, name string) string {
 // name names the join's internal topics, SubscriptionTopic (partitioned
 // like the right table's topic, by foreign key) and ResponseTopic
 // (partitioned like the left table's topic), its stores name-subscriptions
-// (on the right side) and name (the result, queryable, on the left side).
+// (on the right side) and name (the result, queryable, on the left side),
+// both kept as m says.
 // Both topics are partitioned by Kafka's default partitioner, so the
 // tables' topics must be too. Options.ApplicationID is required; a kind
 // other than JoinInner and JoinLeft is reported by Build. Sides that are
 // not materialized get a store for the join. Results carry the timestamp
 // of the update that caused them.
-func JoinOnForeignKey[K, V, KO, VO, VR any](left KTable[K, V], right KTable[KO, VO], name string, foreignKey func(V) KO, kind JoinKind,
+func JoinOnForeignKey[K, V, KO, VO, VR any](left KTable[K, V], right KTable[KO, VO], kind JoinKind, name string, foreignKey func(V) KO,
 	join func(K, Joined[V, VO]) VR, values serde.Serde[VR], m Materialized) KTable[K, VR] {
 	sb := left.sb
 	result := KTable[K, VR]{sb: sb, node: left.node, keys: left.keys, values: values, Store: name}

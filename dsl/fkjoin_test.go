@@ -24,7 +24,7 @@ func fkTopology(kind dsl.JoinKind) func(t *testing.T) *exactly.Topology {
 		sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: "test"})
 		orders := dsl.Table(sb, "orders", serde.String, serde.JSON[fkOrder](), "orders-store", dsl.Materialized{})
 		customers := dsl.Table(sb, "customers", serde.String, serde.String, "customers-store", dsl.Materialized{})
-		enriched := dsl.JoinOnForeignKey(orders, customers, "order-customer", func(o fkOrder) string { return o.Customer }, kind,
+		enriched := dsl.JoinOnForeignKey(orders, customers, kind, "order-customer", func(o fkOrder) string { return o.Customer },
 			func(order string, j dsl.Joined[fkOrder, string]) string {
 				name := "?"
 				if j.HasRight {

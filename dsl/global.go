@@ -24,11 +24,14 @@ type GlobalKTable[K, V any] struct {
 // instance reads all of topic's partitions to their end, read_committed,
 // before any task processes a record, and applies new records while
 // running; a tombstone deletes its key. The topic is the table's
-// changelog: the store has none of its own. The topic must be written
+// changelog: the store has none of its own. In memory (the default) the
+// store is read from the topic's start at every start; with m.Persistent
+// it is kept on disk with a checkpoint per partition, and a restart reads
+// only the records the topic gained since. The topic must be written
 // with keys and values as keys and values serialize them. A value values
 // cannot decode fails the record that reads it (a processing error).
-func GlobalTable[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], storeName string) GlobalKTable[K, V] {
-	exactly.AddGlobalStore(sb.b, exactly.Store[K, V]{Name: storeName, Keys: keys, Values: values}, topic)
+func GlobalTable[K, V any](sb *StreamsBuilder, topic string, keys serde.Serde[K], values serde.Serde[V], storeName string, m Materialized) GlobalKTable[K, V] {
+	exactly.AddGlobalStore(sb.b, exactly.Store[K, V]{Name: storeName, Keys: keys, Values: values, Persistent: m.Persistent}, topic)
 	return GlobalKTable[K, V]{sb: sb, keys: keys, values: values, Store: storeName}
 }
 

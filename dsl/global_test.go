@@ -21,7 +21,7 @@ type lineItem struct {
 
 func globalTopology(t *testing.T) *exactly.Topology {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	products := dsl.GlobalTable(sb, "products", serde.String, serde.String, "products")
+	products := dsl.GlobalTable(sb, "products", serde.String, serde.String, "products", dsl.Materialized{})
 	items := dsl.Stream(sb, "items", serde.String, serde.JSON[lineItem]())
 	productOf := func(_ string, it lineItem) string { return it.Product }
 	dsl.JoinGlobal(items, products, productOf, func(_ string, it lineItem, name string) string {
@@ -201,7 +201,7 @@ func TestGlobalStoreIsReadOnly(t *testing.T) {
 
 func TestGlobalTopicReadBySourceIsRefused(t *testing.T) {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	dsl.GlobalTable(sb, "products", serde.String, serde.String, "products")
+	dsl.GlobalTable(sb, "products", serde.String, serde.String, "products", dsl.Materialized{})
 	dsl.Stream(sb, "products", serde.String, serde.String).To("out")
 	_, err := sb.Build()
 	if err == nil || !strings.Contains(err.Error(), `global store "products" reads topic "products"`) {

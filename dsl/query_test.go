@@ -15,8 +15,8 @@ import (
 )
 
 // TestWindowAndVersionedQueriesOnKafka asks a running instance for a
-// key's windows over a time range and for a versioned table's value as
-// of a past time, from its committed state.
+// key's windows and sessions over a time range and for a versioned
+// table's value as of a past time, from its committed state.
 func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "clicks", "prices", "out"),
 		kfake.GroupMinSessionTimeout(100*time.Millisecond))
@@ -27,8 +27,9 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	brokers := c.ListenAddrs()
 	windows := dsl.TumblingWindows(10*time.Second, time.Hour)
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
-	dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), windows, "clicks-per-window", dsl.WindowOptions{}).
-		ToStream().To("out")
+	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey()
+	dsl.WindowedCount(clicks, windows, "clicks-per-window", dsl.Materialized{}).ToStream().To("out")
+	dsl.SessionCount(clicks, dsl.SessionWindows{Gap: 5 * time.Second, Grace: time.Hour}, "click-sessions", dsl.Materialized{Persistent: true})
 	dsl.VersionedTable(sb, "prices", serde.String, serde.Int64, "prices", time.Hour, dsl.Materialized{})
 	top, err := sb.Build()
 	if err != nil {
@@ -48,7 +49,9 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	defer cl.Close()
 	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	var recs []*kgo.Record
-	for _, sec := range []int{1, 2, 15, 31, 33, 35} { // windows at 0 s (2), 10 s (1), 30 s (3)
+	// Windows at 0 s (2), 10 s (1), 30 s (3); sessions [1 s, 2 s], [15 s],
+	// [31 s, 35 s].
+	for _, sec := range []int{1, 2, 15, 31, 33, 35} {
 		recs = append(recs, &kgo.Record{Topic: "clicks", Key: []byte("u-1"), Value: []byte("c"), Timestamp: base.Add(time.Duration(sec) * time.Second)})
 	}
 	recs = append(recs, &kgo.Record{Topic: "clicks", Key: []byte("u-10"), Value: []byte("c"), Timestamp: base.Add(time.Second)})
@@ -61,23 +64,31 @@ func TestWindowAndVersionedQueriesOnKafka(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	var got string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		ws, err := dsl.QueryWindows[string, int64](ctx, app, "clicks-per-window", serde.String, windows, "u-1", base.Add(5*time.Second), base.Add(time.Minute))
-		if err != nil {
-			continue // not ready yet
+	// eventually asks query until it renders want, for up to 30 s (the
+	// instance answers once it has committed the records).
+	eventually := func(what, want string, query func() ([]exactly.KeyValue[dsl.Windowed[string], int64], error)) {
+		t.Helper()
+		var got string
+		for deadline := time.Now().Add(30 * time.Second); got != want && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			ws, err := query()
+			if err != nil {
+				continue // not ready yet
+			}
+			got = ""
+			for _, w := range ws {
+				got += fmt.Sprintf("[%v,%v)=%d ", w.Key.Start.Sub(base), w.Key.End.Sub(base), w.Value)
+			}
 		}
-		got = ""
-		for _, w := range ws {
-			got += fmt.Sprintf("[%v,%v)=%d ", w.Key.Start.Sub(base), w.Key.End.Sub(base), w.Value)
-		}
-		if got == "[10s,20s)=1 [30s,40s)=3 " {
-			break
+		if got != want {
+			t.Fatalf("%s: %q, want %q", what, got, want)
 		}
 	}
-	if got != "[10s,20s)=1 [30s,40s)=3 " {
-		t.Fatalf("windows of u-1 starting in [5 s, 60 s]: %q", got)
-	}
+	eventually("windows of u-1 starting in [5 s, 60 s]", "[10s,20s)=1 [30s,40s)=3 ", func() ([]exactly.KeyValue[dsl.Windowed[string], int64], error) {
+		return dsl.QueryWindows[string, int64](ctx, app, "clicks-per-window", serde.String, windows, "u-1", base.Add(5*time.Second), base.Add(time.Minute))
+	})
+	eventually("sessions of u-1 overlapping [10 s, 32 s]", "[15s,15.001s)=1 [31s,35.001s)=3 ", func() ([]exactly.KeyValue[dsl.Windowed[string], int64], error) {
+		return dsl.QuerySessions[string, int64](ctx, app, "click-sessions", serde.String, "u-1", base.Add(10*time.Second), base.Add(32*time.Second))
+	})
 	for _, c := range []struct {
 		at    time.Duration
 		price int64

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +88,33 @@ func sessionOracle(events []event, gap, grace int64) (map[string][]string, int) 
 	return out, dropped
 }
 
+// closedFinals is what an aggregation emitting on window close emits, by
+// the definition of the emit strategy, given what it emits on every
+// update: each window's last value, once, for the windows stream time
+// (the largest timestamp of events) has closed (those it reached their
+// end + closeAfter), except windows whose last update deleted them.
+func closedFinals(t *testing.T, updates map[string][]string, events []event, closeAfter int64) map[string][]string {
+	t.Helper()
+	st := int64(-1 << 62)
+	for _, e := range events {
+		st = max(st, e.ts)
+	}
+	out := map[string][]string{}
+	for k, vs := range updates {
+		var start, end int64
+		if _, err := fmt.Sscanf(k[strings.LastIndexByte(k, '@')+1:], "%d-%d", &start, &end); err != nil {
+			t.Fatalf("window %q: %v", k, err)
+		}
+		if last := vs[len(vs)-1]; last != "<nil>" && st >= end+closeAfter {
+			out[k] = []string{last}
+		}
+	}
+	if len(out) == 0 || len(out) == len(updates) {
+		t.Fatalf("%d of %d windows closed: the input does not tell emitting on close from emitting on update", len(out), len(updates))
+	}
+	return out
+}
+
 func sessionTopology(w dsl.SessionWindows, reg prometheus.Registerer) func(t *testing.T) *exactly.Topology {
 	return func(t *testing.T) *exactly.Topology {
 		sb := dsl.NewStreamsBuilder(dsl.Options{Registerer: reg})
@@ -100,25 +128,25 @@ func sessionTopology(w dsl.SessionWindows, reg prometheus.Registerer) func(t *te
 }
 
 func TestSessionWindowsMatchBruteForce(t *testing.T) {
-	for _, w := range []dsl.SessionWindows{{Gap: 2 * time.Second, Grace: 3 * time.Second}, {Gap: 1500 * time.Millisecond}} {
+	for _, w := range []dsl.SessionWindows{{Gap: 2 * time.Second, Grace: 3 * time.Second}, {Gap: 1500 * time.Millisecond},
+		{Gap: 2 * time.Second, Grace: time.Second, Emit: dsl.OnWindowClose}} {
 		for seed := range uint64(8) {
 			events := randomEvents(rand.New(rand.NewPCG(seed, 90)), 300)
-			want, wantDropped := sessionOracle(events, w.Gap.Milliseconds(), w.Grace.Milliseconds())
+			updates, wantDropped := sessionOracle(events, w.Gap.Milliseconds(), w.Grace.Milliseconds())
+			want := updates
+			if w.Emit == dsl.OnWindowClose {
+				want = closedFinals(t, updates, events, w.Gap.Milliseconds()+w.Grace.Milliseconds())
+			}
 			m := prometheus.NewRegistry()
 			d, err := testdriver.New(sessionTopology(w, m)(t), testdriver.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
-			for _, e := range events {
-				if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			pipeEvents(t, d, "clicks", events)
 			got := windowEmissions(t, d, "sessions")
 			sameByKey(t, fmt.Sprintf("%+v seed %d", w, seed), got, want)
 			merges := 0
-			for _, vs := range want {
+			for _, vs := range updates {
 				if slices.Contains(vs, "<nil>") {
 					merges++
 				}
@@ -134,17 +162,25 @@ func TestSessionWindowsMatchBruteForce(t *testing.T) {
 	}
 }
 
-func TestSessionWindowsSurviveCrashes(t *testing.T) {
-	events := randomEvents(rand.New(rand.NewPCG(2, 2)), 200)
-	checkCrashEquivalence(t, crashCase{
-		build: sessionTopology(dsl.SessionWindows{Gap: 2 * time.Second, Grace: time.Second}, nil),
-		cfg:   testdriver.Config{},
+// clicksCrashCase pipes events into the topic clicks of build's topology
+// and compares what it commits to output.
+func clicksCrashCase(build func(t *testing.T) *exactly.Topology, events []event, output string) crashCase {
+	return crashCase{
+		build: build,
 		steps: len(events),
 		step: func(d *testdriver.Driver, i int) error {
 			return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
 		},
-		outputs: []string{"sessions"},
-	}, 8)
+		outputs: []string{output},
+	}
+}
+
+func TestSessionWindowsSurviveCrashes(t *testing.T) {
+	events := randomEvents(rand.New(rand.NewPCG(2, 2)), 200)
+	for _, emit := range []dsl.EmitStrategy{dsl.OnWindowUpdate, dsl.OnWindowClose} {
+		checkCrashEquivalence(t, clicksCrashCase(sessionTopology(dsl.SessionWindows{Gap: 2 * time.Second, Grace: time.Second, Emit: emit}, nil),
+			events, "sessions"), 8)
+	}
 }
 
 // slidingOracle replays events by the definition of sliding windows:
@@ -216,21 +252,20 @@ func slidingTopology(w dsl.SlidingWindows, reg prometheus.Registerer) func(t *te
 }
 
 func TestSlidingWindowsMatchBruteForce(t *testing.T) {
-	for _, w := range []dsl.SlidingWindows{{TimeDifference: 2 * time.Second, Grace: 2 * time.Second}, {TimeDifference: 1 * time.Second}} {
+	for _, w := range []dsl.SlidingWindows{{TimeDifference: 2 * time.Second, Grace: 2 * time.Second}, {TimeDifference: 1 * time.Second},
+		{TimeDifference: 2 * time.Second, Grace: time.Second, Emit: dsl.OnWindowClose}} {
 		for seed := range uint64(8) {
 			events := randomEvents(rand.New(rand.NewPCG(seed, 100)), 250)
 			want, wantDropped := slidingOracle(events, w.TimeDifference.Milliseconds(), w.Grace.Milliseconds())
+			if w.Emit == dsl.OnWindowClose {
+				want = closedFinals(t, want, events, w.Grace.Milliseconds())
+			}
 			m := prometheus.NewRegistry()
 			d, err := testdriver.New(slidingTopology(w, m)(t), testdriver.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String)
-			for _, e := range events {
-				if err := in.PipeInput(e.key, "c", time.UnixMilli(e.ts)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			pipeEvents(t, d, "clicks", events)
 			sameByKey(t, fmt.Sprintf("%+v seed %d", w, seed), windowEmissions(t, d, "sliding"), want)
 			if dropped := lateDrops(t, m); dropped != wantDropped || dropped == 0 {
 				t.Fatalf("seed %d: dropped %d, want %d (and some)", seed, dropped, wantDropped)
@@ -246,13 +281,8 @@ func TestSlidingWindowsMatchBruteForce(t *testing.T) {
 
 func TestSlidingWindowsSurviveCrashes(t *testing.T) {
 	events := randomEvents(rand.New(rand.NewPCG(3, 3)), 200)
-	checkCrashEquivalence(t, crashCase{
-		build: slidingTopology(dsl.SlidingWindows{TimeDifference: 2 * time.Second, Grace: time.Second}, nil),
-		cfg:   testdriver.Config{},
-		steps: len(events),
-		step: func(d *testdriver.Driver, i int) error {
-			return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
-		},
-		outputs: []string{"sliding"},
-	}, 8)
+	for _, emit := range []dsl.EmitStrategy{dsl.OnWindowUpdate, dsl.OnWindowClose} {
+		checkCrashEquivalence(t, clicksCrashCase(slidingTopology(dsl.SlidingWindows{TimeDifference: 2 * time.Second, Grace: time.Second, Emit: emit}, nil),
+			events, "sliding"), 8)
+	}
 }

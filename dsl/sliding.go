@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
 	"github.com/exactly-go/exactly"
 	"github.com/exactly-go/exactly/serde"
-	"github.com/exactly-go/exactly/store"
 )
 
 // SlidingWindows are windows of a fixed length, TimeDifference, that
@@ -23,19 +21,19 @@ import (
 // window [start, last] closes once stream time passes last + Grace. A
 // record that no open window could hold (its timestamp + 1 +
 // TimeDifference + Grace before stream time) is late: it is dropped and
-// counted in dropped_records_total{reason="late"}.
+// counted in dropped_records_total{reason="late"}. Emit says when the
+// aggregation emits each window: at every update (the default) or once,
+// when it closes.
 type SlidingWindows struct {
 	TimeDifference, Grace time.Duration
+	Emit                  EmitStrategy
 }
 
 func (w SlidingWindows) validate() error {
-	switch {
-	case w.TimeDifference.Milliseconds() <= 0:
+	if w.TimeDifference.Milliseconds() <= 0 {
 		return errors.New("sliding window time difference must be at least 1ms")
-	case w.Grace < 0:
-		return fmt.Errorf("grace %v must not be negative", w.Grace)
 	}
-	return nil
+	return validateGraceAndEmit(w.Grace, w.Emit)
 }
 
 // slidingRecord is one record a sliding aggregation keeps.
@@ -44,26 +42,18 @@ type slidingRecord struct {
 	value []byte
 }
 
+// slidingAggregator keeps each key's records (its state store maps
+// keyPrefix, timestamp and a sequence number to the record's value) and
+// computes the windows from them. Its closing index holds each record
+// until no open window holds it (the entry's key is the record's key)
+// and, when it emits on close, each open window until it closes (the
+// entry's key is the keyPrefix alone, and its start the window's).
 type slidingAggregator[K, V, A any] struct {
-	w       SlidingWindows
-	keys    serde.Serde[K]
-	values  serde.Serde[V]
-	init    func() A
-	add     func(K, V, A) A
-	names   [2]string // records, closing index
-	dropped func()
-	ctx     exactly.ProcessorContext[Windowed[K], Change[A]]
-	records store.KeyValueStore[[]byte, []byte]
-	closing store.KeyValueStore[[]byte, []byte]
-}
-
-func (p *slidingAggregator[K, V, A]) Init(ctx exactly.ProcessorContext[Windowed[K], Change[A]]) (err error) {
-	p.ctx = ctx
-	if p.records, err = exactly.GetKeyValueStore[[]byte, []byte](ctx, p.names[0]); err != nil {
-		return err
-	}
-	p.closing, err = exactly.GetKeyValueStore[[]byte, []byte](ctx, p.names[1])
-	return err
+	windowedAggregation[K, []byte, A]
+	w      SlidingWindows
+	values serde.Serde[V]
+	init   func() A
+	add    func(K, V, A) A
 }
 
 // slidingWindow is [start, last], both inclusive.
@@ -101,6 +91,24 @@ func (p *slidingAggregator[K, V, A]) aggregate(k K, recs []slidingRecord, w slid
 	return agg, nil
 }
 
+// records returns the key's records with timestamps in [from, to), in
+// time order, and how many of them are at at.
+func (p *slidingAggregator[K, V, A]) records(prefix []byte, from, to, at int64) (recs []slidingRecord, atCount int, err error) {
+	it, err := p.state.Range(binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(max(from, 0))),
+		binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(max(to, 0))))
+	if err != nil {
+		return nil, 0, err
+	}
+	for it.Next() {
+		ts := int64(binary.BigEndian.Uint64(it.Key()[len(prefix):]))
+		recs = append(recs, slidingRecord{ts: ts, value: bytes.Clone(it.Value())})
+		if ts == at {
+			atCount++
+		}
+	}
+	return recs, atCount, it.Close()
+}
+
 func (p *slidingAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 	kb, err := p.keys.Serialize(rec.Key)
 	if err != nil {
@@ -115,26 +123,13 @@ func (p *slidingAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 	st := p.ctx.StreamTime().UnixMilli()
 	if t+1+diff+grace < st {
 		p.dropped()
-		return p.prune(st)
+		return p.closeWindows(st)
 	}
 	// The windows that hold t or that t's arrival creates all lie within
 	// diff + 1 of it; the records that decide them, within that again.
 	prefix := keyPrefix(kb)
-	from := binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(max(t-2*diff-2, 0)))
-	it, err := p.records.Range(from, binary.BigEndian.AppendUint64(bytes.Clone(prefix), uint64(t+2*diff+3)))
+	before, sameTime, err := p.records(prefix, t-2*diff-2, t+2*diff+3, t)
 	if err != nil {
-		return err
-	}
-	var before []slidingRecord
-	sameTime := 0
-	for it.Next() {
-		ts := int64(binary.BigEndian.Uint64(it.Key()[len(prefix):]))
-		before = append(before, slidingRecord{ts: ts, value: bytes.Clone(it.Value())})
-		if ts == t {
-			sameTime++
-		}
-	}
-	if err := it.Close(); err != nil {
 		return err
 	}
 	after := append(slices.Clone(before), slidingRecord{ts: t, value: vb})
@@ -151,6 +146,12 @@ func (p *slidingAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 	}
 	slices.SortFunc(changed, func(a, b slidingWindow) int { return int(a.start - b.start) })
 	for _, w := range changed {
+		if p.emit == OnWindowClose {
+			if err := p.closing.Put(closingKey(w.last+grace, w.start, prefix), []byte{}); err != nil {
+				return err
+			}
+			continue
+		}
 		var c Change[A]
 		if old[w] {
 			if c.Old, err = p.aggregate(rec.Key, before, w); err != nil {
@@ -162,71 +163,75 @@ func (p *slidingAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 			return err
 		}
 		c.HasNew = true
-		p.ctx.Forward(exactly.Record[Windowed[K], Change[A]]{
+		p.update(exactly.Record[Windowed[K], Change[A]]{
 			Key:   Windowed[K]{Key: rec.Key, Start: time.UnixMilli(w.start), End: time.UnixMilli(w.last + 1)},
 			Value: c, Timestamp: rec.Timestamp, Headers: rec.Headers,
 		})
 	}
 	key := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(prefix, uint64(t)), uint64(sameTime))
-	if err := p.records.Put(key, vb); err != nil {
+	if err := p.state.Put(key, vb); err != nil {
 		return err
 	}
 	if err := p.closing.Put(closingKey(t+1+diff+grace, 0, key), []byte{}); err != nil {
 		return err
 	}
-	return p.prune(st)
+	return p.closeWindows(st)
 }
 
-// prune forgets records that only closed windows hold.
-func (p *slidingAggregator[K, V, A]) prune(st int64) error {
-	if st <= 0 {
-		return nil
-	}
-	due, err := dueKeys(p.closing, st)
-	if err != nil {
-		return err
-	}
-	for _, ck := range due {
-		if err := p.records.Delete(ck[16:]); err != nil {
+// closeWindows emits the windows stream time has closed, when the
+// aggregation emits on close, and forgets the records only closed windows
+// hold. A window closes before any record it holds is forgotten: its
+// entry's time, last + grace, is before theirs, t + 1 + diff + grace.
+func (p *slidingAggregator[K, V, A]) closeWindows(st int64) error {
+	return p.closeDue(st, func(ck []byte) error {
+		kb, rest, err := splitKeyPrefix(ck[16:])
+		if err != nil {
 			return err
 		}
-		if err := p.closing.Delete(ck); err != nil {
+		if len(rest) > 0 {
+			return p.state.Delete(ck[16:]) // a record
+		}
+		last := int64(binary.BigEndian.Uint64(ck)) - p.w.Grace.Milliseconds()
+		w := slidingWindow{start: int64(binary.BigEndian.Uint64(ck[8:])), last: last}
+		recs, _, err := p.records(ck[16:], w.start, w.last+1, 0)
+		if err != nil {
 			return err
 		}
-	}
-	return nil
+		k, err := p.keys.Deserialize(kb)
+		if err != nil {
+			return err
+		}
+		agg, err := p.aggregate(k, recs, w)
+		if err != nil {
+			return err
+		}
+		return p.final(kb, w.start, w.last+1, agg)
+	})
 }
-
-func (p *slidingAggregator[K, V, A]) Close() error { return nil }
 
 // SlidingAggregate folds each key's records per sliding window into a
 // table keyed by window (Kafka Streams' windowedBy(SlidingWindows)
-// .aggregate): each record updates every open window that holds it and
-// inserts the windows its arrival creates, each window's value being the
-// fold, from init, of the records it holds in time order. It keeps each
-// key's records of the last 2·TimeDifference + Grace of stream time in
-// its stores (storeName, storeName-closing) and recomputes the windows
-// around each record from them. Invalid windows are reported by Build;
-// Suppress with UntilWindowCloses emits each window once, when it closes.
+// .aggregate): each window's value is the fold, from init, of the records
+// it holds in time order. With w.Emit OnWindowUpdate each record updates
+// every open window that holds it and inserts the windows its arrival
+// creates; with OnWindowClose each window is emitted once, with its final
+// value, when it closes. It keeps each key's records of the last
+// 2·TimeDifference + Grace of stream time in its stores (storeName,
+// storeName-closing, kept as m says) and recomputes the windows around
+// each record from them; as its store holds records, not windows,
+// QueryWindows does not read it. Invalid windows are reported by Build.
 func SlidingAggregate[K, V, A any](g KGroupedStream[K, V], w SlidingWindows, storeName string, init func() A, add func(K, V, A) A,
 	values serde.Serde[A], m Materialized) KTable[Windowed[K], A] {
-	s := g.s
-	if err := w.validate(); err != nil {
-		s.sb.b.AddError(fmt.Errorf("sliding aggregate %q: %w", storeName, err))
-	}
-	name := s.sb.name("KSTREAM-SLIDING-AGGREGATE")
-	names := [2]string{storeName, storeName + "-closing"}
-	dropped := s.sb.dropped.WithLabelValues("late").Inc
-	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, Windowed[K], Change[A]] {
-		return &slidingAggregator[K, V, A]{w: w, keys: s.keys, values: s.values, init: init, add: add, names: names, dropped: dropped}
-	}, s.node)
-	for _, n := range names {
-		exactly.AddStore(s.sb.b, exactly.Store[[]byte, []byte]{Name: n, Keys: serde.Bytes, Values: serde.Bytes, Persistent: m.Persistent}, name)
-	}
-	return KTable[Windowed[K], A]{sb: s.sb, node: name, keys: WindowedSerde(s.keys), values: values, windowed: true, closeAfter: w.Grace.Milliseconds()}
+	recordValues := g.s.values
+	return addWindowedAggregation(g, "KSTREAM-SLIDING-AGGREGATE", "sliding aggregate", storeName, w.validate(), w.Emit, serde.Bytes, values, m,
+		w.Grace.Milliseconds(),
+		func(shared windowedAggregation[K, []byte, A]) exactly.Processor[K, V, Windowed[K], Change[A]] {
+			return &slidingAggregator[K, V, A]{windowedAggregation: shared, w: w, values: recordValues, init: init, add: add}
+		})
 }
 
-// SlidingCount counts each key's records per sliding window.
+// SlidingCount counts each key's records per sliding window, as
+// SlidingAggregate folds them.
 func SlidingCount[K, V any](g KGroupedStream[K, V], w SlidingWindows, storeName string, m Materialized) KTable[Windowed[K], int64] {
 	return SlidingAggregate(g, w, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, m)
 }

@@ -78,11 +78,9 @@ func (p *joinSide[K, V, VR]) Init(ctx exactly.ProcessorContext[K, VR]) (err erro
 	return err
 }
 
-// joinKey is len(key) key timestamp sequence: a key's records sort by time.
+// joinKey is keyPrefix timestamp sequence: a key's records sort by time.
 func joinKey(kb []byte, ts int64, seq int64) []byte {
-	b := binary.AppendUvarint(nil, uint64(len(kb)))
-	b = append(b, kb...)
-	b = binary.BigEndian.AppendUint64(b, uint64(ts))
+	b := binary.BigEndian.AppendUint64(keyPrefix(kb), uint64(ts))
 	return binary.BigEndian.AppendUint64(b, uint64(seq))
 }
 
@@ -102,8 +100,7 @@ func (p *joinSide[K, V, VR]) Process(rec exactly.Record[K, V]) error {
 		p.dropped()
 		return p.close(streamTime)
 	}
-	prefix := binary.AppendUvarint(nil, uint64(len(kb)))
-	prefix = append(prefix, kb...)
+	prefix := keyPrefix(kb)
 	// The tie-break among a key's records of one timestamp is how many
 	// this side already holds: unique whatever produced them (records of
 	// one input from a FlatMap, or of a punctuator, share an offset).
@@ -180,21 +177,7 @@ func (p *joinSide[K, V, VR]) countAt(prefix []byte, ts int64) (int64, error) {
 // close drops records no partner can join any more, emitting the
 // unpaired ones the join kind keeps.
 func (p *joinSide[K, V, VR]) close(streamTime int64) error {
-	if streamTime <= 0 {
-		return nil
-	}
-	it, err := p.closing.Range(nil, binary.BigEndian.AppendUint64(nil, uint64(streamTime)))
-	if err != nil {
-		return err
-	}
-	var due [][]byte
-	for it.Next() {
-		due = append(due, bytes.Clone(it.Key()))
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-	for _, ck := range due {
+	return closeDue(p.closing, streamTime, func(ck []byte) error {
 		left := ck[8] == 'l'
 		key := ck[9:]
 		st := p.theirs
@@ -202,39 +185,32 @@ func (p *joinSide[K, V, VR]) close(streamTime int64) error {
 			st = p.mine
 		}
 		raw, ok, err := st.Get(key)
-		if err != nil {
+		if err != nil || !ok {
 			return err
 		}
-		if ok {
-			var b buffered
-			if err := json.Unmarshal(raw, &b); err != nil {
+		var b buffered
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return err
+		}
+		if keep := p.kind == JoinOuter || (p.kind == JoinLeft && left); keep && !b.Matched {
+			kb, _, err := splitKeyPrefix(key)
+			if err != nil {
 				return err
 			}
-			keep := p.kind == JoinOuter || (p.kind == JoinLeft && left)
-			if keep && !b.Matched {
-				n, _ := binary.Uvarint(key)
-				width := len(binary.AppendUvarint(nil, n))
-				k, err := p.keys.Deserialize(key[width : width+int(n)])
-				if err != nil {
-					return err
-				}
-				self, other := b.Value, []byte(nil)
-				if left != p.left {
-					self, other = nil, b.Value
-				}
-				if err := p.emit(p.ctx, k, self, other, left == p.left, left != p.left, b.TS); err != nil {
-					return err
-				}
+			k, err := p.keys.Deserialize(kb)
+			if err != nil {
+				return err
 			}
-			if err := st.Delete(key); err != nil {
+			self, other := b.Value, []byte(nil)
+			if left != p.left {
+				self, other = nil, b.Value
+			}
+			if err := p.emit(p.ctx, k, self, other, left == p.left, left != p.left, b.TS); err != nil {
 				return err
 			}
 		}
-		if err := p.closing.Delete(ck); err != nil {
-			return err
-		}
-	}
-	return nil
+		return st.Delete(key)
+	})
 }
 
 func (p *joinSide[K, V, VR]) Close() error { return nil }
@@ -248,10 +224,10 @@ func (p *joinSide[K, V, VR]) Close() error { return nil }
 // (dropped_records_total{reason="late"}); each side keeps its records
 // for 2 × difference + grace of stream time, so every two accepted
 // records of a key at most difference apart are paired. name names the
-// join's three stores (name-left, name-right, name-closing). Invalid
-// windows are reported by Build.
+// join's three stores (name-left, name-right, name-closing), kept as m
+// says. Invalid windows are reported by Build.
 func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w JoinWindows, kind JoinKind, name string,
-	join func(K, Joined[V1, V2]) VR, values serde.Serde[VR]) KStream[K, VR] {
+	join func(K, Joined[V1, V2]) VR, values serde.Serde[VR], m Materialized) KStream[K, VR] {
 	sb := left.sb
 	if w.TimeDifference < 0 || w.Grace < 0 {
 		sb.b.AddError(fmt.Errorf("join %q: time difference and grace must not be negative", name))
@@ -293,7 +269,7 @@ func JoinStreams[K, V1, V2, VR any](left KStream[K, V1], right KStream[K, V2], w
 			stores: [3]string{stores[1], stores[0], stores[2]}, dropped: dropped}
 	}, right.node)
 	for _, s := range stores {
-		exactly.AddStore(sb.b, exactly.Store[[]byte, []byte]{Name: s, Keys: serde.Bytes, Values: serde.Bytes}, ln, rn)
+		exactly.AddStore(sb.b, exactly.Store[[]byte, []byte]{Name: s, Keys: serde.Bytes, Values: serde.Bytes, Persistent: m.Persistent}, ln, rn)
 	}
 	merged := sb.name("KSTREAM-MERGE")
 	exactly.AddProcessor(sb.b, merged, exactly.ProcessorFunc[K, VR, K, VR](func(ctx exactly.ProcessorContext[K, VR], rec exactly.Record[K, VR]) error {

@@ -29,7 +29,7 @@ func pipeEvents(t *testing.T, d *testdriver.Driver, topic string, events []event
 func finalTopology(w dsl.TimeWindows) func(t *testing.T) *exactly.Topology {
 	return func(t *testing.T) *exactly.Topology {
 		sb := dsl.NewStreamsBuilder(dsl.Options{})
-		dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "counts", dsl.WindowOptions{}).
+		dsl.WindowedCount(dsl.Stream(sb, "clicks", serde.String, serde.String).GroupByKey(), w, "counts", dsl.Materialized{}).
 			Suppress("final", dsl.UntilWindowCloses(dsl.BufferConfig{})).To("final")
 		top, err := sb.Build()
 		if err != nil {
@@ -214,7 +214,7 @@ func TestSuppressionMistakesAreReportedAtBuild(t *testing.T) {
 	sb := dsl.NewStreamsBuilder(dsl.Options{})
 	clicks := dsl.Stream(sb, "clicks", serde.String, serde.String)
 	dsl.Count(clicks.GroupByKey(), "counts", dsl.Materialized{}).Suppress("not-windowed", dsl.UntilWindowCloses(dsl.BufferConfig{}))
-	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(time.Second, 0), "w", dsl.WindowOptions{}).
+	dsl.WindowedCount(clicks.GroupByKey(), dsl.TumblingWindows(time.Second, 0), "w", dsl.Materialized{}).
 		Suppress("early", dsl.UntilWindowCloses(dsl.BufferConfig{MaxRecords: 5, WhenFull: dsl.EmitEarlyWhenFull}))
 	_, err := sb.Build()
 	for _, want := range []string{`suppression "not-windowed": UntilWindowCloses needs a windowed table`, `suppression "early": UntilWindowCloses cannot emit early`} {
@@ -226,15 +226,11 @@ func TestSuppressionMistakesAreReportedAtBuild(t *testing.T) {
 
 func TestSuppressionSurvivesCrashes(t *testing.T) {
 	events := randomEvents(rand.New(rand.NewPCG(11, 11)), 200)
-	step := func(d *testdriver.Driver, i int) error {
-		return testdriver.CreateInputTopic(d, "clicks", serde.String, serde.String).PipeInput(events[i].key, "c", time.UnixMilli(events[i].ts))
-	}
 	t.Run("until window closes", func(t *testing.T) {
-		checkCrashEquivalence(t, crashCase{build: finalTopology(dsl.TumblingWindows(5*time.Second, 2*time.Second)),
-			steps: len(events), step: step, outputs: []string{"final"}}, 8)
+		checkCrashEquivalence(t, clicksCrashCase(finalTopology(dsl.TumblingWindows(5*time.Second, 2*time.Second)), events, "final"), 8)
 	})
 	t.Run("until time limit", func(t *testing.T) {
-		checkCrashEquivalence(t, crashCase{build: timeLimitTopology(3*time.Second, dsl.BufferConfig{MaxRecords: 2, WhenFull: dsl.EmitEarlyWhenFull}),
-			steps: len(events), step: step, outputs: []string{"limited"}}, 8)
+		checkCrashEquivalence(t, clicksCrashCase(timeLimitTopology(3*time.Second, dsl.BufferConfig{MaxRecords: 2, WhenFull: dsl.EmitEarlyWhenFull}),
+			events, "limited"), 8)
 	})
 }

@@ -129,8 +129,10 @@ func TableMapValues[K, V, V2 any](t KTable[K, V], f func(K, V) V2, values serde.
 	})
 }
 
-// Materialized chooses how the store of a table or aggregation is kept;
-// the zero value is the default: in memory, logged to its changelog.
+// Materialized chooses how the stores of a table, an aggregation or a
+// join are kept; every stateful operation takes one, last. The zero value
+// is the default: in memory, logged to its changelog (for a global table:
+// in memory, read from its topic at every start).
 type Materialized struct {
 	// Persistent keeps the store on disk (Pebble) instead of in memory.
 	Persistent bool

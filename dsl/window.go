@@ -17,17 +17,21 @@ import (
 // starting every Advance (Advance == Size: tumbling; smaller: hopping).
 // Grace is how long after a window's end its records are still accepted;
 // it must be given explicitly (zero is a valid choice: no late records).
+// Emit says when the aggregation emits each window: at every update (the
+// default) or once, when it closes.
 type TimeWindows struct {
 	Size, Advance, Grace time.Duration
+	Emit                 EmitStrategy
 }
 
 // TumblingWindows are adjacent windows of size, accepting records up to
-// grace after each window's end.
+// grace after each window's end, emitted at every update.
 func TumblingWindows(size, grace time.Duration) TimeWindows {
 	return TimeWindows{Size: size, Advance: size, Grace: grace}
 }
 
-// HoppingWindows are windows of size starting every advance.
+// HoppingWindows are windows of size starting every advance, emitted at
+// every update.
 func HoppingWindows(size, advance, grace time.Duration) TimeWindows {
 	return TimeWindows{Size: size, Advance: advance, Grace: grace}
 }
@@ -38,8 +42,48 @@ func (w TimeWindows) validate() error {
 		return errors.New("window size must be at least 1ms")
 	case w.Advance.Milliseconds() <= 0 || w.Advance > w.Size:
 		return fmt.Errorf("window advance %v must be between 1ms and the size %v", w.Advance, w.Size)
-	case w.Grace < 0:
-		return fmt.Errorf("grace %v must not be negative", w.Grace)
+	}
+	return validateGraceAndEmit(w.Grace, w.Emit)
+}
+
+// EmitStrategy says when a windowed aggregation (WindowedAggregate,
+// SessionAggregate, SlidingAggregate and their counts) emits its windows'
+// values, as Kafka Streams' EmitStrategy does; the windows (TimeWindows,
+// SessionWindows, SlidingWindows) carry it.
+type EmitStrategy int
+
+// The emit strategies.
+const (
+	// OnWindowUpdate emits every update of a window as it happens, with
+	// the window's previous value (Kafka Streams' onWindowUpdate).
+	OnWindowUpdate EmitStrategy = iota
+	// OnWindowClose emits each window once, with its final value, when it
+	// closes: when stream time passes its last instant plus grace (plus
+	// the gap, for sessions). A window stream time never closes is never
+	// emitted, nor is a session a merge replaced (Kafka Streams'
+	// onWindowClose). Unlike KTable.Suppress with UntilWindowCloses, it
+	// needs no buffer of its own: the aggregation's store keeps each
+	// window until it closes.
+	OnWindowClose
+)
+
+// String names the strategy as its constant does.
+func (e EmitStrategy) String() string {
+	switch e {
+	case OnWindowUpdate:
+		return "OnWindowUpdate"
+	case OnWindowClose:
+		return "OnWindowClose"
+	}
+	return fmt.Sprintf("EmitStrategy(%d)", int(e))
+}
+
+func validateGraceAndEmit(grace time.Duration, emit EmitStrategy) error {
+	switch {
+	case grace < 0:
+		return fmt.Errorf("grace %v must not be negative", grace)
+	case emit != OnWindowUpdate && emit != OnWindowClose:
+		return fmt.Errorf("unknown emit strategy %d: use OnWindowUpdate or OnWindowClose", emit)
 	}
 	return nil
 }
@@ -121,48 +165,160 @@ func WindowedSerde[K any](keys serde.Serde[K]) serde.Serde[Windowed[K]] {
 	}
 }
 
-// WindowOptions choose how a windowed aggregation emits.
-type WindowOptions struct {
-	// EmitFinal emits one result per window, when it closes (stream time
-	// reaches its end + grace), instead of every update.
-	EmitFinal bool
-	// Persistent keeps the window store on disk.
-	Persistent bool
-}
-
-// windowAggregator keeps one aggregate per (key, window) and a closing
-// index ordered by window end; a window is deleted when it closes, so the
-// store holds at most the windows of the last size + grace of stream time.
-type windowAggregator[K, V, A any] struct {
-	w       TimeWindows
-	opts    WindowOptions
+// windowedAggregation is what the windowed aggregations share: their two
+// stores, storeName holding S per window, session or record, and
+// storeName-closing, an index of closingKey entries ordered by when each
+// closes; their emit strategy; and the counter of late records.
+type windowedAggregation[K, S, A any] struct {
 	keys    serde.Serde[K]
-	init    func() A
-	add     func(K, V, A) A
+	emit    EmitStrategy
 	names   [2]string
 	dropped func()
 	ctx     exactly.ProcessorContext[Windowed[K], Change[A]]
-	aggs    store.KeyValueStore[[]byte, A]
+	state   store.KeyValueStore[[]byte, S]
 	closing store.KeyValueStore[[]byte, []byte]
 }
 
-func (p *windowAggregator[K, V, A]) Init(ctx exactly.ProcessorContext[Windowed[K], Change[A]]) (err error) {
+func (p *windowedAggregation[K, S, A]) Init(ctx exactly.ProcessorContext[Windowed[K], Change[A]]) (err error) {
 	p.ctx = ctx
-	if p.aggs, err = exactly.GetKeyValueStore[[]byte, A](ctx, p.names[0]); err != nil {
+	if p.state, err = exactly.GetKeyValueStore[[]byte, S](ctx, p.names[0]); err != nil {
 		return err
 	}
 	p.closing, err = exactly.GetKeyValueStore[[]byte, []byte](ctx, p.names[1])
 	return err
 }
 
-func windowKey(kb []byte, start int64) []byte {
-	return binary.BigEndian.AppendUint64(bytes.Clone(kb), uint64(start))
+func (p *windowedAggregation[K, S, A]) Close() error { return nil }
+
+// update forwards an update of a window, unless the aggregation emits on
+// close.
+func (p *windowedAggregation[K, S, A]) update(rec exactly.Record[Windowed[K], Change[A]]) {
+	if p.emit == OnWindowUpdate {
+		p.ctx.Forward(rec)
+	}
 }
 
-func closingKey(end, start int64, kb []byte) []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(end))
+// final forwards the final value of a window of the key kb that closed
+// (start and end in epoch milliseconds, end exclusive), when the
+// aggregation emits on close.
+func (p *windowedAggregation[K, S, A]) final(kb []byte, start, end int64, agg A) error {
+	if p.emit != OnWindowClose {
+		return nil
+	}
+	k, err := p.keys.Deserialize(kb)
+	if err != nil {
+		return err
+	}
+	p.ctx.Forward(exactly.Record[Windowed[K], Change[A]]{
+		Key:   Windowed[K]{Key: k, Start: time.UnixMilli(start), End: time.UnixMilli(end)},
+		Value: Change[A]{New: agg, HasNew: true}, Timestamp: time.UnixMilli(end - 1),
+	})
+	return nil
+}
+
+// closeDue calls closed for every entry of the closing index whose time is
+// before before, soonest first, and deletes the entry.
+func (p *windowedAggregation[K, S, A]) closeDue(before int64, closed func(ck []byte) error) error {
+	return closeDue(p.closing, before, closed)
+}
+
+// closeDue calls closed for every entry of a closing index (keys starting
+// with a big-endian time) whose time is before before, soonest first, and
+// deletes the entry.
+func closeDue(closing store.KeyValueStore[[]byte, []byte], before int64, closed func(ck []byte) error) error {
+	if before <= 0 {
+		return nil
+	}
+	it, err := closing.Range(nil, binary.BigEndian.AppendUint64(nil, uint64(before)))
+	if err != nil {
+		return err
+	}
+	var due [][]byte
+	for it.Next() {
+		due = append(due, bytes.Clone(it.Key()))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, ck := range due {
+		if err := closed(ck); err != nil {
+			return err
+		}
+		if err := closing.Delete(ck); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closingKey orders the closing index by time, then start, then key.
+func closingKey(time, start int64, key []byte) []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(time))
 	b = binary.BigEndian.AppendUint64(b, uint64(start))
-	return append(b, kb...)
+	return append(b, key...)
+}
+
+// keyPrefix is len(key) key: the prefix of a key's entries in a byte
+// store, so that keys of any length never interleave.
+func keyPrefix(kb []byte) []byte {
+	return append(binary.AppendUvarint(nil, uint64(len(kb))), kb...)
+}
+
+// splitKeyPrefix splits b, which starts with a keyPrefix, into the key's
+// bytes and the rest.
+func splitKeyPrefix(b []byte) (kb, rest []byte, err error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, nil, fmt.Errorf("%w: window store key of %d bytes", serde.ErrInvalid, len(b))
+	}
+	return b[w : w+int(n)], b[w+int(n):], nil
+}
+
+// prefixEnd is the first key after every key starting with prefix.
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// addWindowedAggregation adds a windowed aggregation's processor (node
+// named after op, made by newProcessor around the shared part) and its
+// two stores; invalid, when set, is reported by Build as the error of the
+// aggregation what. closeAfter is how
+// long after a window's last instant it closes.
+func addWindowedAggregation[K, V, S, A any](g KGroupedStream[K, V], op, what, storeName string, invalid error, emit EmitStrategy,
+	state serde.Serde[S], values serde.Serde[A], m Materialized, closeAfter int64,
+	newProcessor func(windowedAggregation[K, S, A]) exactly.Processor[K, V, Windowed[K], Change[A]]) KTable[Windowed[K], A] {
+	s := g.s
+	if invalid != nil {
+		s.sb.b.AddError(fmt.Errorf("%s %q: %w", what, storeName, invalid))
+	}
+	name := s.sb.name(op)
+	shared := windowedAggregation[K, S, A]{keys: s.keys, emit: emit, names: [2]string{storeName, storeName + "-closing"},
+		dropped: s.sb.dropped.WithLabelValues("late").Inc}
+	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, Windowed[K], Change[A]] { return newProcessor(shared) }, s.node)
+	exactly.AddStore(s.sb.b, exactly.Store[[]byte, S]{Name: shared.names[0], Keys: serde.Bytes, Values: state, Persistent: m.Persistent}, name)
+	exactly.AddStore(s.sb.b, exactly.Store[[]byte, []byte]{Name: shared.names[1], Keys: serde.Bytes, Values: serde.Bytes, Persistent: m.Persistent}, name)
+	return KTable[Windowed[K], A]{sb: s.sb, node: name, keys: WindowedSerde(s.keys), values: values, windowed: true, closeAfter: closeAfter}
+}
+
+// windowAggregator keeps one aggregate per (key, window) and a closing
+// index ordered by window end; a window is deleted when it closes, so the
+// store holds at most the windows of the last size + grace of stream time.
+type windowAggregator[K, V, A any] struct {
+	windowedAggregation[K, A, A]
+	w    TimeWindows
+	init func() A
+	add  func(K, V, A) A
+}
+
+func windowKey(kb []byte, start int64) []byte {
+	return binary.BigEndian.AppendUint64(bytes.Clone(kb), uint64(start))
 }
 
 func (p *windowAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
@@ -180,7 +336,7 @@ func (p *windowAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 			continue
 		}
 		key := windowKey(kb, start)
-		old, ok, err := p.aggs.Get(key)
+		old, ok, err := p.state.Get(key)
 		if err != nil {
 			return err
 		}
@@ -192,97 +348,53 @@ func (p *windowAggregator[K, V, A]) Process(rec exactly.Record[K, V]) error {
 			}
 		}
 		agg = p.add(rec.Key, rec.Value, agg)
-		if err := p.aggs.Put(key, agg); err != nil {
+		if err := p.state.Put(key, agg); err != nil {
 			return err
 		}
-		if !p.opts.EmitFinal {
-			p.ctx.Forward(exactly.Record[Windowed[K], Change[A]]{
-				Key:   Windowed[K]{Key: rec.Key, Start: time.UnixMilli(start), End: time.UnixMilli(end)},
-				Value: Change[A]{Old: old, HasOld: ok, New: agg, HasNew: true}, Timestamp: rec.Timestamp, Headers: rec.Headers,
-			})
-		}
+		p.update(exactly.Record[Windowed[K], Change[A]]{
+			Key:   Windowed[K]{Key: rec.Key, Start: time.UnixMilli(start), End: time.UnixMilli(end)},
+			Value: Change[A]{Old: old, HasOld: ok, New: agg, HasNew: true}, Timestamp: rec.Timestamp, Headers: rec.Headers,
+		})
 	}
-	return p.closeWindows(closeTime)
-}
-
-// closeWindows deletes every window whose end + grace stream time has
-// reached, emitting each one's final result when asked to.
-func (p *windowAggregator[K, V, A]) closeWindows(closeTime int64) error {
-	if closeTime < 0 {
-		return nil
-	}
-	it, err := p.closing.Range(nil, binary.BigEndian.AppendUint64(nil, uint64(closeTime)+1))
-	if err != nil {
-		return err
-	}
-	var due [][]byte
-	for it.Next() {
-		due = append(due, bytes.Clone(it.Key()))
-	}
-	if err := it.Close(); err != nil {
-		return err
-	}
-	for _, ck := range due {
-		end, start := int64(binary.BigEndian.Uint64(ck)), int64(binary.BigEndian.Uint64(ck[8:]))
-		kb := ck[16:]
+	// A window closes once stream time reaches its end + grace.
+	return p.closeDue(closeTime+1, func(ck []byte) error {
+		end, start, kb := int64(binary.BigEndian.Uint64(ck)), int64(binary.BigEndian.Uint64(ck[8:])), ck[16:]
 		key := windowKey(kb, start)
-		if p.opts.EmitFinal {
-			agg, ok, err := p.aggs.Get(key)
-			if err != nil {
-				return err
-			}
-			k, err := p.keys.Deserialize(kb)
-			if err != nil {
-				return err
-			}
-			if ok {
-				p.ctx.Forward(exactly.Record[Windowed[K], Change[A]]{
-					Key:   Windowed[K]{Key: k, Start: time.UnixMilli(start), End: time.UnixMilli(end)},
-					Value: Change[A]{New: agg, HasNew: true}, Timestamp: time.UnixMilli(end - 1),
-				})
-			}
+		agg, ok, err := p.state.Get(key)
+		if err == nil && ok {
+			err = p.final(kb, start, end, agg)
 		}
-		if err := p.aggs.Delete(key); err != nil {
+		if err != nil {
 			return err
 		}
-		if err := p.closing.Delete(ck); err != nil {
-			return err
-		}
-	}
-	return nil
+		return p.state.Delete(key)
+	})
 }
-
-func (p *windowAggregator[K, V, A]) Close() error { return nil }
 
 // WindowedAggregate folds each key's records per window into a table
-// keyed by window (Kafka Streams' windowedBy(...).aggregate): each record
-// updates every window it falls in, and the table's updates carry the
-// window's previous value. Records whose window has closed (stream time
-// past its end + grace) are dropped and counted in
+// keyed by window (Kafka Streams' windowedBy(TimeWindows).aggregate): each
+// record updates every window it falls in. With w.Emit OnWindowUpdate the
+// table's updates carry the window's previous value; with OnWindowClose
+// each window is emitted once, with its final value, when it closes
+// (Suppress with UntilWindowCloses does the same downstream of any
+// windowed table). Records whose window has closed (stream time past its
+// end + grace) are dropped and counted in
 // dropped_records_total{reason="late"}, once per window they miss. The
-// stores (storeName and storeName-closing) keep only open windows:
-// retention is size + grace. With opts.EmitFinal, each window is emitted
-// once, when it closes; Suppress with UntilWindowCloses does the same
-// downstream of any windowed table. Invalid windows are reported by Build.
-func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, storeName string, init func() A, add func(K, V, A) A, values serde.Serde[A], opts WindowOptions) KTable[Windowed[K], A] {
-	s := g.s
-	if err := w.validate(); err != nil {
-		s.sb.b.AddError(fmt.Errorf("windowed aggregate %q: %w", storeName, err))
-	}
-	name := s.sb.name("KSTREAM-WINDOWED-AGGREGATE")
-	names := [2]string{storeName, storeName + "-closing"}
-	dropped := s.sb.dropped.WithLabelValues("late").Inc
-	exactly.AddProcessor(s.sb.b, name, func() exactly.Processor[K, V, Windowed[K], Change[A]] {
-		return &windowAggregator[K, V, A]{w: w, opts: opts, keys: s.keys, init: init, add: add, names: names, dropped: dropped}
-	}, s.node)
-	exactly.AddStore(s.sb.b, exactly.Store[[]byte, A]{Name: names[0], Keys: serde.Bytes, Values: values, Persistent: opts.Persistent}, name)
-	exactly.AddStore(s.sb.b, exactly.Store[[]byte, []byte]{Name: names[1], Keys: serde.Bytes, Values: serde.Bytes, Persistent: opts.Persistent}, name)
-	return KTable[Windowed[K], A]{sb: s.sb, node: name, keys: WindowedSerde(s.keys), values: values, closeAfter: w.Grace.Milliseconds(), windowed: true}
+// stores, storeName and storeName-closing, kept as m says, hold only open
+// windows: retention is size + grace. Invalid windows are reported by
+// Build.
+func WindowedAggregate[K, V, A any](g KGroupedStream[K, V], w TimeWindows, storeName string, init func() A, add func(K, V, A) A,
+	values serde.Serde[A], m Materialized) KTable[Windowed[K], A] {
+	return addWindowedAggregation(g, "KSTREAM-WINDOWED-AGGREGATE", "windowed aggregate", storeName, w.validate(), w.Emit, values, values, m, w.Grace.Milliseconds(),
+		func(shared windowedAggregation[K, A, A]) exactly.Processor[K, V, Windowed[K], Change[A]] {
+			return &windowAggregator[K, V, A]{windowedAggregation: shared, w: w, init: init, add: add}
+		})
 }
 
-// WindowedCount counts each key's records per window.
-func WindowedCount[K, V any](g KGroupedStream[K, V], w TimeWindows, storeName string, opts WindowOptions) KTable[Windowed[K], int64] {
-	return WindowedAggregate(g, w, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, opts)
+// WindowedCount counts each key's records per window, as
+// WindowedAggregate folds them.
+func WindowedCount[K, V any](g KGroupedStream[K, V], w TimeWindows, storeName string, m Materialized) KTable[Windowed[K], int64] {
+	return WindowedAggregate(g, w, storeName, func() int64 { return 0 }, func(_ K, _ V, n int64) int64 { return n + 1 }, serde.Int64, m)
 }
 
 // QueryWindows answers an interactive query of a windowed aggregation's

@@ -13,7 +13,9 @@
 // Commit commits their results; Drain commits until every hop is idle.
 //
 // A global store (exactly.AddGlobalStore) is read from its topic at every
-// start, before any task processes a record, and a record appended to its
+// start, before any task processes a record (a persistent one too: what an
+// instance holds after reading from its checkpoints is the same), and a
+// record appended to its
 // topic updates it at once, in order with the other records, outside any
 // transaction, as an instance's global consumer does.
 //

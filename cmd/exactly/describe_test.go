@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -38,7 +39,8 @@ func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
 	}
 	for _, want := range []string{
 		"shop-order-customer-subscription-registration-topic", "shop-order-customer-subscription-response-topic",
-		"shop-final-revenue-buffer-changelog", "Global store: products (topic: products",
+		"shop-final-revenue-buffer-changelog", "shop-final-revenue-buffer-index-changelog", "shop-revenue-changelog",
+		"Global store: products (persistent, topic: products",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("describe revenue lacks %q:\n%s", want, out.String())
@@ -48,5 +50,33 @@ func TestDescribeOrdersNamesSourcesSinksAndStores(t *testing.T) {
 	root.SetArgs([]string{"describe", "nonsense"})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "use one of exposure, orders, revenue, suspicious-orders") {
 		t.Errorf("describe nonsense = %v; want an error naming the known topologies", err)
+	}
+}
+
+// TestREADMEShowsTheCurrentDescriptionOfRevenue: the README's section on
+// the streams DSL quotes `exactly describe revenue` as the code prints it.
+func TestREADMEShowsTheCurrentDescriptionOfRevenue(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "`exactly describe revenue` shows"
+	i := strings.Index(string(readme), marker)
+	if i < 0 {
+		t.Fatalf("README.md lacks %q", marker)
+	}
+	block := string(readme[i:])
+	start := strings.Index(block, "```\n") + len("```\n")
+	quoted := block[start : start+strings.Index(block[start:], "```\n")]
+	var out bytes.Buffer
+	root := newRootCommand()
+	root.SetOut(&out)
+	root.SetArgs([]string{"describe", "revenue", "--application-id", "revenue"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if quoted != out.String() {
+		t.Fatalf("README.md quotes an outdated description of revenue; replace it with the output of\n"+
+			"  go run ./cmd/exactly describe revenue --application-id revenue\nwhich is\n%s", out.String())
 	}
 }

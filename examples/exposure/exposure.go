@@ -80,7 +80,8 @@ func SuspiciousOrderCounts(applicationID string, reg prometheus.Registerer) (*ex
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: applicationID, Registerer: reg})
 	orders := dsl.Stream(sb, OrdersTopic, serde.String, serde.JSON[OrderSubmitted]())
 	byCustomer := dsl.GroupBy(orders, func(_ string, o OrderSubmitted) string { return o.CustomerID }, serde.String)
-	dsl.WindowedCount(byCustomer, dsl.TumblingWindows(5*time.Minute, 2*time.Minute),
-		"suspicious-order-counts", dsl.WindowOptions{EmitFinal: true, Persistent: true}).To(SuspiciousTopic)
+	windows := dsl.TumblingWindows(5*time.Minute, 2*time.Minute)
+	windows.Emit = dsl.OnWindowClose
+	dsl.WindowedCount(byCustomer, windows, "suspicious-order-counts", dsl.Materialized{Persistent: true}).To(SuspiciousTopic)
 	return sb.Build()
 }

@@ -196,7 +196,7 @@ func Topology(opts Options) (*exactly.Topology, error) {
 	// passes the threshold exactly once, the moment it is reached.
 	valid := transactions.Filter(func(card string, t Transaction) bool { return Validate(card, t) == nil })
 	counts := dsl.WindowedCount(valid.GroupByKey(), dsl.TumblingWindows(opts.VelocityWindow, opts.Grace),
-		VelocityStore, dsl.WindowOptions{Persistent: opts.Persistent})
+		VelocityStore, dsl.Materialized{Persistent: opts.Persistent})
 	threshold := opts.VelocityThreshold
 	crossed := counts.ToStream().Filter(func(_ dsl.Windowed[string], n int64) bool { return n == threshold })
 	dsl.Map(crossed, func(w dsl.Windowed[string], n int64) (string, Alert) {

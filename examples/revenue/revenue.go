@@ -104,10 +104,10 @@ func Topology(o Options) (*exactly.Topology, error) {
 	o = o.WithDefaults()
 	sb := dsl.NewStreamsBuilder(dsl.Options{ApplicationID: o.ApplicationID})
 	m := dsl.Materialized{Persistent: o.Persistent}
-	products := dsl.GlobalTable(sb, ProductsTopic, serde.String, serde.JSON[Product](), "products")
+	products := dsl.GlobalTable(sb, ProductsTopic, serde.String, serde.JSON[Product](), "products", m)
 	customers := dsl.Table(sb, CustomersTopic, serde.String, serde.JSON[Customer](), "customers", m)
 	orders := dsl.Table(sb, OrdersTopic, serde.String, serde.JSON[Order](), "orders", m)
-	sales := dsl.JoinOnForeignKey(orders, customers, "order-customer", func(o Order) string { return o.CustomerID }, dsl.JoinInner,
+	sales := dsl.JoinOnForeignKey(orders, customers, dsl.JoinInner, "order-customer", func(o Order) string { return o.CustomerID },
 		func(_ string, j dsl.Joined[Order, Customer]) sale {
 			return sale{Order: j.Left, Country: j.Right.Country}
 		},
@@ -123,7 +123,7 @@ func Topology(o Options) (*exactly.Topology, error) {
 	byGroup := dsl.GroupBy(lines, func(_ string, l line) string { return l.Group }, serde.String)
 	revenue := dsl.WindowedAggregate(byGroup, dsl.TumblingWindows(o.Window, o.Grace), "revenue",
 		func() int64 { return 0 }, func(_ string, l line, total int64) int64 { return total + l.Cents }, serde.Int64,
-		dsl.WindowOptions{Persistent: o.Persistent})
+		m)
 	revenue.Suppress("final-revenue", dsl.UntilWindowCloses(dsl.BufferConfig{MaxRecords: 100_000})).ToStream().
 		ToWith(RevenueTopic, dsl.Produced[dsl.Windowed[string], int64]{Keys: dsl.ReadableWindowedSerde(serde.String)})
 	return sb.Build()

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,10 +14,11 @@ import (
 )
 
 // Reading changelogs into stores, shared by the restore of an active task
-// (restore.go) and the tailing of a standby (standby.go): both apply what
-// they read in batches, each in one atomic write with the offset after its
-// last record as the store's checkpoint (DESIGN invariant 2), so a crash
-// anywhere leaves a store at its checkpoint.
+// (restore.go), the tailing of a standby (standby.go) and the global stores
+// (global.go), whose topics are their changelogs: each applies what it
+// reads in batches, each in one atomic write with the offset after its
+// last record as the checkpoint of the store's partition (DESIGN invariant
+// 2), so a crash anywhere leaves a store at its checkpoint.
 
 // changelogTarget is what changelog records are applied to: the stores of
 // an active task (*task.Task) or of a standby (standbyStores).
@@ -169,4 +171,89 @@ func (pos *changelogPosition) apply(target changelogTarget, next int64) (int, er
 	pos.applied = next
 	pos.batch = pos.batch[:0]
 	return n, nil
+}
+
+// readToEnd reads the positions' partitions with cl, which must consume
+// them from where each has read (consumeFrom), until every one has reached
+// its end; it applies what it reads through apply, in batches of at most
+// batchSize records, and last with the end as the checkpoint. Positions
+// already at their end are not read. It ends on the fetch position, never
+// on seeing a particular record: the last offsets before the end may be
+// transaction markers, aborted data, or compacted away. what names the
+// reading in errors ("restore", "bootstrap").
+//
+// Reading read_committed up to a high watermark listed at the start waits
+// until every transaction that wrote before it has ended; readToEnd waits
+// at most stallLimit without progress for that, which the broker bounds by
+// the transactions' timeout. progress, if not nil, hears of each fetch that
+// moved a position (done once it reached its end and was applied).
+func readToEnd(ctx context.Context, cl *kgo.Client, positions []*changelogPosition, what string, batchSize int, stallLimit time.Duration,
+	apply func(pos *changelogPosition, next int64) error, progress func(pos *changelogPosition, done bool)) error {
+	type partition struct {
+		topic string
+		p     int32
+	}
+	todo := map[partition]*changelogPosition{}
+	for _, pos := range positions {
+		if pos.read < pos.end {
+			todo[partition{pos.topic, pos.partition}] = pos
+		}
+	}
+	lastProgress := time.Now()
+	for len(todo) > 0 {
+		pollCtx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollFetches(pollCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var err error
+		fetches.EachError(func(topic string, p int32, ferr error) {
+			if !errors.Is(ferr, context.DeadlineExceeded) && err == nil {
+				err = fmt.Errorf("%s fetch %s/%d: %w", what, topic, p, ferr)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			key := partition{fp.Topic, fp.Partition}
+			pos := todo[key]
+			if err != nil || pos == nil || fp.Err != nil {
+				return
+			}
+			if len(fp.Records) > 0 {
+				lastProgress = time.Now()
+			}
+			var reached bool
+			if reached, err = pos.take(fp, batchSize, apply); err != nil {
+				return
+			}
+			if !reached {
+				if progress != nil {
+					progress(pos, false)
+				}
+				return
+			}
+			if err = apply(pos, pos.end); err != nil {
+				return
+			}
+			pos.read = pos.end
+			if progress != nil {
+				progress(pos, true)
+			}
+			delete(todo, key)
+			cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
+		})
+		if err != nil {
+			return err
+		}
+		if time.Since(lastProgress) > stallLimit {
+			for _, pos := range todo {
+				return fmt.Errorf("%s %s/%d made no progress for %v below the end %d of %s: a transaction on it neither commits nor aborts",
+					what, pos.store, pos.partition, stallLimit, pos.end, pos.topic)
+			}
+		}
+	}
+	return nil
 }

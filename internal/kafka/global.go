@@ -1,10 +1,11 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"math"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,99 +17,142 @@ import (
 
 // globalStores are the instance's global stores (topo.StoreSpec.GlobalTopic):
 // every partition of each one's topic, read by one consumer of the
-// instance's own (no group, read_committed), in one in-memory backend that
-// the tasks read. The topics are the stores' changelogs, so nothing is
-// logged and nothing survives the process: each start reads the topics
-// again from their beginning.
+// instance's own (no group, read_committed), into backends the tasks read.
+// The topics are the stores' changelogs, so nothing is logged: the stores
+// are read as a restore reads a changelog (changelog.go), each fetched
+// batch applied in one atomic write with the offset after it as the
+// checkpoint of its partition. The in-memory stores start empty at every
+// start; the persistent ones live in one Pebble store under the state
+// directory and read only what their topics gained since their
+// checkpoints.
 type globalStores struct {
-	backend *store.Memory
-	txn     *store.Txn           // used by the consumer's goroutine alone
-	kvs     map[string]*store.KV // by topic
-	cl      *kgo.Client
-	done    chan struct{} // closed when the consumer's goroutine ends
-	stopped sync.Once
+	memory     *store.Memory
+	persistent *store.Pebble // nil without persistent global stores
+	release    func()        // hands back persistent's directory
+	// query is what the tasks, queries and metrics read; closed at stop.
+	query     *queryTarget
+	positions []*changelogPosition
+	targets   map[*changelogPosition]globalPartition
+	cl        *kgo.Client   // follows the topics once bootstrapped
+	done      chan struct{} // closed when the following goroutine ends
+	stopped   sync.Once
 }
 
-// startGlobalStores reads every global store's topic to the high watermark
-// it had when the bootstrap began, then applies later records in the
-// background until ctx ends or stop is called. It returns nil when the
-// topology has no global store. Tasks must not start before it returns:
-// Kafka Streams' guarantee that global tables are bootstrapped before
-// processing.
-func (r *Runner) startGlobalStores(ctx context.Context) (*globalStores, error) {
+// globalPartition is one partition of a global store as a changelogTarget:
+// the store holds every partition of its topic, each with a checkpoint of
+// its own.
+type globalPartition struct {
+	txn       *store.Txn // used by the global consumer alone
+	partition int32
+}
+
+func (g globalPartition) Checkpoint(name string) (int64, bool, error) {
+	return g.txn.PartitionCheckpoint(name, g.partition)
+}
+
+func (g globalPartition) Restore(name string, changes []store.Change, next int64) error {
+	return g.txn.RestorePartition(name, g.partition, changes, next)
+}
+
+func (g globalPartition) Wipe(name string) error { return g.txn.Wipe(name) }
+
+// globalDir is where the persistent global stores live.
+func (r *Runner) globalDir() string { return filepath.Join(r.stateDir, "global") }
+
+// startGlobalStores reads every global store's topic from the store's
+// checkpoints to the high watermark it had when the bootstrap began, then
+// applies later records in the background until ctx ends or stop is
+// called. It returns nil when the topology has no global store. Tasks must
+// not start before it returns: Kafka Streams' guarantee that global tables
+// are bootstrapped before processing.
+func (r *Runner) startGlobalStores(ctx context.Context) (_ *globalStores, err error) {
 	names := r.topo.GlobalStores()
 	if len(names) == 0 {
 		return nil, nil
 	}
-	g := &globalStores{backend: store.NewMemory(), kvs: map[string]*store.KV{}, done: make(chan struct{})}
-	g.txn = store.NewTxn(g.backend)
-	partitions := map[string]map[int32]kgo.Offset{}
-	var topics []string
+	g := &globalStores{memory: store.NewMemory(), targets: map[*changelogPosition]globalPartition{}, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	memoryTxn := store.NewTxn(g.memory)
+	var persistentTxn *store.Txn
+	txns := map[string]*store.Txn{}
 	for _, name := range names {
 		spec, _ := r.topo.Store(name)
-		topic := spec.GlobalTopic
-		n, ok := r.partitions[topic]
-		if !ok {
-			return nil, fmt.Errorf("global store %q reads topic %q, which does not exist: create it before starting %s", name, topic, r.cfg.ApplicationID)
+		if _, ok := r.partitions[spec.GlobalTopic]; !ok {
+			return nil, fmt.Errorf("global store %q reads topic %q, which does not exist: create it before starting %s", name, spec.GlobalTopic, r.cfg.ApplicationID)
 		}
-		g.kvs[topic] = g.txn.Open(name, spec.Options, func() int64 { return 0 })
-		partitions[topic] = map[int32]kgo.Offset{}
-		for p := range n {
-			partitions[topic][p] = kgo.NewOffset().AtStart()
+		txn := memoryTxn
+		if spec.Persistent {
+			if g.persistent == nil {
+				if g.persistent, g.release, err = r.openStoreDir(ctx, r.globalDir(), r.cfg.Logger.With("global_stores", r.globalDir())); err != nil {
+					return nil, fmt.Errorf("open the persistent global stores: %w", err)
+				}
+				persistentTxn = store.NewTxn(g.persistent)
+			}
+			txn = persistentTxn
 		}
-		topics = append(topics, topic)
+		txn.Open(name, spec.Options, func() int64 { return 0 })
+		txns[name] = txn
 	}
-	var err error
-	g.cl, err = kgo.NewClient(append(r.clientOptions(),
-		kgo.ConsumePartitions(partitions),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)...)
+	g.query = &queryTarget{memory: g.memory, persistent: pebbleOrNil(g.persistent)}
+	cl, err := r.changelogClient()
 	if err != nil {
 		return nil, &ConfigError{fmt.Errorf("create the global stores' consumer: %w", err)}
 	}
-	started := time.Now()
-	if err := g.bootstrap(ctx, r, topics); err != nil {
-		g.cl.Close()
+	defer cl.Close()
+	if err := g.openPositions(ctx, r, kadm.NewClient(cl), names, txns); err != nil {
 		return nil, err
 	}
-	r.cfg.Logger.Info("global stores bootstrapped", "stores", names, "took", time.Since(started).Round(time.Millisecond))
+	started := time.Now()
+	restored := map[string]int{}
+	apply := func(pos *changelogPosition, next int64) error {
+		n, err := pos.apply(g.targets[pos], next)
+		if err != nil {
+			return fmt.Errorf("bootstrap global store: %w", err)
+		}
+		restored[pos.store] += n
+		r.metrics.restored.WithLabelValues(pos.store).Add(float64(n))
+		r.metrics.restoreLeft.WithLabelValues(pos.store, strconv.Itoa(int(pos.partition))).Set(float64(pos.end - next))
+		return nil
+	}
+	consumeFrom(cl, g.positions)
+	if err := readToEnd(ctx, cl, g.positions, "bootstrap global store", 10000, r.stallLimit(), apply, nil); err != nil {
+		return nil, err
+	}
+	if g.persistent != nil {
+		// Pebble keeps the tail of its log in memory: without a sync, a
+		// process killed soon after the bootstrap would read it all again.
+		if err := g.persistent.Sync(); err != nil {
+			return nil, fmt.Errorf("sync the persistent global stores: %w", err)
+		}
+	}
+	r.cfg.Logger.Info("global stores bootstrapped", "stores", names, "records", restored, "took", time.Since(started).Round(time.Millisecond))
+	if g.cl, err = r.changelogClient(); err != nil {
+		return nil, &ConfigError{fmt.Errorf("create the global stores' consumer: %w", err)}
+	}
+	for _, pos := range g.positions {
+		pos.end = math.MaxInt64 // from here on, follow the topics
+	}
+	consumeFrom(g.cl, g.positions)
 	go g.follow(ctx, r)
 	return g, nil
 }
 
-// apply applies the data records of a fetch to the backend, in one batch.
-func (g *globalStores) apply(recs []*kgo.Record) error {
-	dirty := false
-	for _, rec := range recs {
-		if rec.Attrs.IsControl() {
-			continue
-		}
-		kv := g.kvs[rec.Topic]
-		var err error
-		if rec.Value == nil {
-			err = kv.Delete(rec.Key)
-		} else {
-			err = kv.Put(rec.Key, rec.Value)
-		}
-		if err != nil {
-			return err
-		}
-		dirty = true
+// openPositions lists the end of every partition of the global stores'
+// topics and reads each partition's checkpoint. A store whose partitions
+// have no checkpoint at all, or one that is corrupt or past its
+// partition's end (the topic was recreated), is wiped and read from the
+// start; a partition without a checkpoint beside others that have one (a
+// partition added to the topic) is read from its start.
+func (g *globalStores) openPositions(ctx context.Context, r *Runner, adm *kadm.Client, names []string, txns map[string]*store.Txn) error {
+	var topics []string
+	for _, name := range names {
+		spec, _ := r.topo.Store(name)
+		topics = append(topics, spec.GlobalTopic)
 	}
-	if !dirty {
-		return nil
-	}
-	return g.txn.Commit(nil)
-}
-
-// bootstrap reads each partition up to its high watermark at the start.
-// As a restore does, it ends on the fetch position, never on a particular
-// record (the last offsets may be transaction markers or aborted data),
-// and waits at most for open transactions on the topics to end.
-func (g *globalStores) bootstrap(ctx context.Context, r *Runner, topics []string) error {
-	adm := kadm.NewClient(g.cl)
 	listCtx, cancel := context.WithTimeout(ctx, r.cfg.SessionTimeout)
 	ends, err := adm.ListEndOffsets(listCtx, topics...)
 	cancel()
@@ -118,79 +162,63 @@ func (g *globalStores) bootstrap(ctx context.Context, r *Runner, topics []string
 	if err != nil {
 		return fmt.Errorf("list the global topics' ends: %w", err)
 	}
-	type partition struct {
-		topic   string
-		p       int32
-		end     int64
-		empties int
-	}
-	left := map[string]*partition{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[fmt.Sprint(o.Topic, "/", o.Partition)] = &partition{topic: o.Topic, p: o.Partition, end: o.Offset}
+	for i, name := range names {
+		var positions []*changelogPosition
+		var rebuild error
+		checkpoints := 0
+		for p := range r.partitions[topics[i]] {
+			end, ok := ends.Lookup(topics[i], p)
+			if !ok {
+				return fmt.Errorf("global topic %s has no partition %d", topics[i], p)
+			}
+			target := globalPartition{txn: txns[name], partition: p}
+			cp, ok, err := target.Checkpoint(name)
+			switch {
+			case err != nil:
+				rebuild = err
+			case ok && cp > end.Offset:
+				rebuild = fmt.Errorf("partition %d: checkpoint %d is past the topic's end %d", p, cp, end.Offset)
+			case ok:
+				checkpoints++
+			}
+			pos := &changelogPosition{store: name, topic: topics[i], partition: p, applied: cp, read: cp, end: end.Offset}
+			g.targets[pos] = target
+			positions = append(positions, pos)
 		}
-	})
-	stallLimit := 2*r.cfg.TransactionTimeout + 10*time.Second
-	lastProgress := time.Now()
-	for len(left) > 0 {
-		pollCtx, cancel := context.WithTimeout(ctx, time.Second)
-		fetches := g.cl.PollFetches(pollCtx)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var err error
-		fetches.EachError(func(topic string, p int32, ferr error) {
-			if !errors.Is(ferr, context.DeadlineExceeded) && err == nil {
-				err = fmt.Errorf("bootstrap global topic %s/%d: %w", topic, p, ferr)
+		if rebuild != nil || checkpoints == 0 {
+			if rebuild != nil {
+				r.cfg.Logger.Warn("global store does not match its topic; rebuilding it from the start", "store", name, "topic", topics[i], "err", rebuild)
 			}
-		})
-		if err != nil {
-			return err
-		}
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if err != nil || fp.Err != nil {
-				return
+			if err := txns[name].Wipe(name); err != nil {
+				return fmt.Errorf("wipe global store %s: %w", name, err)
 			}
-			if len(fp.Records) > 0 {
-				lastProgress = time.Now()
-				if err = g.apply(fp.Records); err != nil {
-					return
-				}
-			}
-			pt := left[fmt.Sprint(fp.Topic, "/", fp.Partition)]
-			if pt == nil {
-				return
-			}
-			reached := len(fp.Records) > 0 && fp.Records[len(fp.Records)-1].Offset+1 >= pt.end
-			if len(fp.Records) == 0 && fp.LastStableOffset >= pt.end {
-				pt.empties++
-				reached = pt.empties >= 2
-			} else {
-				pt.empties = 0
-			}
-			if reached {
-				delete(left, fmt.Sprint(fp.Topic, "/", fp.Partition))
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if time.Since(lastProgress) > stallLimit {
-			for _, pt := range left {
-				return fmt.Errorf("bootstrap global topic %s/%d made no progress for %v below its end %d: a transaction on it neither commits nor aborts",
-					pt.topic, pt.p, stallLimit, pt.end)
+			for _, pos := range positions {
+				pos.applied, pos.read = 0, 0
 			}
 		}
+		g.positions = append(g.positions, positions...)
 	}
 	return nil
 }
 
-// follow applies new records until ctx ends or stop is called. A failed
-// fetch is retried by the client; a failure to apply stops following and
-// is logged (the stores then stay as they were).
+// follow applies new records until ctx ends or stop is called, each
+// fetch's records of a partition in one atomic write with their
+// checkpoint. A failed fetch is retried by the client; a failure to apply
+// stops following and is logged (the stores then stay as they were).
 func (g *globalStores) follow(ctx context.Context, r *Runner) {
 	defer close(g.done)
+	type partition struct {
+		topic string
+		p     int32
+	}
+	byPartition := map[partition]*changelogPosition{}
+	for _, pos := range g.positions {
+		byPartition[partition{pos.topic, pos.partition}] = pos
+	}
+	apply := func(pos *changelogPosition, next int64) error {
+		_, err := pos.apply(g.targets[pos], next)
+		return err
+	}
 	for {
 		fetches := g.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -201,8 +229,12 @@ func (g *globalStores) follow(ctx context.Context, r *Runner) {
 		})
 		var err error
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if err == nil && fp.Err == nil {
-				err = g.apply(fp.Records)
+			pos := byPartition[partition{fp.Topic, fp.Partition}]
+			if err != nil || pos == nil || fp.Err != nil {
+				return
+			}
+			if _, err = pos.take(fp, 10000, apply); err == nil && pos.read > pos.applied {
+				err = apply(pos, pos.read)
 			}
 		})
 		if err != nil {
@@ -212,7 +244,8 @@ func (g *globalStores) follow(ctx context.Context, r *Runner) {
 	}
 }
 
-// stop ends the consumer and waits for its goroutine.
+// stop ends the consumer, waits for its goroutine and closes the stores.
+// Tasks must have stopped; queries of a global store fail from here on.
 func (g *globalStores) stop() {
 	if g == nil {
 		return
@@ -220,39 +253,59 @@ func (g *globalStores) stop() {
 	g.stopped.Do(func() {
 		g.cl.Close()
 		<-g.done
+		g.close()
 	})
 }
 
-// storesBackend returns the backend tasks read the global stores from
-// (nil without global stores).
-func (g *globalStores) storesBackend() store.Backend {
-	if g == nil {
-		return nil
+// close closes the stores and hands their directory back.
+func (g *globalStores) close() {
+	if g.query != nil {
+		g.query.close()
 	}
-	return g.backend
+	if g.persistent != nil {
+		g.persistent.Close()
+	}
+	if g.release != nil {
+		g.release()
+	}
+}
+
+// backends returns the backends tasks read the global stores from: the
+// in-memory ones and the persistent ones (nil without them).
+func (g *globalStores) backends() (memory, persistent store.Backend) {
+	if g == nil {
+		return nil, nil
+	}
+	return g.memory, pebbleOrNil(g.persistent)
 }
 
 // get answers an interactive query of a global store from this instance,
 // which holds all of it (what its consumer has applied so far).
-func (g *globalStores) get(spec *topo.StoreSpec, key []byte) ([]byte, bool, error) {
-	if g == nil {
-		return nil, false, fmt.Errorf("store %s: the global stores are not bootstrapped yet: %w", spec.Name, ErrRestoring)
+func (g *globalStores) get(spec *topo.StoreSpec, key []byte) (value []byte, found bool, err error) {
+	ok := false
+	if g != nil {
+		ok, err = g.query.read(spec.Persistent, func(backend store.Backend) (err error) {
+			value, found, err = committedView(backend, spec).Get(key)
+			return err
+		})
 	}
-	return committedView(g.backend, spec).Get(key)
+	if !ok {
+		return nil, false, fmt.Errorf("store %s: the global stores are not open: %w", spec.Name, ErrRestoring)
+	}
+	return value, found, err
 }
 
 // scan answers a range query of a global store, as get does.
-func (g *globalStores) scan(spec *topo.StoreSpec, from, to []byte, limit int) ([]Entry, error) {
-	if g == nil {
-		return nil, fmt.Errorf("store %s: the global stores are not bootstrapped yet: %w", spec.Name, ErrRestoring)
+func (g *globalStores) scan(spec *topo.StoreSpec, from, to []byte, limit int) (out []Entry, err error) {
+	ok := false
+	if g != nil {
+		ok, err = g.query.read(spec.Persistent, func(backend store.Backend) (err error) {
+			out, err = scanCommitted(out, backend, spec, from, to, limit)
+			return err
+		})
 	}
-	it, err := committedView(g.backend, spec).Range(from, to)
-	if err != nil {
-		return nil, err
+	if !ok {
+		return nil, fmt.Errorf("store %s: the global stores are not open: %w", spec.Name, ErrRestoring)
 	}
-	var out []Entry
-	for n := 0; n < limit && it.Next(); n++ {
-		out = append(out, Entry{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
-	}
-	return out, it.Close()
+	return out, err
 }

@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "exactly_rebalances_total", Help: "Rebalances that changed this member's partitions, by kind (assigned, revoked, lost)."}, []string{"kind"}),
 		restored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "exactly_restore_records_total", Help: "Changelog records applied to stores while restoring."}, []string{"store"}),
+			Name: "exactly_restore_records_total", Help: "Changelog records applied to stores while restoring (and global stores' topic records while bootstrapping)."}, []string{"store"}),
 		restoreLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "exactly_restore_remaining_records", Help: "Changelog offsets left to restore."}, []string{"store", "partition"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -199,15 +199,9 @@ func (r *Runner) Scan(ctx context.Context, storeName string, from, to []byte, li
 			return nil, err
 		}
 		// A target closed meanwhile belongs to a partition that moved away.
-		_, err := targets[id].read(spec.Persistent, func(backend store.Backend) error {
-			it, err := committedView(backend, spec).Range(from, to)
-			if err != nil {
-				return err
-			}
-			for n := 0; n < limit && it.Next(); n++ {
-				out = append(out, Entry{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
-			}
-			return it.Close()
+		_, err := targets[id].read(spec.Persistent, func(backend store.Backend) (err error) {
+			out, err = scanCommitted(out, backend, spec, from, to, limit)
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("store %s partition %d: %w", storeName, id.Partition, err)
@@ -215,6 +209,19 @@ func (r *Runner) Scan(ctx context.Context, storeName string, from, to []byte, li
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return bytes.Compare(a.Key, b.Key) })
 	return out[:min(len(out), limit)], nil
+}
+
+// scanCommitted appends to out up to limit entries of the store with from
+// <= key < to (nil: unbounded) from a backend holding it.
+func scanCommitted(out []Entry, backend store.Backend, spec *topo.StoreSpec, from, to []byte, limit int) ([]Entry, error) {
+	it, err := committedView(backend, spec).Range(from, to)
+	if err != nil {
+		return out, err
+	}
+	for n := 0; n < limit && it.Next(); n++ {
+		out = append(out, Entry{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
+	}
+	return out, it.Close()
 }
 
 // committedView is a store over a backend, which holds committed data

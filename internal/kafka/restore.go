@@ -215,7 +215,6 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 		Memory:             lt.memory,
 		DeadLetterMaxBytes: task.DefaultDeadLetterMaxBytes,
 		Tracer:             tracing.Tracer(w.r.cfg.TracerProvider),
-		Globals:            w.r.globals.Load().storesBackend(),
 		ApplicationID:      w.r.cfg.ApplicationID,
 		ID:                 id,
 		StreamTime:         streamTime,
@@ -227,6 +226,7 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 			return 0, fmt.Errorf("partition count of %q is unknown", topic)
 		},
 	}
+	cfg.Globals, cfg.PersistentGlobals = w.r.globals.Load().backends()
 	if handed != nil {
 		lt.persistent, lt.release, cfg.Persistent = handed.persistent, handed.release, handed.persistent
 	}
@@ -258,16 +258,14 @@ func (w *worker) startTask(ctx context.Context, id topo.TaskID, committed map[ta
 
 // restore brings each logged store of the task up to its changelog: it
 // reads, read_committed, from the store's checkpoint to the high watermark
-// the changelog had when the restore began.
+// the changelog had when the restore began (readToEnd).
 //
 // The end is the high watermark, not the last stable offset: transaction
 // markers land on each partition independently, so the group's offsets can
 // already show a previous owner's commit while this changelog's stable
 // offset still stands before that transaction's records. Reading up to the
 // high watermark read after the offsets were settled waits until every
-// transaction that wrote before it has ended, committed or aborted. The
-// restore ends on the fetch position, never on seeing a particular record:
-// the last offsets before the end may be aborted data or compacted away.
+// transaction that wrote before it has ended, committed or aborted.
 func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 	stores := w.r.loggedStores(lt.id.Subtopology)
 	if len(stores) == 0 {
@@ -278,17 +276,15 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		return err
 	}
 	partition := strconv.Itoa(int(lt.id.Partition))
-	todo := map[string]*changelogPosition{} // topic -> position
 	var reading []*changelogPosition
 	for _, pos := range positions {
 		w.r.metrics.restoreLeft.WithLabelValues(pos.store, partition).Set(float64(pos.end - pos.applied))
 		if pos.applied < pos.end {
-			todo[pos.topic] = pos
 			reading = append(reading, pos)
 			w.r.restores.begin(lt.id, pos, time.Now())
 		}
 	}
-	if len(todo) == 0 {
+	if len(reading) == 0 {
 		return nil
 	}
 	started := time.Now()
@@ -298,7 +294,6 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 	}
 	defer cl.Close()
 	consumeFrom(cl, reading)
-	batchSize := crashpoint.RestoreBatch(10000)
 	apply := func(pos *changelogPosition, next int64) error {
 		n, err := pos.apply(lt.task, next)
 		if err != nil {
@@ -317,61 +312,21 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		w.r.metrics.restoreLeft.WithLabelValues(pos.store, partition).Set(float64(pos.end - next))
 		return nil
 	}
-	// A restore waits at most for open transactions on the changelog to end,
-	// which the broker bounds by their transaction timeout.
-	stallLimit := 2*w.r.cfg.TransactionTimeout + 10*time.Second
-	lastProgress := time.Now()
-	for len(todo) > 0 {
-		pollCtx, cancel := context.WithTimeout(ctx, time.Second)
-		fetches := cl.PollFetches(pollCtx)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		var err error
-		fetches.EachError(func(topic string, p int32, ferr error) {
-			if !errors.Is(ferr, context.DeadlineExceeded) && err == nil {
-				err = fmt.Errorf("restore fetch %s/%d: %w", topic, p, ferr)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			pos := todo[fp.Topic]
-			if err != nil || pos == nil || fp.Err != nil {
-				return
-			}
-			if len(fp.Records) > 0 {
-				lastProgress = time.Now()
-			}
-			var reached bool
-			reached, err = pos.take(fp, batchSize, apply)
-			if err != nil {
-				return
-			}
-			if !reached {
-				w.r.restores.advance(pos, pos.records, time.Now())
-				return
-			}
-			if err = apply(pos, pos.end); err != nil {
-				return
-			}
+	progress := func(pos *changelogPosition, done bool) {
+		if done {
 			w.r.restores.finish(pos, pos.records, time.Now())
-			delete(todo, fp.Topic)
-			cl.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
-		})
-		if err != nil {
-			return err
+		} else {
+			w.r.restores.advance(pos, pos.records, time.Now())
 		}
-		if time.Since(lastProgress) > stallLimit {
-			for _, pos := range todo {
-				return fmt.Errorf("restore %s/%d made no progress for %v below the changelog end %d: a transaction on the changelog neither commits nor aborts",
-					pos.store, lt.id.Partition, stallLimit, pos.end)
-			}
-		}
+	}
+	if err := readToEnd(ctx, cl, reading, "restore", crashpoint.RestoreBatch(10000), w.r.stallLimit(), apply, progress); err != nil {
+		return err
 	}
 	w.r.metrics.restoreDuration.Observe(time.Since(started).Seconds())
 	w.log.Info("restored task", "task", lt.id, "took", time.Since(started).Round(time.Millisecond))
 	return nil
 }
+
+// stallLimit is how long reading a changelog to its end waits without
+// progress: open transactions on it end within their timeout.
+func (r *Runner) stallLimit() time.Duration { return 2*r.cfg.TransactionTimeout + 10*time.Second }

@@ -19,33 +19,42 @@ func (r *Runner) taskDir(id topo.TaskID) string {
 	return filepath.Join(r.stateDir, id.String())
 }
 
-// errDirHeld says a task directory stayed open in this process too long.
-var errDirHeld = errors.New("the task's store is still open in this process")
+// errDirHeld says a store directory stayed open in this process too long.
+var errDirHeld = errors.New("the store directory is still open in this process")
 
 // openPersistent opens the task's Pebble store and returns the function
 // that hands the directory back once the store is closed. A directory is
 // open at most once per process: with several workers, the one a task moves
 // to waits until the one it left has closed it (bounded by the rebalance
-// timeout). Only a store Pebble reports as corrupt is wiped, to be rebuilt
-// from the changelog; any other failure (a lock, no file descriptors, a
-// full disk) is returned and deletes nothing.
+// timeout).
 func (r *Runner) openPersistent(ctx context.Context, id topo.TaskID, log *slog.Logger) (*store.Pebble, func(), error) {
-	dir := r.taskDir(id)
-	release, err := r.acquireDir(ctx, dir, r.cfg.RebalanceTimeout)
+	p, release, err := r.openStoreDir(ctx, r.taskDir(id), log.With("task", id))
 	if err != nil {
 		return nil, nil, fmt.Errorf("open store of task %s: %w", id, err)
+	}
+	return p, release, nil
+}
+
+// openStoreDir opens the Pebble store in dir, once per process (see
+// openPersistent). Only a store Pebble reports as corrupt is wiped, to be
+// rebuilt from the changelogs; any other failure (a lock, no file
+// descriptors, a full disk) is returned and deletes nothing.
+func (r *Runner) openStoreDir(ctx context.Context, dir string, log *slog.Logger) (*store.Pebble, func(), error) {
+	release, err := r.acquireDir(ctx, dir, r.cfg.RebalanceTimeout)
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := store.CheckFreeSpace(dir); err != nil {
 		release()
 		return nil, nil, err
 	}
 	slow := time.AfterFunc(10*time.Second, func() {
-		log.Warn("opening a task's store is taking long", "task", id, "dir", dir)
+		log.Warn("opening a store is taking long", "dir", dir)
 	})
 	p, err := store.OpenPebbleWith(dir, r.storeOptions())
 	slow.Stop()
 	if err != nil && store.IsCorrupt(err) {
-		log.Warn("local store corrupt; wiping it to rebuild from the changelog", "task", id, "dir", dir, "err", err)
+		log.Warn("local store corrupt; wiping it to rebuild from the changelogs", "dir", dir, "err", err)
 		if rmErr := os.RemoveAll(dir); rmErr != nil {
 			release()
 			return nil, nil, fmt.Errorf("wipe %s: %w", dir, rmErr)

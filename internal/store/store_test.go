@@ -229,6 +229,51 @@ func TestRestoreRebuildsFromChangelog(t *testing.T) {
 	})
 }
 
+// A store holding every partition of its topic keeps a checkpoint per
+// partition, apart from one another and from a store whose name extends
+// its own, and a wipe removes them all.
+func TestPartitionCheckpointsAreSeparateAndWipedTogether(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b Backend) {
+		c := &clock{}
+		txn := NewTxn(b)
+		openCounts(txn, c, Options{})
+		txn.Open("counts1", Options{}, c.now)
+		for p, next := range []int64{7, 0, 12} {
+			if err := txn.RestorePartition("counts", int32(p), []Change{{Key: []byte(fmt.Sprint("k", p)), Value: []byte{1}}}, next); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.Restore("counts1", nil, 5); err != nil {
+			t.Fatal(err)
+		}
+		for p, want := range []int64{7, 0, 12} {
+			if cp, ok, err := txn.PartitionCheckpoint("counts", int32(p)); err != nil || !ok || cp != want {
+				t.Fatalf("partition %d: checkpoint %d %v %v, want %d", p, cp, ok, err, want)
+			}
+		}
+		if _, ok, _ := txn.PartitionCheckpoint("counts", 3); ok {
+			t.Fatal("partition 3 has a checkpoint it was never given")
+		}
+		if _, ok, _ := txn.Checkpoint("counts"); ok {
+			t.Fatal("a partition's checkpoint reads as the store's")
+		}
+		if err := txn.Wipe("counts"); err != nil {
+			t.Fatal(err)
+		}
+		for p := range 3 {
+			if _, ok, _ := txn.PartitionCheckpoint("counts", int32(p)); ok {
+				t.Fatalf("wipe left partition %d's checkpoint", p)
+			}
+		}
+		if cp, ok, _ := txn.Checkpoint("counts1"); !ok || cp != 5 {
+			t.Fatal("wiping counts touched counts1's checkpoint")
+		}
+		if n := backendKeys(t, b); n != 1 {
+			t.Fatalf("%d keys after the wipe, want counts1's checkpoint alone", n)
+		}
+	})
+}
+
 func TestExpiredEntriesInvisibleAndSwept(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b Backend) {
 		c := &clock{ms: 0}

@@ -166,7 +166,18 @@ func (t *Txn) EndRecord(keep bool) {
 // Checkpoint returns the committed changelog offset store name is current up
 // to, and false if the store has none (never committed, or wiped).
 func (t *Txn) Checkpoint(name string) (int64, bool, error) {
-	v, ok, err := t.backend.Get(checkpointKey(name))
+	return t.checkpoint(name, checkpointKey(name))
+}
+
+// PartitionCheckpoint is Checkpoint for one partition of a store that
+// holds every partition of its topic (a global store), each partition
+// with a checkpoint of its own.
+func (t *Txn) PartitionCheckpoint(name string, partition int32) (int64, bool, error) {
+	return t.checkpoint(name, partitionCheckpointKey(name, partition))
+}
+
+func (t *Txn) checkpoint(name string, key []byte) (int64, bool, error) {
+	v, ok, err := t.backend.Get(key)
 	if err != nil || !ok {
 		return 0, false, err
 	}
@@ -176,8 +187,9 @@ func (t *Txn) Checkpoint(name string) (int64, bool, error) {
 	return int64(binary.BigEndian.Uint64(v)), true, nil
 }
 
-// Wipe deletes store name's data, expiry index and checkpoint from the
-// backend, so that it can be rebuilt from its changelog from offset 0.
+// Wipe deletes store name's data, expiry index and checkpoints (its own
+// and its partitions') from the backend, so that it can be rebuilt from its
+// changelog from offset 0.
 func (t *Txn) Wipe(name string) error {
 	if kv, ok := t.stores[name]; ok {
 		kv.forgetSweeps()
@@ -189,7 +201,7 @@ func (t *Txn) Wipe(name string) error {
 	return t.backend.Apply([]Op{
 		{Kind: OpDeleteRange, Key: data, End: prefixEnd(data)},
 		{Kind: OpDeleteRange, Key: index, End: prefixEnd(index)},
-		{Kind: OpDelete, Key: checkpointKey(name)},
+		{Kind: OpDeleteRange, Key: checkpointKey(name), End: prefixEnd(checkpointKey(name))},
 	})
 }
 
@@ -197,6 +209,17 @@ func (t *Txn) Wipe(name string) error {
 // together with the checkpoint next (the offset after the last record), in
 // one atomic batch. The buffer must hold nothing for the store.
 func (t *Txn) Restore(name string, changes []Change, next int64) error {
+	return t.restore(name, checkpointKey(name), changes, next)
+}
+
+// RestorePartition is Restore for the records of one partition of a store
+// that holds every partition of its topic: next becomes that partition's
+// checkpoint (PartitionCheckpoint).
+func (t *Txn) RestorePartition(name string, partition int32, changes []Change, next int64) error {
+	return t.restore(name, partitionCheckpointKey(name, partition), changes, next)
+}
+
+func (t *Txn) restore(name string, checkpoint []byte, changes []Change, next int64) error {
 	kv, ok := t.stores[name]
 	if !ok {
 		return fmt.Errorf("restore: store %q is not open", name)
@@ -223,7 +246,7 @@ func (t *Txn) Restore(name string, changes []Change, next int64) error {
 			}
 		}
 	}
-	ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(next))})
+	ops = append(ops, Op{Kind: OpSet, Key: checkpoint, Value: binary.BigEndian.AppendUint64(nil, uint64(next))})
 	return t.backend.Apply(ops)
 }
 
@@ -328,6 +351,8 @@ func (m *mergeIter) Close() error { return m.base.Close() }
 //	'd' len(N) N key          data (value, or expiry+value for expiring stores)
 //	't' len(N) N expiry key   expiry index (empty value)
 //	'c' len(N) N              checkpoint (8-byte big-endian offset)
+//	'c' len(N) N uvarint(P)   checkpoint of partition P, for a store holding
+//	                          every partition of its topic (a global store)
 const (
 	kindData       = 'd'
 	kindIndex      = 't'
@@ -342,6 +367,12 @@ func namespace(kind byte, name string) []byte {
 func dataPrefix(name string) []byte    { return namespace(kindData, name) }
 func indexPrefix(name string) []byte   { return namespace(kindIndex, name) }
 func checkpointKey(name string) []byte { return namespace(kindCheckpoint, name) }
+
+// partitionCheckpointKey lies within the range of checkpointKey(name)'s
+// prefix, so that Wipe removes it with the store's own checkpoint.
+func partitionCheckpointKey(name string, partition int32) []byte {
+	return binary.AppendUvarint(checkpointKey(name), uint64(partition))
+}
 
 // prefixEnd returns the smallest key greater than every key starting with p.
 func prefixEnd(p []byte) []byte {

@@ -108,7 +108,9 @@ type Config struct {
 	// Globals holds the global stores (topo.StoreSpec.GlobalTopic), which
 	// the task only reads and never commits; required when a processor of
 	// the sub-topology reads one. Whoever drives the task keeps it current.
-	Globals store.Backend
+	// PersistentGlobals holds the persistent ones, when there are any; nil
+	// means Globals holds them too.
+	Globals, PersistentGlobals store.Backend
 }
 
 // TopicPartition names an input partition.
@@ -277,19 +279,23 @@ func New(t *topo.Topology, cfg Config) (*Task, error) {
 		}
 		tk.kvs[name] = txn.Open(name, spec.Options, now)
 	}
-	var globals *store.Txn
+	globals := map[store.Backend]*store.Txn{} // read only: never committed
 	for _, name := range t.GlobalStores() {
 		spec, _ := t.Store(name)
 		if !slices.ContainsFunc(spec.Processors, func(p string) bool { return slices.Contains(tk.sub.Nodes, p) }) {
 			continue
 		}
-		if cfg.Globals == nil {
+		backend := cfg.Globals
+		if spec.Persistent && cfg.PersistentGlobals != nil {
+			backend = cfg.PersistentGlobals
+		}
+		if backend == nil {
 			return nil, fmt.Errorf("task %s: global store %q is read but the task has no global stores", cfg.ID, name)
 		}
-		if globals == nil {
-			globals = store.NewTxn(cfg.Globals) // read only: never committed
+		if globals[backend] == nil {
+			globals[backend] = store.NewTxn(backend)
 		}
-		kv := globals.Open(name, spec.Options, now)
+		kv := globals[backend].Open(name, spec.Options, now)
 		kv.DisableValueCache() // the driver updates it behind the task
 		tk.kvs[name] = kv
 	}

@@ -381,7 +381,11 @@ func (t *Topology) Describe(applicationID string) string {
 	}
 	for _, s := range t.GlobalStores() {
 		spec := t.stores[s]
-		fmt.Fprintf(&b, "   Global store: %s (topic: %s, every partition on every instance, no changelog)\n", s, spec.GlobalTopic)
+		kind := "in-memory"
+		if spec.Persistent {
+			kind = "persistent"
+		}
+		fmt.Fprintf(&b, "   Global store: %s (%s, topic: %s, every partition on every instance, no changelog)\n", s, kind, spec.GlobalTopic)
 		fmt.Fprintf(&b, "      read by: %s\n", strings.Join(spec.Processors, ", "))
 	}
 	return b.String()

@@ -221,7 +221,8 @@ type StoreSpec struct {
 	// all partitions of this topic in it, key for key and value for value
 	// (a null value deletes), bootstrapped before processing and updated
 	// while running. Its processors only read it; it has no changelog (the
-	// topic is its changelog) and belongs to no sub-topology.
+	// topic is its changelog) and belongs to no sub-topology. Persistent
+	// keeps it on disk with a checkpoint per partition of the topic.
 	GlobalTopic string
 }
 

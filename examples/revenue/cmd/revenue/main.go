@@ -28,8 +28,12 @@ type config struct {
 	InstanceID     string
 	StateDir       string
 	SessionTimeout time.Duration
-	CommitInterval time.Duration
-	Topology       revenue.Options
+	// RebalanceTimeout bounds how long a rebalance waits for members that
+	// joined the group before and do not join again (an instance killed
+	// while the group rebalanced).
+	RebalanceTimeout time.Duration
+	CommitInterval   time.Duration
+	Topology         revenue.Options
 	// Produce writes a sample of this many orders (with its products,
 	// customers and closing ticks) and exits.
 	Produce int
@@ -44,6 +48,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.InstanceID, "instance-id", "", "static group membership id")
 	fs.StringVar(&c.StateDir, "state-dir", filepath.Join(os.TempDir(), "revenue-state"), "directory of the persistent stores; one running instance per directory")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", 10*time.Second, "how long the group waits for a silent instance before moving its partitions")
+	fs.DurationVar(&c.RebalanceTimeout, "rebalance-timeout", 0, "how long a rebalance waits for every instance of the group to join it again; 0: the runtime's default")
 	fs.DurationVar(&c.CommitInterval, "commit-interval", 0, "how often to commit; 0: the runtime's default")
 	fs.DurationVar(&c.Topology.Window, "window", time.Hour, "size of the revenue windows")
 	fs.DurationVar(&c.Topology.Grace, "grace", 10*time.Minute, "how late an order still counts")
@@ -87,14 +92,15 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		return err
 	}
 	app, err := exactly.New(topology, exactly.Config{
-		Brokers:        c.Brokers,
-		ApplicationID:  c.Topology.WithDefaults().ApplicationID,
-		InstanceID:     c.InstanceID,
-		StateDir:       c.StateDir,
-		SessionTimeout: c.SessionTimeout,
-		CommitInterval: c.CommitInterval,
-		CreateTopics:   true, // the output topic
-		Logger:         log,
+		Brokers:          c.Brokers,
+		ApplicationID:    c.Topology.WithDefaults().ApplicationID,
+		InstanceID:       c.InstanceID,
+		StateDir:         c.StateDir,
+		SessionTimeout:   c.SessionTimeout,
+		RebalanceTimeout: c.RebalanceTimeout,
+		CommitInterval:   c.CommitInterval,
+		CreateTopics:     true, // the output topic
+		Logger:           log,
 	})
 	if err != nil {
 		return err
