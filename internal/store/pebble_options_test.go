@@ -78,8 +78,9 @@ func TestPebbleOptionsShareTheCacheSizeTheMemtableAndSync(t *testing.T) {
 		t.Errorf("block cache sizes %d and %d; want one shared cache holding the blocks both read", ma.Size, mb.Size)
 	}
 
-	// The log syncs itself a few times whatever the option (as it is
-	// created); Sync adds one per batch.
+	// The log syncs itself a few times whatever the option, as it is
+	// created (1 to 3 times, varying from run to run, so the two counts are
+	// not compared with each other); Sync adds one per batch.
 	counts := map[bool]uint64{}
 	for _, sync := range []bool{false, true} {
 		s, err := OpenPebbleWith(t.TempDir(), PebbleOptions{Sync: sync})
@@ -90,7 +91,7 @@ func TestPebbleOptionsShareTheCacheSizeTheMemtableAndSync(t *testing.T) {
 		counts[sync] = fsyncs(t, s)
 		s.Close()
 	}
-	if counts[true] < counts[false]+10 || counts[false] > 3 {
+	if counts[true] < 10 || counts[false] > 3 {
 		t.Errorf("fsyncs for 10 batches: %d with Sync, %d without; want one a batch more with it, next to none without", counts[true], counts[false])
 	}
 }
