@@ -1,5 +1,5 @@
 // Package chaos runs a stream application under a seeded schedule of
-// faults and then proves that its committed result holds (SPEC R-CLI7): it
+// faults and then proves that its committed result holds: it
 // is the library behind `exactly chaos`, for a user's own binary as much
 // as for the reference applications.
 //

@@ -83,7 +83,7 @@ func (r *Report) String() string {
 	return b.String()
 }
 
-// Orders audits the orders application (SPEC Appendix A): it reads the
+// Orders audits the orders application: it reads the
 // input, projection and dead-letter topics read_committed, recomputes the
 // expected projections, every projection update and the dead letters from
 // the input with orders.Oracle, and compares.

@@ -174,7 +174,7 @@ type PaymentsConfig struct {
 	ClientOptions []kgo.Opt
 }
 
-// Payments audits a run of the payments application (SPEC Appendix A): it
+// Payments audits a run of the payments application: it
 // reads the output and dead-letter topics read_committed and checks them,
 // with the gateway's charges, against the input (AuditPayments).
 func Payments(ctx context.Context, cfg PaymentsConfig) (*PaymentsReport, error) {

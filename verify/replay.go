@@ -101,7 +101,7 @@ var ErrReplayConfig = errors.New("verify: replay configuration")
 
 // Replay checks that what an application committed to Kafka equals what
 // its topology produces when the committed input is replayed through the
-// test driver in one uninterrupted pass (SPEC R-RL6). The task core is
+// test driver in one uninterrupted pass. The task core is
 // deterministic, so crashes, restarts, rebalances and aborted transactions
 // of the run must leave no trace in its committed output.
 //
