@@ -2,9 +2,11 @@ package relay
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -40,14 +42,25 @@ type refusal struct {
 // maxMessageBytes is order.events' max.message.bytes in these tests.
 const maxMessageBytes = 10_000
 
+// incompressible is n bytes of base64 text that no codec shrinks much.
+func incompressible(n int) string {
+	rng := rand.New(rand.NewPCG(1, 2))
+	raw := make([]byte, n)
+	for i := range raw {
+		raw[i] = byte(rng.Uint32())
+	}
+	return base64.StdEncoding.EncodeToString(raw)[:n]
+}
+
 func refusals() []refusal {
 	return []refusal{
 		{
 			// kfake enforces max.message.bytes on the whole batch, as a
 			// broker does: the good rows sharing the big row's batch are
-			// refused with it.
+			// refused with it. The payload does not compress below the
+			// limit.
 			name:    "payload over max.message.bytes",
-			payload: fmt.Sprintf(`{"blob":%q}`, strings.Repeat("x", 2*maxMessageBytes)),
+			payload: fmt.Sprintf(`{"blob":%q}`, incompressible(3*maxMessageBytes)),
 			says:    "MESSAGE_TOO_LARGE",
 		},
 		{
@@ -75,7 +88,7 @@ func refusals() []refusal {
 				})
 			},
 			payload:    `{"n":"poison"}`,
-			occurredAt: "2999-01-01T00:00:00Z",
+			occurredAt: "2200-01-01T00:00:00Z",
 			says:       "INVALID_TIMESTAMP",
 		},
 	}

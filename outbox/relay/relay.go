@@ -198,6 +198,9 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// defaultMaxBufferedRecords is franz-go's default of MaxBufferedRecords.
+const defaultMaxBufferedRecords = 50_000
+
 // Relay publishes outbox rows to Kafka until its context ends.
 type Relay struct {
 	cfg     Config
@@ -216,7 +219,17 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]kgo.Opt{kgo.ProducerLinger(0)}, cfg.Kafka...)
+	opts := []kgo.Opt{kgo.ProducerLinger(0)}
+	if cfg.Mode == ModePoll {
+		// A poll's records are all buffered before the first is sent: a
+		// batch the broker refuses then fails every later record of its
+		// partition, and none overtakes the refused ones.
+		opts = append(opts, kgo.ManualFlushing())
+		if cfg.BatchSize > defaultMaxBufferedRecords {
+			opts = append(opts, kgo.MaxBufferedRecords(cfg.BatchSize))
+		}
+	}
+	opts = append(opts, cfg.Kafka...)
 	if cfg.TransactionalID != "" {
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID))
 	}
@@ -254,7 +267,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.abortKafkaTransaction()
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrTableColumns) {
+		if errors.Is(err, ErrTableColumns) || errors.Is(err, ErrRowRefused) {
 			r.abortKafkaTransaction()
 			return err
 		}
@@ -289,14 +302,15 @@ func (r *Relay) abortKafkaTransaction() {
 }
 
 // routeRecord builds the Kafka record of row, or, for a row that cannot be
-// routed, its dead letter when the relay has a DeadLetterTopic.
-func (r *Relay) routeRecord(row row) (*kgo.Record, error) {
-	rec, err := r.router.record(row)
+// routed, its dead letter when the relay has a DeadLetterTopic (then
+// unroutable is true).
+func (r *Relay) routeRecord(row row) (rec *kgo.Record, unroutable bool, err error) {
+	rec, err = r.router.record(row)
 	if err == nil || r.cfg.DeadLetterTopic == "" {
-		return rec, err
+		return rec, false, err
 	}
 	r.log.Warn("outbox row dead-lettered", "id", r.router.eventID(row), "topic", r.cfg.DeadLetterTopic, "err", err)
-	return r.router.deadLetter(row, r.cfg.DeadLetterTopic, err), nil
+	return r.router.deadLetter(row, r.cfg.DeadLetterTopic, err), true, nil
 }
 
 // quoteTable quotes a possibly schema-qualified table name.
