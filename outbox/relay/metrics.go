@@ -52,6 +52,9 @@ func newMetrics(reg prometheus.Registerer, mode Mode) (*metrics, error) {
 			Help: "Outbox rows published a second time to keep their aggregate's order after a refused row (without Kafka transactions only).",
 		}),
 	}
+	for _, reason := range []string{ReasonUnroutable, ReasonProduction} {
+		m.deadLetters.WithLabelValues(reason) // present at 0, for alerts on increase()
+	}
 	if reg == nil {
 		return m, nil
 	}

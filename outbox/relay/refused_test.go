@@ -423,3 +423,100 @@ func TestRowTheBrokerRefusesWithoutADeadLetterTopicEndsRun(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordThatOvertookARefusedOneIsPublishedAgainAfterIt: without
+// Kafka transactions a record produced just after franz-go failed the
+// records of its partition can be acknowledged before those are
+// published again. When a refused record of its aggregate then turns out
+// good, the relay publishes the overtaking one again after it, so that the
+// aggregate's last records are in order; an aggregate whose refused record
+// was at fault keeps its records as they are.
+func TestRecordThatOvertookARefusedOneIsPublishedAgainAfterIt(t *testing.T) {
+	f := newRefusedFixture(t, refusals()[0])
+	reg := prometheus.NewRegistry()
+	r, err := New(Config{DSN: "host=/nonexistent", DeadLetterTopic: deadLetters, Registerer: reg,
+		Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.client.Close()
+	rec := func(n int, key, value string) *pending {
+		return &pending{id: uuidN(n), rec: &kgo.Record{Topic: "order.events", Key: []byte(key), Value: []byte(value),
+			Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(uuidN(n))}}}}
+	}
+	poison := fmt.Sprintf(`{"blob":%q}`, incompressible(3*maxMessageBytes))
+	items := []*pending{
+		rec(0, "a", "{}"),   // acknowledged before anything failed
+		rec(1, "a", "{}"),   // refused with the poison's batch: good
+		rec(2, "b", poison), // refused: at fault
+		rec(3, "a", "{}"),   // overtook 1: published again after it
+		rec(4, "b", "{}"),   // overtook 2, which is dead-lettered: left as is
+		rec(5, "c", "{}"),   // no refused record of its aggregate
+	}
+	for _, n := range []int{1, 2} {
+		items[n].err = kerr.MessageTooLarge
+		items[n].suspect = true
+	}
+	again := afterRefusal(items)
+	var ids []string
+	for _, p := range again {
+		ids = append(ids, p.id)
+	}
+	if want := []string{uuidN(1), uuidN(2), uuidN(3), uuidN(4)}; !slices.Equal(ids, want) {
+		t.Fatalf("afterRefusal picked %q, want %q", ids, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.publishCarefully(ctx, again, false); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, rec := range readAll(t, f.brokers, "order.events", 2) {
+		got = append(got, header(rec, "id"))
+	}
+	if want := []string{uuidN(1), uuidN(3)}; !slices.Equal(got, want) {
+		t.Errorf("published %q, want %q", got, want)
+	}
+	if dl := readAll(t, f.brokers, deadLetters, 1); header(dl[0], "id") != uuidN(2) {
+		t.Errorf("dead letter of %s, want %s", header(dl[0], "id"), uuidN(2))
+	}
+	if !items[3].again || items[4].again || !items[2].deadLettered {
+		t.Errorf("again %v %v, dead-lettered %v; want true false true", items[3].again, items[4].again, items[2].deadLettered)
+	}
+	if n := counterValue(t, reg, "outbox_relay_republished_rows_total"); n != 1 {
+		t.Errorf("outbox_relay_republished_rows_total = %v, want 1", n)
+	}
+}
+
+// TestTopicTheProducerMayNotWriteIsNotDeadLettered: TOPIC_AUTHORIZATION_FAILED
+// is the configuration's fault, not the row's: every row of the topic would
+// be refused alike until an ACL is granted. The relay retries its session
+// meanwhile and publishes the rows once it may; nothing goes to the
+// dead-letter topic.
+func TestTopicTheProducerMayNotWriteIsNotDeadLettered(t *testing.T) {
+	for _, mode := range []Mode{ModeCDC, ModePoll} {
+		t.Run(string(mode), func(t *testing.T) {
+			f := newRefusedFixture(t, refusal{payload: `{"n":"fine"}`})
+			f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "order.events", Err: kerr.TopicAuthorizationFailed, Count: 2})
+			reg := prometheus.NewRegistry()
+			startRelay(t, Config{DSN: f.dsn, Mode: mode, DeadLetterTopic: deadLetters, StatusInterval: 50 * time.Millisecond,
+				PollInterval: 20 * time.Millisecond, Registerer: reg, Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)},
+				Logger: slog.New(slog.DiscardHandler)})
+			if mode == ModeCDC {
+				waitSlot(t, f.dsn)
+			}
+			f.write(t, refusal{payload: `{"n":"fine"}`})
+			waitTableEmpty(t, f.dsn, "outbox")
+			readAll(t, f.brokers, "order.events", f.rows)
+			if n := counterValue(t, reg, "outbox_relay_session_restarts_total"); n == 0 {
+				t.Error("no session restarted: the fault did not bite")
+			}
+			if n := counterValue(t, reg, "outbox_relay_refused_rows_total"); n != 0 {
+				t.Errorf("outbox_relay_refused_rows_total = %v, want 0", n)
+			}
+			if n := labelledCounter(t, reg, "outbox_relay_dead_letters_total", "reason", ReasonProduction); n != 0 {
+				t.Errorf("%v dead letters, want none", n)
+			}
+		})
+	}
+}
