@@ -63,6 +63,45 @@
 // payload is published as its bytes. The relay reads the columns it needs
 // by name, in both modes, and checks them against the catalog when a
 // session starts: a missing one ends Run with ErrTableColumns.
+//
+// # Rows the broker refuses
+//
+// A broker refuses some records for good, whatever the retries: one larger
+// than the topic's max.message.bytes (MESSAGE_TOO_LARGE,
+// RECORD_LIST_TOO_LARGE), one whose timestamp lies further from now than
+// the topic allows (INVALID_TIMESTAMP), an invalid or corrupt one
+// (INVALID_RECORD, CORRUPT_MESSAGE). Such a row goes to
+// Config.DeadLetterTopic: its record (key, value, headers) with the
+// dead-letter headers exactly.error.reason, ReasonProduction, and
+// exactly.error.message, the broker's error; if that topic refuses it too,
+// it goes again without its value. The relay then goes on: it confirms its
+// position past the row and deletes it as if it were published. Without a
+// DeadLetterTopic, Run ends with ErrRowRefused naming the row and the
+// broker's error; the row stays in the table and the slot keeps the WAL
+// from its transaction on.
+//
+// A broker refuses a whole batch for one such record, and franz-go fails
+// with it every record buffered behind it for the same partition, so the
+// errors do not say which row is at fault. The relay publishes the refused
+// records again one at a time: one refused alone is at fault. With
+// TransactionalID it first aborts the Kafka transaction and publishes all
+// its records again in a new one, so read_committed consumers see every
+// row once, in order. Without, what Kafka acknowledged stays: ModePoll
+// hands franz-go a whole poll before anything is sent, so no record
+// overtakes a refused one of its aggregate; in ModeCDC, one produced in the
+// instant between the broker's refusal and the relay's learning of it can,
+// and if the refused record turns out good the relay publishes the
+// overtaking one again after it (a duplicate, counted in
+// outbox_relay_republished_rows_total), so that the aggregate's last
+// record is its latest row. Setting kgo.ProducerBatchMaxBytes (in
+// Config.Kafka) no higher than the topics' max.message.bytes makes
+// franz-go refuse a too-large record alone, before it shares a batch.
+//
+// A topic the producer may not write (TOPIC_AUTHORIZATION_FAILED) or that
+// does not exist is no row's fault: every row of it would be refused
+// alike, and an ACL or the topic fixes it. Such rows are not dead-lettered;
+// the session fails and restarts with backoff until the fix
+// (outbox_relay_session_restarts_total counts), holding the rows after.
 package relay
 
 import (
@@ -111,10 +150,13 @@ type Config struct {
 	// aggregate type makes a topic name Kafka does not accept): the row's
 	// key and payload as far as it has them, its "id" and "eventType"
 	// headers, and the dead-letter headers exactly.error.reason
-	// (ReasonUnroutable) and exactly.error.message. The relay then goes on, confirms its position
-	// and deletes the row as if it were published. Without it, such a row
-	// fails every session that reads it, and the slot keeps the WAL from
-	// it on.
+	// (ReasonUnroutable) and exactly.error.message. It also receives each
+	// row whose record the broker refuses for good (too large, an invalid
+	// timestamp; ReasonProduction, see the package documentation). The
+	// relay then goes on, confirms its position and deletes the row as if
+	// it were published. Without it, an unroutable row fails every session
+	// that reads it, a refused one ends Run with ErrRowRefused, and the
+	// slot keeps the WAL from the row on.
 	DeadLetterTopic string
 	// Kafka are the producer's client options; seed brokers at least. The
 	// relay keeps kgo's defaults of acks=all and idempotent writes, and
@@ -148,7 +190,9 @@ type Config struct {
 	// Registerer receives the relay's metrics (outbox_relay_rows_total,
 	// outbox_relay_lag_bytes, outbox_relay_lag_seconds,
 	// outbox_relay_publish_latency_seconds,
-	// outbox_relay_session_restarts_total, labelled by mode); nil registers
+	// outbox_relay_session_restarts_total, outbox_relay_dead_letters_total,
+	// outbox_relay_refused_rows_total,
+	// outbox_relay_republished_rows_total, labelled by mode); nil registers
 	// nothing. A registry holds one relay of each mode: New refuses a
 	// second.
 	Registerer prometheus.Registerer
@@ -247,7 +291,8 @@ func New(cfg Config) (*Relay, error) {
 
 // Run relays until ctx is done, then closes the producer and returns ctx's
 // error; a Relay runs once. An outbox table that lacks a column the
-// configuration names ends Run at once with ErrTableColumns. Lost
+// configuration names ends Run at once with ErrTableColumns, and a row the
+// broker refuses for good, without a DeadLetterTopic, with ErrRowRefused. Lost
 // connections (database or Kafka) and failed publishes end the current
 // session without confirming what was not acknowledged; Run logs
 // them and starts a new session after a backoff, resuming from the slot
