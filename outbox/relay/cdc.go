@@ -298,7 +298,7 @@ func (s *cdcSession) answered(p *pending, err error, transactional bool) {
 	case transactional:
 		// Counted when its Kafka transaction commits.
 	default:
-		if a := p.aggregate(); a != "" && s.held[a] {
+		if len(s.held) > 0 && s.held[p.aggregate()] {
 			// Produced after franz-go failed the records of its
 			// partition: it overtook a refused record of its aggregate.
 			p.acked = true
