@@ -292,9 +292,19 @@ func labelledCounter(t *testing.T, reg *prometheus.Registry, name, label, value 
 // duplicate and each aggregate's last records are in order.)
 func TestRowTheBrokerRefusesIsDeadLetteredAndTheRelayGoesOn(t *testing.T) {
 	for _, how := range refusals() {
-		for _, mode := range []Mode{ModeCDC, ModePoll} {
+		for _, variant := range []struct {
+			mode Mode
+			// before: the rows are written before the relay starts
+			// (ModeCDC: before its slot exists, so its backfill
+			// publishes them).
+			before bool
+		}{{ModeCDC, false}, {ModeCDC, true}, {ModePoll, true}} {
+			mode := variant.mode
 			for _, transactional := range []bool{false, true} {
 				name := string(mode)
+				if mode == ModeCDC && variant.before {
+					name += "-backfill"
+				}
 				if transactional {
 					name += "-transactional"
 				}
@@ -307,11 +317,11 @@ func TestRowTheBrokerRefusesIsDeadLetteredAndTheRelayGoesOn(t *testing.T) {
 					if transactional {
 						cfg.TransactionalID = "relay-refused"
 					}
-					if mode == ModePoll {
-						f.write(t, how) // one poll takes them all
+					if variant.before {
+						f.write(t, how) // one poll, or the backfill, takes them all
 					}
 					stop := startRelay(t, cfg)
-					if mode == ModeCDC {
+					if !variant.before {
 						waitSlot(t, f.dsn)
 						f.write(t, how) // through the replication stream
 					}
