@@ -570,3 +570,45 @@ func TestTopicTheProducerMayNotWriteIsNotDeadLettered(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadLetterTheDeadLetterTopicRefusesGoesWithoutItsValue: a row too
+// large for its topic is likely too large for the dead-letter topic too;
+// its dead letter then goes without the value, saying so, rather than
+// stopping the relay.
+func TestDeadLetterTheDeadLetterTopicRefusesGoesWithoutItsValue(t *testing.T) {
+	f := newRefusedFixture(t, refusals()[0])
+	admin, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	limit := fmt.Sprint(maxMessageBytes)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(admin).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: &limit}}, deadLetters)
+	if err == nil {
+		_, err = resp.On(deadLetters, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{DSN: "host=/nonexistent", DeadLetterTopic: deadLetters,
+		Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.client.Close()
+	big := &pending{id: uuidN(1), rec: &kgo.Record{Topic: "order.events", Key: []byte("a"), Value: []byte(incompressible(3 * maxMessageBytes)),
+		Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(uuidN(1))}}}}
+	if refused, err := r.produceAll(ctx, []*pending{big}); err != nil || !refused {
+		t.Fatalf("produceAll = %v, %v; want a refusal", refused, err)
+	}
+	if err := r.publishCarefully(ctx, afterRefusal([]*pending{big}), false); err != nil {
+		t.Fatal(err)
+	}
+	dl := readAll(t, f.brokers, deadLetters, 1)[0]
+	if dl.Value != nil || string(dl.Key) != "a" || header(dl, wire.HeaderErrorReason) != ReasonProduction ||
+		!strings.Contains(header(dl, wire.HeaderErrorMessage), fmt.Sprintf("value of %d bytes dropped", 3*maxMessageBytes)) {
+		t.Errorf("dead letter key %q value of %d bytes headers %q, want no value and a message saying it was dropped", dl.Key, len(dl.Value), headerList(dl))
+	}
+}
