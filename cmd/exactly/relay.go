@@ -115,7 +115,7 @@ not allowed.`,
 	registerRouterFlags(f)
 	f.StringVar(&cfg.TransactionalID, "transactional-id", "", "publish through Kafka transactions with this id (read_committed consumers never see half a database transaction)")
 	f.BoolVar(&cfg.KeepRows, "keep-rows", false, "leave relayed rows in the table (cdc only)")
-	f.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", "", "publish rows that cannot be routed here, with their reason, and go on (default: such a row stops the relay)")
+	f.StringVar(&cfg.DeadLetterTopic, "dead-letter-topic", "", "publish rows that cannot be routed, or that the broker refuses for good (too large, invalid timestamp), here with their reason, and go on (default: such a row stops the relay)")
 	f.StringVar(&cfg.Slot, "slot", "exactly_outbox", "replication slot (cdc)")
 	f.StringVar(&cfg.Publication, "publication", "exactly_outbox", "publication (cdc)")
 	f.DurationVar(&cfg.StatusInterval, "status-interval", time.Second, "how often to confirm the relayed position to the slot (cdc)")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/internal/crashpoint"
+	"github.com/exactly-go/exactly/internal/kafkaerr"
 	"github.com/exactly-go/exactly/internal/store"
 	"github.com/exactly-go/exactly/internal/task"
 	"github.com/exactly-go/exactly/internal/topo"
@@ -75,7 +76,7 @@ func (w *worker) send(rec *kgo.Record, out *topo.Output, onAck func(*kgo.Record)
 func (w *worker) produceFailed(m *membership, r *kgo.Record, out *topo.Output, err error) {
 	kind := "transient"
 	switch {
-	case refusedForGood(err):
+	case kafkaerr.RefusedForGood(err):
 		kind = "refused"
 	case unknownTopic(err):
 		// The topic was deleted, perhaps recreated: the producer must learn
@@ -513,13 +514,6 @@ func (w *worker) refuse(refused []refusal) error {
 		}
 	}
 	return nil
-}
-
-// refusedForGood reports whether the broker will refuse a record whatever
-// the retries: its size or its content is the problem.
-func refusedForGood(err error) bool {
-	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
-		errors.Is(err, kerr.InvalidRecord) || errors.Is(err, kerr.CorruptMessage) || errors.Is(err, kerr.InvalidTimestamp)
 }
 
 func unknownTopic(err error) bool {

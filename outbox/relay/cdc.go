@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/exactly-go/exactly/internal/kafkaerr"
 )
 
 // txnState is one decoded database transaction on its way to Kafka.
@@ -23,6 +27,7 @@ type txnState struct {
 	records     int  // records produced for it
 	outstanding int  // of those, not yet acknowledged
 	kafkaTxnEnd bool // transactional mode: the Kafka transaction holding it committed
+	unsettled   int  // non-transactional: records refused and not yet published again or dead-lettered
 	ids         []string
 }
 
@@ -43,6 +48,20 @@ type cdcSession struct {
 	failed    error
 	confirmed pglogrepl.LSN
 	serverEnd pglogrepl.LSN
+	// refused is set when the broker refused a record for good; the
+	// receive loop then publishes again (settle) before reading on.
+	refused bool
+	// unsettled are, without Kafka transactions, the refused records and
+	// those acknowledged after a refused record of their aggregate; held
+	// are the aggregates of the refused ones.
+	unsettled []*pending
+	held      map[string]bool
+
+	inflight sync.WaitGroup // produce callbacks to come
+	seq      uint64         // records produced
+	// inTxn are the records of the open Kafka transaction, in produce
+	// order: all are published again if one is refused.
+	inTxn []*pending
 
 	kafkaTxnOpen    bool
 	kafkaTxnStarted time.Time
@@ -93,11 +112,14 @@ func (r *Relay) runCDC(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: start replication on slot %s: %w", r.cfg.Slot, err)
 	}
-	s := &cdcSession{r: r, conn: conn, repl: repl, table: table, relations: map[uint32]*layout{}}
+	s := &cdcSession{r: r, conn: conn, repl: repl, table: table, relations: map[uint32]*layout{}, held: map[string]bool{}}
 	cleanCtx, stopCleaner := context.WithCancel(ctx)
 	s.cleaner.wake, s.cleaner.stopped = make(chan struct{}, 1), make(chan struct{})
 	go s.clean(cleanCtx)
 	err = s.receive(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.fail(err) // the shutdown must not commit or confirm what the session left half done
+	}
 	stopCleaner()
 	<-s.cleaner.stopped
 	s.shutdown()
@@ -112,7 +134,10 @@ func (s *cdcSession) receive(ctx context.Context) error {
 		if err := s.err(); err != nil {
 			return err
 		}
-		if err := s.maybeCommitKafka(ctx, false); err != nil {
+		if err := s.settle(ctx); err != nil {
+			return err
+		}
+		if err := s.maybeCommitKafka(ctx, s.refusal()); err != nil {
 			return err
 		}
 		if !time.Now().Before(nextStatus) {
@@ -216,11 +241,12 @@ func (r *Relay) isOutbox(m *pglogrepl.RelationMessage) bool {
 }
 
 func (s *cdcSession) produce(ctx context.Context, row row) error {
-	rec, err := s.r.routeRecord(row)
+	rec, unroutable, err := s.r.routeRecord(row)
 	if err != nil {
 		return err
 	}
-	if s.r.cfg.TransactionalID != "" && !s.kafkaTxnOpen {
+	transactional := s.r.cfg.TransactionalID != ""
+	if transactional && !s.kafkaTxnOpen {
 		if err := s.r.client.BeginTransaction(); err != nil {
 			return fmt.Errorf("relay: begin kafka transaction: %w", err)
 		}
@@ -228,6 +254,11 @@ func (s *cdcSession) produce(ctx context.Context, row row) error {
 		s.kafkaTxnStarted = time.Now()
 	}
 	t := s.open
+	p := &pending{id: s.r.router.eventID(row), rec: rec, since: t.commitTime, txn: t, seq: s.seq, unroutable: unroutable}
+	s.seq++
+	if transactional {
+		s.inTxn = append(s.inTxn, p)
+	}
 	s.mu.Lock()
 	t.records++
 	t.outstanding++
@@ -235,19 +266,86 @@ func (s *cdcSession) produce(ctx context.Context, row row) error {
 		t.ids = append(t.ids, row.deleteKey)
 	}
 	s.mu.Unlock()
-	commitTime := t.commitTime
+	s.inflight.Add(1)
 	s.r.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		t.outstanding--
-		if err != nil {
-			if s.failed == nil {
-				s.failed = fmt.Errorf("relay: publish outbox row %s: %w", s.r.router.eventID(row), err)
-			}
-			return
-		}
-		s.r.metrics.acked(1, commitTime)
+		defer s.inflight.Done()
+		s.answered(p, err, transactional)
 	})
+	return nil
+}
+
+// answered takes Kafka's answer for p's record. A refusal for good is kept
+// for the receive loop to settle; any other failure fails the session.
+func (s *cdcSession) answered(p *pending, err error, transactional bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := p.txn
+	t.outstanding--
+	switch {
+	case err != nil && kafkaerr.RefusedForGood(err):
+		p.err, p.suspect, s.refused = err, true, true
+		if !transactional {
+			t.unsettled++
+			s.unsettled = append(s.unsettled, p)
+			if a := p.aggregate(); a != "" {
+				s.held[a] = true
+			}
+		}
+	case err != nil:
+		if s.failed == nil {
+			s.failed = fmt.Errorf("relay: publish outbox row %s: %w", p.id, err)
+		}
+	case transactional:
+		// Counted when its Kafka transaction commits.
+	default:
+		if len(s.held) > 0 && s.held[p.aggregate()] {
+			// Produced after franz-go failed the records of its
+			// partition: it overtook a refused record of its aggregate.
+			p.acked = true
+			s.unsettled = append(s.unsettled, p)
+		}
+		s.r.metrics.relayed(p)
+	}
+}
+
+func (s *cdcSession) refusal() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
+}
+
+// settle, without Kafka transactions, publishes again the records refused
+// since the last settling, one by one, dead-lettering the one at fault,
+// once Kafka answered for everything in flight. Their database
+// transactions are confirmable after. The receive loop produces nothing
+// meanwhile, so nothing else overtakes them.
+func (s *cdcSession) settle(ctx context.Context) error {
+	if s.r.cfg.TransactionalID != "" || !s.refusal() {
+		return nil
+	}
+	if err := s.r.client.Flush(ctx); err != nil {
+		return fmt.Errorf("relay: flush: %w", err)
+	}
+	s.inflight.Wait() // Flush waited for every buffered record: this is quick
+	if err := s.err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	items := s.unsettled
+	s.unsettled, s.held, s.refused = nil, map[string]bool{}, false
+	s.mu.Unlock()
+	slices.SortFunc(items, func(a, b *pending) int { return cmp.Compare(a.seq, b.seq) })
+	if err := s.r.publishCarefully(ctx, items, false); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range items {
+		if p.suspect {
+			p.txn.unsettled--
+			s.r.metrics.relayed(p)
+		}
+	}
 	return nil
 }
 
@@ -271,13 +369,26 @@ func (s *cdcSession) maybeCommitKafka(ctx context.Context, force bool) error {
 	if err := s.r.client.Flush(ctx); err != nil {
 		return fmt.Errorf("relay: flush kafka transaction: %w", err)
 	}
+	s.inflight.Wait() // Flush waited for every buffered record: this is quick
 	if err := s.err(); err != nil {
 		return err
+	}
+	if s.refusal() {
+		if err := s.r.redoTransaction(ctx, s.inTxn); err != nil {
+			return err // still refused: a shutdown redoes it, or commits nothing
+		}
+		s.mu.Lock()
+		s.refused = false
+		s.mu.Unlock()
 	}
 	if err := s.r.client.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("relay: commit kafka transaction: %w", err)
 	}
 	s.kafkaTxnOpen = false
+	for _, p := range s.inTxn {
+		s.r.metrics.relayed(p)
+	}
+	s.inTxn = nil
 	s.mu.Lock()
 	for _, t := range s.queue {
 		if t.committed {
@@ -320,7 +431,7 @@ func (s *cdcSession) confirm(ctx context.Context, wait bool) error {
 	durableUpTo := pglogrepl.LSN(0)
 	done := 0
 	for _, t := range s.queue {
-		durable := t.committed && t.outstanding == 0 && (!transactional || t.records == 0 || t.kafkaTxnEnd)
+		durable := t.committed && t.outstanding == 0 && t.unsettled == 0 && (!transactional || t.records == 0 || t.kafkaTxnEnd)
 		if !durable {
 			break
 		}
@@ -391,7 +502,7 @@ func (s *cdcSession) shutdown() {
 		if s.maybeCommitKafka(ctx, true) != nil {
 			return
 		}
-	} else if s.r.client.Flush(ctx) != nil {
+	} else if s.settle(ctx) != nil || s.r.client.Flush(ctx) != nil {
 		return
 	}
 	if s.repl.IsClosed() || s.err() != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -267,11 +268,21 @@ func decodeValue(text []byte, oid uint32) ([]byte, error) {
 // of milliseconds since the epoch.
 func parseTime(text string, oid uint32) (time.Time, error) {
 	t, err := parseTimeText(text, oid)
-	if err == nil && t.UnixMilli() < 0 {
+	switch {
+	case err != nil:
+		return time.Time{}, err
+	case t.UnixMilli() < 0:
 		return time.Time{}, fmt.Errorf("%q is before 1970, which a Kafka record cannot carry", text)
+	case t.After(lastProducibleTime):
+		return time.Time{}, fmt.Errorf("%q is after %s, which the producer cannot encode", text, lastProducibleTime.Format(time.RFC3339))
 	}
-	return t, err
+	return t, nil
 }
+
+// lastProducibleTime is the last timestamp franz-go encodes correctly: it
+// counts a record's time in nanoseconds, and a later one overflows into a
+// wrong timestamp instead of an error.
+var lastProducibleTime = time.Unix(0, math.MaxInt64).UTC()
 
 func parseTimeText(text string, oid uint32) (time.Time, error) {
 	switch oid {

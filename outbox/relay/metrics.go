@@ -8,9 +8,12 @@ import (
 )
 
 type metrics struct {
-	rows     prometheus.Counter
-	restarts prometheus.Counter
-	latency  prometheus.Histogram
+	rows        prometheus.Counter
+	restarts    prometheus.Counter
+	latency     prometheus.Histogram
+	refused     prometheus.Counter
+	deadLetters *prometheus.CounterVec
+	republished prometheus.Counter
 
 	mu       sync.Mutex
 	lagBytes float64
@@ -25,7 +28,7 @@ func newMetrics(reg prometheus.Registerer, mode Mode) (*metrics, error) {
 	m := &metrics{
 		rows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_rows_total", ConstLabels: labels,
-			Help: "Outbox rows published and acknowledged by Kafka.",
+			Help: "Outbox rows relayed: their record, or their dead letter, acknowledged by Kafka.",
 		}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_relay_session_restarts_total", ConstLabels: labels,
@@ -36,6 +39,21 @@ func newMetrics(reg prometheus.Registerer, mode Mode) (*metrics, error) {
 			Help:    "Time from the row's commit (CDC) or creation (poll) to Kafka's acknowledgement.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_refused_rows_total", ConstLabels: labels,
+			Help: "Outbox rows whose record the broker refuses for good (too large, invalid timestamp, invalid record): dead-lettered, or Run ends.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbox_relay_dead_letters_total", ConstLabels: labels,
+			Help: "Outbox rows published to the dead-letter topic instead of their own, by reason (unroutable, production-error).",
+		}, []string{"reason"}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outbox_relay_republished_rows_total", ConstLabels: labels,
+			Help: "Outbox rows published a second time to keep their aggregate's order after a refused row (without Kafka transactions only).",
+		}),
+	}
+	for _, reason := range []string{ReasonUnroutable, ReasonProduction} {
+		m.deadLetters.WithLabelValues(reason) // present at 0, for alerts on increase()
 	}
 	if reg == nil {
 		return m, nil
@@ -59,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, mode Mode) (*metrics, error) {
 		}
 		return time.Since(m.oldest).Seconds()
 	})
-	for _, c := range []prometheus.Collector{m.rows, m.restarts, m.latency, lagBytes, lagSeconds} {
+	for _, c := range []prometheus.Collector{m.rows, m.restarts, m.latency, m.refused, m.deadLetters, m.republished, lagBytes, lagSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -73,9 +91,16 @@ func (m *metrics) setLag(bytes float64, oldest time.Time) {
 	m.mu.Unlock()
 }
 
-func (m *metrics) acked(n int, since time.Time) {
-	m.rows.Add(float64(n))
-	if !since.IsZero() {
-		m.latency.Observe(time.Since(since).Seconds())
+// relayed counts p, whose record or dead letter Kafka acknowledged.
+func (m *metrics) relayed(p *pending) {
+	m.rows.Inc()
+	if !p.since.IsZero() {
+		m.latency.Observe(time.Since(p.since).Seconds())
+	}
+	switch {
+	case p.unroutable:
+		m.deadLetters.WithLabelValues(ReasonUnroutable).Inc()
+	case p.deadLettered:
+		m.deadLetters.WithLabelValues(ReasonProduction).Inc()
 	}
 }

@@ -92,15 +92,17 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, table *table, selec
 	}
 	r.metrics.setLag(0, created[0])
 
-	records := make([]*kgo.Record, len(batch))
+	items := make([]*pending, len(batch))
 	ids := make([]string, len(batch))
 	for i, row := range batch {
-		if records[i], err = r.routeRecord(row); err != nil {
+		rec, unroutable, err := r.routeRecord(row)
+		if err != nil {
 			return 0, err
 		}
+		items[i] = &pending{id: r.router.eventID(row), rec: rec, since: created[i], unroutable: unroutable}
 		ids[i] = row.ctid
 	}
-	if err := r.publish(ctx, records, created); err != nil {
+	if err := r.publish(ctx, items); err != nil {
 		return 0, err
 	}
 	if _, err := tx.Exec(ctx, deleteRows, ids); err != nil {
@@ -109,25 +111,41 @@ func (r *Relay) publishBatch(ctx context.Context, tx pgx.Tx, table *table, selec
 	return len(batch), nil
 }
 
-// publish sends records and waits until Kafka acknowledged all of them (in a
-// committed Kafka transaction when the relay is transactional).
-func (r *Relay) publish(ctx context.Context, records []*kgo.Record, since []time.Time) error {
-	if r.cfg.TransactionalID != "" {
+// publish sends the records of items and waits until Kafka acknowledged
+// all of them, in a committed Kafka transaction when the relay is
+// transactional. A record the broker refuses for good is dead-lettered
+// (publishCarefully): within a transaction by aborting it and publishing
+// every record again, the refused one replaced by its dead letter, so
+// read_committed consumers see each row once; without one by publishing
+// again the records the refusal failed.
+func (r *Relay) publish(ctx context.Context, items []*pending) error {
+	transactional := r.cfg.TransactionalID != ""
+	if transactional {
 		if err := r.client.BeginTransaction(); err != nil {
 			return fmt.Errorf("relay: begin kafka transaction: %w", err)
 		}
 	}
-	results := r.client.ProduceSync(ctx, records...)
-	if err := results.FirstErr(); err != nil {
-		return fmt.Errorf("relay: publish %d records: %w", len(records), err)
+	refused, err := r.produceAll(ctx, items)
+	if err != nil {
+		return err
 	}
-	if r.cfg.TransactionalID != "" {
+	if refused {
+		if transactional {
+			err = r.redoTransaction(ctx, items)
+		} else {
+			err = r.publishCarefully(ctx, afterRefusal(items), false)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if transactional {
 		if err := r.client.EndTransaction(ctx, kgo.TryCommit); err != nil {
 			return fmt.Errorf("relay: commit kafka transaction: %w", err)
 		}
 	}
-	for i := range records {
-		r.metrics.acked(1, since[i])
+	for _, p := range items {
+		r.metrics.relayed(p)
 	}
 	return nil
 }

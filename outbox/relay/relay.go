@@ -63,6 +63,45 @@
 // payload is published as its bytes. The relay reads the columns it needs
 // by name, in both modes, and checks them against the catalog when a
 // session starts: a missing one ends Run with ErrTableColumns.
+//
+// # Rows the broker refuses
+//
+// A broker refuses some records for good, whatever the retries: one larger
+// than the topic's max.message.bytes (MESSAGE_TOO_LARGE,
+// RECORD_LIST_TOO_LARGE), one whose timestamp lies further from now than
+// the topic allows (INVALID_TIMESTAMP), an invalid or corrupt one
+// (INVALID_RECORD, CORRUPT_MESSAGE). Such a row goes to
+// Config.DeadLetterTopic: its record (key, value, headers) with the
+// dead-letter headers exactly.error.reason, ReasonProduction, and
+// exactly.error.message, the broker's error; if that topic refuses it too,
+// it goes again without its value. The relay then goes on: it confirms its
+// position past the row and deletes it as if it were published. Without a
+// DeadLetterTopic, Run ends with ErrRowRefused naming the row and the
+// broker's error; the row stays in the table and the slot keeps the WAL
+// from its transaction on.
+//
+// A broker refuses a whole batch for one such record, and franz-go fails
+// with it every record buffered behind it for the same partition, so the
+// errors do not say which row is at fault. The relay publishes the refused
+// records again one at a time: one refused alone is at fault. With
+// TransactionalID it first aborts the Kafka transaction and publishes all
+// its records again in a new one, so read_committed consumers see every
+// row once, in order. Without, what Kafka acknowledged stays: ModePoll
+// hands franz-go a whole poll before anything is sent, so no record
+// overtakes a refused one of its aggregate; in ModeCDC, one produced in the
+// instant between the broker's refusal and the relay's learning of it can,
+// and if the refused record turns out good the relay publishes the
+// overtaking one again after it (a duplicate, counted in
+// outbox_relay_republished_rows_total), so that the aggregate's last
+// record is its latest row. Setting kgo.ProducerBatchMaxBytes (in
+// Config.Kafka) no higher than the topics' max.message.bytes makes
+// franz-go refuse a too-large record alone, before it shares a batch.
+//
+// A topic the producer may not write (TOPIC_AUTHORIZATION_FAILED) or that
+// does not exist is no row's fault: every row of it would be refused
+// alike, and an ACL or the topic fixes it. Such rows are not dead-lettered;
+// the session fails and restarts with backoff until the fix
+// (outbox_relay_session_restarts_total counts), holding the rows after.
 package relay
 
 import (
@@ -111,10 +150,13 @@ type Config struct {
 	// aggregate type makes a topic name Kafka does not accept): the row's
 	// key and payload as far as it has them, its "id" and "eventType"
 	// headers, and the dead-letter headers exactly.error.reason
-	// (ReasonUnroutable) and exactly.error.message. The relay then goes on, confirms its position
-	// and deletes the row as if it were published. Without it, such a row
-	// fails every session that reads it, and the slot keeps the WAL from
-	// it on.
+	// (ReasonUnroutable) and exactly.error.message. It also receives each
+	// row whose record the broker refuses for good (too large, an invalid
+	// timestamp; ReasonProduction, see the package documentation). The
+	// relay then goes on, confirms its position and deletes the row as if
+	// it were published. Without it, an unroutable row fails every session
+	// that reads it, a refused one ends Run with ErrRowRefused, and the
+	// slot keeps the WAL from the row on.
 	DeadLetterTopic string
 	// Kafka are the producer's client options; seed brokers at least. The
 	// relay keeps kgo's defaults of acks=all and idempotent writes, and
@@ -148,7 +190,9 @@ type Config struct {
 	// Registerer receives the relay's metrics (outbox_relay_rows_total,
 	// outbox_relay_lag_bytes, outbox_relay_lag_seconds,
 	// outbox_relay_publish_latency_seconds,
-	// outbox_relay_session_restarts_total, labelled by mode); nil registers
+	// outbox_relay_session_restarts_total, outbox_relay_dead_letters_total,
+	// outbox_relay_refused_rows_total,
+	// outbox_relay_republished_rows_total, labelled by mode); nil registers
 	// nothing. A registry holds one relay of each mode: New refuses a
 	// second.
 	Registerer prometheus.Registerer
@@ -198,6 +242,9 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// defaultMaxBufferedRecords is franz-go's default of MaxBufferedRecords.
+const defaultMaxBufferedRecords = 50_000
+
 // Relay publishes outbox rows to Kafka until its context ends.
 type Relay struct {
 	cfg     Config
@@ -216,7 +263,17 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]kgo.Opt{kgo.ProducerLinger(0)}, cfg.Kafka...)
+	opts := []kgo.Opt{kgo.ProducerLinger(0)}
+	if cfg.Mode == ModePoll {
+		// A poll's records are all buffered before the first is sent: a
+		// batch the broker refuses then fails every later record of its
+		// partition, and none overtakes the refused ones.
+		opts = append(opts, kgo.ManualFlushing())
+		if cfg.BatchSize > defaultMaxBufferedRecords {
+			opts = append(opts, kgo.MaxBufferedRecords(cfg.BatchSize))
+		}
+	}
+	opts = append(opts, cfg.Kafka...)
 	if cfg.TransactionalID != "" {
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID))
 	}
@@ -234,7 +291,8 @@ func New(cfg Config) (*Relay, error) {
 
 // Run relays until ctx is done, then closes the producer and returns ctx's
 // error; a Relay runs once. An outbox table that lacks a column the
-// configuration names ends Run at once with ErrTableColumns. Lost
+// configuration names ends Run at once with ErrTableColumns, and a row the
+// broker refuses for good, without a DeadLetterTopic, with ErrRowRefused. Lost
 // connections (database or Kafka) and failed publishes end the current
 // session without confirming what was not acknowledged; Run logs
 // them and starts a new session after a backoff, resuming from the slot
@@ -254,7 +312,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.abortKafkaTransaction()
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrTableColumns) {
+		if errors.Is(err, ErrTableColumns) || errors.Is(err, ErrRowRefused) {
 			r.abortKafkaTransaction()
 			return err
 		}
@@ -289,14 +347,15 @@ func (r *Relay) abortKafkaTransaction() {
 }
 
 // routeRecord builds the Kafka record of row, or, for a row that cannot be
-// routed, its dead letter when the relay has a DeadLetterTopic.
-func (r *Relay) routeRecord(row row) (*kgo.Record, error) {
-	rec, err := r.router.record(row)
+// routed, its dead letter when the relay has a DeadLetterTopic (then
+// unroutable is true).
+func (r *Relay) routeRecord(row row) (rec *kgo.Record, unroutable bool, err error) {
+	rec, err = r.router.record(row)
 	if err == nil || r.cfg.DeadLetterTopic == "" {
-		return rec, err
+		return rec, false, err
 	}
 	r.log.Warn("outbox row dead-lettered", "id", r.router.eventID(row), "topic", r.cfg.DeadLetterTopic, "err", err)
-	return r.router.deadLetter(row, r.cfg.DeadLetterTopic, err), nil
+	return r.router.deadLetter(row, r.cfg.DeadLetterTopic, err), true, nil
 }
 
 // quoteTable quotes a possibly schema-qualified table name.

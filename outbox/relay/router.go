@@ -82,11 +82,13 @@ type Router struct {
 	// timestamp (read as UTC) or an integer of milliseconds since the Unix
 	// epoch; Kafka keeps milliseconds. When unset, or NULL in a row, the
 	// timestamp is the time the relay hands the record to the producer
-	// (Debezium's: the time it processed the change). A time before 1970
-	// makes the row unroutable. Kafka's time-based retention counts from
-	// this timestamp, and a broker refuses one further in the future than
-	// its log.message.timestamp.after.max.ms: that publish fails, and the
-	// relay retries it like any failed publish, holding up the rows after.
+	// (Debezium's: the time it processed the change). A time before 1970,
+	// or after 2262-04-11 (franz-go counts nanoseconds), makes the row
+	// unroutable. Kafka's time-based retention counts from this
+	// timestamp, and a broker refuses one further in the future than its
+	// log.message.timestamp.after.max.ms (or further in the past than
+	// log.message.timestamp.before.max.ms) with INVALID_TIMESTAMP: such a
+	// row goes to Config.DeadLetterTopic with the reason production-error.
 	FieldEventTimestamp string
 	// AdditionalFields (table.fields.additional.placement) are further
 	// columns published with the record. Only PlacementHeader is

@@ -191,13 +191,19 @@ func TestParseTimeReadsTheColumnTypes(t *testing.T) {
 			t.Errorf("parseTime(%q) = %v, %v; want %v", tc.text, got, err, want)
 		}
 	}
-	for _, bad := range []string{"infinity", "2021-03-04 05:06:07 BC", "1969-12-31 23:59:59+00"} {
+	for _, bad := range []string{"infinity", "2021-03-04 05:06:07 BC", "1969-12-31 23:59:59+00", "2262-04-12 00:00:00+00", "9999-12-31 00:00:00+00"} {
 		if _, err := parseTime(bad, oidTimestamptz); err == nil {
 			t.Errorf("parseTime(%q) accepted it", bad)
 		}
 	}
 	if _, err := parseTime("-1", 20); err == nil {
 		t.Error("parseTime accepted -1 ms")
+	}
+	if _, err := parseTime("9223372036855", 20); err == nil {
+		t.Error("parseTime accepted a time after 2262")
+	}
+	if _, err := parseTime("2262-04-11 00:00:00+00", oidTimestamptz); err != nil {
+		t.Errorf("parseTime refused a time before 2262-04-11T23:47:16Z: %v", err)
 	}
 	if _, err := decodeValue([]byte(`\x00ff`), oidBytea); err != nil {
 		t.Error(err)
