@@ -154,9 +154,9 @@ type Config struct {
 	// row whose record the broker refuses for good (too large, an invalid
 	// timestamp; ReasonProduction, see the package documentation). The
 	// relay then goes on, confirms its position and deletes the row as if
-	// it were published. Without it, an unroutable row fails every session
-	// that reads it, a refused one ends Run with ErrRowRefused, and the
-	// slot keeps the WAL from the row on.
+	// it were published. Without it, an unroutable row ends Run with
+	// ErrRowUnroutable, a refused one with ErrRowRefused, both naming the
+	// row, which stays in the table (the slot keeps the WAL from it on).
 	DeadLetterTopic string
 	// Kafka are the producer's client options; seed brokers at least. The
 	// relay keeps kgo's defaults of acks=all and idempotent writes, and
@@ -312,7 +312,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.abortKafkaTransaction()
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrTableColumns) || errors.Is(err, ErrRowRefused) {
+		if errors.Is(err, ErrTableColumns) || errors.Is(err, ErrRowRefused) || errors.Is(err, ErrRowUnroutable) {
 			r.abortKafkaTransaction()
 			return err
 		}
@@ -351,12 +351,22 @@ func (r *Relay) abortKafkaTransaction() {
 // unroutable is true).
 func (r *Relay) routeRecord(row row) (rec *kgo.Record, unroutable bool, err error) {
 	rec, err = r.router.record(row)
-	if err == nil || r.cfg.DeadLetterTopic == "" {
-		return rec, false, err
+	if err == nil {
+		return rec, false, nil
+	}
+	if r.cfg.DeadLetterTopic == "" {
+		return nil, false, fmt.Errorf("%w: %w", ErrRowUnroutable, err)
 	}
 	r.log.Warn("outbox row dead-lettered", "id", r.router.eventID(row), "topic", r.cfg.DeadLetterTopic, "err", err)
 	return r.router.deadLetter(row, r.cfg.DeadLetterTopic, err), true, nil
 }
+
+// ErrRowUnroutable is wrapped by Run's error when an outbox row cannot be
+// routed (see Config.DeadLetterTopic) and there is no dead-letter topic:
+// the error names the row and why. The row stays in the table; route it
+// (fix the row or the router options) or set a dead-letter topic, then run
+// the relay again.
+var ErrRowUnroutable = errors.New("the outbox row cannot be routed")
 
 // quoteTable quotes a possibly schema-qualified table name.
 func quoteTable(name string) string {

@@ -525,3 +525,56 @@ func TestUnroutableRowIsDeadLetteredAndTheRelayGoesOn(t *testing.T) {
 		})
 	}
 }
+
+// TestUnroutableRowWithoutADeadLetterTopicEndsRun: without a
+// DeadLetterTopic an unroutable row is neither dropped nor retried forever
+// (a restart loop that holds the WAL and says nothing new): Run returns
+// ErrRowUnroutable naming the row and the reason, and the row stays.
+func TestUnroutableRowWithoutADeadLetterTopicEndsRun(t *testing.T) {
+	for _, mode := range []Mode{ModeCDC, ModePoll} {
+		t.Run(string(mode), func(t *testing.T) {
+			dsn := pgtest.NewDatabase(t)
+			migrated(t, dsn)
+			brokers := newKafka(t)
+			r, err := New(Config{DSN: dsn, Mode: mode, StatusInterval: 50 * time.Millisecond, PollInterval: 20 * time.Millisecond,
+				Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			if mode == ModeCDC {
+				waitSlot(t, dsn)
+			}
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			const id = "00000000-0000-7000-8000-000000000042"
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := outbox.Write(ctx, tx, outbox.Event{ID: id, AggregateType: "not a topic", AggregateID: "a-1", EventType: "Happened", Payload: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			err = <-done
+			if ctx.Err() != nil {
+				t.Fatalf("Run did not end on the unroutable row: %v", err)
+			}
+			if !errors.Is(err, ErrRowUnroutable) || !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "not a valid topic name") {
+				t.Fatalf("Run = %v, want ErrRowUnroutable naming row %s and why", err, id)
+			}
+			var left bool
+			if err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM outbox WHERE id = $1)`, id).Scan(&left); err != nil || !left {
+				t.Errorf("unroutable row left in the table: %v (%v), want true", left, err)
+			}
+		})
+	}
+}

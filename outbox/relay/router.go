@@ -42,7 +42,8 @@ const DefaultRouteTopicRegex = "(?<routedByValue>.*)"
 // with ErrTableColumns. A row the router cannot route (NULL in the
 // route-by or event id column, a topic Kafka does not accept, a NULL
 // payload without TombstoneOnEmptyPayload, a timestamp that is no time)
-// goes to Config.DeadLetterTopic with its reason.
+// goes to Config.DeadLetterTopic with its reason, or, without one, ends Run
+// with ErrRowUnroutable.
 type Router struct {
 	// RouteByField (route.by.field) is the column whose value routes the
 	// row through RouteTopicRegex and RouteTopicReplacement. Default
