@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exactly-go/exactly/internal/metrics"
+
 	"github.com/exactly-go/exactly"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -20,27 +21,11 @@ import (
 // metricSum adds up every sample of the named counter or gauge.
 func metricSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := metrics.Sum(reg, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			sum += counterOrGauge(m)
-		}
-	}
-	return sum
-}
-
-func counterOrGauge(m *dto.Metric) float64 {
-	if c := m.GetCounter(); c != nil {
-		return c.GetValue()
-	}
-	return m.GetGauge().GetValue()
+	return v
 }
 
 // TestInjectedFaultsAbortAndRetryWithoutDuplicates makes the broker fail
@@ -123,21 +108,12 @@ func TestInjectedFaultsAbortAndRetryWithoutDuplicates(t *testing.T) {
 }
 
 func countWithLabel(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
-	families, _ := reg.Gather()
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += counterOrGauge(m)
-				}
-			}
-		}
+	t.Helper()
+	v, err := metrics.Sum(reg, name, label, value)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return sum
+	return v
 }
 
 // TestRestoreRebuildsDeletedStateAndReadsOnlyTheDelta restarts an instance

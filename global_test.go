@@ -260,7 +260,7 @@ func TestPersistentGlobalTableRestartReadsOnlyWhatTheTopicGained(t *testing.T) {
 			t.Fatal("the instance was not ready after 60s")
 		}
 	}
-	restored := func() int { return int(metricSumWith(t, reg, "exactly_restore_records_total", "store", "products")) }
+	restored := func() int { return int(countWithLabel(t, reg, "exactly_restore_records_total", "store", "products")) }
 
 	out, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("named"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))

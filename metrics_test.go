@@ -63,7 +63,7 @@ func TestRuntimeMetricsMoveWithTheWork(t *testing.T) {
 		t.Errorf("exactly_task_records_processed_total sums to %v, exactly_records_processed_total is %v; want equal and at least %d", perTask, total, n)
 	}
 	for p := range 3 {
-		if v := metricSumWith(t, reg, "exactly_task_records_processed_total", "task", fmt.Sprint("0_", p)); v == 0 {
+		if v := countWithLabel(t, reg, "exactly_task_records_processed_total", "task", fmt.Sprint("0_", p)); v == 0 {
 			t.Errorf("task 0_%d processed nothing by its metric", p)
 		}
 	}
@@ -135,24 +135,3 @@ func TestRestoreMetricsCountWhatWasRead(t *testing.T) {
 }
 
 // metricSumWith adds up the series of name whose label has the value.
-func metricSumWith(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += counterOrGauge(m)
-				}
-			}
-		}
-	}
-	return sum
-}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	promsum "github.com/exactly-go/exactly/internal/metrics"
+
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -259,25 +261,11 @@ func readAll(t *testing.T, brokers []string, topic string, n int) []*kgo.Record 
 
 func labelledCounter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
-	families, err := reg.Gather()
+	v, err := promsum.Sum(reg, name, label, value)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-		return 0
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return v
 }
 
 // TestRowTheBrokerRefusesIsDeadLetteredAndTheRelayGoesOn: a row the broker
