@@ -116,6 +116,16 @@ func (w *worker) join(ctx context.Context) (*membership, error) {
 // shutdown commits what is pending and closes the tasks; the session's
 // deferred close leaves the group.
 func (w *worker) shutdown() {
+	// The final commit holds rebalances off, as an iteration's does. Between
+	// iterations they may run: a revocation callback runs under the
+	// transactional session's lock and waits for w.mu, while End, called
+	// with w.mu held, waits for that lock. A poll with a done context
+	// returns at once, once a rebalance under way has finished, and blocks
+	// the next until AllowRebalance.
+	polled, stopPoll := context.WithCancel(context.Background())
+	stopPoll()
+	w.cl.PollRecords(polled, 1)
+	defer w.cl.AllowRebalance()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), min(shutdownGrace, w.commitTimeout()))
