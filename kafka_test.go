@@ -315,3 +315,59 @@ func TestKafkaWithSASL(t *testing.T) {
 		})
 	}
 }
+
+// TestKafkaCloseWithSeveralWorkersReturns: an instance running several
+// workers closes, under either guarantee, while its workers' final commits
+// have work to commit and meet the rebalance their leaving starts (a
+// revocation callback of one worker arriving while it commits, which may
+// abort it); an instance started after them brings the output to every
+// input exactly once.
+func TestKafkaCloseWithSeveralWorkersReturns(t *testing.T) {
+	for _, g := range []exactly.Guarantee{exactly.ExactlyOnceV2, exactly.AtLeastOnce} {
+		t.Run(fmt.Sprint(g), func(t *testing.T) {
+			brokers := newCluster(t, 4)
+			top := countingApp(t, false)
+			const keys, rounds, perRound = 13, 4, 2000
+			for round := range rounds {
+				produceInputs(t, brokers, round*perRound, (round+1)*perRound, keys)
+				cfg := appConfig(brokers, t.TempDir(), g)
+				cfg.Workers = 2
+				// Nothing commits before Close: the final commits do.
+				cfg.CommitInterval = time.Minute
+				cfg.TransactionTimeout = 2 * time.Minute
+				app, err := exactly.New(top, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				runErr := make(chan error, 1)
+				go func() { runErr <- app.Run(context.Background()) }()
+				select {
+				case <-app.Ready():
+				case err := <-runErr:
+					t.Fatalf("round %d: stopped before ready: %v", round, err)
+				case <-time.After(30 * time.Second):
+					t.Fatalf("round %d: not ready after 30s", round)
+				}
+				time.Sleep(200 * time.Millisecond)
+				closed := make(chan struct{})
+				go func() { app.Close(); close(closed) }()
+				select {
+				case <-closed:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("round %d: Close has not returned after 30s", round)
+				}
+				if err := <-runErr; err != nil {
+					t.Fatalf("round %d: %v", round, err)
+				}
+			}
+			stop := startApp(t, top, appConfig(brokers, t.TempDir(), g))
+			out := readCommitted(t, brokers, rounds*perRound, 60*time.Second)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if g == exactly.ExactlyOnceV2 {
+				checkExactlyOnce(t, out, rounds*perRound, keys)
+			}
+		})
+	}
+}

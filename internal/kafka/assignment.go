@@ -68,6 +68,10 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	if len(revoked) > 0 {
 		crashpoint.Reach(crashpoint.InRebalance)
 	}
+	if w.finalCommit.Load() {
+		w.revokedInFinalCommit("revoked", revoked)
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(revoked) == 0 {
@@ -92,7 +96,30 @@ func (w *worker) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	}
 }
 
+// revokedInFinalCommit is what the revocation and loss callbacks do during
+// the session's final commit: nothing to the tasks. They must not wait for
+// mu, which the commit holds: under exactly_once_v2 the commit's End waits
+// for the lock franz-go's session holds around these callbacks, so waiting
+// would deadlock. Leaving the tasks alone is safe: no record is processed
+// after the final commit began; under exactly_once_v2 the session aborts
+// the transaction if the revocation came before End looked (or the broker
+// refuses the offsets of a generation that moved on), and under
+// at_least_once the final commit commits the partitions' offsets as the
+// callback would have, or fails and the new owner repeats their work.
+// The session then closes every task.
+func (w *worker) revokedInFinalCommit(what string, partitions map[string][]int32) {
+	if len(partitions) == 0 {
+		return
+	}
+	w.r.metrics.rebalances.WithLabelValues(what).Inc()
+	w.log.Info("partitions "+what+" during the final commit; the session closes their tasks", "partitions", partitions)
+}
+
 func (w *worker) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	if w.finalCommit.Load() {
+		w.revokedInFinalCommit("lost", lost)
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.r.metrics.rebalances.WithLabelValues("lost").Inc()

@@ -94,6 +94,7 @@ func (w *worker) join(ctx context.Context) (*membership, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.membership = m
+	w.finalCommit.Store(false)
 	var err error
 	if w.eos {
 		m.sess, err = kgo.NewGroupTransactSession(w.clientOptions()...)
@@ -116,6 +117,10 @@ func (w *worker) join(ctx context.Context) (*membership, error) {
 // shutdown commits what is pending and closes the tasks; the session's
 // deferred close leaves the group.
 func (w *worker) shutdown() {
+	// From here on rebalances are not blocked (the last poll allowed
+	// them), and a revocation may come while the final commit holds mu:
+	// the callbacks must not wait for it (see onRevoked).
+	w.finalCommit.Store(true)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), min(shutdownGrace, w.commitTimeout()))

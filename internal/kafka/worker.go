@@ -42,6 +42,10 @@ type worker struct {
 	// endPoll ends the poll in progress (nil between polls), so that newly
 	// assigned tasks start at once rather than at the poll's deadline.
 	endPoll atomic.Pointer[context.CancelFunc]
+	// finalCommit is set while the current session's final commit may run
+	// (shutdown): the group's revocation and loss callbacks then leave the
+	// tasks alone (see onRevoked).
+	finalCommit atomic.Bool
 }
 
 func newWorker(r *Runner, index int, ready func()) *worker {
