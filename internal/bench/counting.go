@@ -65,7 +65,7 @@ func (r *runner) ceilingOnce(ctx context.Context, n, size int) (float64, error) 
 	if err := c.produce(ctx, sizedRecords("input", n, size, 1000)); err != nil {
 		return 0, err
 	}
-	d, err := rawLoop(ctx, c.brokers, "input", "output", n)
+	d, _, err := rawLoop(ctx, c.brokers, "input", "output", n)
 	if err != nil {
 		return 0, err
 	}
