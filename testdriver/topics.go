@@ -175,3 +175,26 @@ func (d *Driver) StoreEntries(name string) (int64, error) {
 	}
 	return total, nil
 }
+
+// StoreCachedValues returns how many decoded values the typed views of store
+// name keep in memory beside their backend, summed over the partitions of
+// its tasks, and their size as the cache counts it (keys and encoded values
+// plus a fixed overhead per value): the cache of committed values, which
+// holds the values in use within a bound per store and task, and the
+// decoded values of uncommitted writes are not counted. A test of bounded
+// memory compares it as the input grows.
+func (d *Driver) StoreCachedValues(name string) (values, bytes int64, err error) {
+	if err := d.checkRunning(); err != nil {
+		return 0, 0, err
+	}
+	if _, ok := d.topo.Store(name); !ok {
+		return 0, 0, fmt.Errorf("testdriver: the topology has no store %q", name)
+	}
+	for _, lt := range d.tasks {
+		if kv, ok := lt.task.KV(name); ok {
+			v, b := kv.CachedValues()
+			values, bytes = values+int64(v), bytes+int64(b)
+		}
+	}
+	return values, bytes, nil
+}

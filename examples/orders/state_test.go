@@ -27,14 +27,29 @@ const (
 	steadySample = 10 * time.Minute
 )
 
-// steadyStateEntries runs the topology over a steady stream of n orders
-// and returns the mean number of entries of each store but the projection
-// (one per order by design) over the steady part of the stream: from the
-// warm-up until the last order is created. A mean over the steady state,
-// rather than a count at the end, keeps the comparison free of the
-// stream's ramp-down and of one window's chance.
-func steadyStateEntries(t *testing.T, n int) map[string]float64 {
+// steadyState is what the bounded-state tests compare, as means over the
+// steady part of a stream: entries of each store, and the decoded values
+// (and their bytes) each store's cache of committed values keeps.
+type steadyState struct {
+	entries, cachedValues, cachedBytes map[string]float64
+}
+
+// steadyStates memoizes steadyStateOf per number of orders, so that the
+// tests of entries and of cached values share their runs.
+var steadyStates = map[int]steadyState{}
+
+// steadyStateOf runs the topology over a steady stream of n orders and
+// returns the mean number of entries of each store but the projection (one
+// per order by design) and the mean cached values of every store, over
+// the steady part of the stream: from the warm-up until the last order is
+// created. A mean over the steady state, rather than a count at the end,
+// keeps the comparison free of the stream's ramp-down and of one window's
+// chance.
+func steadyStateOf(t *testing.T, n int) steadyState {
 	t.Helper()
+	if s, ok := steadyStates[n]; ok {
+		return s
+	}
 	gen := orders.DefaultGenerateOptions(1, n, 2)
 	gen.EvenSpacing = true
 	gen.Span = time.Duration(n) * time.Hour / steadyOrdersPerHour
@@ -46,7 +61,7 @@ func steadyStateEntries(t *testing.T, n int) map[string]float64 {
 	d := newDriver(t, orders.Options{DedupTTL: steadyTTL, BufferTTL: steadyTTL}, testdriver.Config{
 		ManualCommit: true, Partitions: map[string]int32{orders.DefaultInputTopic: 2},
 	})
-	sums := map[string]float64{}
+	s := steadyState{entries: map[string]float64{}, cachedValues: map[string]float64{}, cachedBytes: map[string]float64{}}
 	samples := 0
 	next, end := gen.Start.Add(steadyWarmUp), gen.Start.Add(gen.Span)
 	for i, r := range records {
@@ -60,6 +75,12 @@ func steadyStateEntries(t *testing.T, n int) map[string]float64 {
 			continue
 		}
 		for _, name := range d.StoreNames() {
+			values, bytes, err := d.StoreCachedValues(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.cachedValues[name] += float64(values)
+			s.cachedBytes[name] += float64(bytes)
 			if name == orders.ProjectionStore {
 				continue
 			}
@@ -67,7 +88,7 @@ func steadyStateEntries(t *testing.T, n int) map[string]float64 {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sums[name] += float64(n)
+			s.entries[name] += float64(n)
 		}
 		samples++
 		next = next.Add(steadySample)
@@ -75,23 +96,55 @@ func steadyStateEntries(t *testing.T, n int) map[string]float64 {
 	if samples < 30 {
 		t.Fatalf("%d orders: %d samples of the steady state, want at least 30", n, samples)
 	}
-	for name := range sums {
-		sums[name] /= float64(samples)
+	for _, m := range []map[string]float64{s.entries, s.cachedValues, s.cachedBytes} {
+		for name := range m {
+			m[name] /= float64(samples)
+		}
 	}
-	t.Logf("%d orders, %d records: mean entries over %d samples %v", n, len(records), samples, sums)
-	return sums
+	t.Logf("%d orders, %d records: means over %d samples: entries %v, cached values %v, cached bytes %v",
+		n, len(records), samples, s.entries, s.cachedValues, s.cachedBytes)
+	steadyStates[n] = s
+	return s
 }
+
+// steadyBase is the number of orders of the 1x stream of the bounded-state
+// tests.
+const steadyBase = 500
 
 // TestTTLedStoresStayFlatAsEventsGrowTenfold is R-PF4 in the test driver:
 // over a steady stream of orders, 10x the events (10x the stream time)
 // leaves every store but the projection within 1.1x the entries of 1x.
 func TestTTLedStoresStayFlatAsEventsGrowTenfold(t *testing.T) {
-	const base = 500
-	one, ten := steadyStateEntries(t, base), steadyStateEntries(t, 10*base)
-	for name, n1 := range one {
-		if ratio := ten[name] / n1; ratio > 1.1 {
-			t.Errorf("store %s: %.1f entries at 10x the events, %.1f at 1x: %.2fx, want at most 1.1x", name, ten[name], n1, ratio)
+	one, ten := steadyStateOf(t, steadyBase), steadyStateOf(t, 10*steadyBase)
+	for name, n1 := range one.entries {
+		if ratio := ten.entries[name] / n1; ratio > 1.1 {
+			t.Errorf("store %s: %.1f entries at 10x the events, %.1f at 1x: %.2fx, want at most 1.1x", name, ten.entries[name], n1, ratio)
 		}
+	}
+}
+
+// TestCachedValuesStayFlatAsEventsGrowTenfold is R-PF4 for the memory the
+// stores keep beside their backends: over the same streams, the decoded
+// values every store's cache keeps (the projection's included: the cache
+// holds the orders in use, not every order seen) stay within 1.1x, in
+// number and in bytes, between 1x and 10x the events.
+func TestCachedValuesStayFlatAsEventsGrowTenfold(t *testing.T) {
+	one, ten := steadyStateOf(t, steadyBase), steadyStateOf(t, 10*steadyBase)
+	cached := 0
+	for name, v1 := range one.cachedValues {
+		if v1 == 0 {
+			continue
+		}
+		cached++
+		if ratio := ten.cachedValues[name] / v1; ratio > 1.1 {
+			t.Errorf("store %s: %.1f cached values at 10x the events, %.1f at 1x: %.2fx, want at most 1.1x", name, ten.cachedValues[name], v1, ratio)
+		}
+		if ratio := ten.cachedBytes[name] / one.cachedBytes[name]; ratio > 1.1 {
+			t.Errorf("store %s: %.0f cached bytes at 10x the events, %.0f at 1x: %.2fx, want at most 1.1x", name, ten.cachedBytes[name], one.cachedBytes[name], ratio)
+		}
+	}
+	if cached == 0 {
+		t.Fatal("no store caches decoded values: the test compares nothing")
 	}
 }
 

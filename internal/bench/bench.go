@@ -266,6 +266,10 @@ func (r *runner) finish() {
 	if res := r.samples["orders_eos_changelog_records"]; res != nil && res.Records > 0 {
 		ratios["changelog_records_per_input"] = round(r.median("orders_eos_changelog_records")/float64(res.Records), 3)
 	}
+	// The same comparison by CPU time per record (the in-process broker's
+	// included on both sides): what the throughput ratio would be if both
+	// were bound by CPU alone, less sensitive to other load on the machine.
+	ratio("orders_eos_over_ceiling_by_cpu", "ceiling_orders_cpu", "orders_eos_cpu")
 	ratio("orders_alos_over_ceiling", "orders_alos", "ceiling_orders")
 	ratio("orders_eos_over_alos", "orders_eos", "orders_alos")
 	for _, iv := range intervals {

@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +29,34 @@ func TestCloseCommitsEverythingProcessed(t *testing.T) {
 		}
 	}
 }
+
+// TestScenariosLogNothing: a scenario's app logs nowhere, so that `exactly
+// bench` prints its report only (the runtime's default logger is
+// slog.Default(), which writes to stderr).
+func TestScenariosLogNothing(t *testing.T) {
+	var logged atomic.Int64
+	prev := slog.Default()
+	slog.SetDefault(slog.New(countingHandler{&logged}))
+	defer slog.SetDefault(prev)
+	r := &runner{samples: map[string]*Result{}}
+	if _, err := r.countingOnce(context.Background(), countingRun{records: 1000, size: 100, eos: true, interval: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if n := logged.Load(); n != 0 {
+		t.Fatalf("a counting run logged %d records to slog.Default()", n)
+	}
+}
+
+// countingHandler is a slog handler that counts the records it gets.
+type countingHandler struct{ n *atomic.Int64 }
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(context.Context, slog.Record) error {
+	h.n.Add(1)
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 
 func TestRatiosAndTargetsFromMedians(t *testing.T) {
 	r := &runner{samples: map[string]*Result{}, report: &Report{Checks: map[string]string{}}, unavailable: map[string]string{}}

@@ -83,11 +83,12 @@ func (r *runner) ordersRep(ctx context.Context, c *cluster, input []*kgo.Record,
 		return err
 	}
 	n := len(input)
-	d, err := rawLoop(ctx, c.brokers, orders.DefaultInputTopic, "ceiling-out", n)
+	d, cpu, err := rawLoop(ctx, c.brokers, orders.DefaultInputTopic, "ceiling-out", n)
 	if err != nil {
 		return fmt.Errorf("ceiling over orders: %w", err)
 	}
 	r.add("ceiling_orders", "records/s", n, float64(n)/d.Seconds())
+	r.add("ceiling_orders_cpu", "µs/record", n, float64(cpu.Microseconds())/float64(n))
 	// An unmeasured warm-up run on a tenth of the input, on a topic of its
 	// own: the first application run on a fresh broker is markedly slower
 	// whatever its guarantee.
@@ -109,12 +110,14 @@ func (r *runner) ordersRep(ctx context.Context, c *cluster, input []*kgo.Record,
 		}
 		cfg := appConfig(c.brokers, "orders-"+g, eos, 100*time.Millisecond)
 		cfg.StateDir = dir
-		d, _, err := appRun{top: top, cfg: cfg, records: n}.run(ctx)
+		var cpu time.Duration
+		d, _, err := appRun{top: top, cfg: cfg, records: n, cpu: &cpu}.run(ctx)
 		os.RemoveAll(dir)
 		if err != nil {
 			return fmt.Errorf("orders %s: %w", g, err)
 		}
 		r.add("orders_"+g, "records/s", n, float64(n)/d.Seconds())
+		r.add("orders_"+g+"_cpu", "µs/record", n, float64(cpu.Microseconds())/float64(n))
 		if audit {
 			if err := r.audit(ctx, c, "orders_"+g, opts); err != nil {
 				return err

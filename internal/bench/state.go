@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -31,6 +32,13 @@ const (
 	stateOrdersPerDay = 1500
 )
 
+// The bounds of the bounded-state child's buffers (see RunChild).
+const (
+	stateFetchBytes      = 1 << 20
+	stateMemTableBytes   = 1 << 20
+	stateBlockCacheBytes = 8 << 20
+)
+
 func stateOptions() orders.Options {
 	return orders.Options{DedupTTL: stateTTL, BufferTTL: stateTTL, Persistent: true}
 }
@@ -43,6 +51,15 @@ type stateChildResult struct {
 	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
 	RSSBytes       int64   `json:"rss_bytes"`
 	HeapBytes      uint64  `json:"heap_bytes"`
+	// Where the resident memory is, for EXACTLY_BENCH_DEBUG: the Go heap's
+	// live bytes after a collection; the memory the Go runtime has mapped
+	// and not returned to the OS (not all of it resident); RSS in
+	// anonymous memory (the Go runtime's, and Pebble's memtables and block
+	// cache, allocated outside the Go heap) and in files (the executable).
+	LiveHeapBytes uint64 `json:"live_heap_bytes"`
+	GoHeldBytes   uint64 `json:"go_held_bytes"`
+	AnonRSSBytes  int64  `json:"anon_rss_bytes"`
+	FileRSSBytes  int64  `json:"file_rss_bytes"`
 }
 
 func (r *runner) stateOrders() int {
@@ -144,9 +161,20 @@ func RunChild(ctx context.Context, args []string, w io.Writer) error {
 	}
 	cfg := appConfig(strings.Split(*brokers, ","), "state", true, 100*time.Millisecond)
 	cfg.StateDir = *dir
-	// Bounded fetch buffers, so that the input's backlog (10x larger in
-	// the 10x run) does not dominate the process's memory.
-	cfg.ClientOptions = []kgo.Opt{kgo.FetchMaxBytes(4 << 20), kgo.FetchMaxPartitionBytes(1 << 20)}
+	// Every buffer the process keeps is bounded below what the 1x run
+	// fills, so that both runs hold theirs full and the comparison shows
+	// what grows with the events: fetches of 1 MiB (256 KiB per partition;
+	// the 1x input is about 1.5 MiB compressed, 9.6 MB decoded, so fetches
+	// of 4 MiB took all of it at once, a smaller transient than each of the
+	// 10x run's full fetches),
+	// Pebble memtables of 1 MiB per task (Pebble starts a memtable small
+	// and doubles it up to the configured size, so the 1x run of 4 MiB
+	// ones was still growing them) and Pebble's own 8 MiB block cache (the
+	// instance's default of 64 MiB fills with the projection's blocks, one
+	// entry per order by design, as the orders grow).
+	cfg.ClientOptions = []kgo.Opt{kgo.FetchMaxBytes(stateFetchBytes), kgo.FetchMaxPartitionBytes(stateFetchBytes / 4)}
+	cfg.StoreMemTableSize = stateMemTableBytes
+	cfg.StoreBlockCacheSize = stateBlockCacheBytes
 	reg := prometheus.NewRegistry()
 	counter := &processedCounter{Registerer: reg}
 	cfg.Registerer = counter
@@ -192,16 +220,26 @@ func RunChild(ctx context.Context, args []string, w io.Writer) error {
 			}
 		}
 	}
+	res.PeakRSSBytes, res.RSSBytes = procStatus("VmHWM"), procStatus("VmRSS")
+	res.AnonRSSBytes, res.FileRSSBytes = procStatus("RssAnon"), procStatus("RssFile")
+	// The heap after a collection: what the process holds, not the garbage
+	// that happens to be uncollected at the moment.
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.HeapBytes = ms.HeapInuse
+	res.LiveHeapBytes = ms.HeapAlloc
+	res.GoHeldBytes = ms.Sys - ms.HeapReleased
 	if path := os.Getenv("EXACTLY_BENCH_HEAPPROFILE"); path != "" {
+		// One profile per input size: heap.out gives heap-30754.out and
+		// heap-308791.out.
+		ext := filepath.Ext(path)
+		path = fmt.Sprintf("%s-%d%s", strings.TrimSuffix(path, ext), *records, ext)
 		if f, err := os.Create(path); err == nil {
 			pprof.WriteHeapProfile(f)
 			f.Close()
 		}
 	}
-	res.PeakRSSBytes, res.RSSBytes = procStatus("VmHWM"), procStatus("VmRSS")
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.HeapBytes = ms.HeapInuse
 	app.Close()
 	if err := <-runErr; err != nil {
 		return err

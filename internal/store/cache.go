@@ -31,28 +31,52 @@ import (
 // (copied by assignment), and types with a Clone method returning a deep
 // copy (see cloneFuncFor).
 
-// cacheGeneration is the number of committed values each generation of a
-// store's cache holds per task: the cache holds at most twice that.
-const cacheGeneration = 2048
+// A store's cache of committed values holds the values in use: those used
+// in the task's current and previous commit intervals, within a bound. It
+// keeps two generations; a value put into the cache (read from the
+// backend, written by a commit, or found in the previous generation) goes
+// into the current one. Each commit of the task's write buffer starts a
+// new generation, the current one becoming the previous one and the
+// oldest being dropped, so that a value not used for a whole commit
+// interval leaves the cache; so does a generation that has taken
+// cacheGenerationPuts values or cacheGenerationBytes bytes, so that the
+// cache never holds more than twice either bound, however long the
+// interval. The cache therefore grows with the keys in use per interval,
+// not with the keys the task has ever seen. A value's size is counted as
+// its key and encoded bytes plus cacheEntryOverhead; its decoded form
+// usually takes a small multiple of its encoded size.
+const (
+	cacheGenerationPuts  = 1024
+	cacheGenerationBytes = 256 << 10
+	cacheEntryOverhead   = 64
+)
 
-// valueCache holds decoded committed values of one store of one task. It
-// is bounded by two generations: when the current one is full it becomes
-// the previous one and the oldest is dropped; a value found in the previous
-// generation moves to the current one, so values in use stay.
+// valueCache holds decoded committed values of one store of one task,
+// within the bounds above.
 type valueCache struct {
 	current, previous map[string]cachedValue
-	expiring          bool
+	// puts and bytes count what the current generation took; prevBytes is
+	// the size of the previous one.
+	puts             int
+	bytes, prevBytes int
+	expiring         bool
 }
 
-// cachedValue is a decoded committed value and its expiry (never if none).
+// cachedValue is a decoded committed value, its expiry (never if none) and
+// its size as counted against the cache's bound.
 type cachedValue struct {
 	expiry  int64
 	decoded any
+	size    int
 }
 
 func newValueCache(expiring bool) *valueCache {
 	return &valueCache{current: map[string]cachedValue{}, expiring: expiring}
 }
+
+// entrySize is the size counted for a cached value of key whose encoded
+// form has n bytes.
+func entrySize(key []byte, n int) int { return len(key) + n + cacheEntryOverhead }
 
 // get returns the cached value of key; a nil cache holds nothing.
 func (c *valueCache) get(key []byte) (cachedValue, bool) {
@@ -73,30 +97,61 @@ func (c *valueCache) put(key []byte, v cachedValue) {
 	if c == nil {
 		return
 	}
-	if len(c.current) >= cacheGeneration {
-		c.previous, c.current = c.current, make(map[string]cachedValue, cacheGeneration)
+	if c.puts >= cacheGenerationPuts || c.bytes+v.size > cacheGenerationBytes {
+		c.rotate()
+	}
+	if old, ok := c.current[string(key)]; ok {
+		c.bytes -= old.size
+	} else if old, ok := c.previous[string(key)]; ok {
+		// An older value of key in the previous generation is stale.
+		delete(c.previous, string(key))
+		c.prevBytes -= old.size
 	}
 	c.current[string(key)] = v
+	c.bytes += v.size
+	c.puts++
+}
+
+// rotate starts a new generation: the current one becomes the previous
+// one, and the previous one is dropped.
+func (c *valueCache) rotate() {
+	if len(c.current) == 0 && len(c.previous) == 0 {
+		return
+	}
+	// The dropped generation's map is cleared and reused: its memory is
+	// bounded like a generation.
+	dropped := c.previous
+	if dropped == nil {
+		dropped = make(map[string]cachedValue, len(c.current))
+	}
+	clear(dropped)
+	c.previous, c.current = c.current, dropped
+	c.prevBytes, c.bytes, c.puts = c.bytes, 0, 0
 }
 
 func (c *valueCache) delete(key []byte) {
-	delete(c.current, string(key))
-	delete(c.previous, string(key))
+	if v, ok := c.current[string(key)]; ok {
+		delete(c.current, string(key))
+		c.bytes -= v.size
+	}
+	if v, ok := c.previous[string(key)]; ok {
+		delete(c.previous, string(key))
+		c.prevBytes -= v.size
+	}
 }
 
 func (c *valueCache) clear() {
 	c.current, c.previous = map[string]cachedValue{}, nil
+	c.puts, c.bytes, c.prevBytes = 0, 0, 0
 }
 
-// len returns the number of keys cached.
-func (c *valueCache) len() int {
-	n := len(c.current)
-	for k := range c.previous {
-		if _, ok := c.current[k]; !ok {
-			n++
-		}
+// len returns the number of values cached and their size as counted
+// against the bound.
+func (c *valueCache) len() (int, int) {
+	if c == nil {
+		return 0, 0
 	}
-	return n
+	return len(c.current) + len(c.previous), c.bytes + c.prevBytes
 }
 
 // committed updates the cache with a buffered write of its store that
@@ -116,7 +171,7 @@ func (c *valueCache) committed(e *pendingEntry) {
 		}
 		exp = int64(binary.BigEndian.Uint64(e.value))
 	}
-	c.put(key, cachedValue{expiry: exp, decoded: e.decoded})
+	c.put(key, cachedValue{expiry: exp, decoded: e.decoded, size: entrySize(key, len(e.value))})
 }
 
 // cloneFuncFor returns how a value of type V is copied so that the copy

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,23 +244,120 @@ func TestRestoreAndWipeEmptyTheCache(t *testing.T) {
 func TestCacheOfCommittedValuesIsBounded(t *testing.T) {
 	txn := NewTxn(NewMemory())
 	s, _ := openCounting[tally](txn, "tallies", Options{}, &clock{})
-	for i := range 5 * cacheGeneration {
+	kv := txn.stores["tallies"]
+	n := 10 * cacheGenerationPuts
+	for i := range n {
 		s.Put(fmt.Sprint(i), tally{N: int64(i)})
-		if i%1000 == 999 {
+		if i%(3*cacheGenerationPuts) == 3*cacheGenerationPuts-1 {
 			if err := txn.Commit(map[string]int64{"tallies": int64(i)}); err != nil {
 				t.Fatal(err)
 			}
 		}
+		checkCacheAccounts(t, kv.cache)
+		if values, bytes := kv.CachedValues(); values > 2*cacheGenerationPuts || bytes > 2*cacheGenerationBytes {
+			t.Fatalf("after %d puts the cache holds %d values of %d bytes, more than its bounds %d and %d",
+				i+1, values, bytes, 2*cacheGenerationPuts, 2*cacheGenerationBytes)
+		}
+	}
+	for _, i := range []int{0, n - 1} {
+		if v, ok := get(t, s, fmt.Sprint(i)); !ok || v.N != int64(i) {
+			t.Fatalf("%d = %+v %v", i, v, ok)
+		}
+	}
+	// Large values in one commit: the size bound holds the cache, not the
+	// count.
+	big := strings.Repeat("x", 4<<10)
+	for i := range 200 {
+		s.Put(fmt.Sprint("big", i), tally{N: int64(i), Name: big})
 	}
 	if err := txn.Commit(nil); err != nil {
 		t.Fatal(err)
 	}
-	if n := txn.stores["tallies"].cache.len(); n > 2*cacheGeneration {
-		t.Fatalf("the cache holds %d values, more than its bound %d", n, 2*cacheGeneration)
+	checkCacheAccounts(t, kv.cache)
+	if values, bytes := kv.CachedValues(); bytes > 2*cacheGenerationBytes || values > 2*cacheGenerationBytes/(4<<10) {
+		t.Fatalf("with 4 KiB values the cache holds %d values of %d bytes, more than its bound of %d bytes", values, bytes, 2*cacheGenerationBytes)
 	}
-	for _, i := range []int{0, 5*cacheGeneration - 1} {
-		if v, ok := get(t, s, fmt.Sprint(i)); !ok || v.N != int64(i) {
-			t.Fatalf("%d = %+v %v", i, v, ok)
+}
+
+// TestCacheHoldsTheKeysInUseNotEveryKeySeen is R-PF4 for the cache: over
+// a stream in which keys come and go (orders that are created, updated
+// over a few commit intervals and done), the cache holds the keys in use,
+// so that it
+// holds as many values (mean over the second half of the stream) after 10x
+// the keys as after 1x, while the values in use keep being served without
+// decoding.
+func TestCacheHoldsTheKeysInUseNotEveryKeySeen(t *testing.T) {
+	run := func(keys int) (values, bytes float64, decodes int) {
+		txn := NewTxn(NewMemory())
+		s, decoded := openCounting[tally](txn, "orders", Options{}, &clock{})
+		const active = 20
+		samples := 0
+		for k := range keys {
+			if k >= keys/2 {
+				v, b := txn.stores["orders"].CachedValues()
+				values, bytes = values+float64(v), bytes+float64(b)
+				samples++
+			}
+			// Each commit interval uses the active keys, one of them
+			// new: a key is created, updated over active intervals, and
+			// never used again.
+			for u := range min(active, k+1) {
+				id := fmt.Sprint(k - u)
+				v, _ := get(t, s, id)
+				v.N++
+				s.Put(id, v)
+			}
+			if err := txn.Commit(nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return values / float64(samples), bytes / float64(samples), *decoded
+	}
+	v1, b1, d1 := run(2 * cacheGenerationPuts)
+	v10, b10, d10 := run(20 * cacheGenerationPuts)
+	t.Logf("mean 1x: %.1f values, %.0f bytes, %d decodes; 10x: %.1f values, %.0f bytes, %d decodes", v1, b1, d1, v10, b10, d10)
+	if v10 > 1.1*v1 || b10 > 1.1*b1 {
+		t.Errorf("the cache holds %.1f values of %.0f bytes over 10x the keys, %.1f of %.0f over 1x: want at most 1.1x", v10, b10, v1, b1)
+	}
+	if d1 != 0 || d10 != 0 {
+		t.Errorf("values in use were decoded again (%d times at 1x, %d at 10x)", d1, d10)
+	}
+}
+
+func TestExpiredValuesLeaveTheCacheWhenRead(t *testing.T) {
+	c := &clock{ms: 1000}
+	txn := NewTxn(NewMemory())
+	s, _ := openCounting[tally](txn, "ttl", Options{TTL: 10 * time.Millisecond}, c)
+	s.Put("a", tally{N: 1})
+	if err := txn.Commit(map[string]int64{"ttl": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := txn.stores["ttl"].CachedValues(); n != 1 {
+		t.Fatalf("%d values cached after the commit, want 1", n)
+	}
+	c.ms = 1010
+	get(t, s, "a")
+	if n, _ := txn.stores["ttl"].CachedValues(); n != 0 {
+		t.Fatalf("%d values cached after a read at the expiry, want 0", n)
+	}
+}
+
+// checkCacheAccounts fails the test unless the cache's byte counts are the
+// sums of its values' sizes and no key is in both generations.
+func checkCacheAccounts(t *testing.T, c *valueCache) {
+	t.Helper()
+	sum := func(m map[string]cachedValue) (n int) {
+		for _, v := range m {
+			n += v.size
+		}
+		return n
+	}
+	if cur, prev := sum(c.current), sum(c.previous); cur != c.bytes || prev != c.prevBytes {
+		t.Fatalf("the cache counts %d and %d bytes in its generations, its values add up to %d and %d", c.bytes, c.prevBytes, cur, prev)
+	}
+	for k := range c.current {
+		if _, ok := c.previous[k]; ok {
+			t.Fatalf("key %q is in both generations", k)
 		}
 	}
 }

@@ -204,6 +204,8 @@ func (s *KV) getDecoded(key []byte) (lookup, error) {
 	}
 	if c, ok := s.cache.get(key); ok {
 		if s.expiring && c.expiry <= s.now() {
+			// Expired: invisible, and of no more use to the cache.
+			s.cache.delete(key)
 			return lookup{}, nil
 		}
 		return lookup{found: true, decoded: c.decoded, expiry: c.expiry}, nil
@@ -226,8 +228,14 @@ func (s *KV) remember(key []byte, l lookup, decoded any) {
 		l.entry.decoded = decoded
 		return
 	}
-	s.cache.put(key, cachedValue{expiry: l.expiry, decoded: decoded})
+	s.cache.put(key, cachedValue{expiry: l.expiry, decoded: decoded, size: entrySize(key, len(l.value))})
 }
+
+// CachedValues returns how many decoded committed values typed views of
+// the store keep in memory for this task, and their size as the cache
+// counts it against its bound (keys and encoded values plus a fixed
+// overhead per value); see valueCache.
+func (s *KV) CachedValues() (values, bytes int) { return s.cache.len() }
 
 // Range iterates the live entries with from <= key < to in key byte order; a
 // nil from starts at the first key, a nil to runs to the last.

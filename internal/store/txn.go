@@ -113,6 +113,11 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 	if err := t.backend.Apply(ops); err != nil {
 		return fmt.Errorf("apply committed writes: %w", err)
 	}
+	for _, kv := range t.stores {
+		if kv.cache != nil {
+			kv.cache.rotate()
+		}
+	}
 	t.pending.Ascend(func(e *pendingEntry) bool {
 		if e.kv != nil && e.kv.cache != nil {
 			e.kv.cache.committed(e)
