@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,24 +21,6 @@ import (
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
 	"github.com/exactly-go/exactly/examples/orders"
 )
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestRunOrdersShowsRestoreProgress starts `exactly run orders` on an
 // empty state directory over a projection changelog of 3000 records in
@@ -107,7 +88,7 @@ func TestRunOrdersShowsRestoreProgress(t *testing.T) {
 		return nil, nil, false
 	})
 
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	defer slog.SetDefault(slog.Default())
 	slog.SetDefault(slog.New(slog.NewTextHandler(logs, nil)))
 	defer func() {

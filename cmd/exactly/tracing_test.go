@@ -26,8 +26,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// lockedBuffer is a bytes.Buffer the exporter's goroutine writes while the
-// test reads.
+// lockedBuffer is a bytes.Buffer that other goroutines (an exporter, a
+// logger) write while the test reads.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
