@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
+	"unsafe"
 
 	"github.com/google/btree"
 )
@@ -16,15 +18,19 @@ import (
 type Txn struct {
 	backend Backend
 	pending *btree.BTreeG[*pendingEntry]
-	stores  map[string]*KV
+	// index holds pending's entries by key, for point reads without a
+	// search of the tree. Its keys share the entries' key bytes, which
+	// nobody changes.
+	index  map[string]*pendingEntry
+	stores map[string]*KV
+	// ops is the batch of the last commit, kept for the next one (the
+	// backends keep none of it).
+	ops []Op
 
 	// undo records the previous pending state of each key written since
 	// BeginRecord, so that one record's effects can be rolled back alone.
 	undo     []undoRecord
 	tracking bool
-	// probe is the search key of point reads in pending, kept here so that
-	// a read allocates nothing.
-	probe pendingEntry
 }
 
 // pendingEntry is one buffered write. Once in pending it is not changed,
@@ -54,7 +60,7 @@ func lessPending(a, b *pendingEntry) bool { return bytes.Compare(a.key, b.key) <
 
 // NewTxn returns an empty write buffer over backend.
 func NewTxn(backend Backend) *Txn {
-	return &Txn{backend: backend, pending: btree.NewG(32, lessPending), stores: map[string]*KV{}}
+	return &Txn{backend: backend, pending: btree.NewG(32, lessPending), index: map[string]*pendingEntry{}, stores: map[string]*KV{}}
 }
 
 // Backend returns the backend the buffer commits to.
@@ -74,7 +80,9 @@ func (t *Txn) Changes(name string) []Change {
 	if !ok {
 		return nil
 	}
-	var out []Change
+	// Room for as many changes as the store's last batch had.
+	out := make([]Change, 0, kv.changesHint)
+	defer func() { kv.changesHint = len(out) }()
 	upper := prefixEnd(kv.dataPrefix)
 	t.pending.AscendRange(&pendingEntry{key: kv.dataPrefix}, &pendingEntry{key: upper}, func(e *pendingEntry) bool {
 		c := Change{Key: e.key[len(kv.dataPrefix):]}
@@ -84,6 +92,9 @@ func (t *Txn) Changes(name string) []Change {
 		out = append(out, c)
 		return true
 	})
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
 
@@ -95,7 +106,12 @@ func (t *Txn) Dirty() bool { return t.pending.Len() > 0 }
 // one atomic batch, then empties the buffer. On error nothing was applied and
 // the buffer is kept.
 func (t *Txn) Commit(checkpoints map[string]int64) error {
-	ops := make([]Op, 0, t.pending.Len()+len(checkpoints))
+	ops := slices.Grow(t.ops[:0], t.pending.Len()+len(checkpoints))
+	defer func() {
+		// Keep the slice for the next commit, without what it points to.
+		clear(ops)
+		t.ops = ops[:0]
+	}()
 	t.pending.Ascend(func(e *pendingEntry) bool {
 		if e.deleted {
 			ops = append(ops, Op{Kind: OpDelete, Key: e.key, Owned: true})
@@ -125,6 +141,7 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 		return true
 	})
 	t.pending.Clear(false)
+	clear(t.index)
 	t.undo = t.undo[:0]
 	return nil
 }
@@ -133,6 +150,7 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 func (t *Txn) Discard() {
 	t.forgetSweeps()
 	t.pending.Clear(false)
+	clear(t.index)
 	t.undo = t.undo[:0]
 	t.tracking = false
 }
@@ -159,8 +177,10 @@ func (t *Txn) EndRecord(keep bool) {
 			u := t.undo[i]
 			if u.prev == nil {
 				t.pending.Delete(&pendingEntry{key: u.key})
+				delete(t.index, unsafeString(u.key))
 			} else {
 				t.pending.ReplaceOrInsert(u.prev)
+				t.index[unsafeString(u.prev.key)] = u.prev
 			}
 		}
 	}
@@ -244,11 +264,12 @@ func (t *Txn) get(key []byte) ([]byte, bool, error) {
 
 // buffered returns the pending write of key, if there is one.
 func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
-	t.probe.key = key
-	e, ok := t.pending.Get(&t.probe)
-	t.probe.key = nil
+	e, ok := t.index[string(key)]
 	return e, ok
 }
+
+// unsafeString is b as a string without a copy, for keys nobody changes.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // write buffers a write of key, a key the caller made for it; owned says
 // the same of value. kv and decoded are set for data keys of a store that
@@ -256,6 +277,7 @@ func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
 func (t *Txn) write(key, value []byte, deleted, owned bool, kv *KV, decoded any) {
 	e := &pendingEntry{key: key, value: value, deleted: deleted, owned: owned, kv: kv, decoded: decoded}
 	prev, had := t.pending.ReplaceOrInsert(e)
+	t.index[unsafeString(key)] = e
 	if t.tracking {
 		u := undoRecord{key: key}
 		if had {
