@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"unsafe"
 
 	"github.com/google/btree"
@@ -21,11 +20,9 @@ type Txn struct {
 	// index holds pending's entries by key, for point reads without a
 	// search of the tree. Its keys share the entries' key bytes, which
 	// nobody changes.
-	index  map[string]*pendingEntry
-	stores map[string]*KV
-	// ops is the batch of the last commit, kept for the next one (the
-	// backends keep none of it).
-	ops []Op
+	index     map[string]*pendingEntry
+	indexHint int // keys of the last batch, the next index's room
+	stores    map[string]*KV
 
 	// undo records the previous pending state of each key written since
 	// BeginRecord, so that one record's effects can be rolled back alone.
@@ -60,7 +57,7 @@ func lessPending(a, b *pendingEntry) bool { return bytes.Compare(a.key, b.key) <
 
 // NewTxn returns an empty write buffer over backend.
 func NewTxn(backend Backend) *Txn {
-	return &Txn{backend: backend, pending: btree.NewG(32, lessPending), index: map[string]*pendingEntry{}, stores: map[string]*KV{}}
+	return &Txn{backend: backend, pending: btree.NewG(32, lessPending), stores: map[string]*KV{}}
 }
 
 // Backend returns the backend the buffer commits to.
@@ -106,12 +103,7 @@ func (t *Txn) Dirty() bool { return t.pending.Len() > 0 }
 // one atomic batch, then empties the buffer. On error nothing was applied and
 // the buffer is kept.
 func (t *Txn) Commit(checkpoints map[string]int64) error {
-	ops := slices.Grow(t.ops[:0], t.pending.Len()+len(checkpoints))
-	defer func() {
-		// Keep the slice for the next commit, without what it points to.
-		clear(ops)
-		t.ops = ops[:0]
-	}()
+	ops := make([]Op, 0, t.pending.Len()+len(checkpoints))
 	t.pending.Ascend(func(e *pendingEntry) bool {
 		if e.deleted {
 			ops = append(ops, Op{Kind: OpDelete, Key: e.key, Owned: true})
@@ -141,16 +133,27 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 		return true
 	})
 	t.pending.Clear(false)
-	clear(t.index)
+	t.resetIndex()
 	t.undo = t.undo[:0]
 	return nil
+}
+
+// resetIndex empties the index for the next batch. The next write makes a
+// new map with room for as many keys as this one held, rather than this
+// one being cleared, which would keep the room of the largest batch ever
+// for good (and an idle task's buffer holds no map at all).
+func (t *Txn) resetIndex() {
+	if len(t.index) > 0 {
+		t.indexHint = len(t.index)
+	}
+	t.index = nil
 }
 
 // Discard drops every buffered write; the backend is untouched.
 func (t *Txn) Discard() {
 	t.forgetSweeps()
 	t.pending.Clear(false)
-	clear(t.index)
+	t.resetIndex()
 	t.undo = t.undo[:0]
 	t.tracking = false
 }
@@ -277,6 +280,9 @@ func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), l
 func (t *Txn) write(key, value []byte, deleted, owned bool, kv *KV, decoded any) {
 	e := &pendingEntry{key: key, value: value, deleted: deleted, owned: owned, kv: kv, decoded: decoded}
 	prev, had := t.pending.ReplaceOrInsert(e)
+	if t.index == nil {
+		t.index = make(map[string]*pendingEntry, t.indexHint)
+	}
 	t.index[unsafeString(key)] = e
 	if t.tracking {
 		u := undoRecord{key: key}
