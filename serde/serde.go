@@ -19,6 +19,15 @@ type Serde[T any] interface {
 	Deserialize(b []byte) (T, error)
 }
 
+// Appender is implemented by serdes that can write a value's bytes after
+// bytes the caller has: Append returns dst with the bytes Serialize would
+// return for v appended. The state stores use it to make a store key in
+// one buffer, without a slice of its own for the serialized key. String,
+// Bytes and Int64 implement it.
+type Appender[T any] interface {
+	Append(dst []byte, v T) ([]byte, error)
+}
+
 // ErrInvalid is wrapped by every decoding error of the serdes in this package.
 var ErrInvalid = errors.New("serde: invalid input")
 
@@ -40,7 +49,8 @@ var String Serde[string] = stringSerde{}
 
 type stringSerde struct{}
 
-func (stringSerde) Serialize(v string) ([]byte, error) { return []byte(v), nil }
+func (stringSerde) Serialize(v string) ([]byte, error)          { return []byte(v), nil }
+func (stringSerde) Append(dst []byte, v string) ([]byte, error) { return append(dst, v...), nil }
 func (stringSerde) Deserialize(b []byte) (string, error) {
 	if !utf8.Valid(b) {
 		return "", fmt.Errorf("%w: string is not valid UTF-8", ErrInvalid)
@@ -54,7 +64,8 @@ var Bytes Serde[[]byte] = bytesSerde{}
 
 type bytesSerde struct{}
 
-func (bytesSerde) Serialize(v []byte) ([]byte, error) { return v, nil }
+func (bytesSerde) Serialize(v []byte) ([]byte, error)          { return v, nil }
+func (bytesSerde) Append(dst []byte, v []byte) ([]byte, error) { return append(dst, v...), nil }
 func (bytesSerde) Deserialize(b []byte) ([]byte, error) {
 	if b == nil {
 		return nil, nil
@@ -70,6 +81,9 @@ type int64Serde struct{}
 
 func (int64Serde) Serialize(v int64) ([]byte, error) {
 	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(v)), nil
+}
+func (int64Serde) Append(dst []byte, v int64) ([]byte, error) {
+	return binary.BigEndian.AppendUint64(dst, uint64(v)), nil
 }
 func (int64Serde) Deserialize(b []byte) (int64, error) {
 	if len(b) != 8 {

@@ -1,6 +1,7 @@
 package serde
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"testing"
@@ -60,4 +61,40 @@ func FuzzJSONDeserialize(f *testing.F) {
 			t.Fatalf("decoded value does not re-encode: %v", err)
 		}
 	})
+}
+
+// TestAppendAppendsWhatSerializeReturns: the serdes that implement
+// Appender append exactly Serialize's bytes after the caller's.
+func TestAppendAppendsWhatSerializeReturns(t *testing.T) {
+	check := func(name string, got, want []byte) {
+		t.Helper()
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: Append gives %q, want %q", name, got, want)
+		}
+	}
+	prefix := []byte("prefix/")
+	for _, v := range []string{"", "o-000123", "ünïcode"} {
+		want, _ := String.Serialize(v)
+		got, err := String.(Appender[string]).Append(bytes.Clone(prefix), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("String", got, append(bytes.Clone(prefix), want...))
+	}
+	for _, v := range [][]byte{nil, {}, {0, 1, 0xff}} {
+		want, _ := Bytes.Serialize(v)
+		got, err := Bytes.(Appender[[]byte]).Append(bytes.Clone(prefix), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("Bytes", got, append(bytes.Clone(prefix), want...))
+	}
+	for _, v := range []int64{0, -1, 1 << 40} {
+		want, _ := Int64.Serialize(v)
+		got, err := Int64.(Appender[int64]).Append(bytes.Clone(prefix), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("Int64", got, append(bytes.Clone(prefix), want...))
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	json "github.com/goccy/go-json"
+
+	"github.com/exactly-go/exactly/serde"
 )
 
 // The application's JSON (the input envelope, the projections it emits,
@@ -73,36 +75,34 @@ func (AggregateSerde) Deserialize(b []byte) (Aggregate, error) {
 	if len(b) == 0 || b[0] != aggregateFormat {
 		return a, errors.New("orders: unknown aggregate encoding")
 	}
-	r := binaryReader{b: b[1:]}
+	r := serde.NewReader(b[1:], "aggregate")
+	str := func() string { return string(r.Bytes(r.Uvarint())) }
 	p := &a.Projection
-	p.OrderID = r.string()
-	p.CustomerID = r.string()
-	p.Status = Status(r.string())
-	if n := r.uvarint(); n > 0 {
-		if n-1 > uint64(len(r.b)) {
+	p.OrderID = str()
+	p.CustomerID = str()
+	p.Status = Status(str())
+	if n := r.Uvarint(); n > 0 {
+		if n-1 > uint64(r.Len()) {
 			return a, errors.New("orders: malformed aggregate")
 		}
 		p.Items = make([]LineItem, n-1)
 		for i := range p.Items {
-			p.Items[i] = LineItem{SKU: r.string(), Quantity: r.varint(), PriceCents: r.varint()}
+			p.Items[i] = LineItem{SKU: str(), Quantity: r.Varint(), PriceCents: r.Varint()}
 		}
 	}
-	p.TrackingNumber = r.string()
-	p.CreatedAt = r.varint()
-	p.UpdatedAt = r.varint()
-	p.ShippedAt = r.varint()
-	p.Version = r.varint()
-	p.LastEventID = r.string()
+	p.TrackingNumber = str()
+	p.CreatedAt = r.Varint()
+	p.UpdatedAt = r.Varint()
+	p.ShippedAt = r.Varint()
+	p.Version = r.Varint()
+	p.LastEventID = str()
 	for _, ref := range []*EventRef{&a.Created, &a.Updated, &a.Shipped, &a.Last} {
-		ref.Timestamp = r.varint()
-		ref.EventID = r.string()
+		ref.Timestamp = r.Varint()
+		ref.EventID = str()
 	}
-	a.Sequence = r.uvarint()
-	if r.err == nil && len(r.b) != 0 {
-		r.err = errors.New("orders: malformed aggregate: trailing bytes")
-	}
-	if r.err != nil {
-		return Aggregate{}, r.err
+	a.Sequence = r.Uvarint()
+	if err := r.Err(true); err != nil {
+		return Aggregate{}, fmt.Errorf("orders: %w", err)
 	}
 	return a, nil
 }
@@ -110,50 +110,6 @@ func (AggregateSerde) Deserialize(b []byte) (Aggregate, error) {
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
-}
-
-// binaryReader reads what AggregateSerde wrote; the first problem sticks.
-type binaryReader struct {
-	b   []byte
-	err error
-}
-
-func (r *binaryReader) fail() {
-	if r.err == nil {
-		r.err = errors.New("orders: malformed aggregate")
-	}
-	r.b = nil
-}
-
-func (r *binaryReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *binaryReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *binaryReader) string() string {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail()
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
 }
 
 // jsonSerde is serde.JSON through the application's JSON library.

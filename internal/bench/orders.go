@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -111,13 +112,14 @@ func (r *runner) ordersRep(ctx context.Context, c *cluster, input []*kgo.Record,
 		cfg := appConfig(c.brokers, "orders-"+g, eos, 100*time.Millisecond)
 		cfg.StateDir = dir
 		var cpu time.Duration
-		d, _, err := appRun{top: top, cfg: cfg, records: n, cpu: &cpu}.run(ctx)
+		d, reg, err := appRun{top: top, cfg: cfg, records: n, cpu: &cpu}.run(ctx)
 		os.RemoveAll(dir)
 		if err != nil {
 			return fmt.Errorf("orders %s: %w", g, err)
 		}
 		r.add("orders_"+g, "records/s", n, float64(n)/d.Seconds())
 		r.add("orders_"+g+"_cpu", "µs/record", n, float64(cpu.Microseconds())/float64(n))
+		r.add("orders_"+g+"_commit_share", "fraction", n, histogramSum(reg, "exactly_commit_latency_seconds")/d.Seconds())
 		if audit {
 			if err := r.audit(ctx, c, "orders_"+g, opts); err != nil {
 				return err
@@ -328,4 +330,22 @@ func changelogRecords(ctx context.Context, brokers []string, top *exactly.Topolo
 		})
 	}
 	return n, nil
+}
+
+// histogramSum is the sum of the observations of histogram name in reg (0
+// if there is none).
+func histogramSum(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return sum
 }

@@ -32,12 +32,21 @@ const (
 	stateOrdersPerDay = 1500
 )
 
-// The bounds of the bounded-state child's buffers (see RunChild).
+// The bounds of the bounded-state child's buffers (see RunChild) for the
+// full run's 1x of 3000 orders; --quick's smaller 1x gets them scaled down
+// in proportion (stateBounds), so that its 1x run fills them too.
 const (
 	stateFetchBytes      = 1 << 20
 	stateMemTableBytes   = 1 << 20
 	stateBlockCacheBytes = 8 << 20
 )
+
+// stateBounds returns the child's fetch, memtable and block cache sizes
+// for a 1x run of base orders.
+func stateBounds(base int) (fetch, memtable, blockCache int64) {
+	scale := func(full int64) int64 { return max(full*int64(base)/3000, 64<<10) }
+	return scale(stateFetchBytes), scale(stateMemTableBytes), scale(stateBlockCacheBytes)
+}
 
 func stateOptions() orders.Options {
 	return orders.Options{DedupTTL: stateTTL, BufferTTL: stateTTL, Persistent: true}
@@ -123,7 +132,7 @@ func (r *runner) stateOnce(ctx context.Context, n int) (*stateChildResult, error
 	}
 	defer os.RemoveAll(dir)
 	args := append(append([]string{}, r.opts.ChildArgs...), "state", "--brokers", strings.Join(c.brokers, ","),
-		"--records", strconv.Itoa(len(recs)), "--state-dir", dir)
+		"--records", strconv.Itoa(len(recs)), "--state-dir", dir, "--base", strconv.Itoa(r.stateOrders()))
 	cmd := exec.CommandContext(ctx, r.opts.Executable, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -152,6 +161,7 @@ func RunChild(ctx context.Context, args []string, w io.Writer) error {
 	brokers := fs.String("brokers", "", "seed brokers")
 	records := fs.Int("records", 0, "input records to process")
 	dir := fs.String("state-dir", "", "state directory")
+	base := fs.Int("base", 3000, "orders of the 1x run, which the buffers' bounds are scaled to")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -172,9 +182,10 @@ func RunChild(ctx context.Context, args []string, w io.Writer) error {
 	// ones was still growing them) and Pebble's own 8 MiB block cache (the
 	// instance's default of 64 MiB fills with the projection's blocks, one
 	// entry per order by design, as the orders grow).
-	cfg.ClientOptions = []kgo.Opt{kgo.FetchMaxBytes(stateFetchBytes), kgo.FetchMaxPartitionBytes(stateFetchBytes / 4)}
-	cfg.StoreMemTableSize = stateMemTableBytes
-	cfg.StoreBlockCacheSize = stateBlockCacheBytes
+	fetch, memtable, blockCache := stateBounds(*base)
+	cfg.ClientOptions = []kgo.Opt{kgo.FetchMaxBytes(int32(fetch)), kgo.FetchMaxPartitionBytes(int32(fetch / 4))}
+	cfg.StoreMemTableSize = memtable
+	cfg.StoreBlockCacheSize = blockCache
 	reg := prometheus.NewRegistry()
 	counter := &processedCounter{Registerer: reg}
 	cfg.Registerer = counter

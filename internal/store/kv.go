@@ -39,6 +39,8 @@ type KV struct {
 	uncached bool
 	// scratch holds the data key of a point read, which nothing keeps.
 	scratch []byte
+	// changesHint is how many changes the store's last Changes returned.
+	changesHint int
 	// swept is the expiry up to which the buffer holds the deletion of
 	// every index entry (-1: not known), so that a sweep does not read
 	// again the entries an earlier one deleted while the backend still
@@ -88,8 +90,11 @@ func (s *KV) indexKey(expiry int64, key []byte) []byte {
 }
 
 // Get returns the value of key, or false if it is absent or expired.
-func (s *KV) Get(key []byte) ([]byte, bool, error) {
-	raw, ok, err := s.txn.get(s.readKey(key))
+func (s *KV) Get(key []byte) ([]byte, bool, error) { return s.getData(s.readKey(key)) }
+
+// getData is Get of the data key dk.
+func (s *KV) getData(dk []byte) ([]byte, bool, error) {
+	raw, ok, err := s.txn.get(dk)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -119,45 +124,48 @@ func (s *KV) visibleAt(raw []byte) ([]byte, int64, bool, error) {
 
 // Put sets key to value; a nil value deletes the key. On a store with a TTL
 // the entry expires TTL after the current stream time.
-func (s *KV) Put(key, value []byte) error { return s.put(key, value, nil) }
+func (s *KV) Put(key, value []byte) error { return s.put(s.dataKey(key), value, nil) }
 
-// put is Put, keeping decoded as the typed value that value encodes when
-// the store caches decoded values.
-func (s *KV) put(key, value []byte, decoded any) error {
+// put is Put of the data key dk, a key made for the write buffer to keep,
+// keeping decoded as the typed value that value encodes when the store
+// caches decoded values.
+func (s *KV) put(dk, value []byte, decoded any) error {
 	if value == nil {
-		return s.Delete(key)
+		return s.deleteData(dk)
 	}
 	if !s.expiring {
-		s.txn.write(s.dataKey(key), value, false, false, s, decoded)
+		s.txn.write(dk, value, false, false, s, decoded)
 		return nil
 	}
 	exp := int64(never)
 	if s.ttl > 0 {
 		exp = max(s.now(), 0) + s.ttl
 	}
-	s.putExpiring(key, value, exp, decoded)
+	s.putExpiring(dk, value, exp, decoded)
 	return nil
 }
 
 // PutExpiring sets key to value until stream time reaches expiresAt (epoch
 // milliseconds).
 func (s *KV) PutExpiring(key, value []byte, expiresAt int64) error {
-	return s.putExpiringChecked(key, value, expiresAt, nil)
+	return s.putExpiringChecked(s.dataKey(key), value, expiresAt, nil)
 }
 
-func (s *KV) putExpiringChecked(key, value []byte, expiresAt int64, decoded any) error {
+// putExpiringChecked is PutExpiring of the data key dk (see put).
+func (s *KV) putExpiringChecked(dk, value []byte, expiresAt int64, decoded any) error {
 	if !s.expiring {
 		return fmt.Errorf("store %s: %w", s.name, public.ErrNotExpiring)
 	}
 	if value == nil {
-		return s.Delete(key)
+		return s.deleteData(dk)
 	}
-	s.putExpiring(key, value, expiresAt, decoded)
+	s.putExpiring(dk, value, expiresAt, decoded)
 	return nil
 }
 
-func (s *KV) putExpiring(key, value []byte, exp int64, decoded any) {
-	s.txn.write(s.dataKey(key), encodeExpiring(exp, value), false, true, s, decoded)
+func (s *KV) putExpiring(dk, value []byte, exp int64, decoded any) {
+	key := dk[len(s.dataPrefix):]
+	s.txn.write(dk, encodeExpiring(exp, value), false, true, s, decoded)
 	if exp != never {
 		// An older index entry of this key, if any, is left in place: the
 		// sweep recognises it as stale because the expiry no longer matches.
@@ -169,8 +177,11 @@ func (s *KV) putExpiring(key, value []byte, exp int64, decoded any) {
 }
 
 // Delete removes key.
-func (s *KV) Delete(key []byte) error {
-	s.txn.write(s.dataKey(key), nil, true, true, s, nil)
+func (s *KV) Delete(key []byte) error { return s.deleteData(s.dataKey(key)) }
+
+// deleteData is Delete of the data key dk (see put).
+func (s *KV) deleteData(dk []byte) error {
+	s.txn.write(dk, nil, true, true, s, nil)
 	return nil
 }
 
@@ -188,10 +199,10 @@ type lookup struct {
 	expiry int64
 }
 
-// getDecoded reads key as Get does, from the write buffer, then the cache
-// of committed decoded values, then the backend.
-func (s *KV) getDecoded(key []byte) (lookup, error) {
-	dk := s.readKey(key)
+// getDecoded reads the data key dk as Get does, from the write buffer,
+// then the cache of committed decoded values, then the backend.
+func (s *KV) getDecoded(dk []byte) (lookup, error) {
+	key := dk[len(s.dataPrefix):]
 	if e, ok := s.txn.buffered(dk); ok {
 		if e.deleted {
 			return lookup{}, nil
@@ -221,13 +232,14 @@ func (s *KV) getDecoded(key []byte) (lookup, error) {
 	return lookup{found: true, value: v, expiry: exp}, nil
 }
 
-// remember keeps decoded as the decoded form of the value l found, so that
-// the next read of key does not decode it again.
-func (s *KV) remember(key []byte, l lookup, decoded any) {
+// remember keeps decoded as the decoded form of the value l found at the
+// data key dk, so that the next read does not decode it again.
+func (s *KV) remember(dk []byte, l lookup, decoded any) {
 	if l.entry != nil {
 		l.entry.decoded = decoded
 		return
 	}
+	key := dk[len(s.dataPrefix):]
 	s.cache.put(key, cachedValue{expiry: l.expiry, decoded: decoded, size: entrySize(key, len(l.value))})
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/google/btree"
 )
@@ -16,15 +17,17 @@ import (
 type Txn struct {
 	backend Backend
 	pending *btree.BTreeG[*pendingEntry]
-	stores  map[string]*KV
+	// index holds pending's entries by key, for point reads without a
+	// search of the tree. Its keys share the entries' key bytes, which
+	// nobody changes.
+	index     map[string]*pendingEntry
+	indexHint int // keys of the last batch, the next index's room
+	stores    map[string]*KV
 
 	// undo records the previous pending state of each key written since
 	// BeginRecord, so that one record's effects can be rolled back alone.
 	undo     []undoRecord
 	tracking bool
-	// probe is the search key of point reads in pending, kept here so that
-	// a read allocates nothing.
-	probe pendingEntry
 }
 
 // pendingEntry is one buffered write. Once in pending it is not changed,
@@ -74,7 +77,9 @@ func (t *Txn) Changes(name string) []Change {
 	if !ok {
 		return nil
 	}
-	var out []Change
+	// Room for as many changes as the store's last batch had.
+	out := make([]Change, 0, kv.changesHint)
+	defer func() { kv.changesHint = len(out) }()
 	upper := prefixEnd(kv.dataPrefix)
 	t.pending.AscendRange(&pendingEntry{key: kv.dataPrefix}, &pendingEntry{key: upper}, func(e *pendingEntry) bool {
 		c := Change{Key: e.key[len(kv.dataPrefix):]}
@@ -84,6 +89,9 @@ func (t *Txn) Changes(name string) []Change {
 		out = append(out, c)
 		return true
 	})
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
 
@@ -125,14 +133,27 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 		return true
 	})
 	t.pending.Clear(false)
+	t.resetIndex()
 	t.undo = t.undo[:0]
 	return nil
+}
+
+// resetIndex empties the index for the next batch. The next write makes a
+// new map with room for as many keys as this one held, rather than this
+// one being cleared, which would keep the room of the largest batch ever
+// for good (and an idle task's buffer holds no map at all).
+func (t *Txn) resetIndex() {
+	if len(t.index) > 0 {
+		t.indexHint = len(t.index)
+	}
+	t.index = nil
 }
 
 // Discard drops every buffered write; the backend is untouched.
 func (t *Txn) Discard() {
 	t.forgetSweeps()
 	t.pending.Clear(false)
+	t.resetIndex()
 	t.undo = t.undo[:0]
 	t.tracking = false
 }
@@ -159,8 +180,10 @@ func (t *Txn) EndRecord(keep bool) {
 			u := t.undo[i]
 			if u.prev == nil {
 				t.pending.Delete(&pendingEntry{key: u.key})
+				delete(t.index, unsafeString(u.key))
 			} else {
 				t.pending.ReplaceOrInsert(u.prev)
+				t.index[unsafeString(u.prev.key)] = u.prev
 			}
 		}
 	}
@@ -267,11 +290,12 @@ func (t *Txn) get(key []byte) ([]byte, bool, error) {
 
 // buffered returns the pending write of key, if there is one.
 func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
-	t.probe.key = key
-	e, ok := t.pending.Get(&t.probe)
-	t.probe.key = nil
+	e, ok := t.index[string(key)]
 	return e, ok
 }
+
+// unsafeString is b as a string without a copy, for keys nobody changes.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // write buffers a write of key, a key the caller made for it; owned says
 // the same of value. kv and decoded are set for data keys of a store that
@@ -279,6 +303,10 @@ func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
 func (t *Txn) write(key, value []byte, deleted, owned bool, kv *KV, decoded any) {
 	e := &pendingEntry{key: key, value: value, deleted: deleted, owned: owned, kv: kv, decoded: decoded}
 	prev, had := t.pending.ReplaceOrInsert(e)
+	if t.index == nil {
+		t.index = make(map[string]*pendingEntry, t.indexHint)
+	}
+	t.index[unsafeString(key)] = e
 	if t.tracking {
 		u := undoRecord{key: key}
 		if had {

@@ -16,6 +16,9 @@ import (
 // the value it is given.
 func Typed[K, V any](raw *KV, keys serde.Serde[K], values serde.Serde[V]) public.KeyValueStore[K, V] {
 	s := &typedKV[K, V]{raw: raw, keys: keys, values: values, clone: cloneFuncFor[V]()}
+	if a, ok := keys.(serde.Appender[K]); ok {
+		s.appendKey = a.Append
+	}
 	if raw.uncached {
 		s.clone = nil
 	}
@@ -31,6 +34,9 @@ type typedKV[K, V any] struct {
 	values serde.Serde[V]
 	// clone copies a cached value; nil when values are not cached.
 	clone func(*V) V
+	// appendKey serializes a key after the bytes it is given, when the key
+	// serde can (serde.Appender): data keys are then made in one buffer.
+	appendKey func([]byte, K) ([]byte, error)
 }
 
 // DisableValueCache makes typed views of k decode every read: for a store
@@ -48,14 +54,49 @@ func (s *typedKV[K, V]) key(k K) ([]byte, error) {
 	return b, nil
 }
 
+// readKey returns the data key of k for a read, in the store's scratch
+// buffer: valid until the store's next read.
+func (s *typedKV[K, V]) readKey(k K) ([]byte, error) {
+	if s.appendKey == nil {
+		kb, err := s.key(k)
+		if err != nil {
+			return nil, err
+		}
+		return s.raw.readKey(kb), nil
+	}
+	b, err := s.appendKey(append(s.raw.scratch[:0], s.raw.dataPrefix...), k)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: serialize key: %w", s.raw.name, err)
+	}
+	s.raw.scratch = b
+	return b, nil
+}
+
+// writeKey returns the data key of k for a write: a buffer of its own, for
+// the write buffer to keep.
+func (s *typedKV[K, V]) writeKey(k K) ([]byte, error) {
+	if s.appendKey == nil {
+		kb, err := s.key(k)
+		if err != nil {
+			return nil, err
+		}
+		return s.raw.dataKey(kb), nil
+	}
+	b, err := s.appendKey(append(make([]byte, 0, len(s.raw.dataPrefix)+24), s.raw.dataPrefix...), k)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: serialize key: %w", s.raw.name, err)
+	}
+	return b, nil
+}
+
 func (s *typedKV[K, V]) Get(k K) (V, bool, error) {
 	var zero V
-	kb, err := s.key(k)
+	dk, err := s.readKey(k)
 	if err != nil {
 		return zero, false, err
 	}
 	if s.clone == nil {
-		vb, ok, err := s.raw.Get(kb)
+		vb, ok, err := s.raw.getData(dk)
 		if err != nil || !ok {
 			return zero, false, err
 		}
@@ -65,7 +106,7 @@ func (s *typedKV[K, V]) Get(k K) (V, bool, error) {
 		}
 		return v, true, nil
 	}
-	l, err := s.raw.getDecoded(kb)
+	l, err := s.raw.getDecoded(dk)
 	if err != nil || !l.found {
 		return zero, false, err
 	}
@@ -74,7 +115,7 @@ func (s *typedKV[K, V]) Get(k K) (V, bool, error) {
 	}
 	if l.value == nil {
 		// Cached by a view of another value type: read the bytes.
-		vb, ok, err := s.raw.Get(kb)
+		vb, ok, err := s.raw.getData(dk)
 		if err != nil || !ok {
 			return zero, false, err
 		}
@@ -84,7 +125,7 @@ func (s *typedKV[K, V]) Get(k K) (V, bool, error) {
 	if *p, err = s.values.Deserialize(l.value); err != nil {
 		return zero, false, fmt.Errorf("store %s: deserialize value: %w", s.raw.name, err)
 	}
-	s.raw.remember(kb, l, p)
+	s.raw.remember(dk, l, p)
 	return s.clone(p), true, nil
 }
 
@@ -100,8 +141,9 @@ func (s *typedKV[K, V]) cached(v V) any {
 	return p
 }
 
+// encode returns the data key of k (see writeKey) and v's bytes.
 func (s *typedKV[K, V]) encode(k K, v V) ([]byte, []byte, error) {
-	kb, err := s.key(k)
+	kb, err := s.writeKey(k)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,27 +158,27 @@ func (s *typedKV[K, V]) encode(k K, v V) ([]byte, []byte, error) {
 }
 
 func (s *typedKV[K, V]) Put(k K, v V) error {
-	kb, vb, err := s.encode(k, v)
+	dk, vb, err := s.encode(k, v)
 	if err != nil {
 		return err
 	}
-	return s.raw.put(kb, vb, s.cached(v))
+	return s.raw.put(dk, vb, s.cached(v))
 }
 
 func (s *typedKV[K, V]) PutExpiring(k K, v V, expiresAt time.Time) error {
-	kb, vb, err := s.encode(k, v)
+	dk, vb, err := s.encode(k, v)
 	if err != nil {
 		return err
 	}
-	return s.raw.putExpiringChecked(kb, vb, expiresAt.UnixMilli(), s.cached(v))
+	return s.raw.putExpiringChecked(dk, vb, expiresAt.UnixMilli(), s.cached(v))
 }
 
 func (s *typedKV[K, V]) Delete(k K) error {
-	kb, err := s.key(k)
+	dk, err := s.writeKey(k)
 	if err != nil {
 		return err
 	}
-	return s.raw.Delete(kb)
+	return s.raw.deleteData(dk)
 }
 
 func (s *typedKV[K, V]) Range(from, to K) (public.Iterator[K, V], error) {

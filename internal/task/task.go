@@ -199,7 +199,10 @@ type Task struct {
 	failed     error
 
 	outputs []topo.Output
-	offsets map[TopicPartition]int64
+	// outputsHint is how many outputs the last released batch held: the
+	// next batch starts with room for as many, instead of growing to it.
+	outputsHint int
+	offsets     map[TopicPartition]int64
 	// refused holds input records with an output the broker refused for
 	// good; they are not processed again (OnProductionError).
 	refused     map[TopicPartition]map[int64]error
@@ -602,8 +605,16 @@ func (t *Task) PrepareCommit() *Commit {
 // make sure they are discarded too (an aborted transaction does).
 func (t *Task) TakeOutputs() []topo.Output {
 	out := t.outputs
-	t.outputs = nil
+	t.releaseOutputs()
 	return out
+}
+
+// releaseOutputs lets go of the outputs, remembering how many there were.
+func (t *Task) releaseOutputs() {
+	if len(t.outputs) > 0 {
+		t.outputsHint = len(t.outputs)
+	}
+	t.outputs = nil
 }
 
 // CompleteCommit is called once the commit from PrepareCommit is durable
@@ -625,7 +636,7 @@ func (t *Task) CompleteCommit(checkpoints map[string]int64) error {
 			return fmt.Errorf("task %s: %w", t.cfg.ID, err)
 		}
 	}
-	t.outputs = nil
+	t.releaseOutputs()
 	for _, c := range t.counts {
 		c.to.Add(c.n)
 	}
@@ -746,6 +757,9 @@ func (t *Task) Emit(out topo.Output) {
 		if t.span != nil {
 			out.Headers = tracing.Stamp(out.Headers, t.current.Headers, t.span.SpanContext())
 		}
+	}
+	if t.outputs == nil && t.outputsHint > 0 {
+		t.outputs = make([]topo.Output, 0, t.outputsHint)
 	}
 	t.outputs = append(t.outputs, out)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly"
+	"github.com/exactly-go/exactly/serde"
 )
 
 // The buffer's store holds three kinds of entries, told apart by their
@@ -174,95 +175,46 @@ func appendHeaders(b []byte, hs []exactly.Header) []byte {
 	return b
 }
 
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) fail() {
-	if r.err == nil {
-		r.err = errors.New("malformed buffered entry")
-	}
-	r.b = nil
-}
-
-func (r *reader) byte() byte {
-	if len(r.b) == 0 {
-		r.fail()
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail()
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
+// readBytes reads what appendBytes wrote, as a copy.
+func readBytes(r *serde.Reader) []byte {
+	n := r.Uvarint()
 	if n == 0 {
 		return nil
 	}
-	if n-1 > uint64(len(r.b)) {
-		r.fail()
-		return nil
-	}
-	v := append([]byte{}, r.b[:n-1]...)
-	r.b = r.b[n-1:]
-	return v
+	return append([]byte{}, r.Bytes(n-1)...)
 }
 
-func (r *reader) headers() []exactly.Header {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail()
+// readHeaders reads what appendHeaders wrote.
+func readHeaders(r *serde.Reader) []exactly.Header {
+	n := r.Uvarint()
+	if n > uint64(r.Len()) {
+		r.Bytes(n) // fails
 		return nil
 	}
 	var hs []exactly.Header
 	for range n {
-		hs = append(hs, exactly.Header{Key: string(r.bytes()), Value: r.bytes()})
+		hs = append(hs, exactly.Header{Key: string(readBytes(r)), Value: readBytes(r)})
 	}
 	return hs
 }
 
 func decodeEntry(b []byte) (*entry, error) {
-	r := &reader{b: b}
-	if r.byte() != entryFormat {
+	r := serde.NewReader(b, "buffered entry")
+	if r.Byte() != entryFormat {
 		return nil, fmt.Errorf("buffered entry: unknown format")
 	}
-	e := &entry{expiresAt: r.varint(), timestamp: r.varint(), value: r.bytes(), headers: r.headers()}
-	if r.byte() == 1 {
+	e := &entry{expiresAt: r.Varint(), timestamp: r.Varint(), value: readBytes(r), headers: readHeaders(r)}
+	if r.Byte() == 1 {
 		s := &exactly.SourceRecord{
-			Topic:     string(r.bytes()),
-			Partition: int32(r.varint()),
-			Offset:    r.varint(),
-			Key:       r.bytes(),
-			Value:     r.bytes(),
-			Headers:   r.headers(),
+			Topic:     string(readBytes(r)),
+			Partition: int32(r.Varint()),
+			Offset:    r.Varint(),
+			Key:       readBytes(r),
+			Value:     readBytes(r),
+			Headers:   readHeaders(r),
 		}
-		s.Timestamp = time.UnixMilli(r.varint())
+		s.Timestamp = time.UnixMilli(r.Varint())
 		e.source = s
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail()
-	}
-	return e, r.err
+	return e, r.Err(true)
 }
