@@ -266,6 +266,9 @@ func TestCacheOfCommittedValuesIsBounded(t *testing.T) {
 	}
 	// Large values in one commit: the size bound holds the cache, not the
 	// count.
+	if err := txn.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
 	big := strings.Repeat("x", 4<<10)
 	for i := range 200 {
 		s.Put(fmt.Sprint("big", i), tally{N: int64(i), Name: big})

@@ -28,6 +28,8 @@ type KV struct {
 	name        string
 	dataPrefix  []byte
 	indexPrefix []byte
+	// data and index are the write buffer's spaces of the two prefixes.
+	data, index *pendingSpace
 	expiring    bool
 	ttl         int64 // milliseconds
 	now         func() int64
@@ -65,6 +67,7 @@ func (t *Txn) Open(name string, opts Options, now func() int64) *KV {
 		now:         now,
 		swept:       -1,
 	}
+	kv.data, kv.index = t.space(kv.dataPrefix), t.space(kv.indexPrefix)
 	t.stores[name] = kv
 	return kv
 }
@@ -94,7 +97,7 @@ func (s *KV) Get(key []byte) ([]byte, bool, error) { return s.getData(s.readKey(
 
 // getData is Get of the data key dk.
 func (s *KV) getData(dk []byte) ([]byte, bool, error) {
-	raw, ok, err := s.txn.get(dk)
+	raw, ok, err := s.txn.get(s.data, dk)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -134,7 +137,7 @@ func (s *KV) put(dk, value []byte, decoded any) error {
 		return s.deleteData(dk)
 	}
 	if !s.expiring {
-		s.txn.write(dk, value, false, false, s, decoded)
+		s.txn.write(s.data, dk, value, false, false, s, decoded)
 		return nil
 	}
 	exp := int64(never)
@@ -165,11 +168,11 @@ func (s *KV) putExpiringChecked(dk, value []byte, expiresAt int64, decoded any) 
 
 func (s *KV) putExpiring(dk, value []byte, exp int64, decoded any) {
 	key := dk[len(s.dataPrefix):]
-	s.txn.write(dk, encodeExpiring(exp, value), false, true, s, decoded)
+	s.txn.write(s.data, dk, encodeExpiring(exp, value), false, true, s, decoded)
 	if exp != never {
 		// An older index entry of this key, if any, is left in place: the
 		// sweep recognises it as stale because the expiry no longer matches.
-		s.txn.write(s.indexKey(exp, key), []byte{}, false, true, nil, nil)
+		s.txn.write(s.index, s.indexKey(exp, key), []byte{}, false, true, nil, nil)
 		if exp <= s.swept {
 			s.swept = exp - 1
 		}
@@ -181,7 +184,7 @@ func (s *KV) Delete(key []byte) error { return s.deleteData(s.dataKey(key)) }
 
 // deleteData is Delete of the data key dk (see put).
 func (s *KV) deleteData(dk []byte) error {
-	s.txn.write(dk, nil, true, true, s, nil)
+	s.txn.write(s.data, dk, nil, true, true, s, nil)
 	return nil
 }
 
@@ -203,7 +206,7 @@ type lookup struct {
 // then the cache of committed decoded values, then the backend.
 func (s *KV) getDecoded(dk []byte) (lookup, error) {
 	key := dk[len(s.dataPrefix):]
-	if e, ok := s.txn.buffered(dk); ok {
+	if e, ok := s.data.entries[unsafeString(dk)]; ok {
 		if e.deleted {
 			return lookup{}, nil
 		}
@@ -257,7 +260,7 @@ func (s *KV) Range(from, to []byte) (*RawIter, error) {
 	if to != nil {
 		upper = s.dataKey(to)
 	}
-	m, err := s.txn.iter(lower, upper)
+	m, err := s.txn.iter(s.data, lower, upper)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", s.name, err)
 	}
@@ -304,7 +307,7 @@ func (s *KV) SweepExpired() (int, error) {
 	}
 	lower := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(s.swept+1))
 	upper := binary.BigEndian.AppendUint64(bytes.Clone(s.indexPrefix), uint64(now)+1)
-	m, err := s.txn.iter(lower, upper)
+	m, err := s.txn.iter(s.index, lower, upper)
 	if err != nil {
 		return 0, fmt.Errorf("sweep %s: %w", s.name, err)
 	}
@@ -323,7 +326,7 @@ func (s *KV) SweepExpired() (int, error) {
 	deleted := 0
 	for _, d := range found {
 		key := d.indexKey[len(s.indexPrefix)+8:]
-		raw, ok, err := s.txn.get(s.dataKey(key))
+		raw, ok, err := s.txn.get(s.data, s.dataKey(key))
 		if err != nil {
 			return deleted, fmt.Errorf("sweep %s: %w", s.name, err)
 		}
@@ -333,11 +336,11 @@ func (s *KV) SweepExpired() (int, error) {
 				return deleted, fmt.Errorf("sweep %s: %w", s.name, err)
 			}
 			if exp == d.expiry {
-				s.txn.write(s.dataKey(key), nil, true, true, s, nil)
+				s.txn.write(s.data, s.dataKey(key), nil, true, true, s, nil)
 				deleted++
 			}
 		}
-		s.txn.write(d.indexKey, nil, true, true, nil, nil)
+		s.txn.write(s.index, d.indexKey, nil, true, true, nil, nil)
 	}
 	s.swept = now
 	return deleted, nil

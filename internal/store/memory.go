@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
+	"slices"
 	"sync"
 
 	"github.com/google/btree"
@@ -9,19 +11,168 @@ import (
 
 // Memory is an in-process Backend. Its contents live as long as the value:
 // after a process dies, its stores are rebuilt from their changelogs.
+//
+// Keys are kept apart per namespace (a store's data, its expiry index, its
+// checkpoints; see namespace): a namespace that has never been iterated is a
+// hash map, so the point reads and writes that are all most stores see cost
+// no ordered search, and the first iteration over it orders it for good (a
+// tree that compares the keys after the namespace, not the long prefix every
+// key of it shares). Keys outside the layout live in one ordered tree.
 type Memory struct {
 	mu     sync.RWMutex
-	tree   *btree.BTreeG[kvItem]
+	spaces map[string]*memSpace
+	sorted []*memSpace // spaces in the order of their prefixes
+	raw    *memSpace   // keys that are in no namespace
 	closed bool
 }
 
+// memSpace holds the keys of one namespace: in points until something
+// iterates it, in tree from then on.
+type memSpace struct {
+	prefix []byte
+	end    []byte            // prefixEnd(prefix)
+	points map[string]kvItem // by the key after the prefix; nil once ordered
+	tree   *btree.BTreeG[kvItem]
+}
+
+// kvItem is one entry; key is the whole key, prefix included.
 type kvItem struct{ key, value []byte }
 
-func lessItem(a, b kvItem) bool { return bytes.Compare(a.key, b.key) < 0 }
+func newMemSpace(prefix []byte, ordered bool) *memSpace {
+	s := &memSpace{prefix: prefix, end: prefixEnd(prefix)}
+	if ordered {
+		s.order()
+	} else {
+		s.points = map[string]kvItem{}
+	}
+	return s
+}
+
+// order moves the space's entries into a tree, where they stay.
+func (s *memSpace) order() {
+	if s.tree != nil {
+		return
+	}
+	n := len(s.prefix)
+	s.tree = btree.NewG(32, func(a, b kvItem) bool { return bytes.Compare(a.key[n:], b.key[n:]) < 0 })
+	for _, it := range s.points {
+		s.tree.ReplaceOrInsert(it)
+	}
+	s.points = nil
+}
+
+func (s *memSpace) get(key []byte) (kvItem, bool) {
+	if s.tree != nil {
+		return s.tree.Get(kvItem{key: key})
+	}
+	it, ok := s.points[unsafeString(key[len(s.prefix):])]
+	return it, ok
+}
+
+func (s *memSpace) set(it kvItem) {
+	if s.tree != nil {
+		s.tree.ReplaceOrInsert(it)
+		return
+	}
+	s.points[unsafeString(it.key[len(s.prefix):])] = it
+}
+
+func (s *memSpace) delete(key []byte) {
+	if s.tree != nil {
+		s.tree.Delete(kvItem{key: key})
+		return
+	}
+	delete(s.points, unsafeString(key[len(s.prefix):]))
+}
+
+func (s *memSpace) deleteRange(lower, upper []byte) {
+	var doomed []kvItem
+	s.visit(lower, upper, func(it kvItem) { doomed = append(doomed, it) })
+	for _, it := range doomed {
+		s.delete(it.key)
+	}
+}
+
+func (s *memSpace) len() int {
+	if s.tree != nil {
+		return s.tree.Len()
+	}
+	return len(s.points)
+}
+
+// visit calls f for the space's entries in [lower, upper) (nil: unbounded),
+// in ascending order once the space is ordered, in no order before.
+func (s *memSpace) visit(lower, upper []byte, f func(kvItem)) {
+	if s.tree == nil {
+		for _, it := range s.points {
+			if inRange(it.key, lower, upper) {
+				f(it)
+			}
+		}
+		return
+	}
+	ascend(s.tree, s.prefix, lower, upper, func(k []byte) kvItem { return kvItem{key: k} }, func(it kvItem) bool { f(it); return true })
+}
+
+// ascend visits the items of tr, a tree of keys that all start with
+// prefix ordered by what follows it, that lie in [lower, upper) (nil:
+// unbounded), in ascending order. probe makes an item of a key to search by.
+func ascend[T any](tr *btree.BTreeG[T], prefix, lower, upper []byte, probe func([]byte) T, visit func(T) bool) {
+	// Bounds outside the prefix's keys bound nothing on their side, or
+	// leave nothing in range.
+	if lower != nil && !bytes.HasPrefix(lower, prefix) {
+		if bytes.Compare(lower, prefix) > 0 {
+			return
+		}
+		lower = nil
+	}
+	if upper != nil && !bytes.HasPrefix(upper, prefix) {
+		if bytes.Compare(upper, prefix) < 0 {
+			return
+		}
+		upper = nil
+	}
+	switch {
+	case lower == nil && upper == nil:
+		tr.Ascend(visit)
+	case upper == nil:
+		tr.AscendGreaterOrEqual(probe(lower), visit)
+	case lower == nil:
+		tr.AscendLessThan(probe(upper), visit)
+	default:
+		tr.AscendRange(probe(lower), probe(upper), visit)
+	}
+}
+
+func inRange(key, lower, upper []byte) bool {
+	return (lower == nil || bytes.Compare(key, lower) >= 0) && (upper == nil || bytes.Compare(key, upper) < 0)
+}
+
+// splitNamespace returns the length of the namespace key starts with, or 0
+// if key is not in the layout namespace describes.
+func splitNamespace(key []byte) int {
+	if len(key) == 0 || (key[0] != kindData && key[0] != kindIndex && key[0] != kindCheckpoint) {
+		return 0
+	}
+	n, w := binary.Uvarint(key[1:])
+	if w <= 0 || n > uint64(len(key)-1-w) {
+		return 0
+	}
+	return 1 + w + int(n)
+}
 
 // NewMemory returns an empty in-memory backend.
 func NewMemory() *Memory {
-	return &Memory{tree: btree.NewG(32, lessItem)}
+	return &Memory{spaces: map[string]*memSpace{}, raw: newMemSpace(nil, true)}
+}
+
+// space returns the space key belongs to, nil if it has none yet.
+func (m *Memory) space(key []byte) *memSpace {
+	n := splitNamespace(key)
+	if n == 0 {
+		return m.raw
+	}
+	return m.spaces[unsafeString(key[:n])]
 }
 
 // Get implements Backend.
@@ -31,24 +182,53 @@ func (m *Memory) Get(key []byte) ([]byte, bool, error) {
 	if m.closed {
 		return nil, false, ErrClosed
 	}
-	it, ok := m.tree.Get(kvItem{key: key})
+	s := m.space(key)
+	if s == nil {
+		return nil, false, nil
+	}
+	it, ok := s.get(key)
 	return it.value, ok, nil
+}
+
+// overlapping returns the spaces that may hold keys in [lower, upper), in
+// the order of their keys, and whether raw keys may be in it too.
+func (m *Memory) overlapping(lower, upper []byte) ([]*memSpace, bool) {
+	// The first space that ends after lower, up to the first that starts
+	// at or after upper.
+	i, _ := slices.BinarySearchFunc(m.sorted, lower, func(s *memSpace, lower []byte) int {
+		if s.end != nil && bytes.Compare(s.end, lower) <= 0 {
+			return -1
+		}
+		return 1
+	})
+	j := i
+	for j < len(m.sorted) && (upper == nil || bytes.Compare(m.sorted[j].prefix, upper) < 0) {
+		j++
+	}
+	return m.sorted[i:j], m.raw.len() > 0
 }
 
 // NewIter implements Backend. The iterator sees a snapshot of the range taken
 // when it is created.
 func (m *Memory) NewIter(lower, upper []byte) (Iter, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
 		return nil, ErrClosed
 	}
 	var items []kvItem
-	visit := func(it kvItem) bool { items = append(items, it); return true }
-	if upper == nil {
-		m.tree.AscendGreaterOrEqual(kvItem{key: lower}, visit)
-	} else {
-		m.tree.AscendRange(kvItem{key: lower}, kvItem{key: upper}, visit)
+	add := func(it kvItem) { items = append(items, it) }
+	spaces, raw := m.overlapping(lower, upper)
+	for _, s := range spaces {
+		s.order()
+		s.visit(lower, upper, add)
+	}
+	if raw {
+		m.raw.visit(lower, upper, add)
+		if len(spaces) > 0 {
+			// Raw keys may fall between the namespaces' keys.
+			slices.SortFunc(items, func(a, b kvItem) int { return bytes.Compare(a.key, b.key) })
+		}
 	}
 	return &sliceIter{items: items, pos: -1}, nil
 }
@@ -67,17 +247,35 @@ func (m *Memory) Apply(ops []Op) error {
 			if !op.Owned {
 				it = kvItem{key: bytes.Clone(op.Key), value: bytes.Clone(op.Value)}
 			}
-			m.tree.ReplaceOrInsert(it)
+			s := m.space(it.key)
+			if s == nil {
+				n := splitNamespace(it.key)
+				s = newMemSpace(it.key[:n:n], false)
+				m.spaces[unsafeString(s.prefix)] = s
+				i, _ := slices.BinarySearchFunc(m.sorted, s.prefix, func(s *memSpace, p []byte) int { return bytes.Compare(s.prefix, p) })
+				m.sorted = slices.Insert(m.sorted, i, s)
+			}
+			s.set(it)
 		case OpDelete:
-			m.tree.Delete(kvItem{key: op.Key})
+			if s := m.space(op.Key); s != nil {
+				s.delete(op.Key)
+			}
 		case OpDeleteRange:
-			var doomed []kvItem
-			m.tree.AscendRange(kvItem{key: op.Key}, kvItem{key: op.End}, func(it kvItem) bool {
-				doomed = append(doomed, it)
-				return true
-			})
-			for _, it := range doomed {
-				m.tree.Delete(it)
+			spaces, raw := m.overlapping(op.Key, op.End)
+			var whole []*memSpace
+			for _, s := range spaces {
+				if bytes.Compare(op.Key, s.prefix) <= 0 && (op.End == nil || bytes.Compare(s.end, op.End) <= 0) {
+					whole = append(whole, s)
+					continue
+				}
+				s.deleteRange(op.Key, op.End)
+			}
+			for _, s := range whole {
+				delete(m.spaces, unsafeString(s.prefix))
+				m.sorted = slices.DeleteFunc(m.sorted, func(o *memSpace) bool { return o == s })
+			}
+			if raw {
+				m.raw.deleteRange(op.Key, op.End)
 			}
 		}
 	}

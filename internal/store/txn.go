@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"unsafe"
 
 	"github.com/google/btree"
@@ -16,13 +17,13 @@ import (
 // drops it. A Txn is used by one goroutine, the task's.
 type Txn struct {
 	backend Backend
-	pending *btree.BTreeG[*pendingEntry]
-	// index holds pending's entries by key, for point reads without a
-	// search of the tree. Its keys share the entries' key bytes, which
-	// nobody changes.
-	index     map[string]*pendingEntry
-	indexHint int // keys of the last batch, the next index's room
-	stores    map[string]*KV
+	// spaces holds the buffered writes per namespace (a store's data, its
+	// expiry index), by the namespace's prefix.
+	spaces map[string]*pendingSpace
+	// dirty lists the spaces holding writes, pending how many.
+	dirty   []*pendingSpace
+	pending int
+	stores  map[string]*KV
 
 	// undo records the previous pending state of each key written since
 	// BeginRecord, so that one record's effects can be rolled back alone.
@@ -30,7 +31,21 @@ type Txn struct {
 	tracking bool
 }
 
-// pendingEntry is one buffered write. Once in pending it is not changed,
+// pendingSpace holds the buffered writes of one namespace. Point reads and
+// writes go through a map; the space is also kept ordered, in a tree, once
+// something iterated it (a range read, a sweep of the expiry index), so that
+// stores nobody iterates pay no ordered search per write.
+type pendingSpace struct {
+	prefix  []byte
+	entries map[string]*pendingEntry // by whole key; nil while empty
+	// hint is how many keys the last batch held, the next map's room: a
+	// commit drops the map rather than clearing it, which would keep the
+	// room of the largest batch ever for good.
+	hint int
+	tree *btree.BTreeG[*pendingEntry] // nil until the space is iterated
+}
+
+// pendingEntry is one buffered write. Once buffered it is not changed,
 // except that decoded may be filled in by a read: undo records point to
 // replaced entries, which must stay as they were.
 type pendingEntry struct {
@@ -49,15 +64,60 @@ type pendingEntry struct {
 }
 
 type undoRecord struct {
-	key  []byte
-	prev *pendingEntry // nil: the key was not pending
+	space *pendingSpace
+	key   []byte
+	prev  *pendingEntry // nil: the key was not pending
 }
-
-func lessPending(a, b *pendingEntry) bool { return bytes.Compare(a.key, b.key) < 0 }
 
 // NewTxn returns an empty write buffer over backend.
 func NewTxn(backend Backend) *Txn {
-	return &Txn{backend: backend, pending: btree.NewG(32, lessPending), stores: map[string]*KV{}}
+	return &Txn{backend: backend, spaces: map[string]*pendingSpace{}, stores: map[string]*KV{}}
+}
+
+// space returns the buffer's space of the namespace prefix.
+func (t *Txn) space(prefix []byte) *pendingSpace {
+	if sp, ok := t.spaces[string(prefix)]; ok {
+		return sp
+	}
+	sp := &pendingSpace{prefix: prefix}
+	t.spaces[string(prefix)] = sp
+	return sp
+}
+
+// order keeps the space ordered from now on.
+func (sp *pendingSpace) order() {
+	if sp.tree != nil {
+		return
+	}
+	n := len(sp.prefix)
+	sp.tree = btree.NewG(32, func(a, b *pendingEntry) bool { return bytes.Compare(a.key[n:], b.key[n:]) < 0 })
+	for _, e := range sp.entries {
+		sp.tree.ReplaceOrInsert(e)
+	}
+}
+
+// sorted returns the space's entries in key order.
+func (sp *pendingSpace) sorted(dst []*pendingEntry) []*pendingEntry {
+	if sp.tree != nil {
+		sp.tree.Ascend(func(e *pendingEntry) bool { dst = append(dst, e); return true })
+		return dst
+	}
+	start := len(dst)
+	for _, e := range sp.entries {
+		dst = append(dst, e)
+	}
+	n := len(sp.prefix)
+	slices.SortFunc(dst[start:], func(a, b *pendingEntry) int { return bytes.Compare(a.key[n:], b.key[n:]) })
+	return dst
+}
+
+// reset empties the space for the next batch.
+func (sp *pendingSpace) reset() {
+	sp.hint = len(sp.entries)
+	sp.entries = nil
+	if sp.tree != nil {
+		sp.tree.Clear(false)
+	}
 }
 
 // Backend returns the backend the buffer commits to.
@@ -74,44 +134,41 @@ type Change struct {
 // or Discard, one per key (the latest write wins), in key order.
 func (t *Txn) Changes(name string) []Change {
 	kv, ok := t.stores[name]
-	if !ok {
+	if !ok || len(kv.data.entries) == 0 {
 		return nil
 	}
+	entries := kv.data.sorted(make([]*pendingEntry, 0, len(kv.data.entries)))
 	// Room for as many changes as the store's last batch had.
-	out := make([]Change, 0, kv.changesHint)
-	defer func() { kv.changesHint = len(out) }()
-	upper := prefixEnd(kv.dataPrefix)
-	t.pending.AscendRange(&pendingEntry{key: kv.dataPrefix}, &pendingEntry{key: upper}, func(e *pendingEntry) bool {
+	out := make([]Change, 0, max(kv.changesHint, len(entries)))
+	for _, e := range entries {
 		c := Change{Key: e.key[len(kv.dataPrefix):]}
 		if !e.deleted {
 			c.Value = e.value
 		}
 		out = append(out, c)
-		return true
-	})
-	if len(out) == 0 {
-		return nil
 	}
+	kv.changesHint = len(out)
 	return out
 }
 
 // Dirty reports whether anything is buffered.
-func (t *Txn) Dirty() bool { return t.pending.Len() > 0 }
+func (t *Txn) Dirty() bool { return t.pending > 0 }
 
 // Commit applies every buffered write and the given checkpoints (store name
 // to the changelog offset the store is now current up to) to the backend in
 // one atomic batch, then empties the buffer. On error nothing was applied and
 // the buffer is kept.
 func (t *Txn) Commit(checkpoints map[string]int64) error {
-	ops := make([]Op, 0, t.pending.Len()+len(checkpoints))
-	t.pending.Ascend(func(e *pendingEntry) bool {
-		if e.deleted {
-			ops = append(ops, Op{Kind: OpDelete, Key: e.key, Owned: true})
-		} else {
-			ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value, Owned: e.owned})
+	ops := make([]Op, 0, t.pending+len(checkpoints))
+	for _, sp := range t.dirty {
+		for _, e := range sp.entries {
+			if e.deleted {
+				ops = append(ops, Op{Kind: OpDelete, Key: e.key, Owned: true})
+			} else {
+				ops = append(ops, Op{Kind: OpSet, Key: e.key, Value: e.value, Owned: e.owned})
+			}
 		}
-		return true
-	})
+	}
 	for name, offset := range checkpoints {
 		ops = append(ops, Op{Kind: OpSet, Key: checkpointKey(name), Value: binary.BigEndian.AppendUint64(nil, uint64(offset)), Owned: true})
 	}
@@ -126,35 +183,32 @@ func (t *Txn) Commit(checkpoints map[string]int64) error {
 			kv.cache.rotate()
 		}
 	}
-	t.pending.Ascend(func(e *pendingEntry) bool {
-		if e.kv != nil && e.kv.cache != nil {
-			e.kv.cache.committed(e)
+	for _, sp := range t.dirty {
+		for _, e := range sp.entries {
+			if e.kv != nil && e.kv.cache != nil {
+				e.kv.cache.committed(e)
+			}
 		}
-		return true
-	})
-	t.pending.Clear(false)
-	t.resetIndex()
-	t.undo = t.undo[:0]
+	}
+	t.clear()
 	return nil
 }
 
-// resetIndex empties the index for the next batch. The next write makes a
-// new map with room for as many keys as this one held, rather than this
-// one being cleared, which would keep the room of the largest batch ever
-// for good (and an idle task's buffer holds no map at all).
-func (t *Txn) resetIndex() {
-	if len(t.index) > 0 {
-		t.indexHint = len(t.index)
+// clear empties the buffer.
+func (t *Txn) clear() {
+	for _, sp := range t.dirty {
+		sp.reset()
 	}
-	t.index = nil
+	clear(t.dirty)
+	t.dirty = t.dirty[:0]
+	t.pending = 0
+	t.undo = t.undo[:0]
 }
 
 // Discard drops every buffered write; the backend is untouched.
 func (t *Txn) Discard() {
 	t.forgetSweeps()
-	t.pending.Clear(false)
-	t.resetIndex()
-	t.undo = t.undo[:0]
+	t.clear()
 	t.tracking = false
 }
 
@@ -178,12 +232,18 @@ func (t *Txn) EndRecord(keep bool) {
 		t.forgetSweeps()
 		for i := len(t.undo) - 1; i >= 0; i-- {
 			u := t.undo[i]
+			sp := u.space
 			if u.prev == nil {
-				t.pending.Delete(&pendingEntry{key: u.key})
-				delete(t.index, unsafeString(u.key))
+				delete(sp.entries, unsafeString(u.key))
+				if sp.tree != nil {
+					sp.tree.Delete(&pendingEntry{key: u.key})
+				}
+				t.pending--
 			} else {
-				t.pending.ReplaceOrInsert(u.prev)
-				t.index[unsafeString(u.prev.key)] = u.prev
+				sp.entries[unsafeString(u.prev.key)] = u.prev
+				if sp.tree != nil {
+					sp.tree.ReplaceOrInsert(u.prev)
+				}
 			}
 		}
 	}
@@ -278,8 +338,9 @@ func (t *Txn) restore(name string, checkpoint []byte, changes []Change, next int
 	return t.backend.Apply(ops)
 }
 
-func (t *Txn) get(key []byte) ([]byte, bool, error) {
-	if e, ok := t.buffered(key); ok {
+// get reads key of the space sp: its buffered write, else the backend.
+func (t *Txn) get(sp *pendingSpace, key []byte) ([]byte, bool, error) {
+	if e, ok := sp.entries[unsafeString(key)]; ok {
 		if e.deleted {
 			return nil, false, nil
 		}
@@ -288,39 +349,38 @@ func (t *Txn) get(key []byte) ([]byte, bool, error) {
 	return t.backend.Get(key)
 }
 
-// buffered returns the pending write of key, if there is one.
-func (t *Txn) buffered(key []byte) (*pendingEntry, bool) {
-	e, ok := t.index[string(key)]
-	return e, ok
-}
-
 // unsafeString is b as a string without a copy, for keys nobody changes.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-// write buffers a write of key, a key the caller made for it; owned says
-// the same of value. kv and decoded are set for data keys of a store that
-// caches decoded values (see pendingEntry).
-func (t *Txn) write(key, value []byte, deleted, owned bool, kv *KV, decoded any) {
+// write buffers a write of key, a key of the space sp the caller made for
+// it; owned says the same of value. kv and decoded are set for data keys of
+// a store that caches decoded values (see pendingEntry).
+func (t *Txn) write(sp *pendingSpace, key, value []byte, deleted, owned bool, kv *KV, decoded any) {
 	e := &pendingEntry{key: key, value: value, deleted: deleted, owned: owned, kv: kv, decoded: decoded}
-	prev, had := t.pending.ReplaceOrInsert(e)
-	if t.index == nil {
-		t.index = make(map[string]*pendingEntry, t.indexHint)
+	if sp.entries == nil {
+		sp.entries = make(map[string]*pendingEntry, sp.hint)
+		t.dirty = append(t.dirty, sp)
 	}
-	t.index[unsafeString(key)] = e
+	prev, had := sp.entries[unsafeString(key)]
+	sp.entries[unsafeString(key)] = e
+	if !had {
+		t.pending++
+	}
+	if sp.tree != nil {
+		sp.tree.ReplaceOrInsert(e)
+	}
 	if t.tracking {
-		u := undoRecord{key: key}
-		if had {
-			u.prev = prev
-		}
-		t.undo = append(t.undo, u)
+		t.undo = append(t.undo, undoRecord{space: sp, key: key, prev: prev})
 	}
 }
 
-// iter merges the buffer and the backend over [lower, upper): buffered
-// entries shadow the backend's, buffered deletions hide them.
-func (t *Txn) iter(lower, upper []byte) (*mergeIter, error) {
+// iter merges the buffer and the backend over [lower, upper), a range
+// within the space sp: buffered entries shadow the backend's, buffered
+// deletions hide them.
+func (t *Txn) iter(sp *pendingSpace, lower, upper []byte) (*mergeIter, error) {
 	var buffered []*pendingEntry
-	t.pending.AscendRange(&pendingEntry{key: lower}, &pendingEntry{key: upper}, func(e *pendingEntry) bool {
+	sp.order()
+	ascend(sp.tree, sp.prefix, lower, upper, func(k []byte) *pendingEntry { return &pendingEntry{key: k} }, func(e *pendingEntry) bool {
 		buffered = append(buffered, e)
 		return true
 	})
