@@ -242,22 +242,31 @@ func checkCrashRun(t *testing.T, brokers []string, out []countOut, records, keys
 	}
 }
 
-// changelogFinal reads a changelog read_committed and returns each key's
-// last value.
+// changelogFinal reads a changelog read_committed, up to its last stable
+// offset, and returns each key's last value.
 func changelogFinal(t *testing.T, brokers []string, topic string) map[string]int64 {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	t.Helper()
 	final := map[string]int64{}
-	readUntilQuiet(cl, func(r *kgo.Record) {
+	for _, r := range readAllCommitted(t, brokers, topic) {
 		if len(r.Value) == 8 {
 			final[string(r.Key)] = int64(binary.BigEndian.Uint64(r.Value))
 		}
-	})
+	}
 	return final
+}
+
+// readAllCommitted returns topic's records as a read_committed consumer
+// sees them, up to each partition's last stable offset: unlike reading
+// until the fetches fall quiet, a slow first fetch cannot cut it short.
+func readAllCommitted(t testing.TB, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	recs, err := verify.ReadCommitted(ctx, []kgo.Opt{kgo.SeedBrokers(brokers...)}, topic)
+	if err != nil {
+		t.Fatalf("read %s: %v", topic, err)
+	}
+	return recs
 }
 
 // readUntilQuiet hands each record cl fetches to f until three polls of

@@ -73,20 +73,14 @@ func tickerApp(t testing.TB) *exactly.Topology {
 
 // readTicks reads the committed ticks per key, in offset order.
 func readTicks(t testing.TB, brokers []string) map[string][]int64 {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("output"),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	out := map[string][]int64{}
-	readUntilQuiet(cl, func(r *kgo.Record) {
+	for _, r := range readAllCommitted(t, brokers, "output") {
 		v, err := serde.Int64.Deserialize(r.Value)
 		if err != nil {
 			t.Fatalf("bad tick %q: %v", r.Value, err)
 		}
 		out[string(r.Key)] = append(out[string(r.Key)], v)
-	})
+	}
 	return out
 }
 
