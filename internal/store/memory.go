@@ -12,12 +12,11 @@ import (
 // Memory is an in-process Backend. Its contents live as long as the value:
 // after a process dies, its stores are rebuilt from their changelogs.
 //
-// Keys are kept apart per namespace (a store's data, its expiry index, its
-// checkpoints; see namespace): a namespace that has never been iterated is a
-// hash map, so the point reads and writes that are all most stores see cost
-// no ordered search, and the first iteration over it orders it for good (a
-// tree that compares the keys after the namespace, not the long prefix every
-// key of it shares). Keys outside the layout live in one ordered tree.
+// Point reads and writes of a store that nothing iterates cost a hash
+// lookup, not an ordered search: each namespace of the key layout (a
+// store's data, its expiry index, its checkpoints) is kept apart, and is
+// ordered from the first iteration over it on. Keys outside the layout are
+// accepted too, and kept ordered.
 type Memory struct {
 	mu     sync.RWMutex
 	spaces map[string]*memSpace
