@@ -30,7 +30,9 @@ func metricSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 
 // TestInjectedFaultsAbortAndRetryWithoutDuplicates makes the broker fail
 // produce requests, transactional offset commits and EndTxn (with the
-// unknown-outcome REQUEST_TIMED_OUT) while the application runs.
+// unknown-outcome REQUEST_TIMED_OUT) while the application runs: every
+// fault fails one of the application's requests, transactions abort, and
+// the committed output still holds every input once.
 func TestInjectedFaultsAbortAndRetryWithoutDuplicates(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "input", "output"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
@@ -39,14 +41,11 @@ func TestInjectedFaultsAbortAndRetryWithoutDuplicates(t *testing.T) {
 	defer c.Close()
 	brokers := c.ListenAddrs()
 	const n, keys = 20_000, 13
-	produceInputs(t, brokers, 0, n, keys)
 
-	reg := prometheus.NewRegistry()
-	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
-	cfg.Registerer = reg
-	stop := startApp(t, countingApp(t, true), cfg)
-	defer stop()
-
+	// The produce fault is one franz-go does not retry but that says nothing
+	// of the records (kafkaerr.RefusedForGood is false): the transaction
+	// aborts and its input is redelivered. An error that blames the records
+	// (INVALID_RECORD) would have them refused and the task failed instead.
 	failProduce := func(req kmsg.Request) (kmsg.Response, error, bool) {
 		pr := req.(*kmsg.ProduceRequest)
 		if pr.TransactionID == nil {
@@ -59,7 +58,7 @@ func TestInjectedFaultsAbortAndRetryWithoutDuplicates(t *testing.T) {
 			for _, rp := range rt.Partitions {
 				sp := kmsg.NewProduceResponseTopicPartition()
 				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.InvalidRecord.Code
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
 				st.Partitions = append(st.Partitions, sp)
 			}
 			resp.Topics = append(resp.Topics, st)
@@ -87,16 +86,45 @@ func TestInjectedFaultsAbortAndRetryWithoutDuplicates(t *testing.T) {
 		resp.ErrorCode = kerr.RequestTimedOut.Code
 		return resp, nil, true
 	}
-	for i := range 6 {
-		time.Sleep(150 * time.Millisecond)
-		switch i % 3 {
-		case 0:
-			c.ControlKey(int16(kmsg.Produce), failProduce)
-		case 1:
-			c.ControlKey(int16(kmsg.TxnOffsetCommit), failOffsetCommit)
-		case 2:
-			c.ControlKey(int16(kmsg.EndTxn), failEndTxn)
+	type fault struct {
+		key  kmsg.Key
+		fail func(kmsg.Request) (kmsg.Response, error, bool)
+	}
+	faults := []fault{
+		{kmsg.Produce, failProduce}, {kmsg.TxnOffsetCommit, failOffsetCommit}, {kmsg.EndTxn, failEndTxn},
+		{kmsg.Produce, failProduce}, {kmsg.TxnOffsetCommit, failOffsetCommit}, {kmsg.EndTxn, failEndTxn},
+	}
+	// The input arrives in one part more than there are faults: each fault
+	// is armed before the next part is produced and has failed one of the
+	// application's requests before the part after it is, so every fault
+	// lands while input is still pending, however fast the application is.
+	produceInputPart := func(i int) {
+		produceInputs(t, brokers, i*n/(len(faults)+1), (i+1)*n/(len(faults)+1), keys)
+	}
+	produceInputPart(0)
+
+	reg := prometheus.NewRegistry()
+	cfg := appConfig(brokers, t.TempDir(), exactly.ExactlyOnceV2)
+	cfg.Registerer = reg
+	stop := startApp(t, countingApp(t, true), cfg)
+	defer stop()
+
+	for i, f := range faults {
+		failed := make(chan struct{})
+		c.ControlKey(int16(f.key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			resp, err, handled := f.fail(req)
+			if handled {
+				close(failed) // a handled control is dropped: this runs once
+			}
+			return resp, err, handled
+		})
+		produceInputPart(i + 1)
+		select {
+		case <-failed:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("fault %d (%s) was armed with input pending, but no request of the application reached it in 60s", i, f.key.Name())
 		}
+		t.Logf("fault %d (%s) failed a request of the application", i, f.key.Name())
 	}
 	out := readCommitted(t, brokers, n, 90*time.Second)
 	checkExactlyOnce(t, out, n, keys)

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -19,16 +17,8 @@ import (
 // record through `exactly run orders` and checks each lands in the
 // dead-letter topic with its reason while the instance keeps projecting.
 func TestRunOrdersDeadLettersBadInputAndKeepsGoing(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-
-	c := defaultRunOrdersConfig()
-	c.Brokers, c.StateDir, c.HTTP, c.Partitions = brokers, t.TempDir(), "127.0.0.1:0", 1
-	c.CommitInterval, c.SessionTimeout = 50*time.Millisecond, time.Second
+	brokers := newBroker(t).ListenAddrs()
+	c := testRunOrdersConfig(t, brokers, 1)
 
 	// Room for a 2 MB record on the input and dead-letter topics.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerBatchMaxBytes(8<<20), kgo.DefaultProduceTopic(c.InputTopic))
@@ -43,13 +33,8 @@ func TestRunOrdersDeadLettersBadInputAndKeepsGoing(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
-	defer func() { cancel(); <-done }()
-	base := "http://" + (<-addrs).String()
-	waitFor(t, 15*time.Second, "/readyz to answer 200", func() bool { s, _ := get(t, base+"/readyz"); return s == http.StatusOK })
+	base, _ := startRunOrders(t, c)
+	waitReady(t, base)
 
 	const ts = 1732260000000
 	created := func(id, eventID string, at int64) string {

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/exactly-go/exactly/chaos"
@@ -31,12 +28,7 @@ import (
 // input then commits, key by key, exactly the projections the first run
 // committed.
 func TestResetThenRerunGivesTheFirstRunsOutput(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
+	brokers := newBroker(t).ListenAddrs()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatal(err)
@@ -44,27 +36,20 @@ func TestResetThenRerunGivesTheFirstRunsOutput(t *testing.T) {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 
-	c := defaultRunOrdersConfig()
-	c.Brokers, c.StateDir, c.HTTP, c.Partitions = brokers, t.TempDir(), "127.0.0.1:0", 3
-	c.CommitInterval, c.SessionTimeout = 50*time.Millisecond, time.Second
+	c := testRunOrdersConfig(t, brokers, 3)
 	input := chaos.OrdersInput(c.InputTopic, 7, 60, c.Partitions)
 
 	// run runs the projection until it has committed the whole input;
 	// during runs it calls during with the application running.
 	run := func(during func()) {
 		t.Helper()
-		ctx, cancel := context.WithCancel(context.Background())
-		addrs := make(chan net.Addr, 1)
-		done := make(chan error, 1)
-		go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
+		base, stop := startRunOrders(t, c)
 		defer func() {
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatalf("run orders: %v", err)
 			}
 		}()
-		base := "http://" + (<-addrs).String()
-		waitFor(t, 30*time.Second, "/readyz to answer 200", func() bool { s, _ := get(t, base+"/readyz"); return s == http.StatusOK })
+		waitReady(t, base)
 		waitFor(t, 60*time.Second, "the whole input to be committed", func() bool {
 			ends, err := adm.ListEndOffsets(context.Background(), c.InputTopic)
 			committed, err2 := adm.FetchOffsets(context.Background(), c.ApplicationID)

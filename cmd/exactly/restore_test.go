@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -30,20 +28,9 @@ import (
 // the same numbers. Released, the restore reaches 100% and the log says
 // so.
 func TestRunOrdersShowsRestoreProgress(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
+	cluster := newBroker(t)
 	brokers := cluster.ListenAddrs()
-
-	c := defaultRunOrdersConfig()
-	c.Brokers = brokers
-	c.StateDir = t.TempDir()
-	c.HTTP = "127.0.0.1:0"
-	c.Partitions = 1
-	c.CommitInterval = 50 * time.Millisecond
-	c.SessionTimeout = time.Second
+	c := testRunOrdersConfig(t, brokers, 1)
 
 	const batches, perBatch = 30, 100
 	changelog := c.ApplicationID + "-" + orders.ProjectionStore + "-changelog"
@@ -97,29 +84,13 @@ func TestRunOrdersShowsRestoreProgress(t *testing.T) {
 		}
 	}()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
+	base, stop := startRunOrders(t, c)
 	defer func() {
 		releaseRestore()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run orders returned %v after cancel; want nil", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("run orders did not stop within 15s of cancel")
+		if err := stop(); err != nil {
+			t.Errorf("run orders: %v", err)
 		}
 	}()
-	var base string
-	select {
-	case a := <-addrs:
-		base = "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("run orders: %v", err)
-	}
 	restoreOf := func() (httpapi.Restore, bool) {
 		status, body := get(t, base+"/status.json")
 		var st httpapi.Status
@@ -162,10 +133,7 @@ func TestRunOrdersShowsRestoreProgress(t *testing.T) {
 	if r, _ := restoreOf(); r.Restored != total || r.Total != total || r.Percent != 100 || r.Records != total {
 		t.Errorf("restore done = %+v; want %d of %d offsets and records, 100%%", r, total, total)
 	}
-	waitFor(t, 15*time.Second, "/readyz to answer 200", func() bool {
-		status, _ := get(t, base+"/readyz")
-		return status == http.StatusOK
-	})
+	waitReady(t, base)
 	finalLine := fmt.Sprintf(`msg="restored store partition" application=orders store=%s partition=0 task=0_0 offsets=%d records=%d`, orders.ProjectionStore, total, total)
 	waitFor(t, 10*time.Second, "the restore's final line in the log", func() bool {
 		return strings.Contains(logs.String(), finalLine)

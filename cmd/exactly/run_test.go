@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,48 +33,10 @@ import (
 // specification, and checks the HTTP endpoints: readiness, the order's
 // projection, 404 for an unknown order, the metrics and the status JSON.
 func TestRunOrdersServesProjectionsMetricsAndStatus(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-
-	c := defaultRunOrdersConfig()
-	c.Brokers = brokers
-	c.StateDir = t.TempDir()
-	c.HTTP = "127.0.0.1:0"
-	c.Partitions = 2
-	c.CommitInterval = 50 * time.Millisecond
-	c.SessionTimeout = time.Second
-
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run orders returned %v after cancel; want nil", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("run orders did not stop within 15s of cancel")
-		}
-	}()
-	var base string
-	select {
-	case a := <-addrs:
-		base = "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("run orders: %v", err)
-	}
-
-	waitFor(t, 15*time.Second, "/readyz to answer 200", func() bool {
-		status, _ := get(t, base+"/readyz")
-		return status == http.StatusOK
-	})
+	brokers := newBroker(t).ListenAddrs()
+	c := testRunOrdersConfig(t, brokers, 2)
+	base, _ := startRunOrders(t, c)
+	waitReady(t, base)
 	if status, _ := get(t, base+"/healthz"); status != http.StatusOK {
 		t.Fatalf("/healthz = %d; want 200", status)
 	}
@@ -232,6 +195,87 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 	}
 }
 
+// newBroker starts an in-process broker that lets the tests' short
+// session timeouts through; it closes when the test ends.
+func newBroker(t *testing.T) *kfake.Cluster {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	return cluster
+}
+
+// testRunOrdersConfig is `exactly run orders` as the tests run it: on
+// brokers, with partitions input partitions, a state directory of its own,
+// HTTP on a free loopback port, and commits and session timeout short
+// enough for a test.
+func testRunOrdersConfig(t *testing.T, brokers []string, partitions int32) runOrdersConfig {
+	c := defaultRunOrdersConfig()
+	c.Brokers, c.StateDir, c.HTTP, c.Partitions = brokers, t.TempDir(), "127.0.0.1:0", partitions
+	c.CommitInterval, c.SessionTimeout = 50*time.Millisecond, time.Second
+	return c
+}
+
+// startRunOrders runs `exactly run orders` with c. It returns once the
+// HTTP server listens, with its base URL ("" when c.HTTP is ""), and fails
+// the test if the run ends before. stop cancels the run and returns what
+// it returned (nil for a clean stop); a run the test did not stop is
+// stopped when the test ends, and an error it returns fails the test.
+func startRunOrders(t *testing.T, c runOrdersConfig) (base string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
+	var once sync.Once
+	var runErr error
+	halt := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(15 * time.Second):
+				runErr = errors.New("did not stop within 15s of cancel")
+			}
+		})
+	}
+	stoppedByTest := false
+	stop = func() error {
+		halt()
+		stoppedByTest = true
+		return runErr
+	}
+	t.Cleanup(func() {
+		halt()
+		if !stoppedByTest && runErr != nil {
+			t.Errorf("run orders: %v", runErr)
+		}
+	})
+	if c.HTTP == "" {
+		return "", stop
+	}
+	select {
+	case a := <-addrs:
+		return "http://" + a.String(), stop
+	case err := <-done:
+		t.Fatalf("run orders: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("run orders did not listen within 30s")
+	}
+	return "", nil
+}
+
+// waitReady waits until the instance at base answers /readyz with 200.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "/readyz to answer 200", func() bool {
+		status, _ := get(t, base+"/readyz")
+		return status == http.StatusOK
+	})
+}
+
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -250,11 +294,7 @@ func mustJSON(t *testing.T, v any) string {
 // DescribeGroups to the broker.
 func TestTwoRunOrdersProcessesAnswerEveryOrderFromEither(t *testing.T) {
 	t.Setenv("EXACTLYTEST_AS_COMMAND", "1")
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newBroker(t)
 	brokers := c.ListenAddrs()
 	var describes atomic.Int64
 	c.ControlKey(int16(kmsg.DescribeGroups), func(kmsg.Request) (kmsg.Response, error, bool) {

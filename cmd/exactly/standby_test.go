@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/exactly-go/exactly/cmd/exactly/internal/httpapi"
 )
@@ -21,42 +17,15 @@ import (
 // lists it (with its lag) beside the active task, and in the other
 // instance's view of the group.
 func TestRunOrdersWithStandbyReplicasShowsThemOnTheStatusPage(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	ctx, cancel := context.WithCancel(context.Background())
+	brokers := newBroker(t).ListenAddrs()
 	var bases []string
-	var dones []chan error
 	for _, id := range []string{"orders-1", "orders-2"} {
-		c := defaultRunOrdersConfig()
-		c.Brokers = cluster.ListenAddrs()
-		c.StateDir = t.TempDir()
-		c.HTTP = "127.0.0.1:0"
+		c := testRunOrdersConfig(t, brokers, 2)
 		c.InstanceID = id
-		c.Partitions = 2
-		c.CommitInterval = 50 * time.Millisecond
-		c.SessionTimeout = time.Second
 		c.StandbyReplicas = 1
-		addrs, done := make(chan net.Addr, 1), make(chan error, 1)
-		go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
-		select {
-		case a := <-addrs:
-			bases = append(bases, "http://"+a.String())
-		case err := <-done:
-			t.Fatalf("run orders: %v", err)
-		}
-		dones = append(dones, done)
+		base, _ := startRunOrders(t, c)
+		bases = append(bases, base)
 	}
-	defer func() {
-		cancel()
-		for _, done := range dones {
-			if err := <-done; err != nil {
-				t.Errorf("run orders returned %v after cancel; want nil", err)
-			}
-		}
-	}()
 	status := func(base string) httpapi.Status {
 		var st httpapi.Status
 		_, body := get(t, base+"/status.json")

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/exactly-go/exactly/examples/orders"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -60,25 +59,11 @@ type exportedSpan struct {
 // committed projection once the run has stopped (and flushed its spans).
 func runTracedOrder(t *testing.T, tr tracingConfig, traceID string) *kgo.Record {
 	t.Helper()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-
-	c := defaultRunOrdersConfig()
-	c.Brokers = brokers
-	c.StateDir = t.TempDir()
+	brokers := newBroker(t).ListenAddrs()
+	c := testRunOrdersConfig(t, brokers, 1)
 	c.HTTP = ""
-	c.Partitions = 1
-	c.CommitInterval = 50 * time.Millisecond
-	c.SessionTimeout = time.Second
 	c.Tracing = tr
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runOrders(ctx, c, nil) }()
+	_, stop := startRunOrders(t, c)
 
 	ts := time.Now().UnixMilli()
 	waitFor(t, 20*time.Second, "the input topic", func() bool {
@@ -107,8 +92,7 @@ func runTracedOrder(t *testing.T, tr tracingConfig, traceID string) *kgo.Record 
 		}
 		return projection != nil
 	})
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("run orders: %v", err)
 	}
 

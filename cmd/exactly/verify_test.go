@@ -5,14 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -22,23 +19,10 @@ import (
 // pass. A projection committed by a foreign producer then fails both,
 // with exit status 1, naming the record.
 func TestVerifyReplayPassesARunOfOrdersAndFailsOnAForgedProjection(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-	c := defaultRunOrdersConfig()
-	c.Brokers, c.StateDir, c.HTTP, c.Partitions = brokers, t.TempDir(), "127.0.0.1:0", 3
-	c.CommitInterval, c.SessionTimeout = 50*time.Millisecond, time.Second
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrs := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- runOrders(ctx, c, func(a net.Addr) { addrs <- a }) }()
-	base := "http://" + (<-addrs).String()
-	waitFor(t, 15*time.Second, "/readyz to answer 200", func() bool { s, _ := get(t, base+"/readyz"); return s == http.StatusOK })
+	brokers := newBroker(t).ListenAddrs()
+	c := testRunOrdersConfig(t, brokers, 3)
+	base, stop := startRunOrders(t, c)
+	waitReady(t, base)
 
 	const ts = 1732260000000
 	var recs []*kgo.Record
@@ -74,8 +58,7 @@ func TestVerifyReplayPassesARunOfOrdersAndFailsOnAForgedProjection(t *testing.T)
 		}
 		return sum >= int64(len(recs))
 	})
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 

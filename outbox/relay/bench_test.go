@@ -60,10 +60,7 @@ func relayScenario(b *testing.B, mode Mode, backlog, trickle int) (rowsPerSecond
 	time.Sleep(time.Second)
 
 	// Latency: one event per transaction, about 1 ms apart.
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		b.Fatal(err)
-	}
+	conn := connect(b, dsn)
 	defer conn.Close(ctx)
 	var mu sync.Mutex
 	committed := map[string]time.Time{}

@@ -149,10 +149,7 @@ func (f *refusedFixture) key(n int) string { return fmt.Sprintf("o-%d", n%2) }
 func (f *refusedFixture) write(t *testing.T, how refusal) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, f.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := connect(t, f.dsn)
 	defer conn.Close(ctx)
 	for _, part := range [][2]int{{0, 6}, {6, f.rows}} {
 		tx, err := conn.Begin(ctx)
@@ -199,13 +196,10 @@ func currentLSN(t *testing.T, conn *pgx.Conn) pglogrepl.LSN {
 func slotLSN(t *testing.T, dsn string) pglogrepl.LSN {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := connect(t, dsn)
 	defer conn.Close(ctx)
 	var s *string
-	err = conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'exactly_outbox'`).Scan(&s)
+	err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'exactly_outbox'`).Scan(&s)
 	if errors.Is(err, pgx.ErrNoRows) || err == nil && s == nil {
 		return 0
 	}
@@ -311,9 +305,8 @@ func TestRowTheBrokerRefusesIsDeadLetteredAndTheRelayGoesOn(t *testing.T) {
 					if variant.before {
 						f.write(t, how) // one poll, or the backfill, takes them all
 					}
-					stop := startRelay(t, cfg)
+					stop := startRelayStreaming(t, cfg)
 					if !variant.before {
-						waitSlot(t, f.dsn)
 						f.write(t, how) // through the replication stream
 					}
 					dl := readAll(t, f.brokers, deadLetters, 1)
@@ -421,32 +414,18 @@ func TestRowTheBrokerRefusesWithoutADeadLetterTopicEndsRun(t *testing.T) {
 				if transactional {
 					cfg.TransactionalID = "relay-refused"
 				}
-				r, err := New(cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
 				if mode == ModePoll {
 					f.write(t, how)
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				defer cancel()
-				done := make(chan error, 1)
-				go func() { done <- r.Run(ctx) }()
+				ended := runRelayToItsEnd(t, cfg)
 				if mode == ModeCDC {
-					waitSlot(t, f.dsn)
 					f.write(t, how)
 				}
-				err = <-done
-				if ctx.Err() != nil {
-					t.Fatalf("Run did not end on the refused row: %v", err)
-				}
+				err := ended()
 				if !errors.Is(err, ErrRowRefused) || !strings.Contains(err.Error(), uuidN(f.poison)) || !strings.Contains(err.Error(), how.says) {
 					t.Fatalf("Run = %v, want ErrRowRefused naming row %s and %s", err, uuidN(f.poison), how.says)
 				}
-				conn, err := pgx.Connect(context.Background(), f.dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				conn := connect(t, f.dsn)
 				defer conn.Close(context.Background())
 				var left bool
 				if err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM outbox WHERE id = $1)`, uuidN(f.poison)).Scan(&left); err != nil || !left {
@@ -543,12 +522,9 @@ func TestTopicTheProducerMayNotWriteIsNotDeadLettered(t *testing.T) {
 			f := newRefusedFixture(t, refusal{payload: `{"n":"fine"}`})
 			f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "order.events", Err: kerr.TopicAuthorizationFailed, Count: 2})
 			reg := prometheus.NewRegistry()
-			startRelay(t, Config{DSN: f.dsn, Mode: mode, DeadLetterTopic: deadLetters, StatusInterval: 50 * time.Millisecond,
+			startRelayStreaming(t, Config{DSN: f.dsn, Mode: mode, DeadLetterTopic: deadLetters, StatusInterval: 50 * time.Millisecond,
 				PollInterval: 20 * time.Millisecond, Registerer: reg, Kafka: []kgo.Opt{kgo.SeedBrokers(f.brokers...)},
 				Logger: slog.New(slog.DiscardHandler)})
-			if mode == ModeCDC {
-				waitSlot(t, f.dsn)
-			}
 			f.write(t, refusal{payload: `{"n":"fine"}`})
 			waitTableEmpty(t, f.dsn, "outbox")
 			readAll(t, f.brokers, "order.events", f.rows)

@@ -49,13 +49,22 @@ func newKafka(t testing.TB) []string {
 	return cluster.ListenAddrs()
 }
 
-func migrated(t testing.TB, dsn string) {
+// connect opens a connection to dsn for the test; the caller closes it.
+func connect(t testing.TB, dsn string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return conn
+}
+
+func migrated(t testing.TB, dsn string) {
+	t.Helper()
+	ctx := context.Background()
+	conn := connect(t, dsn)
 	defer conn.Close(ctx)
 	if err := outbox.Migrate(ctx, conn); err != nil {
 		t.Fatal(err)
@@ -290,10 +299,7 @@ func (r *received) check(t testing.TB, w *written) int {
 func outboxRows(t testing.TB, dsn string) int {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := connect(t, dsn)
 	defer conn.Close(ctx)
 	var n int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
@@ -334,6 +340,49 @@ func startRelay(t testing.TB, cfg Config) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// startRelayStreaming is startRelay that, in CDC mode, returns once the
+// relay's slot exists: rows written after come through the replication
+// stream, not the backfill.
+func startRelayStreaming(t *testing.T, cfg Config) (stop func()) {
+	t.Helper()
+	stop = startRelay(t, cfg)
+	waitStreaming(t, cfg)
+	return stop
+}
+
+// runRelayToItsEnd runs a relay with cfg that is to end by itself, on a
+// row it may not publish, and returns as startRelayStreaming does. ended
+// waits for what Run returned; it fails the test if Run did not end by
+// itself within 60 s of the start.
+func runRelayToItsEnd(t *testing.T, cfg Config) (ended func() error) {
+	t.Helper()
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitStreaming(t, cfg)
+	return func() error {
+		t.Helper()
+		err := <-done
+		if ctx.Err() != nil {
+			t.Fatalf("Run did not end by itself within 60s: %v", err)
+		}
+		return err
+	}
+}
+
+// waitStreaming waits, in CDC mode, until the relay created its slot.
+func waitStreaming(t *testing.T, cfg Config) {
+	t.Helper()
+	if cfg.Mode != ModePoll {
+		waitSlot(t, cfg.DSN)
+	}
 }
 
 func TestRelayPublishesConcurrentWritesRoutedKeyedWithHeadersAndCleansUp(t *testing.T) {
@@ -401,10 +450,7 @@ func TestCDCRelayPublishesRowsWrittenBeforeItsSlotExisted(t *testing.T) {
 				// A relay that created its slot and died before its
 				// backfill committed: the slot exists, the record of the
 				// backfill does not.
-				conn, err := pgx.Connect(ctx, dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				conn := connect(t, dsn)
 				for _, sql := range []string{
 					`CREATE PUBLICATION exactly_outbox FOR TABLE outbox WITH (publish = 'insert')`,
 					`SELECT pg_create_logical_replication_slot('exactly_outbox', 'pgoutput')`,
@@ -490,10 +536,7 @@ func TestUnroutableRowIsDeadLetteredAndTheRelayGoesOn(t *testing.T) {
 			got := consume(ctx, t, brokers)
 			startRelay(t, Config{DSN: dsn, Mode: mode, DeadLetterTopic: "outbox-dlq", StatusInterval: 100 * time.Millisecond,
 				Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}})
-			conn, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			conn := connect(t, dsn)
 			defer conn.Close(ctx)
 			for i, aggregateType := range []string{"order", "order", "not a topic", "order", "payment"} {
 				tx, err := conn.Begin(ctx)
@@ -536,23 +579,11 @@ func TestUnroutableRowWithoutADeadLetterTopicEndsRun(t *testing.T) {
 			dsn := pgtest.NewDatabase(t)
 			migrated(t, dsn)
 			brokers := newKafka(t)
-			r, err := New(Config{DSN: dsn, Mode: mode, StatusInterval: 50 * time.Millisecond, PollInterval: 20 * time.Millisecond,
+			ended := runRelayToItsEnd(t, Config{DSN: dsn, Mode: mode, StatusInterval: 50 * time.Millisecond, PollInterval: 20 * time.Millisecond,
 				Kafka: []kgo.Opt{kgo.SeedBrokers(brokers...)}, Logger: slog.New(slog.DiscardHandler)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- r.Run(ctx) }()
-			if mode == ModeCDC {
-				waitSlot(t, dsn)
-			}
-			conn, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(context.Background())
+			ctx := context.Background()
+			conn := connect(t, dsn)
+			defer conn.Close(ctx)
 			const id = "00000000-0000-7000-8000-000000000042"
 			tx, err := conn.Begin(ctx)
 			if err != nil {
@@ -564,10 +595,7 @@ func TestUnroutableRowWithoutADeadLetterTopicEndsRun(t *testing.T) {
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
-			err = <-done
-			if ctx.Err() != nil {
-				t.Fatalf("Run did not end on the unroutable row: %v", err)
-			}
+			err = ended()
 			if !errors.Is(err, ErrRowUnroutable) || !strings.Contains(err.Error(), id) || !strings.Contains(err.Error(), "not a valid topic name") {
 				t.Fatalf("Run = %v, want ErrRowUnroutable naming row %s and why", err, id)
 			}

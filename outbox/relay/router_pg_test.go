@@ -346,10 +346,7 @@ func collect(ctx context.Context, t *testing.T, brokers, topics []string, n int)
 func execAll(t *testing.T, dsn string, statements ...string) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := connect(t, dsn)
 	defer conn.Close(ctx)
 	for _, sql := range statements {
 		if _, err := conn.Exec(ctx, sql); err != nil {
@@ -361,10 +358,7 @@ func execAll(t *testing.T, dsn string, statements ...string) {
 func waitTableEmpty(t *testing.T, dsn, table string) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := connect(t, dsn)
 	defer conn.Close(ctx)
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		var n int
@@ -425,10 +419,7 @@ func TestColumnTheTableLacksStopsTheRelayAtStart(t *testing.T) {
 					}
 				}
 				var publications int
-				conn, err := pgx.Connect(context.Background(), dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				conn := connect(t, dsn)
 				defer conn.Close(context.Background())
 				if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_publication`).Scan(&publications); err != nil || publications != 0 {
 					t.Errorf("publications after a refused start: %d (%v), want 0", publications, err)
