@@ -260,7 +260,23 @@ func TestPersistentGlobalTableRestartReadsOnlyWhatTheTopicGained(t *testing.T) {
 			t.Fatal("the instance was not ready after 60s")
 		}
 	}
-	restored := func() int { return int(countWithLabel(t, reg, "exactly_restore_records_total", "store", "products")) }
+	restored := func() int {
+		t.Helper()
+		n := int(countWithLabel(t, reg, "exactly_restore_records_total", "store", "products"))
+		// The bootstrap shows on App.Restores as a store's restore does:
+		// per partition it read, done once the instance is ready.
+		shown := int64(0)
+		for _, p := range app.Restores() {
+			if p.Store != "products" || p.Task != "global" || !p.Done() || p.Position != p.EndOffset {
+				t.Fatalf("the bootstrap's progress shows %+v, want the products store's partitions, done", p)
+			}
+			shown += p.Records
+		}
+		if shown != int64(n) {
+			t.Fatalf("the bootstrap's progress shows %d records read, the metric %d", shown, n)
+		}
+		return n
+	}
 
 	out, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("named"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))

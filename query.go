@@ -221,7 +221,8 @@ func (a *App) StandbyTasks() []StandbyTaskMetadata {
 // StateRestoreListener).
 type RestoreProgress struct {
 	// Store and Partition name the store partition; Task is the task
-	// restoring it, as "subtopology_partition".
+	// restoring it, as "subtopology_partition", or "global" for the
+	// bootstrap of a global store's partition.
 	Store     string `json:"store"`
 	Partition int32  `json:"partition"`
 	Task      string `json:"task"`
@@ -255,17 +256,21 @@ func (p RestoreProgress) Fraction() float64 {
 }
 
 // Restores returns the latest restore of each store partition of the tasks
-// this instance holds, under way or finished, sorted by store and
-// partition; a store partition whose local copy was already current has
-// none. A restore runs when a task is assigned (from the local checkpoint,
+// this instance holds, and the bootstrap of each partition of its global
+// stores, under way or finished, sorted by store and partition; a store
+// partition whose local copy was already current has none. A restore runs when a task is assigned (from the local checkpoint,
 // or from offset 0 for a missing or corrupt store); the instance is ready
 // once each of its first tasks' restores is done. Poll it to show progress
 // (exactly_restore_remaining_records says the same to Prometheus).
 func (a *App) Restores() []RestoreProgress {
 	out := []RestoreProgress{}
 	for _, p := range a.runner.Restores() {
+		task := p.Task.String()
+		if p.Global {
+			task = "global"
+		}
 		out = append(out, RestoreProgress{
-			Store: p.Store, Partition: p.Partition, Task: p.Task.String(),
+			Store: p.Store, Partition: p.Partition, Task: task,
 			StartOffset: p.StartOffset, EndOffset: p.EndOffset, Position: p.Position, Records: p.Records,
 			Started: p.Started, Finished: p.Finished,
 		})

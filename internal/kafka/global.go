@@ -118,8 +118,13 @@ func (r *Runner) startGlobalStores(ctx context.Context) (_ *globalStores, err er
 		r.metrics.restoreLeft.WithLabelValues(pos.store, strconv.Itoa(int(pos.partition))).Set(float64(pos.end - next))
 		return nil
 	}
+	for _, pos := range g.positions {
+		if pos.applied < pos.end {
+			r.restores.beginGlobal(pos, started)
+		}
+	}
 	consumeFrom(cl, g.positions)
-	if err := readToEnd(ctx, cl, g.positions, "bootstrap global store", 10000, r.stallLimit(), apply, nil); err != nil {
+	if err := readToEnd(ctx, cl, g.positions, "bootstrap global store", 10000, r.stallLimit(), apply, r.restores.progress); err != nil {
 		return nil, err
 	}
 	if g.persistent != nil {

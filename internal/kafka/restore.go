@@ -312,14 +312,7 @@ func (w *worker) restore(ctx context.Context, lt *liveTask) error {
 		w.r.metrics.restoreLeft.WithLabelValues(pos.store, partition).Set(float64(pos.end - next))
 		return nil
 	}
-	progress := func(pos *changelogPosition, done bool) {
-		if done {
-			w.r.restores.finish(pos, pos.records, time.Now())
-		} else {
-			w.r.restores.advance(pos, pos.records, time.Now())
-		}
-	}
-	if err := readToEnd(ctx, cl, reading, "restore", crashpoint.RestoreBatch(10000), w.r.stallLimit(), apply, progress); err != nil {
+	if err := readToEnd(ctx, cl, reading, "restore", crashpoint.RestoreBatch(10000), w.r.stallLimit(), apply, w.r.restores.progress); err != nil {
 		return err
 	}
 	w.r.metrics.restoreDuration.Observe(time.Since(started).Seconds())

@@ -17,6 +17,9 @@ type RestoreProgress struct {
 	Store     string
 	Partition int32
 	Task      topo.TaskID
+	// Global marks the bootstrap of a global store, which no task holds
+	// (Task is then the zero value).
+	Global bool
 	// StartOffset is the store's checkpoint when the restore began,
 	// EndOffset the changelog offset it restores up to, and Position the
 	// offset after the last changelog record it has read; Position reaches
@@ -45,15 +48,24 @@ type restoreBoard struct {
 
 // begin records the start of the restore of one store partition of task id.
 func (b *restoreBoard) begin(id topo.TaskID, pos *changelogPosition, now time.Time) {
+	b.add(&RestoreProgress{Task: id}, pos, now)
+}
+
+// beginGlobal records the start of the bootstrap of one partition of a
+// global store.
+func (b *restoreBoard) beginGlobal(pos *changelogPosition, now time.Time) {
+	b.add(&RestoreProgress{Global: true}, pos, now)
+}
+
+func (b *restoreBoard) add(p *RestoreProgress, pos *changelogPosition, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.restores == nil {
 		b.restores = map[restoreKey]*RestoreProgress{}
 	}
-	b.restores[restoreKey{pos.store, pos.partition}] = &RestoreProgress{
-		Store: pos.store, Partition: pos.partition, Task: id,
-		StartOffset: pos.applied, EndOffset: pos.end, Position: pos.read, Started: now,
-	}
+	p.Store, p.Partition = pos.store, pos.partition
+	p.StartOffset, p.EndOffset, p.Position, p.Started = pos.applied, pos.end, pos.read, now
+	b.restores[restoreKey{pos.store, pos.partition}] = p
 }
 
 // advance records how far pos has read; at its end the restore is
@@ -77,11 +89,21 @@ func (b *restoreBoard) finish(pos *changelogPosition, records int64, now time.Ti
 	b.advance(pos, records, now)
 }
 
+// progress records how far pos has read, and whether it is done: the
+// progress callback of readToEnd.
+func (b *restoreBoard) progress(pos *changelogPosition, done bool) {
+	if done {
+		b.finish(pos, pos.records, time.Now())
+	} else {
+		b.advance(pos, pos.records, time.Now())
+	}
+}
+
 // forget drops the restores of task id: it closed, or its restore failed.
 func (b *restoreBoard) forget(id topo.TaskID) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	maps.DeleteFunc(b.restores, func(_ restoreKey, p *RestoreProgress) bool { return p.Task == id })
+	maps.DeleteFunc(b.restores, func(_ restoreKey, p *RestoreProgress) bool { return !p.Global && p.Task == id })
 }
 
 // list returns copies of the restores, by store and partition.
@@ -99,6 +121,7 @@ func (b *restoreBoard) list() []RestoreProgress {
 }
 
 // Restores returns the latest restore of each store partition of the tasks
-// this instance's workers hold, under way or finished, by store and
-// partition. A store partition with nothing to restore has none.
+// this instance's workers hold, and the bootstrap of each partition of its
+// global stores, under way or finished, by store and partition. A store
+// partition with nothing to restore has none.
 func (r *Runner) Restores() []RestoreProgress { return r.restores.list() }
