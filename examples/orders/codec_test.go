@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 
 	json "github.com/goccy/go-json"
 )
@@ -53,28 +54,74 @@ func codecCorpus(n int) [][]byte {
 	return out
 }
 
+// plainEdgeCases are values at the edges of what the plain parse accepts.
+var plainEdgeCases = [][]byte{
+	[]byte(`{"metadata":{"eventId":"e","timestamp":-0},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":0}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000,"sequence":0},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000,"sequence":-1},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}}`),
+	[]byte(`{"metadata":{},"type":"OrderCreated","payload":{}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderUpdated","payload":{"orderId":"o","items":[],"updatedAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderUpdated","payload":{"orderId":"o","items":[{}],"updatedAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderUpdated","payload":{"orderId":"o","items":[{"sku":"s","quantity":1,"priceCents":-1}],"updatedAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderUpdated","payload":{"orderId":"o","items":[{"sku":"s","quantity":1,"priceCents":2,"sku":"t"}],"updatedAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1},"extra":1}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}} x`),
+	[]byte(`{"Metadata":{"EventID":"e","timestamp":1732260000000},"TYPE":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e\u0041","timestamp":1732260000000},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000.0},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1e3}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":99999999999999999999},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":017},"type":"OrderCreated","payload":{"orderId":"o","customerId":"c","createdAt":1}}`),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderShipped","payload":{"orderId":"o","trackingNumber":"t","shippedAt":1,"orderId":"p"}}`),
+	[]byte(`{"metadata":{"eventId":"é","timestamp":1732260000000},"type":"OrderShipped","payload":{"orderId":"o","trackingNumber":"\u2028","shippedAt":1}}`),
+	[]byte(" \t{ \"metadata\" : { \"eventId\" : \"e\" , \"timestamp\" : 1732260000000 } , \"type\" : \"OrderShipped\" , \"payload\" : { \"orderId\" : \"o\" , \"trackingNumber\" : \"t\" , \"shippedAt\" : 1 } }\n"),
+	[]byte(`{"metadata":{"eventId":"e","timestamp":1732260000000},"type":"OrderShipped"}`),
+	[]byte(`{"metadata":null,"type":"OrderShipped","payload":{"orderId":"o","trackingNumber":"t","shippedAt":1}}`),
+}
+
 // TestDecoderClassifiesAsEncodingJSONDoes checks that the decoder decides
 // every input as it did with encoding/json: the same reason for a bad
 // record, the same event for a good one.
 func TestDecoderClassifiesAsEncodingJSONDoes(t *testing.T) {
 	d := Decoder{}.withDefaults()
-	valid := 0
-	for _, value := range codecCorpus(30000) {
+	valid, plain, plainBad := 0, 0, 0
+	corpus := append(codecCorpus(30000), plainEdgeCases...)
+	for _, value := range corpus {
 		want, wantErr := d.decodeValueWith(stdjson.Unmarshal, value, true)
-		got, gotErr := d.decodeValueWith(json.Unmarshal, value, true)
-		if (wantErr == nil) != (gotErr == nil) || (wantErr != nil && wantErr.Reason != gotErr.Reason) {
-			t.Fatalf("%s:\n encoding/json: %v\n go-json:       %v", value, wantErr, gotErr)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("%s decodes to\n%+v, encoding/json to\n%+v", value, got, want)
+		for _, c := range []struct {
+			name   string
+			decode func() (Event, *DecodeError)
+		}{
+			{"go-json", func() (Event, *DecodeError) { return d.decodeValueWith(json.Unmarshal, value, true) }},
+			{"plain parse, else go-json", func() (Event, *DecodeError) { return d.decodeValue(value, true) }},
+		} {
+			got, gotErr := c.decode()
+			if (wantErr == nil) != (gotErr == nil) || (wantErr != nil && wantErr.Reason != gotErr.Reason) {
+				t.Fatalf("%s:\n encoding/json: %v\n %s: %v", value, wantErr, c.name, gotErr)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s decodes to\n%+v with %s, encoding/json to\n%+v", value, got, c.name, want)
+			}
 		}
 		if wantErr == nil {
 			valid++
+		}
+		var pe plainEvent
+		if utf8.Valid(value) && pe.parse(value, &envelopeIn{}, &payloadIn{}) {
+			plain++
+			if wantErr != nil {
+				plainBad++
+			}
 		}
 	}
 	if valid < 1000 {
 		t.Fatalf("only %d valid events in the corpus", valid)
 	}
+	// The plain parse must have met enough of the corpus, bad events
+	// included (a missing field, a negative quantity), to be checked.
+	if plain < 1000 || plainBad < 100 {
+		t.Fatalf("the plain parse took %d values of the corpus (%d of them bad events), too few to check it", plain, plainBad)
+	}
+	t.Logf("%d values, %d valid events, %d parsed plain (%d of them bad events)", len(corpus), valid, plain, plainBad)
 }
 
 // TestProjectionsEncodeAsEncodingJSONDoes checks that the projections
@@ -163,6 +210,12 @@ func BenchmarkDecodeEvent(b *testing.B) {
 			}
 		})
 	}
+	b.Run("plain-parse-else-go-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			d.decodeValue(values[i%len(values)], true)
+		}
+	})
 }
 
 func BenchmarkAggregate(b *testing.B) {

@@ -270,14 +270,30 @@ func jsonProblem(err error) string {
 }
 
 // decodeValue decodes and checks a value; limits applies the size and
-// timestamp limits of d, which must have its defaults filled in.
+// timestamp limits of d, which must have its defaults filled in. A value in
+// the plain form producers write is parsed in one pass (plainEvent); any
+// other goes through the JSON library, with the same result.
 func (d Decoder) decodeValue(value []byte, limits bool) (Event, *DecodeError) {
-	return d.decodeValueWith(json.Unmarshal, value, limits)
+	return d.decode(json.Unmarshal, value, limits, true)
 }
 
-// decodeValueWith is decodeValue with the given JSON decoder, which must
-// behave as encoding/json.Unmarshal does (tests compare the two).
+// decodeValueWith is decodeValue with the given JSON decoder for every
+// value, which must behave as encoding/json.Unmarshal does (tests compare
+// the two, and decodeValue with both).
 func (d Decoder) decodeValueWith(unmarshal func([]byte, any) error, value []byte, limits bool) (Event, *DecodeError) {
+	return d.decode(unmarshal, value, limits, false)
+}
+
+// unmarshalInto decodes b into a T; the T is returned by value, so that
+// the caller's copy does not move to the heap with the one the decoder is
+// handed.
+func unmarshalInto[T any](unmarshal func([]byte, any) error, b []byte) (T, error) {
+	var v T
+	err := unmarshal(b, &v)
+	return v, err
+}
+
+func (d Decoder) decode(unmarshal func([]byte, any) error, value []byte, limits, plain bool) (Event, *DecodeError) {
 	var e Event
 	if limits && d.MaxEventBytes >= 0 && len(value) > d.MaxEventBytes {
 		return e, decodeErr(ReasonMalformed, "the value has %d bytes, more than the limit of %d", len(value), d.MaxEventBytes)
@@ -289,8 +305,15 @@ func (d Decoder) decodeValueWith(unmarshal func([]byte, any) error, value []byte
 		return e, decodeErr(ReasonMalformed, "the value is not a JSON object")
 	}
 	var in envelopeIn
-	if err := unmarshal(value, &in); err != nil {
-		return e, decodeErr(ReasonMalformed, "%s", jsonProblem(err))
+	var p payloadIn
+	var pe plainEvent
+	parsed := plain && pe.parse(value, &in, &p)
+	if !parsed {
+		p = payloadIn{}
+		var err error
+		if in, err = unmarshalInto[envelopeIn](unmarshal, value); err != nil {
+			return e, decodeErr(ReasonMalformed, "%s", jsonProblem(err))
+		}
 	}
 	if in.Type == nil || *in.Type == "" {
 		return e, decodeErr(ReasonMissingField, "type is missing")
@@ -319,15 +342,17 @@ func (d Decoder) decodeValueWith(unmarshal func([]byte, any) error, value []byte
 	if m.Sequence != nil {
 		e.Metadata.Sequence = *m.Sequence
 	}
-	if len(in.Payload) == 0 || string(in.Payload) == "null" {
-		return Event{}, decodeErr(ReasonMissingField, "payload is missing")
-	}
-	if !isObject(in.Payload) {
-		return Event{}, decodeErr(ReasonMalformed, "payload is not a JSON object")
-	}
-	var p payloadIn
-	if err := unmarshal(in.Payload, &p); err != nil {
-		return Event{}, decodeErr(ReasonMalformed, "payload: %s", jsonProblem(err))
+	if !parsed {
+		if len(in.Payload) == 0 || string(in.Payload) == "null" {
+			return Event{}, decodeErr(ReasonMissingField, "payload is missing")
+		}
+		if !isObject(in.Payload) {
+			return Event{}, decodeErr(ReasonMalformed, "payload is not a JSON object")
+		}
+		var err error
+		if p, err = unmarshalInto[payloadIn](unmarshal, in.Payload); err != nil {
+			return Event{}, decodeErr(ReasonMalformed, "payload: %s", jsonProblem(err))
+		}
 	}
 	if derr := d.fill(&e, &p); derr != nil {
 		return Event{}, derr
