@@ -14,7 +14,9 @@ import (
 // events waiting in the reorder buffer) goes through github.com/goccy/go-json,
 // which decodes and encodes as encoding/json does (the same errors for the
 // same input, the same bytes for the same value; tests check both against
-// encoding/json) at a fraction of its cost. The aggregate the projection
+// encoding/json) at a fraction of its cost. Events in the plain form
+// producers write are parsed in one pass before that (plainEvent), with
+// the same result. The aggregate the projection
 // store holds is not a wire contract: it is stored in a compact binary
 // form (AggregateSerde).
 
