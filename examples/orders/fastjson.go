@@ -46,8 +46,7 @@ func (pe *plainEvent) parse(value []byte, in *envelopeIn, p *payloadIn) bool {
 			in.Metadata = &pe.meta
 			return pe.once(0) && pe.s.object(pe.metadataField)
 		case "type":
-			in.Type = &pe.typ
-			return pe.once(1) && pe.s.str(&pe.typ)
+			return pe.str(1, &in.Type, &pe.typ)
 		case "payload":
 			return pe.once(2) && pe.s.object(func(key []byte) bool { return pe.payloadField(key, p) })
 		}
@@ -64,21 +63,30 @@ func (pe *plainEvent) once(bit uint) bool {
 	return true
 }
 
+// str reads field number bit, a string, into v, which *field points to.
+func (pe *plainEvent) str(bit uint, field **string, v *string) bool {
+	*field = v
+	return pe.once(bit) && pe.s.str(v)
+}
+
+// int reads field number bit, an integer, into v, which *field points to.
+func (pe *plainEvent) int(bit uint, field **int64, v *int64) bool {
+	*field = v
+	return pe.once(bit) && pe.s.int64(v)
+}
+
 func (pe *plainEvent) metadataField(key []byte) bool {
-	m, s := &pe.meta, &pe.s
+	m := &pe.meta
 	switch string(key) {
 	case "eventId":
-		m.EventID = &pe.eventID
-		return pe.once(3) && s.str(&pe.eventID)
+		return pe.str(3, &m.EventID, &pe.eventID)
 	case "traceId":
-		m.TraceID = &pe.traceID
-		return pe.once(4) && s.str(&pe.traceID)
+		return pe.str(4, &m.TraceID, &pe.traceID)
 	case "timestamp":
-		m.Timestamp = &pe.timestamp
-		return pe.once(5) && s.int64(&pe.timestamp)
+		return pe.int(5, &m.Timestamp, &pe.timestamp)
 	case "sequence":
 		m.Sequence = &pe.sequence
-		return pe.once(6) && s.uint64(&pe.sequence)
+		return pe.once(6) && pe.s.uint64(&pe.sequence)
 	}
 	return false
 }
@@ -87,23 +95,17 @@ func (pe *plainEvent) payloadField(key []byte, p *payloadIn) bool {
 	s := &pe.s
 	switch string(key) {
 	case "orderId":
-		p.OrderID = &pe.orderID
-		return pe.once(7) && s.str(&pe.orderID)
+		return pe.str(7, &p.OrderID, &pe.orderID)
 	case "customerId":
-		p.CustomerID = &pe.customerID
-		return pe.once(8) && s.str(&pe.customerID)
+		return pe.str(8, &p.CustomerID, &pe.customerID)
 	case "createdAt":
-		p.CreatedAt = &pe.createdAt
-		return pe.once(9) && s.int64(&pe.createdAt)
+		return pe.int(9, &p.CreatedAt, &pe.createdAt)
 	case "updatedAt":
-		p.UpdatedAt = &pe.updatedAt
-		return pe.once(10) && s.int64(&pe.updatedAt)
+		return pe.int(10, &p.UpdatedAt, &pe.updatedAt)
 	case "trackingNumber":
-		p.TrackingNumber = &pe.trackingNumber
-		return pe.once(11) && s.str(&pe.trackingNumber)
+		return pe.str(11, &p.TrackingNumber, &pe.trackingNumber)
 	case "shippedAt":
-		p.ShippedAt = &pe.shippedAt
-		return pe.once(12) && s.int64(&pe.shippedAt)
+		return pe.int(12, &p.ShippedAt, &pe.shippedAt)
 	case "items":
 		if !pe.once(13) {
 			return false
