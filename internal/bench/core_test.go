@@ -17,9 +17,6 @@ import (
 // were made in one buffer, and 105.9 before the typed value cache, the
 // binary aggregate, go-json and the reorder's key-state bound).
 func TestOrdersCoreCostsPerRecord(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector changes allocation counts")
-	}
 	top, err := orders.Topology(orders.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +30,10 @@ func TestOrdersCoreCostsPerRecord(t *testing.T) {
 	if allocs > 52 {
 		t.Errorf("%.1f heap allocations per record, want at most 52", allocs)
 	}
-	if b := float64(s.Bytes) / float64(s.Records); b > 5100 {
+	// The race detector adds a few allocations per record (48.8 against
+	// 48.0) and a fifth more bytes; the allocation bound holds under both,
+	// the byte bound is for builds without it.
+	if b := float64(s.Bytes) / float64(s.Records); b > 5100 && !raceEnabled {
 		t.Errorf("%.0f bytes allocated per record, want at most 5100", b)
 	}
 	if cl := s.ChangelogPerInput(); cl > 1.4 {
