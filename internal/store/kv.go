@@ -41,8 +41,6 @@ type KV struct {
 	uncached bool
 	// scratch holds the data key of a point read, which nothing keeps.
 	scratch []byte
-	// changesHint is how many changes the store's last Changes returned.
-	changesHint int
 	// swept is the expiry up to which the buffer holds the deletion of
 	// every index entry (-1: not known), so that a sweep does not read
 	// again the entries an earlier one deleted while the backend still

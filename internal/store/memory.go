@@ -52,8 +52,7 @@ func (s *memSpace) order() {
 	if s.tree != nil {
 		return
 	}
-	n := len(s.prefix)
-	s.tree = btree.NewG(32, func(a, b kvItem) bool { return bytes.Compare(a.key[n:], b.key[n:]) < 0 })
+	s.tree = suffixTree(len(s.prefix), func(it kvItem) []byte { return it.key })
 	for _, it := range s.points {
 		s.tree.ReplaceOrInsert(it)
 	}
@@ -111,6 +110,12 @@ func (s *memSpace) visit(lower, upper []byte, f func(kvItem)) {
 		return
 	}
 	ascend(s.tree, s.prefix, lower, upper, func(k []byte) kvItem { return kvItem{key: k} }, func(it kvItem) bool { f(it); return true })
+}
+
+// suffixTree returns an empty tree of items whose keys all share a prefix
+// of n bytes, ordered by what follows it.
+func suffixTree[T any](n int, key func(T) []byte) *btree.BTreeG[T] {
+	return btree.NewG(32, func(a, b T) bool { return bytes.Compare(key(a)[n:], key(b)[n:]) < 0 })
 }
 
 // ascend visits the items of tr, a tree of keys that all start with

@@ -89,26 +89,25 @@ func (sp *pendingSpace) order() {
 	if sp.tree != nil {
 		return
 	}
-	n := len(sp.prefix)
-	sp.tree = btree.NewG(32, func(a, b *pendingEntry) bool { return bytes.Compare(a.key[n:], b.key[n:]) < 0 })
+	sp.tree = suffixTree(len(sp.prefix), func(e *pendingEntry) []byte { return e.key })
 	for _, e := range sp.entries {
 		sp.tree.ReplaceOrInsert(e)
 	}
 }
 
 // sorted returns the space's entries in key order.
-func (sp *pendingSpace) sorted(dst []*pendingEntry) []*pendingEntry {
+func (sp *pendingSpace) sorted() []*pendingEntry {
+	out := make([]*pendingEntry, 0, len(sp.entries))
 	if sp.tree != nil {
-		sp.tree.Ascend(func(e *pendingEntry) bool { dst = append(dst, e); return true })
-		return dst
+		sp.tree.Ascend(func(e *pendingEntry) bool { out = append(out, e); return true })
+		return out
 	}
-	start := len(dst)
 	for _, e := range sp.entries {
-		dst = append(dst, e)
+		out = append(out, e)
 	}
 	n := len(sp.prefix)
-	slices.SortFunc(dst[start:], func(a, b *pendingEntry) int { return bytes.Compare(a.key[n:], b.key[n:]) })
-	return dst
+	slices.SortFunc(out, func(a, b *pendingEntry) int { return bytes.Compare(a.key[n:], b.key[n:]) })
+	return out
 }
 
 // reset empties the space for the next batch.
@@ -137,9 +136,8 @@ func (t *Txn) Changes(name string) []Change {
 	if !ok || len(kv.data.entries) == 0 {
 		return nil
 	}
-	entries := kv.data.sorted(make([]*pendingEntry, 0, len(kv.data.entries)))
-	// Room for as many changes as the store's last batch had.
-	out := make([]Change, 0, max(kv.changesHint, len(entries)))
+	entries := kv.data.sorted()
+	out := make([]Change, 0, len(entries))
 	for _, e := range entries {
 		c := Change{Key: e.key[len(kv.dataPrefix):]}
 		if !e.deleted {
@@ -147,7 +145,6 @@ func (t *Txn) Changes(name string) []Change {
 		}
 		out = append(out, c)
 	}
-	kv.changesHint = len(out)
 	return out
 }
 
